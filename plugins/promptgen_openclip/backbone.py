@@ -1,0 +1,212 @@
+"""OpenClipBackbone: a frozen open_clip model behind promptgen's Backbone protocol."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torchvision import transforms as T
+
+from promptgen.device import autocast, resolve_device, resolve_precision
+from promptgen.errors import BackboneLoadError
+from promptgen.values import Tokens
+from promptgen_openclip.loading import load_model
+
+# Text-pooling types that read the feature at the EOT token.
+_EOT_POOLING = ("argmax", "eos")
+
+
+class OpenClipBackbone:
+    """open_clip models: pretrained tags, local checkpoints (.safetensors, state dict, OpenAI .pt) or random weights."""
+
+    fingerprint: str
+    ctx_dim: int
+    embed_dim: int
+    context_length: int
+    logit_scale: float
+    device: torch.device
+
+    def __init__(
+        self,
+        model: str,
+        pretrained: str | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        cache_dir: str | None = None,
+        init_seed: int = 0,
+    ):
+        import open_clip
+
+        self.model_name = model
+        self.pretrained = pretrained
+        self.device = resolve_device(device)
+        self.autocast_dtype = resolve_precision(precision, self.device)
+        self.model = load_model(model, pretrained, cache_dir=cache_dir, init_seed=init_seed)
+        self.model.to(self.device).eval().requires_grad_(False)
+        self.tokenizer = open_clip.get_tokenizer(model)
+        self.text = _text_tower(self.model, model)
+        self.ctx_dim = self.text.token_embedding.weight.shape[1]
+        self.context_length = self.text.positional_embedding.shape[0]
+        self.embed_dim = self._embed_dim()
+        self.logit_scale = float(self.model.logit_scale.exp().item())
+        # Causal attention + pooling at EOT: positions after the longest EOT cannot change any output.
+        self.truncates_at_eot = self.text.attn_mask is not None and self.text.pool_type in _EOT_POOLING
+        self._fingerprint: str | None = None
+
+    def _embed_dim(self) -> int:
+        projection = self.text.text_projection
+        if projection is None:
+            return self.ctx_dim
+        return projection.out_features if isinstance(projection, torch.nn.Linear) else projection.shape[1]
+
+    @property
+    def fingerprint(self) -> str:
+        """Model name + a hash of every weight: two backbones share a fingerprint only if they compute the same."""
+        if self._fingerprint is None:
+            self._fingerprint = f"{self.model_name}@{weights_hash(self.model.state_dict())}"
+        return self._fingerprint
+
+    # --- images -------------------------------------------------------------------------------
+
+    def image_transform(self, train: bool) -> Callable:
+        """As in SPG (Dassl): train = random resized crop + horizontal flip; eval = resize + center crop."""
+        from open_clip.factory import get_model_preprocess_cfg
+
+        cfg = get_model_preprocess_cfg(self.model)
+        size = cfg.get("size", self.model.visual.image_size)
+        size = size if isinstance(size, int) else tuple(size)
+        crop = size if isinstance(size, int) else size[0]
+        normalize = T.Normalize(mean=cfg["mean"], std=cfg["std"])
+        bicubic = T.InterpolationMode.BICUBIC
+        if train:
+            steps = [T.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=bicubic), T.RandomHorizontalFlip()]
+        else:
+            steps = [T.Resize(crop, interpolation=bicubic), T.CenterCrop(size)]
+        return T.Compose([_to_rgb, *steps, T.ToTensor(), normalize])
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.autocast_dtype):
+            features = self.model.encode_image(pixels.to(self.device, non_blocking=True))
+        return F.normalize(features.float(), dim=-1)
+
+    # --- text ---------------------------------------------------------------------------------
+
+    def tokenize(self, texts: Sequence[str]) -> Tokens:
+        ids = self.tokenizer(list(texts)).to(self.device)
+        return Tokens(ids=ids, eot_index=self._eot_index(ids))
+
+    def _eot_index(self, ids: torch.Tensor) -> torch.Tensor:
+        eos = getattr(self.text, "eos_id", None) if self.text.pool_type == "eos" else None
+        if eos is not None:
+            return (ids == eos).int().argmax(dim=-1)
+        return ids.argmax(dim=-1)  # CLIP's EOT has the highest id in the vocabulary
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.text.token_embedding(ids.to(self.device))
+
+    def encode_prompts(self, token_embeddings: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
+        """Runs the text transformer over positions [0, max(eot_index)] only, when that is exact.
+
+        Gradients flow to ``token_embeddings`` (prompt learning needs them); the weights stay frozen.
+        """
+        x = token_embeddings.to(self.device)
+        eot_index = eot_index.to(self.device)
+        if self.truncates_at_eot:
+            length = int(eot_index.max()) + 1
+            x = x[:, :length]
+        else:
+            x = self._pad_to_context(x)
+            length = self.context_length
+        text = self.text
+        with autocast(self.device, self.autocast_dtype):
+            x = x + text.positional_embedding[:length].to(x.dtype)
+            mask = text.attn_mask[:length, :length] if text.attn_mask is not None else None
+            x = text.transformer(x, attn_mask=mask)
+            x = text.ln_final(x)
+            x = _pool(x, eot_index, text.pool_type)
+            projection = text.text_projection
+            if projection is not None:
+                x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+        return F.normalize(x.float(), dim=-1)
+
+    def _pad_to_context(self, x: torch.Tensor) -> torch.Tensor:
+        missing = self.context_length - x.shape[1]
+        if missing <= 0:
+            return x[:, : self.context_length]
+        pad_id = getattr(self.text, "pad_id", 0) or 0
+        pad = self.text.token_embedding.weight[pad_id].to(x.dtype)
+        return torch.cat([x, pad.expand(x.shape[0], missing, -1)], dim=1)
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Plain texts -> L2-normalised features [N, embed_dim] (zero-shot classifiers)."""
+        tokens = self.tokenize(texts)
+        return self.encode_prompts(self.embed_tokens(tokens.ids), tokens.eot_index)
+
+    def __repr__(self) -> str:
+        weights = self.pretrained or "random weights"
+        return f"OpenClipBackbone({self.model_name!r}, {weights}, device={self.device})"
+
+
+def _to_rgb(image):
+    return image.convert("RGB") if hasattr(image, "convert") else image
+
+
+def _pool(x: torch.Tensor, eot_index: torch.Tensor, pool_type: str) -> torch.Tensor:
+    if pool_type == "first":
+        return x[:, 0]
+    if pool_type == "last":
+        return x[:, -1]
+    return x[torch.arange(x.shape[0], device=x.device), eot_index]
+
+
+def _text_tower(model: torch.nn.Module, name: str):
+    """The module holding the text transformer: the CLIP model itself, or ``model.text`` (CustomTextCLIP)."""
+    tower = getattr(model, "text", model)
+    if not hasattr(tower, "transformer") or not hasattr(tower, "token_embedding"):
+        raise BackboneLoadError(
+            f"open_clip model '{name}' has a text tower of type {type(tower).__name__}, which promptgen cannot "
+            "prompt: soft prompts need a CLIP-style text transformer (token_embedding + transformer)"
+        )
+    if getattr(tower, "cls_emb", None) is not None or getattr(tower, "use_pad_mask", False):
+        raise BackboneLoadError(
+            f"open_clip model '{name}': text towers with a class token or padding masks (CoCa-style) are not supported"
+        )
+    if tower is model:
+        # CLIP keeps these on the model under other names; give the tower one shape.
+        tower = _ClipTextView(model)
+    return tower
+
+
+class _ClipTextView:
+    """Read-only view of the text parts of an open_clip ``CLIP`` with TextTransformer's attribute names."""
+
+    def __init__(self, model):
+        self.token_embedding = model.token_embedding
+        self.transformer = model.transformer
+        self.ln_final = model.ln_final
+        self.text_projection = model.text_projection
+        self.pool_type = model.text_pool_type
+        self.eos_id = getattr(model, "text_eos_id", None)
+        self._model = model
+
+    @property
+    def positional_embedding(self):
+        return self._model.positional_embedding
+
+    @property
+    def attn_mask(self):
+        return self._model.attn_mask  # a buffer: follows the model across devices
+
+
+def weights_hash(state_dict: dict, digest_size: int = 8) -> str:
+    """A short hash of every tensor's name, dtype, shape and bytes, stable across runs and machines."""
+    h = hashlib.blake2b(digest_size=digest_size)
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        h.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return h.hexdigest()

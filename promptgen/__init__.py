@@ -1,0 +1,8 @@
+"""promptgen: generative soft-prompt domain generalization on CLIP-style models, as plugins."""
+
+from promptgen.hookspecs import hookimpl
+from promptgen.errors import PromptgenError
+
+__version__ = "0.1.0"
+
+__all__ = ["hookimpl", "PromptgenError", "__version__"]

@@ -1,0 +1,61 @@
+"""Hook specifications: the contract between promptgen and its plugins.
+
+Every hook hands the plugin a ``register(name, factory)`` callable; a plugin
+calls it once per component it provides. ``factory`` is a class (or any
+callable returning an object) that satisfies the protocol of its kind in
+:mod:`promptgen.protocols`; it is checked when it is registered.
+
+A plugin is a module (or object) with functions of these names marked with
+``@promptgen.hookimpl``. It need implement only the hooks it uses.
+"""
+
+import pluggy
+
+PROJECT_NAME = "promptgen"
+ENTRY_POINT_GROUP = "promptgen"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_backbones(register):
+    """Register backbones: ``register(name, factory)``.
+
+    ``factory(model=..., pretrained=..., device=..., precision=..., **options)``
+    returns a :class:`promptgen.protocols.Backbone`.
+    """
+
+
+@hookspec
+def register_prompt_learners(register):
+    """Register prompt learners (stage I): ``register(name, factory)``.
+
+    ``factory(**options)`` returns a :class:`promptgen.protocols.PromptLearner`.
+    """
+
+
+@hookspec
+def register_generators(register):
+    """Register prompt generators (stage II): ``register(name, factory)``.
+
+    ``factory(feature_dim=..., n_ctx=..., ctx_dim=..., **options)`` returns a
+    :class:`promptgen.protocols.Generator`.
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register domain-generalization datasets: ``register(name, factory)``.
+
+    ``factory(root=..., seed=..., **options)`` returns a
+    :class:`promptgen.protocols.Dataset`.
+    """
+
+
+@hookspec
+def register_launchers(register):
+    """Register job launchers: ``register(name, factory)``.
+
+    ``factory(**options)`` returns a :class:`promptgen.protocols.Launcher`.
+    """

@@ -1,0 +1,95 @@
+"""Prompt assembly: ``[SOS] ctx_1..ctx_n <class name tokens> . [EOT]`` as token embeddings, for all classes at once.
+
+The class part is tokenized and embedded once; assembling a prompt is then a broadcast and a
+concatenation, for one shared context (CoOp) or one context per image (SPG), with no Python
+loop over images or classes.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from promptgen.errors import PromptgenError
+from promptgen.protocols import Backbone
+
+# A word that the CLIP BPE tokenizer maps to exactly one token; its positions are replaced by the context.
+_PLACEHOLDER = "X"
+
+
+class PromptAssembler:
+    """Builds the token embeddings of every class prompt around a context.
+
+    prefix [C, 1, D] (SOS), suffix [C, L - 1 - n_ctx, D] (class tokens, '.', EOT, cut after the longest EOT),
+    eot_index [C].
+    """
+
+    def __init__(self, backbone: Backbone, class_names: Sequence[str], n_ctx: int):
+        if n_ctx < 1:
+            raise PromptgenError(f"n_ctx must be >= 1, got {n_ctx}")
+        self.class_names = tuple(class_names)
+        self.n_ctx = n_ctx
+        placeholder = " ".join([_PLACEHOLDER] * n_ctx)
+        tokens = backbone.tokenize([f"{placeholder} {name}." for name in self.class_names])
+        self._check_placeholder(backbone, tokens.ids)
+        self.eot_index = tokens.eot_index
+        # Nothing after the longest EOT is ever read (the backbone pads again if its text encoder needs it).
+        length = int(tokens.eot_index.max()) + 1
+        with torch.no_grad():
+            embeddings = backbone.embed_tokens(tokens.ids[:, :length])
+        self.prefix = embeddings[:, :1]
+        self.suffix = embeddings[:, 1 + n_ctx :]
+
+    def _check_placeholder(self, backbone: Backbone, ids: torch.Tensor) -> None:
+        placeholder_id = backbone.tokenize([_PLACEHOLDER]).ids[0, 1]
+        context = ids[:, 1 : 1 + self.n_ctx]
+        if context.shape[1] < self.n_ctx or not bool((context == placeholder_id).all()):
+            raise PromptgenError(
+                f"the tokenizer does not map the prompt placeholder to {self.n_ctx} tokens; "
+                "n_ctx plus the class names may be longer than the context length"
+            )
+
+    @property
+    def length(self) -> int:
+        """Number of token positions of an assembled prompt (up to and including the longest EOT)."""
+        return 1 + self.n_ctx + self.suffix.shape[1]
+
+    def assemble(self, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ctx [n_ctx, D] -> ([C, L, D], eot [C]); ctx [B, n_ctx, D] -> ([B, C, L, D], eot [B, C])."""
+        if ctx.ndim not in (2, 3) or ctx.shape[-2] != self.n_ctx or ctx.shape[-1] != self.prefix.shape[-1]:
+            raise PromptgenError(
+                f"context must have shape [n_ctx={self.n_ctx}, {self.prefix.shape[-1]}] or "
+                f"[batch, {self.n_ctx}, {self.prefix.shape[-1]}], got {tuple(ctx.shape)}"
+            )
+        classes = len(self.class_names)
+        ctx = ctx.to(self.prefix.device, self.prefix.dtype)
+        if ctx.ndim == 2:
+            embeddings = torch.cat([self.prefix, ctx.expand(classes, -1, -1), self.suffix], dim=1)
+            return embeddings, self.eot_index
+        batch = ctx.shape[0]
+        embeddings = torch.cat(
+            [
+                self.prefix.expand(batch, -1, -1, -1),
+                ctx[:, None].expand(-1, classes, -1, -1),
+                self.suffix.expand(batch, -1, -1, -1),
+            ],
+            dim=2,
+        )
+        return embeddings, self.eot_index.expand(batch, -1)
+
+    def text_features(self, backbone: Backbone, ctx: torch.Tensor) -> torch.Tensor:
+        """Encoded class prompts: ctx [n_ctx, D] -> [C, E]; ctx [B, n_ctx, D] -> [B, C, E]."""
+        embeddings, eot = self.assemble(ctx)
+        flat = backbone.encode_prompts(embeddings.reshape(-1, *embeddings.shape[-2:]), eot.reshape(-1))
+        return flat.reshape(*eot.shape, -1)
+
+
+def phrase_embedding(backbone: Backbone, phrase: str) -> torch.Tensor:
+    """The token embeddings [n, D] of a phrase (e.g. CoOp's init "a photo of a"), without SOS and EOT."""
+    tokens = backbone.tokenize([phrase])
+    n = int(tokens.eot_index[0]) - 1
+    if n < 1:
+        raise PromptgenError(f"the phrase {phrase!r} has no tokens")
+    with torch.no_grad():
+        return backbone.embed_tokens(tokens.ids[:, 1 : 1 + n])[0].clone()

@@ -1,0 +1,173 @@
+"""Component contracts. Each kind of component a plugin can register has a Protocol here.
+
+Registration checks a component's class against its protocol (see ``missing_members``):
+every method must exist and accept the protocol's arguments, every attribute must be
+declared (class attribute, property, annotation or attrs field).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Protocol, Sequence
+
+import torch
+
+from promptgen.values import FeatureSet, PromptLabel, Sample, Tokens
+
+
+class Backbone(Protocol):
+    """A frozen CLIP-style image and text encoder."""
+
+    fingerprint: str  # model name + hash of the weights; part of every cache key
+    ctx_dim: int  # width of the text token embeddings (the space prompts live in)
+    embed_dim: int  # width of the joint image-text feature space
+    context_length: int  # maximum number of text tokens
+    logit_scale: float  # multiplies cosine similarities to give logits
+    device: torch.device
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels [N, 3, H, W] (already transformed) -> L2-normalised features [N, embed_dim], float32."""
+
+    def image_transform(self, train: bool) -> Callable:
+        """PIL image -> tensor [3, H, W]. train: random resized crop + flip; eval: resize + center crop."""
+
+    def tokenize(self, texts: Sequence[str]) -> Tokens:
+        """Texts -> Tokens (ids [N, context_length], eot_index [N])."""
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [N, L] -> token embeddings [N, L, ctx_dim] (without positional embeddings)."""
+
+    def encode_prompts(self, token_embeddings: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
+        """token_embeddings [N, L, ctx_dim], eot_index [N] -> L2-normalised text features [N, embed_dim].
+
+        L may stop anywhere after the largest EOT index: positions after EOT never change the result.
+        """
+
+
+class PromptLearner(Protocol):
+    """Stage I: learns one soft prompt (a prompt label) from one domain's image features."""
+
+    def fit(
+        self,
+        backbone: Backbone,
+        class_names: Sequence[str],
+        train: FeatureSet,
+        val: FeatureSet | None,
+        domain: str,
+    ) -> PromptLabel:
+        """Return the prompt label learned on ``train`` (model selection on ``val`` when given)."""
+
+
+class Generator(Protocol):
+    """Stage II: maps an image feature (plus noise) to a soft prompt."""
+
+    def fit(
+        self,
+        backbone: Backbone,
+        train: FeatureSet,
+        prompt_labels: Sequence[PromptLabel],
+        val: FeatureSet | None,
+    ) -> Any:
+        """Learn from (image feature, prompt label of its domain) pairs; train.domain_ids index prompt_labels."""
+
+    def sample(self, features: torch.Tensor) -> torch.Tensor:
+        """features [N, feature_dim] -> prompts [N, n_ctx, ctx_dim]."""
+
+    def state_dict(self) -> dict:
+        """Everything needed to rebuild the trained generator with load_state_dict."""
+
+    def load_state_dict(self, state: dict) -> Any:
+        """Restore a state produced by state_dict."""
+
+
+class Dataset(Protocol):
+    """A domain-generalization dataset: domains sharing one list of classes, loaded lazily."""
+
+    domains: tuple[str, ...]
+    classes: tuple[str, ...]  # class names as they appear in prompts
+
+    def samples(self, domain: str, split: str) -> Sequence[Sample]:
+        """The samples of one domain's split ('train', 'val' or 'test'); deterministic for a seed."""
+
+    def load_image(self, sample: Sample) -> Any:
+        """Load one sample's image as an RGB PIL image."""
+
+
+class Launcher(Protocol):
+    """Runs independent jobs (benchmark runs) somewhere: in-process, a process pool, a cluster."""
+
+    def run(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list:
+        """Return [fn(job) for job in jobs], in order, however the work is spread."""
+
+
+PROTOCOLS: dict[str, type] = {
+    "backbone": Backbone,
+    "prompt_learner": PromptLearner,
+    "generator": Generator,
+    "dataset": Dataset,
+    "launcher": Launcher,
+}
+
+
+def protocol_members(protocol: type) -> tuple[dict[str, inspect.Signature], set[str]]:
+    """(methods with their signatures, data attribute names) that a protocol declares."""
+    methods = {
+        name: inspect.signature(value)
+        for name, value in vars(protocol).items()
+        if inspect.isfunction(value) and not name.startswith("_")
+    }
+    attributes = {name for name in getattr(protocol, "__annotations__", {}) if not name.startswith("_")}
+    return methods, attributes
+
+
+def _declared_attributes(cls: type) -> set[str]:
+    names = set(dir(cls))
+    for klass in inspect.getmro(cls):
+        names.update(getattr(klass, "__annotations__", {}))
+    for field in getattr(cls, "__attrs_attrs__", ()):
+        names.add(field.name)
+    return names
+
+
+def missing_members(cls: Any, protocol: type) -> list[str]:
+    """Describe each way ``cls`` (a class, or an instance) fails ``protocol``; empty when it conforms."""
+    if not isinstance(cls, type):
+        cls = type(cls)
+    methods, attributes = protocol_members(protocol)
+    declared = _declared_attributes(cls)
+    problems = []
+    for name, signature in methods.items():
+        impl = inspect.getattr_static(cls, name, None)
+        if impl is None:
+            problems.append(f"missing method '{name}{_public(signature)}'")
+        elif not callable(getattr(cls, name)):
+            problems.append(f"'{name}' must be a method, got {type(impl).__name__}")
+        else:
+            problem = _signature_problem(name, getattr(cls, name), signature)
+            if problem:
+                problems.append(problem)
+    for name in sorted(attributes - declared):
+        problems.append(f"missing attribute '{name}'")
+    return problems
+
+
+def _public(signature: inspect.Signature) -> str:
+    params = [p for p in signature.parameters.values() if p.name != "self"]
+    return str(signature.replace(parameters=params, return_annotation=inspect.Signature.empty))
+
+
+def _signature_problem(name: str, impl: Callable, expected: inspect.Signature) -> str | None:
+    """The implementation must accept the protocol's arguments, by position and by name."""
+    try:
+        actual = inspect.signature(impl)
+    except (TypeError, ValueError):
+        return None  # builtins without signatures: nothing to check
+    wanted = [p for p in expected.parameters.values() if p.name != "self" and p.default is inspect.Parameter.empty]
+    params = list(actual.parameters.values())
+    if params and params[0].name == "self":
+        params = params[1:]
+    try:
+        inspect.Signature(params).bind(*[object()] * len(wanted))
+    except TypeError as error:
+        return f"method '{name}{_public(actual)}' cannot be called as '{name}{_public(expected)}': {error}"
+    return None

@@ -1,0 +1,199 @@
+"""The plugin manager: loads plugins through the ``promptgen`` entry-point group and keeps their components.
+
+Built-in plugins (``plugins/``) are installed with promptgen and load through the same group as
+third-party ones. Each ``register_*`` hook implementation is called on its own so that every
+component remembers the plugin that provided it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+from typing import Any, Callable, Iterable, Iterator
+
+import attrs
+import pluggy
+
+from promptgen import hookspecs
+from promptgen.errors import (
+    DuplicateComponentError,
+    PluginError,
+    PluginLoadError,
+    ProtocolError,
+    UnknownComponentError,
+)
+from promptgen.protocols import PROTOCOLS, missing_members
+
+# kind -> name of the hook that registers components of that kind
+HOOKS: dict[str, str] = {
+    "backbone": "register_backbones",
+    "prompt_learner": "register_prompt_learners",
+    "generator": "register_generators",
+    "dataset": "register_datasets",
+    "launcher": "register_launchers",
+}
+KINDS = tuple(HOOKS)
+
+
+@attrs.frozen
+class Component:
+    """A registered component: its kind, name, the factory that builds it and the plugin that provided it."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    plugin: str
+
+    @property
+    def description(self) -> str:
+        doc = (getattr(self.factory, "__doc__", None) or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+@attrs.define
+class Registry:
+    """All components registered by the loaded plugins, plus the errors met while loading them."""
+
+    plugin_manager: pluggy.PluginManager
+    components: dict[tuple[str, str], Component] = attrs.field(factory=dict)
+    errors: list[PluginError] = attrs.field(factory=list)
+
+    def get(self, kind: str, name: str) -> Component:
+        _check_kind(kind)
+        try:
+            return self.components[(kind, name)]
+        except KeyError:
+            available = ", ".join(self.names(kind)) or "none registered"
+            raise UnknownComponentError(
+                f"unknown {kind} '{name}'; available: {available}"
+                + ("" if self.names(kind) else " (is promptgen installed? run: pip install -e .)")
+            ) from None
+
+    def create(self, kind: str, name: str, **options: Any) -> Any:
+        """Build the component ``name`` of ``kind`` with ``options`` passed to its factory."""
+        component = self.get(kind, name)
+        built = component.factory(**options)
+        if not isinstance(component.factory, type):  # classes were checked at registration
+            problems = missing_members(built, PROTOCOLS[kind])
+            if problems:
+                raise ProtocolError(
+                    f"{kind} '{name}' from plugin '{component.plugin}' built an object that does not satisfy "
+                    f"the {PROTOCOLS[kind].__name__} protocol: " + "; ".join(problems)
+                )
+        return built
+
+    def names(self, kind: str) -> list[str]:
+        _check_kind(kind)
+        return sorted(name for (k, name) in self.components if k == kind)
+
+    def __iter__(self) -> Iterator[Component]:
+        return iter(sorted(self.components.values(), key=lambda c: (KINDS.index(c.kind), c.name)))
+
+    def _add(self, kind: str, name: Any, factory: Any, plugin: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin '{plugin}' registered a {kind} with an invalid name {name!r}: use a non-empty string")
+        if not callable(factory):
+            raise ProtocolError(f"{kind} '{name}' from plugin '{plugin}' is not callable: register a class or factory function")
+        previous = self.components.get((kind, name))
+        if previous is not None:
+            raise DuplicateComponentError(
+                f"{kind} '{name}' is registered by two plugins: '{previous.plugin}' and '{plugin}'; "
+                f"uninstall one of them or ask its author to rename the {kind}"
+            )
+        # A factory function is checked by what it returns when built; a class is checked now.
+        if isinstance(factory, type):
+            problems = missing_members(factory, PROTOCOLS[kind])
+            if problems:
+                protocol = PROTOCOLS[kind].__name__
+                raise ProtocolError(
+                    f"{kind} '{name}' from plugin '{plugin}' ({factory.__module__}.{factory.__qualname__}) "
+                    f"does not satisfy the {protocol} protocol: " + "; ".join(problems)
+                )
+        self.components[(kind, name)] = Component(kind, name, factory, plugin)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in HOOKS:
+        raise PluginError(f"unknown component kind '{kind}'; kinds: {', '.join(KINDS)}")
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    return list(importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP))
+
+
+def load_registry(
+    plugins: Iterable[Any] = (),
+    *,
+    entry_points: bool = True,
+    strict: bool = True,
+) -> Registry:
+    """Load the plugins of the entry-point group (and ``plugins``, modules or objects) into a new Registry.
+
+    strict: raise the first error met (a plugin that fails to import, a duplicate name, a component
+    that breaks its protocol). Otherwise keep loading and collect the errors in ``registry.errors``,
+    which is what listing commands want.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    registry = Registry(pm)
+
+    def fail(error: PluginError) -> None:
+        if strict:
+            raise error
+        registry.errors.append(error)
+
+    if entry_points:
+        for ep in _entry_points():
+            distribution = ep.dist.name if ep.dist is not None else "unknown"
+            try:
+                module = ep.load()
+            except Exception as error:  # any import failure of a plugin is reported, not fatal to the others
+                fail(PluginLoadError(ep.name, distribution, error))
+                continue
+            _register_plugin(pm, module, ep.name, fail)
+    for plugin in plugins:
+        _register_plugin(pm, plugin, getattr(plugin, "__name__", None) or type(plugin).__name__, fail)
+
+    for kind, hook_name in HOOKS.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            register = functools.partial(_register_one, registry, kind, impl.plugin_name, fail)
+            try:
+                impl.function(register=register)
+            except PluginError as error:
+                fail(error)
+            except Exception as error:
+                fail(PluginError(f"plugin '{impl.plugin_name}' raised in {hook_name}: {type(error).__name__}: {error}"))
+    return registry
+
+
+def _register_plugin(pm: pluggy.PluginManager, plugin: Any, name: str, fail: Callable) -> None:
+    if pm.is_registered(plugin):
+        return  # the same module reached through two entry points
+    existing = pm.get_plugin(name)
+    if existing is not None:
+        fail(PluginError(f"two plugins are named '{name}': {existing!r} and {plugin!r}"))
+        return
+    try:
+        pm.register(plugin, name=name)
+        pm.check_pending()  # a misspelled hook is an error now, not a silent no-op
+    except pluggy.PluginValidationError as error:
+        pm.unregister(name=name)
+        fail(PluginError(f"plugin '{name}' is invalid: {error}"))
+
+
+def _register_one(registry: Registry, kind: str, plugin: str, fail: Callable, name: Any, factory: Any) -> None:
+    try:
+        registry._add(kind, name, factory, plugin)
+    except PluginError as error:
+        fail(error)
+
+
+@functools.cache
+def get_registry() -> Registry:
+    """The registry of every installed plugin, loaded once per process (strict)."""
+    return load_registry()
+
+
+def create(kind: str, name: str, **options: Any) -> Any:
+    """Shortcut: build a component from the installed plugins."""
+    return get_registry().create(kind, name, **options)
