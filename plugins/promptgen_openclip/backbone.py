@@ -72,7 +72,7 @@ class OpenClipBackbone:
 
     def image_transform(self, train: bool) -> Callable:
         """As in SPG (Dassl): train = random resized crop + horizontal flip; eval = resize + center crop."""
-        from open_clip.factory import get_model_preprocess_cfg
+        from open_clip import get_model_preprocess_cfg
 
         cfg = get_model_preprocess_cfg(self.model)
         size = cfg.get("size", self.model.visual.image_size)
@@ -107,14 +107,18 @@ class OpenClipBackbone:
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         return self.text.token_embedding(ids.to(self.device))
 
-    def encode_prompts(self, token_embeddings: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
+    def encode_prompts(
+        self, token_embeddings: torch.Tensor, eot_index: torch.Tensor, *, full_length: bool = False
+    ) -> torch.Tensor:
         """Runs the text transformer over positions [0, max(eot_index)] only, when that is exact.
 
+        full_length: pad to the context length and run every position, as CLIP itself does (the
+        reference that tests and benchmarks compare the truncated path with).
         Gradients flow to ``token_embeddings`` (prompt learning needs them); the weights stay frozen.
         """
         x = token_embeddings.to(self.device)
         eot_index = eot_index.to(self.device)
-        if self.truncates_at_eot:
+        if self.truncates_at_eot and not full_length:
             length = int(eot_index.max()) + 1
             x = x[:, :length]
         else:

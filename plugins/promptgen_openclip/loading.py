@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import socket
+import warnings
 import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
@@ -75,7 +76,7 @@ def _create(name: str, pretrained: str | None, cache_dir: str | None):
 
     try:
         return open_clip.create_model(name, pretrained=pretrained, cache_dir=cache_dir, device="cpu")
-    except (RuntimeError, OSError, ValueError) as error:
+    except Exception as error:  # open_clip signals bad files with asserts, KeyErrors, RuntimeErrors...
         raise BackboneLoadError(f"open_clip could not build '{name}' (pretrained={pretrained!r}): {error}") from None
 
 
@@ -83,13 +84,7 @@ def _load_file(name: str, path: Path):
     if not path.is_file():
         raise BackboneLoadError(f"checkpoint file not found: {path}")
     if _is_torchscript(path):
-        import open_clip
-
-        # OpenAI's released .pt files are TorchScript archives; open_clip rebuilds the model from their weights.
-        try:
-            return open_clip.load_openai_model(str(path), precision="fp32", device="cpu")
-        except Exception as error:
-            raise BackboneLoadError(f"{path}: not a loadable OpenAI CLIP TorchScript archive: {error}") from None
+        return _load_openai_torchscript(path)
     try:
         return _create(name, str(path), None)
     except BackboneLoadError as error:
@@ -97,6 +92,25 @@ def _load_file(name: str, path: Path):
             f"{path}: could not load as an open_clip checkpoint for '{name}' "
             f"(a state dict, a .safetensors file or an OpenAI .pt): {error}"
         ) from None
+
+
+def _load_openai_torchscript(path: Path):
+    """OpenAI's released .pt files are TorchScript archives: rebuild the CLIP their weights describe."""
+    from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    from open_clip.model import build_model_from_openai_state_dict
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, but it is OpenAI's format
+            state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
+        # Scripted open_clip models also carry the causal mask; CLIP rebuilds it.
+        state_dict = {key: value for key, value in state_dict.items() if key != "attn_mask"}
+        model = build_model_from_openai_state_dict(state_dict, cast_dtype=torch.float32).float()
+    except Exception as error:
+        raise BackboneLoadError(f"{path}: not a loadable OpenAI CLIP TorchScript archive: {error}") from None
+    model.visual.image_mean = OPENAI_DATASET_MEAN
+    model.visual.image_std = OPENAI_DATASET_STD
+    return model
 
 
 def _is_torchscript(path: Path) -> bool:

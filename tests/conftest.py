@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny random-weight backbones and a way to install a plugin through a real entry point."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from promptgen_openclip.backbone import OpenClipBackbone
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone() -> OpenClipBackbone:
+    return OpenClipBackbone("pg-tiny-vit-w64", device="cpu", init_seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_wide() -> OpenClipBackbone:
+    return OpenClipBackbone("pg-tiny-vit-w128", device="cpu", init_seed=1)
+
+
+@pytest.fixture
+def install_plugin(tmp_path, monkeypatch, request):
+    """install_plugin(module_name, source, entry_point=None): a package with a *.dist-info on sys.path.
+
+    Exactly what pip leaves behind for a plugin distribution: importlib.metadata finds the entry
+    point in the 'promptgen' group, so loading goes through the real discovery path.
+    """
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+
+    def install(module_name: str, source: str, entry_point: str | None = None) -> str:
+        (site / f"{module_name}.py").write_text(textwrap.dedent(source))
+        dist = site / f"{module_name.replace('_', '-')}-0.1.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module_name.replace('_', '-')}\nVersion: 0.1\n")
+        (dist / "entry_points.txt").write_text(f"[promptgen]\n{entry_point or module_name} = {module_name}\n")
+        request.addfinalizer(lambda: sys.modules.pop(module_name, None))
+        return entry_point or module_name
+
+    return install

@@ -1,0 +1,41 @@
+"""The promptgen command and python -m promptgen."""
+
+import json
+import subprocess
+import sys
+
+from promptgen import cli
+
+
+def test_help_explains_itself():
+    for command in (["promptgen", "--help"], [sys.executable, "-m", "promptgen", "--help"]):
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        assert "generative soft-prompt domain generalization" in result.stdout
+        assert "plugins" in result.stdout and "backbone" in result.stdout
+
+
+def test_plugins_lists_kind_name_and_plugin(capsys):
+    assert cli.main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    header, *rows = out.splitlines()
+    assert header.split()[:3] == ["kind", "name", "plugin"]
+    assert any(row.split()[:3] == ["backbone", "openclip", "openclip"] for row in rows)
+    assert any(row.split()[:3] == ["dataset", "colors", "colors"] for row in rows)
+
+
+def test_plugins_json(capsys):
+    assert cli.main(["plugins", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert {"kind": "launcher", "name": "local", "plugin": "local"}.items() <= listing["components"][-1].items()
+    assert listing["errors"] == []
+
+
+def test_backbone_info_and_errors_without_traceback(capsys):
+    assert cli.main(["backbone", "--json", "--device", "cpu"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["fingerprint"].startswith("pg-tiny-vit-w64@") and info["ctx_dim"] == 64
+
+    assert cli.main(["backbone", "--model", "pg-tiny-vit-w64", "--pretrained", "/missing.safetensors"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("promptgen: error: checkpoint file not found: /missing.safetensors")
+    assert "Traceback" not in err

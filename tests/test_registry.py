@@ -1,0 +1,220 @@
+"""The plugin system: discovery through entry points, and the errors a plugin author meets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from promptgen import cli, hookimpl
+from promptgen.errors import DuplicateComponentError, PluginError, PluginLoadError, ProtocolError, UnknownComponentError
+from promptgen.registry import KINDS, load_registry
+
+MEAN_PROMPT_PLUGIN = """
+    import torch
+    from promptgen import hookimpl
+
+    class MeanPromptGenerator:
+        '''Predicts the mean of the prompt labels for every image (a third-party example).'''
+
+        def __init__(self, feature_dim, n_ctx, ctx_dim):
+            self.prompt = torch.zeros(n_ctx, ctx_dim)
+
+        def fit(self, backbone, train, prompt_labels, val):
+            self.prompt = torch.stack([label.ctx for label in prompt_labels]).mean(0)
+
+        def sample(self, features):
+            return self.prompt.expand(len(features), -1, -1).clone()
+
+        def state_dict(self):
+            return {"prompt": self.prompt}
+
+        def load_state_dict(self, state):
+            self.prompt = state["prompt"]
+
+    @hookimpl
+    def register_generators(register):
+        register("mean-prompt", MeanPromptGenerator)
+"""
+
+
+def test_builtin_plugins_load_through_the_entry_point_group():
+    registry = load_registry()
+    assert registry.get("backbone", "openclip").plugin == "openclip"
+    assert {"colors"} <= set(registry.names("dataset"))
+    assert {"zeroshot"} <= set(registry.names("prompt_learner"))
+    assert {"local"} <= set(registry.names("launcher"))
+    assert not registry.errors
+
+
+def test_third_party_generator_is_discovered_and_usable_by_name(install_plugin, tiny_backbone):
+    from promptgen.values import FeatureSet, PromptLabel
+
+    install_plugin("pg_mean_prompt", MEAN_PROMPT_PLUGIN, entry_point="mean_prompt")
+    registry = load_registry()
+    component = registry.get("generator", "mean-prompt")
+    assert component.plugin == "mean_prompt"
+    assert "third-party example" in component.description
+
+    generator = registry.create("generator", "mean-prompt", feature_dim=64, n_ctx=2, ctx_dim=64)
+    labels = [
+        PromptLabel(ctx=torch.full((2, 64), value), fingerprint=tiny_backbone.fingerprint, domain=d, class_names=["a"])
+        for value, d in ((1.0, "p"), (3.0, "q"))
+    ]
+    train = FeatureSet(torch.randn(4, 64), torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 0, 1]))
+    generator.fit(tiny_backbone, train, labels, None)
+    prompts = generator.sample(torch.randn(5, 64))
+    assert prompts.shape == (5, 2, 64)
+    assert torch.allclose(prompts, torch.full_like(prompts, 2.0))
+
+
+def test_entry_point_whose_import_raises_is_named_and_the_others_still_list(install_plugin, capsys):
+    install_plugin("pg_broken", "raise RuntimeError('boom at import')\n", entry_point="broken_plugin")
+
+    with pytest.raises(PluginLoadError) as caught:
+        load_registry()
+    message = str(caught.value)
+    assert "broken_plugin" in message and "pg-broken" in message and "boom at import" in message
+
+    lenient = load_registry(strict=False)
+    assert "openclip" in lenient.names("backbone")
+    assert [e.entry_point for e in lenient.errors] == ["broken_plugin"]
+
+    assert cli.main(["plugins"]) == 1
+    out, err = capsys.readouterr()
+    assert "openclip" in out and "colors" in out
+    assert "broken_plugin" in err and "boom at import" in err
+    assert "Traceback" not in err
+
+
+class _Colors:
+    """A dataset conforming to the protocol."""
+
+    domains = ("a",)
+    classes = ("x",)
+
+    def samples(self, domain, split):
+        return []
+
+    def load_image(self, sample):
+        return None
+
+
+def _plugin_registering(kind_hook: str, name: str, factory):
+    class Plugin:
+        pass
+
+    def hook(register):
+        register(name, factory)
+
+    setattr(Plugin, kind_hook, staticmethod(hookimpl(hook)))
+    return Plugin()
+
+
+def test_two_plugins_registering_the_same_name_is_an_error_naming_both():
+    first = _plugin_registering("register_datasets", "same", _Colors)
+    second = _plugin_registering("register_datasets", "same", _Colors)
+    first.__name__, second.__name__ = "plugin_one", "plugin_two"
+    with pytest.raises(DuplicateComponentError) as caught:
+        load_registry([first, second], entry_points=False)
+    assert "dataset 'same'" in str(caught.value)
+    assert "plugin_one" in str(caught.value) and "plugin_two" in str(caught.value)
+
+
+def test_third_party_plugin_reusing_a_builtin_name_names_both_plugins(install_plugin):
+    source = """
+        from promptgen import hookimpl
+        from promptgen_openclip import OpenClipBackbone
+
+        @hookimpl
+        def register_backbones(register):
+            register("openclip", OpenClipBackbone)
+    """
+    install_plugin("pg_clash", source, entry_point="clash")
+    with pytest.raises(DuplicateComponentError) as caught:
+        load_registry()
+    assert "'openclip' and 'clash'" in str(caught.value) or "'clash' and 'openclip'" in str(caught.value)
+
+
+class _NoSample:
+    def __init__(self, feature_dim, n_ctx, ctx_dim):
+        pass
+
+    def fit(self, backbone, train, prompt_labels, val):
+        pass
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+class _NoClasses:
+    domains = ("a",)
+
+    def samples(self, domain, split):
+        return []
+
+    def load_image(self, sample):
+        return None
+
+
+class _SampleTakesNothing(_NoSample):
+    def sample(self):
+        return None
+
+
+class _SampleIsNotAMethod(_NoSample):
+    sample = 3
+
+
+@pytest.mark.parametrize(
+    "hook, factory, expected",
+    [
+        ("register_generators", _NoSample, "missing method 'sample(features"),
+        ("register_datasets", _NoClasses, "missing attribute 'classes'"),
+        ("register_generators", _SampleTakesNothing, "method 'sample()' cannot be called as 'sample(features"),
+        ("register_generators", _SampleIsNotAMethod, "'sample' must be a method"),
+    ],
+)
+def test_component_breaking_its_protocol_is_rejected_at_registration(hook, factory, expected):
+    plugin = _plugin_registering(hook, "bad", factory)
+    with pytest.raises(ProtocolError) as caught:
+        load_registry([plugin], entry_points=False)
+    message = str(caught.value)
+    assert "'bad'" in message and factory.__qualname__ in message and expected in message
+
+
+def test_factory_function_is_checked_when_it_builds():
+    plugin = _plugin_registering("register_generators", "lazy", lambda **options: _NoSample(1, 1, 1))
+    registry = load_registry([plugin], entry_points=False)
+    with pytest.raises(ProtocolError, match="missing method 'sample"):
+        registry.create("generator", "lazy")
+
+
+def test_misspelled_hook_is_an_error_not_a_silent_no_op():
+    class Typo:
+        @hookimpl
+        def register_generator(self, register):  # missing the final s
+            pass
+
+    with pytest.raises(PluginError, match="register_generator"):
+        load_registry([Typo()], entry_points=False)
+
+
+def test_hook_that_raises_is_reported_with_its_plugin():
+    class Faulty:
+        @hookimpl
+        def register_datasets(self, register):
+            raise KeyError("oops")
+
+    with pytest.raises(PluginError, match="plugin 'Faulty' raised in register_datasets: KeyError"):
+        load_registry([Faulty()], entry_points=False)
+
+
+def test_unknown_component_lists_what_is_available():
+    registry = load_registry()
+    with pytest.raises(UnknownComponentError, match="unknown generator 'nope'; available:"):
+        registry.get("generator", "nope")
+    with pytest.raises(PluginError, match="kinds: " + ", ".join(KINDS)):
+        registry.names("generators")
