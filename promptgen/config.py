@@ -124,11 +124,4 @@ def from_dict(cls: type, data: dict) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(fields)}")
-    values = {}
-    for key, value in data.items():
-        nested = fields[key].type
-        target = globals().get(nested) if isinstance(nested, str) else nested
-        if isinstance(value, dict) and attrs.has(target or object):
-            value = from_dict(target, value)
-        values[key] = value
-    return cls(**values)
+    return cls(**data)

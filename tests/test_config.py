@@ -31,7 +31,7 @@ def test_unknown_generator_name_lists_the_registered_ones():
         GeneratorConfig(name="gan")
 
 
-def test_from_dict_builds_nested_configs_and_names_unknown_keys():
+def test_from_dict_builds_configs_and_names_unknown_keys():
     config = from_dict(TrainConfig, {"epochs": 3, "lr": 0.1})
     assert config == TrainConfig(epochs=3, lr=0.1)
     with pytest.raises(ConfigError, match="unknown field.*epoch.*allowed: epochs"):
