@@ -76,13 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_backbone_arguments(backbone)
     backbone.add_argument("--json", action="store_true", help="print one JSON object")
     backbone.set_defaults(run=cmd_backbone)
+
+    # Plugins may add their own commands (e.g. `promptgen world` from the digits plugin).
+    from promptgen.registry import load_registry
+
+    load_registry(strict=False).plugin_manager.hook.add_commands(commands=commands)
     return parser
 
 
-def add_backbone_arguments(parser: argparse.ArgumentParser, model: str = "pg-tiny-vit-w64") -> None:
+def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that choose a backbone; shared by every command that builds one."""
-    parser.add_argument("--backbone", default="openclip", help="backbone plugin (default: %(default)s)")
-    parser.add_argument("--model", default=model, help="model name, e.g. ViT-B-16 (default: %(default)s)")
+    parser.add_argument(
+        "--backbone", default="tiny-clip-digits",
+        help="backbone plugin (default: %(default)s, shipped with promptgen; openclip for any open_clip model)",
+    )
+    parser.add_argument("--model", default=None, help="model name for --backbone openclip, e.g. ViT-B-16")
     parser.add_argument(
         "--pretrained",
         default=None,

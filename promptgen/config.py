@@ -74,9 +74,9 @@ def device_name(instance, attribute, value):
 class BackboneConfig:
     """Which backbone to build: plugin name, model (e.g. an open_clip model name) and weights."""
 
-    model: str
-    pretrained: str | None = None  # a pretrained tag, a checkpoint file, or None for random weights
-    name: str = attrs.field(default="openclip", validator=registered("backbone"))
+    name: str = attrs.field(default="tiny-clip-digits", validator=registered("backbone"))
+    model: str | None = None  # e.g. an open_clip model name; None where the backbone has one model
+    pretrained: str | None = None  # a pretrained tag, a checkpoint file, or None for the backbone's default
     device: str = attrs.field(default="auto", validator=device_name)
     precision: str = attrs.field(default="auto", validator=one_of(PRECISIONS))
     options: dict = attrs.field(factory=dict)

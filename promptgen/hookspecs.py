@@ -59,3 +59,12 @@ def register_launchers(register):
 
     ``factory(**options)`` returns a :class:`promptgen.protocols.Launcher`.
     """
+
+
+@hookspec
+def add_commands(commands):
+    """Add subcommands to the ``promptgen`` command line.
+
+    ``commands`` is the argparse sub-parsers object: ``parser = commands.add_parser(name, help=...)``,
+    then ``parser.set_defaults(run=function)``, where ``function(args) -> int`` is the exit status.
+    """

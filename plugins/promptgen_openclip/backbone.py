@@ -30,7 +30,7 @@ class OpenClipBackbone:
 
     def __init__(
         self,
-        model: str,
+        model: str | None = None,
         pretrained: str | None = None,
         device: str = "auto",
         precision: str = "auto",
@@ -39,6 +39,8 @@ class OpenClipBackbone:
     ):
         import open_clip
 
+        if not model:
+            raise BackboneLoadError("the openclip backbone needs a model name: --model ViT-B-16 (or any open_clip model)")
         self.model_name = model
         self.pretrained = pretrained
         self.device = resolve_device(device)
