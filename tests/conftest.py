@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 
 import pytest
 
 from promptgen_openclip.backbone import OpenClipBackbone
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache_dir(tmp_path_factory):
+    """Generated data and caches go to a temporary directory, never the user's cache."""
+    path = tmp_path_factory.mktemp("promptgen-cache")
+    previous = os.environ.get("PROMPTGEN_CACHE_DIR")
+    os.environ["PROMPTGEN_CACHE_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("PROMPTGEN_CACHE_DIR")
+    else:
+        os.environ["PROMPTGEN_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,22 @@
+"""Built-in plugin: the digits world — the `digits-dg` dataset, the `tiny-clip-digits` backbone, `promptgen world`."""
+
+from promptgen import hookimpl
+from promptgen_digits.backbone import TinyClipDigits
+from promptgen_digits.dataset import DigitsDG
+
+
+@hookimpl
+def register_datasets(register):
+    register("digits-dg", DigitsDG)
+
+
+@hookimpl
+def register_backbones(register):
+    register("tiny-clip-digits", TinyClipDigits)
+
+
+@hookimpl
+def add_commands(commands):
+    from promptgen_digits.commands import add_world_command
+
+    add_world_command(commands)

@@ -1,0 +1,36 @@
+"""The `tiny-clip-digits` backbone: a small open_clip model pretrained by this project, shipped in the package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from promptgen.errors import BackboneLoadError, ConfigError
+from promptgen_openclip import OpenClipBackbone
+
+MODEL_NAME = "tiny-clip-digits"
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+WEIGHTS = Path(__file__).parent / "weights" / f"{MODEL_NAME}.safetensors"
+CARD = WEIGHTS.with_suffix(".json")
+
+
+def add_model_config() -> None:
+    """Make `tiny-clip-digits` known to open_clip (and with it, its tokenizer's context length)."""
+    import open_clip
+
+    if MODEL_NAME not in open_clip.list_models():
+        open_clip.add_model_config(CONFIG_DIR)
+
+
+class TinyClipDigits(OpenClipBackbone):
+    """tiny-clip-digits: a small CLIP pretrained on the digits world; weights ship with promptgen (offline)."""
+
+    def __init__(self, model=None, pretrained=None, device="auto", precision="auto", **options):
+        if model not in (None, MODEL_NAME):
+            raise ConfigError(f"backbone tiny-clip-digits has one model, {MODEL_NAME}; got --model {model}")
+        weights = Path(pretrained) if pretrained else WEIGHTS
+        if not weights.is_file():
+            raise BackboneLoadError(
+                f"tiny-clip-digits weights not found at {weights}; rebuild them with: promptgen world pretrain"
+            )
+        add_model_config()
+        super().__init__(MODEL_NAME, pretrained=str(weights), device=device, precision=precision, **options)

@@ -1,0 +1,113 @@
+"""DigitsDG: four domains (handwritten, typeset, photo, sketch) of the ten digits, generated once and cached.
+
+Images are generated on first use from the seed, written atomically to one ``.npz`` per domain
+under the cache directory, and read from there afterwards. Splits are fixed by the seed; in the
+handwritten-derived images the UCI source digits themselves are split, so no source digit is
+shared between train, val and test.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from promptgen.errors import ConfigError
+from promptgen.paths import cache_root, writable_dir
+from promptgen.values import Sample
+from promptgen_digits import styles, world
+
+SPLITS = ("train", "val", "test")
+SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
+FORMAT_VERSION = 1  # bump when generation changes: old caches are then ignored, never misread
+
+
+class DigitsDG:
+    """Ten digits in four domains (handwritten, typeset, photo, sketch) from real handwriting, fonts and photos."""
+
+    domains = world.DOMAINS
+    classes = world.CLASSES
+
+    def __init__(self, root=None, seed: int = 0, per_class: int = 200, image_size: int = 32, cache_dir=None):
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ConfigError(f"digits-dg: seed must be an int, got {seed!r} ({type(seed).__name__})")
+        if not isinstance(per_class, int) or per_class < 5:
+            raise ConfigError(f"digits-dg: per_class must be an int >= 5, got {per_class!r}")
+        self.seed = int(seed)
+        self.per_class = per_class
+        self.image_size = image_size
+        base = cache_root(cache_dir or root) / "digits-dg"
+        self.directory = base / f"v{FORMAT_VERSION}-seed{self.seed}-n{per_class}-px{image_size}"
+        self._arrays: dict[str, dict[str, np.ndarray]] = {}
+
+    # --- the Dataset protocol -----------------------------------------------------------------
+
+    def samples(self, domain: str, split: str) -> list[Sample]:
+        self._check(domain, split)
+        arrays = self._domain(domain)
+        chosen = np.flatnonzero(arrays["split"] == SPLITS.index(split))
+        return [
+            Sample(key=f"{domain}/{i:05d}", label=int(arrays["label"][i]), domain=domain, source=int(i))
+            for i in chosen
+        ]
+
+    def load_image(self, sample: Sample) -> Image.Image:
+        return Image.fromarray(self._domain(sample.domain)["image"][sample.source], mode="RGB")
+
+    # --- generation and cache -----------------------------------------------------------------
+
+    def images(self, domain: str) -> dict[str, np.ndarray]:
+        """The whole domain as arrays: image [N, S, S, 3] uint8, label [N], split [N] (index into SPLITS)."""
+        self._check(domain, "train")
+        return self._domain(domain)
+
+    def _domain(self, domain: str) -> dict[str, np.ndarray]:
+        if domain not in self._arrays:
+            path = self.directory / f"{domain}.npz"
+            if not path.exists():
+                self._write(path, generate_domain(domain, self.seed, self.per_class, self.image_size))
+            with np.load(path) as data:
+                self._arrays[domain] = {key: data[key] for key in ("image", "label", "split")}
+        return self._arrays[domain]
+
+    def _write(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
+        writable_dir(path.parent, "digits-dg cache directory")
+        # Write then rename: a run killed mid-write never leaves a half file that looks complete.
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, **arrays)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+
+    def _check(self, domain: str, split: str) -> None:
+        if domain not in self.domains:
+            raise ConfigError(f"digits-dg: unknown domain {domain!r}; domains: {', '.join(self.domains)}")
+        if split not in SPLITS:
+            raise ConfigError(f"digits-dg: unknown split {split!r}; splits: {', '.join(SPLITS)}")
+
+
+def split_sizes(per_class: int) -> list[int]:
+    sizes = [int(round(f * per_class)) for f in SPLIT_FRACTIONS[:-1]]
+    return sizes + [per_class - sum(sizes)]
+
+
+def generate_domain(domain: str, seed: int, per_class: int, image_size: int) -> dict[str, np.ndarray]:
+    """Every image of one domain, deterministic for (domain, seed, per_class, image_size)."""
+    domain_index = world.DOMAINS.index(domain)
+    images, labels, splits = [], [], []
+    for label in range(len(world.CLASSES)):
+        # Split the UCI source digits of this class first, so that each split draws on its own writers' digits.
+        pool = world.uci_by_label("dg")[label]
+        order = np.random.default_rng([seed, domain_index, label, 0]).permutation(pool)
+        cut = np.cumsum([0, *split_sizes(len(order))])
+        for split, count in enumerate(split_sizes(per_class)):
+            sources = order[cut[split] : cut[split + 1]]
+            rng = np.random.default_rng([seed, domain_index, label, split + 1])
+            for _ in range(count):
+                images.append(styles.finish(world.dg_image(domain, label, rng, sources), image_size))
+                labels.append(label)
+                splits.append(split)
+    return {"image": np.stack(images), "label": np.array(labels, np.int64), "split": np.array(splits, np.int8)}

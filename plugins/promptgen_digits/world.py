@@ -1,0 +1,102 @@
+"""The digits world: the DG domains of `digits-dg` and the pretraining distribution of `tiny-clip-digits`.
+
+Both draw digit shapes and styles from the same real sources, but pretraining never sees:
+the odd-indexed UCI digits, 7 of the 14 typefaces, 7 of the 15 photographs, ruled paper and
+red ink, saturated colour-on-colour type, or hatched sketches. docs/world.md lists this.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from promptgen_digits import glyphs, styles
+
+DOMAINS = ("handwritten", "typeset", "photo", "sketch")
+CLASSES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+ALL_FONTS = glyphs.PRETRAIN_FONTS + glyphs.HELD_OUT_FONTS
+
+# digits-dg domains -------------------------------------------------------------------------------
+
+
+def dg_glyph(label: int, rng, uci_pool: np.ndarray) -> np.ndarray:
+    """Typeset (any of the 14 faces) or, half the time, one of the held-out UCI digits of ``uci_pool``."""
+    if rng.random() < 0.5:
+        return glyphs.handwritten(int(rng.choice(uci_pool)), rng)
+    return glyphs.typeset(label, ALL_FONTS[int(rng.integers(len(ALL_FONTS)))], rng)
+
+
+def dg_image(domain: str, label: int, rng, uci_pool: np.ndarray) -> np.ndarray:
+    """One canvas-size RGB image of ``label`` in ``domain``; ``uci_pool`` holds UCI indices of that label."""
+    if domain == "handwritten":
+        mask = glyphs.handwritten(int(rng.choice(uci_pool)), rng)
+        inks = ((20, 40, 150), (20, 20, 20), (170, 20, 30))  # blue, black, red
+        return styles.ink_on_paper(mask, rng, ruled=True, ink_colours=inks, paper_tint=40)
+    if domain == "typeset":
+        font = ALL_FONTS[int(rng.integers(len(ALL_FONTS)))]
+        return styles.coloured(glyphs.typeset(label, font, rng), rng, saturated=True)
+    if domain == "photo":
+        return styles.on_photo(dg_glyph(label, rng, uci_pool), rng, photos=styles.HELD_OUT_PHOTOS)
+    if domain == "sketch":
+        return styles.sketch(dg_glyph(label, rng, uci_pool), rng, hatched=True)
+    raise ValueError(f"unknown domain {domain!r}")
+
+
+@functools.cache
+def uci_by_label(part: str) -> dict[int, np.ndarray]:
+    """UCI indices of one part ('pretrain' or 'dg'), grouped by digit."""
+    indices = glyphs.uci_indices(part)
+    labels = glyphs.uci_digits()[1][indices]
+    return {digit: indices[labels == digit] for digit in range(10)}
+
+
+# pretraining distribution ------------------------------------------------------------------------
+
+PRETRAIN_STYLES = ("plain", "handwritten", "typeset", "photo", "sketch")
+PRETRAIN_STYLE_WEIGHTS = (0.15, 0.2, 0.25, 0.2, 0.2)
+
+GENERIC_CAPTIONS = ("a photo of a {word}.", "a picture of the number {num}.", "the digit {num}.", "a {word}.",
+                    "the number {word}.")
+STYLE_CAPTIONS = {
+    "plain": ("a black {word} on a white background.", "the number {num} printed in black.", "a plain {word}."),
+    "handwritten": ("a handwritten {word}.", "the number {num} written by hand.", "a hand-drawn digit {num}.",
+                    "a scan of a handwritten {word}."),
+    "typeset": ("the number {num} in a {font} font.", "a printed {word} in {font} type.", "a typeset {word}.",
+                "the digit {num} set in {font}."),
+    "photo": ("a photo of a {word} painted on a wall.", "a {word} on a photograph.", "the number {num} over a photo.",
+              "a photo of the digit {num}."),
+    "sketch": ("a sketch of a {word}.", "a pencil drawing of the number {num}.", "an outline of a {word}.",
+               "a sketched digit {num}."),
+}
+
+
+def pretraining_pair(rng) -> tuple[np.ndarray, str, int]:
+    """(canvas-size RGB image, caption, label) drawn from the pretraining distribution."""
+    label = int(rng.integers(10))
+    style = PRETRAIN_STYLES[int(rng.choice(len(PRETRAIN_STYLES), p=PRETRAIN_STYLE_WEIGHTS))]
+    font = glyphs.PRETRAIN_FONTS[int(rng.integers(len(glyphs.PRETRAIN_FONTS)))]
+    pool = uci_by_label("pretrain")[label]
+
+    def glyph():
+        if rng.random() < 0.5:
+            return glyphs.handwritten(int(rng.choice(pool)), rng)
+        return glyphs.typeset(label, font, rng)
+
+    if style == "plain":
+        image = styles.ink_on_paper(glyphs.typeset(label, font, rng), rng, ruled=False, ink_colours=((0, 0, 0),),
+                                    paper_tint=5)
+    elif style == "handwritten":
+        image = styles.ink_on_paper(glyphs.handwritten(int(rng.choice(pool)), rng), rng, ruled=False,
+                                    ink_colours=((15, 15, 15), (25, 35, 110)), paper_tint=15)
+    elif style == "typeset":
+        image = styles.coloured(glyphs.typeset(label, font, rng), rng, saturated=False)
+    elif style == "photo":
+        image = styles.on_photo(glyph(), rng, photos=styles.PRETRAIN_PHOTOS)
+    else:
+        image = styles.sketch(glyph(), rng, hatched=False)
+    templates = GENERIC_CAPTIONS if rng.random() < 0.3 else STYLE_CAPTIONS[style]
+    caption = templates[int(rng.integers(len(templates)))].format(
+        word=CLASSES[label], num=label, font=glyphs.FONT_DESCRIPTIONS[font]
+    )
+    return image, caption, label
