@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--suite", default="default", choices=sorted(SUITES), help="suite to run (default: %(default)s)")
     parser.add_argument("--list", action="store_true", help="list the suites and exit")
     add_backbone_arguments(parser)
-    parser.add_argument("--dataset", default="colors", help="dataset plugin for the default suite (default: %(default)s)")
+    parser.add_argument("--dataset", default="digits-dg", help="dataset plugin for the default suite (default: %(default)s)")
     parser.add_argument("--classes", type=int, nargs="+", default=[7, 345], help="class counts for truncation")
     parser.add_argument("--images", type=int, default=1, help="per-image contexts per pass for truncation")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median) for truncation")

@@ -21,6 +21,8 @@ def test_plugins_lists_kind_name_and_plugin(capsys):
     assert header.split()[:3] == ["kind", "name", "plugin"]
     assert any(row.split()[:3] == ["backbone", "openclip", "openclip"] for row in rows)
     assert any(row.split()[:3] == ["dataset", "colors", "colors"] for row in rows)
+    assert any(row.split()[:3] == ["dataset", "digits-dg", "digits"] for row in rows)
+    assert any(row.split()[:3] == ["backbone", "tiny-clip-digits", "digits"] for row in rows)
 
 
 def test_plugins_json(capsys):
@@ -30,12 +32,19 @@ def test_plugins_json(capsys):
     assert listing["errors"] == []
 
 
-def test_backbone_info_and_errors_without_traceback(capsys):
+def test_default_backbone_is_the_shipped_tiny_clip(capsys):
     assert cli.main(["backbone", "--json", "--device", "cpu"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["backbone"] == "tiny-clip-digits" and info["fingerprint"].startswith("tiny-clip-digits@")
+    assert info["context_length"] == 32
+
+
+def test_backbone_info_and_errors_without_traceback(capsys):
+    assert cli.main(["backbone", "--backbone", "openclip", "--model", "pg-tiny-vit-w64", "--json", "--device", "cpu"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["fingerprint"].startswith("pg-tiny-vit-w64@") and info["ctx_dim"] == 64
 
-    assert cli.main(["backbone", "--model", "pg-tiny-vit-w64", "--pretrained", "/missing.safetensors"]) == 2
+    assert cli.main(["backbone", "--backbone", "openclip", "--model", "pg-tiny-vit-w64", "--pretrained", "/missing.safetensors"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("promptgen: error: checkpoint file not found: /missing.safetensors")
     assert "Traceback" not in err
