@@ -106,3 +106,17 @@ def test_world_preview_writes_a_png(digits_cache, tmp_path, capsys):
     out = tmp_path / "grid.png"
     assert cli.main(["world", "preview", "--cache-dir", str(digits_cache), "--out", str(out), "--per-cell", "1"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pretraining_is_reproducible_from_its_seed(tmp_path):
+    from safetensors.torch import load_file
+
+    from promptgen_digits.pretrain import PretrainConfig, pretrain
+
+    runs = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        config = PretrainConfig(steps=3, batch_size=16, warmup_steps=1, seed=seed)
+        facts = pretrain(config, tmp_path / name, device="cpu", progress=False)
+        runs.append(load_file(tmp_path / name / facts["weights"]))
+    assert all(runs[0][k].equal(runs[1][k]) for k in runs[0])
+    assert not all(runs[0][k].equal(runs[2][k]) for k in runs[0])
