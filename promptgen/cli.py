@@ -61,6 +61,89 @@ def cmd_backbone(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache_info(args: argparse.Namespace) -> int:
+    """Show what the feature cache holds: entries and size per backbone fingerprint, dataset and transform."""
+    from promptgen.cache import FeatureCache
+
+    with FeatureCache(args.cache_dir) as cache:
+        rows = cache.info()
+    if args.json:
+        print(json.dumps({"path": str(cache.path), "groups": rows}, indent=2))
+        return 0
+    print(f"feature cache: {cache.path}")
+    columns = ("fingerprint", "dataset", "transform", "views", "entries", "bytes")
+    table = [columns] + [tuple(str(row[c]) for c in columns) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for line in table:
+        print("  ".join(f"{cell:<{width}}" for cell, width in zip(line, widths)).rstrip())
+    print(f"{sum(r['entries'] for r in rows)} entries, {sum(r['bytes'] for r in rows) / 2**20:.1f} MiB")
+    return 0
+
+
+def cmd_cache_verify(args: argparse.Namespace) -> int:
+    """Check that every cached entry decodes, has its backbone's dim and finite values (exit status 1 if not)."""
+    from promptgen.cache import FeatureCache
+
+    with FeatureCache(args.cache_dir) as cache:
+        problems = cache.verify()
+        entries = sum(row["entries"] for row in cache.info())
+    for problem in problems:
+        print(f"problem: {problem}")
+    if problems:
+        print(f"{len(problems)} problems in {cache.path}; remove them with `promptgen cache clear`", file=sys.stderr)
+        return 1
+    print(f"ok: {entries} entries in {cache.path}")
+    return 0
+
+
+def cmd_cache_clear(args: argparse.Namespace) -> int:
+    """Delete cached features of one backbone (fingerprint or its prefix) and/or one dataset, or --all."""
+    from promptgen.cache import FeatureCache
+    from promptgen.errors import ConfigError
+
+    filtered = args.backbone is not None or args.dataset is not None
+    if filtered == args.all:
+        raise ConfigError("cache clear: choose what to delete: --backbone and/or --dataset, or --all for everything")
+    with FeatureCache(args.cache_dir) as cache:
+        removed = cache.clear(args.backbone, args.dataset)
+    print(f"removed {removed} entries from {cache.path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one DG run (stage I -> stage II -> test on the held-out target domain) and write its directory."""
+    from pathlib import Path
+
+    from promptgen.config import BackboneConfig
+    from promptgen.engine import RunConfig, run
+
+    backbone = BackboneConfig(name=args.backbone, model=args.model, pretrained=args.pretrained, device=args.device,
+                              precision=args.precision)
+    config = RunConfig(dataset=args.dataset, target=args.target, method=args.method, seed=args.seed,
+                       preset=args.preset, backbone=backbone, views=args.views, cache_dir=args.cache_dir,
+                       data_root=args.data_root, num_workers=args.workers)
+    out = Path(args.out) if args.out else Path("runs") / args.dataset / args.target / f"{args.method}-seed{args.seed}"
+    metrics = run(config, out, progress=not args.quiet)
+    stages = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in metrics["seconds"].items())
+    print(f"{args.method} on {args.dataset}, target {args.target}: test accuracy {100 * metrics['test_accuracy']:.2f}% "
+          f"(source val {100 * metrics['val_accuracy']:.2f}%; {stages})")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Re-evaluate a run directory from disk (prompt labels, generator, cached features)."""
+    import json
+    from pathlib import Path
+
+    from promptgen.engine import evaluate_run
+
+    result = evaluate_run(args.run_dir, progress=not args.quiet)
+    saved = json.loads((Path(args.run_dir) / "metrics.json").read_text())
+    print(json.dumps({**result, "saved_test_accuracy": saved["test_accuracy"]}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="promptgen", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -76,6 +159,43 @@ def build_parser() -> argparse.ArgumentParser:
     add_backbone_arguments(backbone)
     backbone.add_argument("--json", action="store_true", help="print one JSON object")
     backbone.set_defaults(run=cmd_backbone)
+
+    cache = commands.add_parser("cache", help="inspect, check or clear the LMDB feature cache",
+                                description="The LMDB feature cache: image features per backbone, dataset and view.")
+    actions = cache.add_subparsers(dest="action", metavar="ACTION", required=True)
+    cache_info = actions.add_parser("info", help=cmd_cache_info.__doc__, description=cmd_cache_info.__doc__)
+    cache_info.add_argument("--json", action="store_true", help="print one JSON object")
+    cache_info.set_defaults(run=cmd_cache_info)
+    cache_verify = actions.add_parser("verify", help=cmd_cache_verify.__doc__, description=cmd_cache_verify.__doc__)
+    cache_verify.set_defaults(run=cmd_cache_verify)
+    cache_clear = actions.add_parser("clear", help=cmd_cache_clear.__doc__, description=cmd_cache_clear.__doc__)
+    cache_clear.add_argument("--backbone", metavar="FINGERPRINT", help="a backbone fingerprint or its prefix, "
+                             "e.g. tiny-clip-digits (see `promptgen cache info`)")
+    cache_clear.add_argument("--dataset", metavar="NAME", help="a dataset name, e.g. digits-dg")
+    cache_clear.add_argument("--all", action="store_true", help="delete every entry (required without a filter)")
+    cache_clear.set_defaults(run=cmd_cache_clear)
+    for action in (cache_info, cache_verify, cache_clear):
+        action.add_argument("--cache-dir", metavar="DIR", default=None,
+                            help="cache root (default: $PROMPTGEN_CACHE_DIR, else ~/.cache/promptgen)")
+
+    train = commands.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
+    train.add_argument("--dataset", default="digits-dg", help="dataset plugin (default: %(default)s)")
+    train.add_argument("--target", required=True, help="the held-out domain (all others are sources)")
+    train.add_argument("--method", default="spg", help="zero-shot, coop, spg (= spg-cgan) or spg-<generator>")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--preset", default="auto", help="cpu, gpu (the official hyperparameters) or auto (by device)")
+    train.add_argument("--views", type=int, default=None, help="augmented views per training image (default: preset)")
+    train.add_argument("--out", default=None, help="run directory (default: runs/DATASET/TARGET/METHOD-seedN)")
+    train.add_argument("--data-root", default=None, help="where the dataset lives (datasets that read from disk)")
+    train.add_argument("--workers", type=int, default=0, help="DataLoader workers for feature extraction")
+    add_backbone_arguments(train)
+    evaluate = commands.add_parser("evaluate", help=cmd_evaluate.__doc__, description=cmd_evaluate.__doc__)
+    evaluate.add_argument("run_dir", help="a directory written by promptgen train")
+    train.add_argument("--cache-dir", default=None,
+                       help="feature cache root (default: $PROMPTGEN_CACHE_DIR, else ~/.cache/promptgen)")
+    for command, run in ((train, cmd_train), (evaluate, cmd_evaluate)):
+        command.add_argument("--quiet", action="store_true", help="no progress bars")
+        command.set_defaults(run=run)
 
     # Plugins may add their own commands (e.g. `promptgen world` from the digits plugin).
     from promptgen.registry import load_registry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Callable, Sequence
 
 import torch
@@ -11,13 +12,29 @@ from promptgen.protocols import Backbone, Dataset
 from promptgen.values import FeatureSet, Sample
 
 
-class SampleImages(torch.utils.data.Dataset):
-    """A torch Dataset over samples: loads each image lazily and applies ``transform``."""
+def stable_int_hash(*parts) -> int:
+    """A non-negative 63-bit int from ``parts``' strings, the same in every process (unlike ``hash``)."""
+    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
-    def __init__(self, dataset: Dataset, samples: Sequence[Sample], transform: Callable):
+
+class SampleImages(torch.utils.data.Dataset):
+    """A torch Dataset over samples: loads each image lazily and applies ``transform``.
+
+    views: one view index per sample. When given, torch's RNG is seeded from (sample key, view)
+    for the transform, so a random augmentation gives the same pixels in every run and in any
+    DataLoader worker; the caller's RNG state is left as it was.
+    """
+
+    def __init__(
+        self, dataset: Dataset, samples: Sequence[Sample], transform: Callable, views: Sequence[int] | None = None
+    ):
+        if views is not None and len(views) != len(samples):
+            raise ValueError(f"SampleImages: {len(views)} views for {len(samples)} samples")
         self.dataset = dataset
         self.samples = samples
         self.transform = transform
+        self.views = views
         self.domain_ids = {domain: i for i, domain in enumerate(dataset.domains)}
 
     def __len__(self) -> int:
@@ -25,7 +42,13 @@ class SampleImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         sample = self.samples[index]
-        pixels = self.transform(self.dataset.load_image(sample))
+        image = self.dataset.load_image(sample)
+        if self.views is None:
+            pixels = self.transform(image)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(stable_int_hash(sample.key, self.views[index]))
+                pixels = self.transform(image)
         return pixels, sample.label, self.domain_ids[sample.domain]
 
 

@@ -40,3 +40,7 @@ class UnknownComponentError(PluginError, ConfigError):
 
 class BackboneLoadError(PromptgenError):
     """A backbone's weights or configuration could not be loaded."""
+
+
+class CacheError(PromptgenError):
+    """The feature cache could not be opened, or holds an entry that cannot be read."""

@@ -1,12 +1,20 @@
-"""Classification with prompts: cosine logits between image features and encoded class prompts."""
+"""Classification with prompts: cosine logits between image features and encoded class prompts.
+
+One shared prompt (zero-shot, CoOp) encodes C class prompts once; instance-specific prompts (SPG)
+encode B x C prompts per chunk of B images, with B chosen so that a chunk holds at most
+``prompts_per_chunk`` prompts, and classes chunked too when C alone exceeds it (DomainNet: 345).
+"""
 
 from __future__ import annotations
 
 import torch
 
 from promptgen.prompts import PromptAssembler
-from promptgen.protocols import Backbone
+from promptgen.protocols import Backbone, Generator
 from promptgen.values import FeatureSet, PromptLabel
+
+PROMPTS_PER_CHUNK = 4096
+SAMPLE_BLOCK = 8192  # images whose prompts are generated at once ([8192, n_ctx, D] is small)
 
 
 def logits(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: float) -> torch.Tensor:
@@ -17,12 +25,54 @@ def logits(image_features: torch.Tensor, text_features: torch.Tensor, logit_scal
     return logit_scale * torch.einsum("ne,nce->nc", image_features, text_features)
 
 
+def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    if len(labels) == 0:
+        return float("nan")
+    return (scores.argmax(dim=-1).cpu() == labels.cpu()).float().mean().item()
+
+
+@torch.no_grad()
+def prompt_logits(backbone: Backbone, assembler: PromptAssembler, ctx: torch.Tensor, features: torch.Tensor):
+    """Logits [N, C] of one shared context [n_ctx, D]."""
+    text = assembler.text_features(backbone, ctx)
+    return logits(features.to(backbone.device), text, backbone.logit_scale)
+
+
 @torch.no_grad()
 def prompt_accuracy(backbone: Backbone, prompt: PromptLabel, features: FeatureSet) -> float:
     """Top-1 accuracy of one shared prompt (zero-shot or CoOp) on ``features``."""
     if len(features) == 0:
         return float("nan")
     assembler = PromptAssembler(backbone, prompt.class_names, prompt.n_ctx)
-    text = assembler.text_features(backbone, prompt.ctx)
-    predictions = logits(features.features, text, backbone.logit_scale).argmax(dim=-1).cpu()
-    return (predictions == features.labels).float().mean().item()
+    return accuracy(prompt_logits(backbone, assembler, prompt.ctx, features.features), features.labels)
+
+
+@torch.no_grad()
+def instance_logits(
+    backbone: Backbone,
+    assembler: PromptAssembler,
+    generator: Generator,
+    features: torch.Tensor,
+    prompts_per_chunk: int = PROMPTS_PER_CHUNK,
+) -> torch.Tensor:
+    """Logits [N, C] with one generated context per image, batched over images and chunked over classes."""
+    classes = len(assembler.class_names)
+    images_per_chunk = max(1, prompts_per_chunk // classes)
+    class_chunk = max(1, min(classes, prompts_per_chunk))
+    out = []
+    # Prompts are sampled in fixed blocks, so the noise each image gets does not depend on the chunk size.
+    for block_start in range(0, len(features), SAMPLE_BLOCK):
+        block = features[block_start : block_start + SAMPLE_BLOCK].to(backbone.device)
+        contexts = generator.sample(block)
+        for start in range(0, len(block), images_per_chunk):
+            batch, ctx = block[start : start + images_per_chunk], contexts[start : start + images_per_chunk]
+            text = torch.cat(
+                [assembler.text_features(backbone, ctx, slice(c, c + class_chunk)) for c in range(0, classes, class_chunk)],
+                dim=1,
+            )
+            out.append(logits(batch, text, backbone.logit_scale).cpu())
+    return torch.cat(out) if out else torch.empty(0, classes)
+
+
+def instance_accuracy(backbone: Backbone, assembler: PromptAssembler, generator: Generator, features: FeatureSet) -> float:
+    return accuracy(instance_logits(backbone, assembler, generator, features.features), features.labels)

@@ -55,32 +55,35 @@ class PromptAssembler:
         """Number of token positions of an assembled prompt (up to and including the longest EOT)."""
         return 1 + self.n_ctx + self.suffix.shape[1]
 
-    def assemble(self, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """ctx [n_ctx, D] -> ([C, L, D], eot [C]); ctx [B, n_ctx, D] -> ([B, C, L, D], eot [B, C])."""
+    def assemble(self, ctx: torch.Tensor, classes: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+        """ctx [n_ctx, D] -> ([C, L, D], eot [C]); ctx [B, n_ctx, D] -> ([B, C, L, D], eot [B, C]).
+
+        classes: a slice of the classes to assemble (chunking over classes bounds memory).
+        """
         if ctx.ndim not in (2, 3) or ctx.shape[-2] != self.n_ctx or ctx.shape[-1] != self.prefix.shape[-1]:
             raise PromptgenError(
                 f"context must have shape [n_ctx={self.n_ctx}, {self.prefix.shape[-1]}] or "
                 f"[batch, {self.n_ctx}, {self.prefix.shape[-1]}], got {tuple(ctx.shape)}"
             )
-        classes = len(self.class_names)
-        ctx = ctx.to(self.prefix.device, self.prefix.dtype)
+        prefix, suffix, eot = self.prefix[classes], self.suffix[classes], self.eot_index[classes]
+        count = len(eot)
+        ctx = ctx.to(prefix.device, prefix.dtype)
         if ctx.ndim == 2:
-            embeddings = torch.cat([self.prefix, ctx.expand(classes, -1, -1), self.suffix], dim=1)
-            return embeddings, self.eot_index
+            return torch.cat([prefix, ctx.expand(count, -1, -1), suffix], dim=1), eot
         batch = ctx.shape[0]
         embeddings = torch.cat(
             [
-                self.prefix.expand(batch, -1, -1, -1),
-                ctx[:, None].expand(-1, classes, -1, -1),
-                self.suffix.expand(batch, -1, -1, -1),
+                prefix.expand(batch, -1, -1, -1),
+                ctx[:, None].expand(-1, count, -1, -1),
+                suffix.expand(batch, -1, -1, -1),
             ],
             dim=2,
         )
-        return embeddings, self.eot_index.expand(batch, -1)
+        return embeddings, eot.expand(batch, -1)
 
-    def text_features(self, backbone: Backbone, ctx: torch.Tensor) -> torch.Tensor:
+    def text_features(self, backbone: Backbone, ctx: torch.Tensor, classes: slice = slice(None)) -> torch.Tensor:
         """Encoded class prompts: ctx [n_ctx, D] -> [C, E]; ctx [B, n_ctx, D] -> [B, C, E]."""
-        embeddings, eot = self.assemble(ctx)
+        embeddings, eot = self.assemble(ctx, classes)
         flat = backbone.encode_prompts(embeddings.reshape(-1, *embeddings.shape[-2:]), eot.reshape(-1))
         return flat.reshape(*eot.shape, -1)
 

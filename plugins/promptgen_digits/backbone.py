@@ -24,7 +24,8 @@ def add_model_config() -> None:
 class TinyClipDigits(OpenClipBackbone):
     """tiny-clip-digits: a small CLIP pretrained on the digits world; weights ship with promptgen (offline)."""
 
-    def __init__(self, model=None, pretrained=None, device="auto", precision="auto", **options):
+    def __init__(self, model=None, pretrained=None, device="auto", precision="auto", train_crop_scale=(0.5, 1.0),
+                 train_flip=False, **options):
         if model not in (None, MODEL_NAME):
             raise ConfigError(f"backbone tiny-clip-digits has one model, {MODEL_NAME}; got --model {model}")
         weights = Path(pretrained) if pretrained else WEIGHTS
@@ -33,4 +34,7 @@ class TinyClipDigits(OpenClipBackbone):
                 f"tiny-clip-digits weights not found at {weights}; rebuild them with: promptgen world pretrain"
             )
         add_model_config()
-        super().__init__(MODEL_NAME, pretrained=str(weights), device=device, precision=precision, **options)
+        # A 32-px digit survives a crop of half its area, not Dassl's 8% (mostly background), and a
+        # mirrored digit is another glyph: augment digits with mild crops and no flips.
+        super().__init__(MODEL_NAME, pretrained=str(weights), device=device, precision=precision,
+                         train_crop_scale=train_crop_scale, train_flip=train_flip, **options)

@@ -36,6 +36,8 @@ class OpenClipBackbone:
         precision: str = "auto",
         cache_dir: str | None = None,
         init_seed: int = 0,
+        train_crop_scale: tuple[float, float] = (0.08, 1.0),
+        train_flip: bool = True,
     ):
         import open_clip
 
@@ -43,6 +45,8 @@ class OpenClipBackbone:
             raise BackboneLoadError("the openclip backbone needs a model name: --model ViT-B-16 (or any open_clip model)")
         self.model_name = model
         self.pretrained = pretrained
+        self.train_crop_scale = tuple(train_crop_scale)
+        self.train_flip = train_flip
         self.device = resolve_device(device)
         self.autocast_dtype = resolve_precision(precision, self.device)
         self.model = load_model(model, pretrained, cache_dir=cache_dir, init_seed=init_seed)
@@ -73,7 +77,8 @@ class OpenClipBackbone:
     # --- images -------------------------------------------------------------------------------
 
     def image_transform(self, train: bool) -> Callable:
-        """As in SPG (Dassl): train = random resized crop + horizontal flip; eval = resize + center crop."""
+        """As in SPG (Dassl): train = random resized crop (``train_crop_scale``) + flip (``train_flip``);
+        eval = resize + center crop."""
         from open_clip import get_model_preprocess_cfg
 
         cfg = get_model_preprocess_cfg(self.model)
@@ -83,7 +88,8 @@ class OpenClipBackbone:
         normalize = T.Normalize(mean=cfg["mean"], std=cfg["std"])
         bicubic = T.InterpolationMode.BICUBIC
         if train:
-            steps = [T.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=bicubic), T.RandomHorizontalFlip()]
+            steps = [T.RandomResizedCrop(size, scale=self.train_crop_scale, interpolation=bicubic)]
+            steps += [T.RandomHorizontalFlip()] if self.train_flip else []
         else:
             steps = [T.Resize(crop, interpolation=bicubic), T.CenterCrop(size)]
         return T.Compose([_to_rgb, *steps, T.ToTensor(), normalize])

@@ -1,0 +1,170 @@
+"""CGANGenerator: SPG's stage II. Learns p(prompt | image feature) from (domain prompt label, feature) pairs.
+
+As in the official code: LSGAN (MSE) losses; real pair = (prompt label of the image's source domain,
+feature); fake pair = (G(z, f'), f') with f' the features of a different random batch — drawn here by
+random indices into the cached features (O(1)), not by scanning a data loader. AdamW for both nets,
+linear warm-up then cosine decay, optional per-parameter gradient clipping (the official limits).
+The epoch with the best accuracy on the source domains' validation split is kept.
+
+Output range: the generator ends in Tanh, so prompts lie in [-1, 1] x output_scale. CLIP token
+embeddings are far inside that range (ViT-B/16: |x| < 0.1 almost everywhere; tiny-clip-digits: a few
+tenths), so the official scale of 1.0 is kept; raise ``output_scale`` for a backbone whose embeddings
+are larger (fit warns when a prompt label falls outside the range).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from promptgen.errors import ConfigError
+from promptgen.evaluate import instance_accuracy
+from promptgen.prompts import PromptAssembler
+from promptgen.values import FeatureSet
+from promptgen_cgan.networks import PromptDiscriminator, PromptGenerator
+
+# The official per-parameter gradient-norm limits (PACS / VLCS).
+OFFICIAL_CLIP = {"d_weight": 0.5, "d_bias": 0.5, "d_last": 5.0, "g_weight": 0.05, "g_bias": 5e-7, "g_last_bias": 5.0}
+
+
+class CGANGenerator:
+    """SPG's conditional GAN: MLP generator (noise + image feature -> prompt), MLP discriminator, LSGAN losses."""
+
+    def __init__(
+        self,
+        feature_dim: int,
+        n_ctx: int,
+        ctx_dim: int,
+        noise_dim: int = 100,
+        epochs: int = 70,
+        batch_size: int = 32,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-4,
+        warmup_epochs: int = 4,
+        grad_clip: dict | None = None,
+        output_scale: float = 1.0,
+        seed: int = 0,
+        sample_seed: int = 0,
+        progress: bool = True,
+    ):
+        if epochs < 1 or batch_size < 2:
+            raise ConfigError(f"cgan: epochs must be >= 1 and batch_size >= 2; got {epochs}, {batch_size}")
+        unknown = set(grad_clip or {}) - set(OFFICIAL_CLIP)
+        if unknown:
+            raise ConfigError(f"cgan: unknown grad_clip keys {sorted(unknown)}; allowed: {', '.join(OFFICIAL_CLIP)}")
+        self.options = dict(noise_dim=noise_dim, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                            warmup_epochs=warmup_epochs, grad_clip=grad_clip, output_scale=output_scale, seed=seed)
+        self.noise_dim, self.sample_seed, self.progress = noise_dim, sample_seed, progress
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.generator = PromptGenerator(noise_dim, feature_dim, n_ctx, ctx_dim, output_scale)
+            self.discriminator = PromptDiscriminator(feature_dim, n_ctx, ctx_dim)
+
+    # --- the Generator protocol ---------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, features: torch.Tensor) -> torch.Tensor:
+        """features [N, feature_dim] -> prompts [N, n_ctx, ctx_dim]; noise seeded per call, so repeatable."""
+        device = next(self.generator.parameters()).device
+        noise = torch.randn(len(features), self.noise_dim, generator=torch.Generator().manual_seed(self.sample_seed))
+        self.generator.eval()
+        return self.generator(noise.to(device), features.to(device, torch.float32))
+
+    def state_dict(self) -> dict:
+        state = {f"generator.{k}": v for k, v in self.generator.state_dict().items()}
+        state.update({f"discriminator.{k}": v for k, v in self.discriminator.state_dict().items()})
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for prefix, net in (("generator.", self.generator), ("discriminator.", self.discriminator)):
+            net.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+    def fit(self, backbone, train: FeatureSet, prompt_labels, val: FeatureSet | None) -> dict:
+        o = self.options
+        device = backbone.device
+        self.generator.to(device)
+        self.discriminator.to(device)
+        targets = torch.stack([label.ctx for label in prompt_labels]).to(device)  # [domains, n_ctx, D]
+        if targets.abs().max() >= o["output_scale"]:
+            warnings.warn(f"cgan: prompt labels reach {targets.abs().max():.2f}, outside the Tanh range "
+                          f"+-{o['output_scale']}; raise output_scale")
+        assembler = PromptAssembler(backbone, prompt_labels[0].class_names, targets.shape[1])
+        features, domain_ids = train.features.to(device), train.domain_ids.to(device)
+        # betas (0.5, 0.999): the usual GAN setting, from the CGAN the official code builds on.
+        optimizers = [torch.optim.AdamW(net.parameters(), lr=o["lr"], betas=(0.5, 0.999), weight_decay=o["weight_decay"])
+                      for net in (self.generator, self.discriminator)]
+        steps = math.ceil(len(train) / o["batch_size"])
+        shuffle = torch.Generator().manual_seed(o["seed"])
+        best = {"val_accuracy": -1.0, "epoch": -1, "state": None}
+        history = []
+        bar = tqdm(range(o["epochs"]), desc="cgan", unit="epoch", disable=not self.progress, leave=False)
+        for epoch in bar:
+            self.generator.train()
+            self.discriminator.train()
+            order = torch.randperm(len(train), generator=shuffle).to(device)
+            for step in range(steps):
+                index = order[step * o["batch_size"] : (step + 1) * o["batch_size"]]
+                if len(index) < 2:
+                    continue  # BatchNorm needs two samples
+                for optimizer in optimizers:
+                    for group in optimizer.param_groups:
+                        group["lr"] = self._lr(epoch * steps + step, steps)
+                losses = self._step(features, domain_ids, targets, index, optimizers, shuffle)
+            score = instance_accuracy(backbone, assembler, self, val) if val is not None and len(val) else float("nan")
+            history.append({"epoch": epoch, "val_accuracy": score, **losses})
+            if not score <= best["val_accuracy"]:  # NaN (no val) keeps the last epoch
+                best = {"val_accuracy": score, "epoch": epoch, "state": copy.deepcopy(self.state_dict())}
+            bar.set_postfix(val=f"{score:.3f}", g=f"{losses['loss_g']:.3f}", d=f"{losses['loss_d']:.3f}")
+        self.load_state_dict(best["state"])
+        return {"best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "history": history}
+
+    # --- training internals -------------------------------------------------------------------
+
+    def _lr(self, step: int, steps_per_epoch: int) -> float:
+        o = self.options
+        warmup, total = o["warmup_epochs"] * steps_per_epoch, o["epochs"] * steps_per_epoch
+        if step < warmup:
+            return o["lr"] * (step + 1) / warmup
+        return 0.5 * o["lr"] * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    def _step(self, features, domain_ids, targets, index, optimizers, shuffle) -> dict:
+        g_opt, d_opt = optimizers
+        real_features, real_prompts = features[index], targets[domain_ids[index]]
+        fake_index = torch.randint(len(features), (len(index),), generator=shuffle).to(features.device)
+        fake_features = features[fake_index]
+        noise = torch.randn(len(index), self.noise_dim, generator=shuffle).to(features.device)
+        fake_prompts = self.generator(noise, fake_features)
+        ones = torch.ones(len(index), 1, device=features.device)
+
+        loss_g = F.mse_loss(self.discriminator(fake_prompts, fake_features), ones)
+        g_opt.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self._clip(self.generator, "g")
+        g_opt.step()
+
+        loss_d = 0.5 * (F.mse_loss(self.discriminator(real_prompts, real_features), ones)
+                        + F.mse_loss(self.discriminator(fake_prompts.detach(), fake_features), 0 * ones))
+        d_opt.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self._clip(self.discriminator, "d")
+        d_opt.step()
+        return {"loss_g": loss_g.item(), "loss_d": loss_d.item()}
+
+    def _clip(self, net: torch.nn.Module, side: str) -> None:
+        """Per-parameter gradient-norm limits, separate for weights, biases and the last layer."""
+        limits = self.options["grad_clip"]
+        if not limits:
+            return
+        linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+        for module in linears:
+            for kind, parameter in (("weight", module.weight), ("bias", module.bias)):
+                # The most specific limit wins: '<side>_last_<kind>', then '<side>_last', then '<side>_<kind>'.
+                keys = [f"{side}_last_{kind}", f"{side}_last"] if module is linears[-1] else []
+                limit = next((limits[k] for k in keys + [f"{side}_{kind}"] if k in limits), None)
+                if limit is not None and parameter.grad is not None:
+                    torch.nn.utils.clip_grad_norm_(parameter, limit)

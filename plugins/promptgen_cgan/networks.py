@@ -1,0 +1,63 @@
+"""The SPG networks: an MLP generator (noise + image feature -> prompt) and an MLP discriminator."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def condition(features: torch.Tensor) -> torch.Tensor:
+    """L2-normalised features rescaled to unit variance per dimension.
+
+    A unit-norm feature of width D has entries of size ~1/sqrt(D) (0.04 at D = 512), drowned by the
+    N(0, 1) noise it is concatenated with; the generator then ignores the image. Rescaling by sqrt(D)
+    puts the condition on the noise's scale (the official code feeds unnormalised CLIP features,
+    whose entries are of that order).
+    """
+    return features * features.shape[1] ** 0.5
+
+
+class PromptGenerator(nn.Module):
+    """concat(z, f) -> Linear blocks 128-256-512-1024 (BatchNorm eps 0.8 from the 2nd, LeakyReLU 0.2) -> n_ctx*D, Tanh.
+
+    ``output_scale`` multiplies the Tanh output; 1.0 as in the official code (see CGANGenerator).
+    """
+
+    def __init__(self, noise_dim: int, feature_dim: int, n_ctx: int, ctx_dim: int, output_scale: float = 1.0):
+        super().__init__()
+        widths = (128, 256, 512, 1024)
+        layers, previous = [], noise_dim + feature_dim
+        for i, width in enumerate(widths):
+            layers.append(nn.Linear(previous, width))
+            if i > 0:
+                layers.append(nn.BatchNorm1d(width, eps=0.8))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            previous = width
+        layers += [nn.Linear(previous, n_ctx * ctx_dim), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.shape = (n_ctx, ctx_dim)
+        self.output_scale = output_scale
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.kaiming_uniform_(module.weight, nonlinearity="leaky_relu", a=0.2)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, noise: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        out = self.net(torch.cat([noise, condition(features)], dim=1)) * self.output_scale
+        return out.view(len(features), *self.shape)
+
+
+class PromptDiscriminator(nn.Module):
+    """concat(flattened prompt, f) -> 512-512-512 (dropout 0.4 on the hidden blocks), LeakyReLU 0.2 -> 1."""
+
+    def __init__(self, feature_dim: int, n_ctx: int, ctx_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(n_ctx * ctx_dim + feature_dim, 512), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(512, 512), nn.Dropout(0.4), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(512, 512), nn.Dropout(0.4), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(512, 1),
+        )
+
+    def forward(self, prompts: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([prompts.flatten(1), condition(features)], dim=1))

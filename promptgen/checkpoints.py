@@ -1,0 +1,70 @@
+"""Saving and loading prompt labels and generators: tensors as .safetensors, everything else as JSON beside them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from promptgen.errors import PromptgenError
+from promptgen.values import PromptLabel
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def save_prompt_label(label: PromptLabel, path: str | Path) -> Path:
+    """Write ``<path>.safetensors`` (the context) and ``<path>.json`` (fingerprint, domain, classes, metadata)."""
+    tensors, meta = _paths(path)
+    tensors.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"ctx": label.ctx.detach().cpu().contiguous()}, tensors)
+    meta.write_text(json.dumps({
+        "fingerprint": label.fingerprint, "domain": label.domain, "class_names": list(label.class_names),
+        "n_ctx": label.n_ctx, "ctx_dim": label.ctx_dim, "metadata": label.metadata,
+    }, indent=2) + "\n")
+    return tensors
+
+
+def load_prompt_label(path: str | Path) -> PromptLabel:
+    tensors, meta = _paths(path)
+    for file in (tensors, meta):
+        if not file.is_file():
+            raise PromptgenError(f"prompt label file missing: {file}")
+    info = json.loads(meta.read_text())
+    return PromptLabel(
+        ctx=load_file(tensors)["ctx"], fingerprint=info["fingerprint"], domain=info["domain"],
+        class_names=info["class_names"], metadata=info.get("metadata", {}),
+    )
+
+
+def save_generator(generator: Any, name: str, options: dict, path: str | Path) -> Path:
+    """The generator's tensor state as safetensors; its registered name and build options as JSON."""
+    tensors, meta = _paths(path)
+    tensors.parent.mkdir(parents=True, exist_ok=True)
+    state = generator.state_dict()
+    bad = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
+    if bad:
+        raise PromptgenError(f"generator '{name}': state_dict must hold tensors only; not tensors: {', '.join(bad)}")
+    save_file({key: value.detach().cpu().contiguous() for key, value in state.items()}, tensors)
+    meta.write_text(json.dumps({"generator": name, "options": options}, indent=2) + "\n")
+    return tensors
+
+
+def load_generator(path: str | Path, registry=None) -> tuple[Any, str, dict]:
+    """Rebuild a saved generator through the registry: (generator, name, options)."""
+    from promptgen.registry import get_registry
+
+    tensors, meta = _paths(path)
+    for file in (tensors, meta):
+        if not file.is_file():
+            raise PromptgenError(f"generator checkpoint file missing: {file}")
+    info = json.loads(meta.read_text())
+    generator = (registry or get_registry()).create("generator", info["generator"], **info["options"])
+    generator.load_state_dict(load_file(tensors))
+    return generator, info["generator"], info["options"]
