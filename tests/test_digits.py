@@ -120,3 +120,14 @@ def test_pretraining_is_reproducible_from_its_seed(tmp_path):
         runs.append(load_file(tmp_path / name / facts["weights"]))
     assert all(runs[0][k].equal(runs[1][k]) for k in runs[0])
     assert not all(runs[0][k].equal(runs[2][k]) for k in runs[0])
+
+
+def test_report_tables_show_every_number():
+    from promptgen_digits.report import markdown
+
+    matrix = {"a": {"a": 1.0, "b": 0.5}, "b": {"a": 0.2, "b": 0.9}}
+    text = markdown({"zero_shot": {"a": 0.5, "b": 0.25}, "linear_probe": matrix, "pixel_probe": matrix,
+                     "domain_classifier": 0.8})
+    assert "| 50.0 | 25.0 | 37.5 |" in text
+    assert text.count("| b | 20.0 | 90.0 |") == 2
+    assert "Domain classifier on image features: 80.0% (chance 50%)" in text

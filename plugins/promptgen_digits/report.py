@@ -79,6 +79,12 @@ def domain_classifier_accuracy(train: dict[str, FeatureSet], test: dict[str, Fea
     return float((classifier.predict(x_test) == d_test).mean())
 
 
+def _probe_table(title: str, matrix: dict, domains: list[str]) -> list[str]:
+    lines = ["", title, "", "| trained on \\ tested on | " + " | ".join(domains) + " |", "|---|" + "---:|" * len(domains)]
+    return lines + [f"| {source} | " + " | ".join(f"{100 * row[d]:.1f}" for d in domains) + " |"
+                    for source, row in matrix.items()]
+
+
 def markdown(report: dict) -> str:
     domains = list(report["zero_shot"])
     lines = [
@@ -88,28 +94,13 @@ def markdown(report: dict) -> str:
         "|" + "---:|" * (len(domains) + 1),
         "| " + " | ".join(f"{100 * report['zero_shot'][d]:.1f}" for d in domains)
         + f" | {100 * np.mean(list(report['zero_shot'].values())):.1f} |",
-        "",
-        "Linear probe on frozen image features (%): rows = trained on (train split), columns = tested on (test split)",
-        "",
-        "| trained on \\ tested on | " + " | ".join(domains) + " |",
-        "|---|" + "---:|" * len(domains),
     ]
-    for source, row in report["linear_probe"].items():
-        lines.append(f"| {source} | " + " | ".join(f"{100 * row[d]:.1f}" for d in domains) + " |")
-    lines += [
-        "",
-        "The same probe on raw pixels (%): the shift before any backbone",
-        "",
-        "| trained on \\ tested on | " + " | ".join(domains) + " |",
-        "|---|" + "---:|" * len(domains),
-    ]
-    for source, row in report["pixel_probe"].items():
-        lines.append(f"| {source} | " + " | ".join(f"{100 * row[d]:.1f}" for d in domains) + " |")
-    lines += [
-        "",
-        f"Domain classifier on image features: {100 * report['domain_classifier']:.1f}% "
-        f"(chance {100 / len(domains):.0f}%)",
-    ]
+    lines += _probe_table("Linear probe on frozen image features (%): rows = trained on (train split), "
+                          "columns = tested on (test split)", report["linear_probe"], domains)
+    lines += _probe_table("The same probe on raw pixels (%): the shift before any backbone", report["pixel_probe"],
+                          domains)
+    lines += ["", f"Domain classifier on image features: {100 * report['domain_classifier']:.1f}% "
+                  f"(chance {100 / len(domains):.0f}%)"]
     return "\n".join(lines)
 
 
