@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
+from benchmarks.tables import accuracy_table
 from promptgen.config import BackboneConfig
 from promptgen.engine import RunConfig, run
 from promptgen.registry import create
@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     domains = create("dataset", args.dataset).domains
     methods, seeds = args.methods.split(","), [int(s) for s in args.seeds.split(",")]
-    results: dict = {}
+    records = []
     for target in domains:
         for method in methods:
             for seed in seeds if method != "zero-shot" else seeds[:1]:  # zero-shot has no randomness
@@ -36,18 +36,11 @@ def main() -> None:
                 metrics = run(RunConfig(dataset=args.dataset, target=target, method=method, seed=seed,
                                         backbone=BackboneConfig(device="cpu"), cache_dir=args.cache_dir), out,
                               progress=False)
-                results.setdefault(method, {}).setdefault(target, []).append(metrics)
+                records.append(metrics)
                 print(f"{target:>12} {method:>9} seed {seed}: {100 * metrics['test_accuracy']:.2f}% "
                       f"{json.dumps(metrics['seconds'])} total {time.perf_counter() - start:.1f}s", flush=True)
-    print("\n| method | " + " | ".join(domains) + " | avg |\n|---|" + "---:|" * (len(domains) + 1))
-    for method in methods:
-        cells, means = [], []
-        for target in domains:
-            values = [100 * m["test_accuracy"] for m in results[method][target]]
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.1f} ± {std:.1f}")
-            means.append(statistics.mean(values))
-        print(f"| {method} | " + " | ".join(cells) + f" | {statistics.mean(means):.1f} |")
+    print("\n" + accuracy_table(records, targets=domains, methods=methods).markdown(
+        f"Test accuracy (%) on {args.dataset}, leave one domain out, mean ± std over seeds {args.seeds}"))
 
 
 if __name__ == "__main__":

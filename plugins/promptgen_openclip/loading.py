@@ -121,7 +121,6 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _load_tag(name: str, tag: str, cache_dir: str | None):
-    import open_clip
     from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
 
     key = name.replace("/", "-")
