@@ -1,0 +1,83 @@
+"""Jobs and their JSON records: one file per finished (or failed) job, so sweeps resume and tables are derived.
+
+A job is identified by what it computes — dataset, protocol, sources, targets, method, seed and a
+hash of its configuration — so changing any of them makes a new job rather than reusing a stale
+record. Records are written atomically: a sweep killed mid-write never leaves a half record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Callable, Iterable
+
+import attrs
+
+
+@attrs.frozen
+class Job:
+    dataset: str
+    protocol: str  # multi-source, single-source, cross-dataset
+    sources: tuple[str, ...] = attrs.field(converter=tuple)
+    targets: tuple[str, ...] = attrs.field(converter=tuple)
+    method: str
+    seed: int
+    config: dict = attrs.field(factory=dict, eq=False, hash=False)  # backbone, preset, overrides
+
+    @property
+    def config_hash(self) -> str:
+        text = json.dumps(self.config, sort_keys=True, default=str)
+        return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
+
+    @property
+    def id(self) -> str:
+        return f"{self.dataset}.{self.protocol}.{'+'.join(self.targets)}.{self.method}.seed{self.seed}.{self.config_hash}"
+
+
+class RecordStore:
+    """The records of a sweep: ``<root>/records/<job id>.json``."""
+
+    def __init__(self, root: str | Path):
+        self.directory = Path(root) / "records"
+
+    def path(self, job: Job) -> Path:
+        return self.directory / f"{job.id}.json"
+
+    def done(self, job: Job) -> bool:
+        path = self.path(job)
+        return path.is_file() and json.loads(path.read_text()).get("status") == "ok"
+
+    def write(self, job: Job, record: dict) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        payload = {"job": {**attrs.asdict(job), "id": job.id, "config_hash": job.config_hash}, **record}
+        handle, temporary = tempfile.mkstemp(dir=self.directory, suffix=".json.tmp")
+        with os.fdopen(handle, "w") as file:
+            json.dump(payload, file, indent=2, default=str)
+        os.replace(temporary, self.path(job))
+        return self.path(job)
+
+    def records(self) -> list[dict]:
+        if not self.directory.is_dir():
+            return []
+        return [json.loads(path.read_text()) for path in sorted(self.directory.glob("*.json"))]
+
+
+def run_jobs(jobs: Iterable[Job], fn: Callable[[Job], dict], store: RecordStore, *, force: bool = False,
+             launcher=None) -> list[dict]:
+    """Run every job not already done (all with ``force``); a failing job records its error and the rest go on."""
+    pending = [job for job in jobs if force or not store.done(job)]
+
+    def attempt(job: Job) -> dict:
+        try:
+            record = {"status": "ok", **fn(job)}
+        except Exception as error:  # one job's failure must not end the sweep; it is recorded instead
+            record = {"status": "failed", "error": f"{type(error).__name__}: {error}",
+                      "traceback": traceback.format_exc()}
+        store.write(job, record)
+        return record
+
+    return launcher.run(attempt, pending) if launcher is not None else [attempt(job) for job in pending]

@@ -1,0 +1,49 @@
+"""Job records: one JSON per job, resume skips finished jobs, failures are recorded and the sweep goes on."""
+
+import json
+
+from benchmarks.records import Job, RecordStore, run_jobs
+from promptgen_local import LocalLauncher
+
+
+def _jobs():
+    return [Job("digits-dg", "multi-source", ["a", "b"], [t], "spg", seed, {"preset": "cpu"})
+            for t in ("c", "d") for seed in (0, 1)]
+
+
+def test_job_identity_follows_what_it_computes():
+    job = _jobs()[0]
+    assert job.id.startswith("digits-dg.multi-source.c.spg.seed0.")
+    changed = Job("digits-dg", "multi-source", ["a", "b"], ["c"], "spg", 0, {"preset": "gpu"})
+    assert changed.id != job.id and changed.config_hash != job.config_hash
+
+
+def test_rerun_skips_finished_jobs_unless_forced(tmp_path):
+    store, calls = RecordStore(tmp_path), []
+
+    def fn(job):
+        calls.append(job.id)
+        return {"test_accuracy": 0.5, "target": job.targets[0], "method": job.method, "seed": job.seed}
+
+    assert len(run_jobs(_jobs(), fn, store)) == 4
+    assert len(run_jobs(_jobs(), fn, store)) == 0 and len(calls) == 4
+    assert len(run_jobs(_jobs()[:1], fn, store, force=True)) == 1 and len(calls) == 5
+    records = store.records()
+    assert len(records) == 4 and {r["status"] for r in records} == {"ok"}
+    assert records[0]["job"]["id"] == json.loads(store.path(_jobs()[0]).read_text())["job"]["id"]
+
+
+def test_a_failing_job_is_recorded_the_sweep_goes_on_and_a_rerun_retries_it(tmp_path):
+    store = RecordStore(tmp_path)
+
+    def flaky(job):
+        if job.targets == ("d",) and job.seed == 1:
+            raise RuntimeError("out of memory")
+        return {"test_accuracy": 0.5}
+
+    results = run_jobs(_jobs(), flaky, store, launcher=LocalLauncher(progress=False))
+    assert [r["status"] for r in results] == ["ok", "ok", "ok", "failed"]
+    failed = [r for r in store.records() if r["status"] == "failed"]
+    assert failed[0]["error"] == "RuntimeError: out of memory" and "Traceback" in failed[0]["traceback"]
+    retried = run_jobs(_jobs(), lambda job: {"test_accuracy": 0.6}, store)
+    assert len(retried) == 1 and retried[0]["status"] == "ok"
