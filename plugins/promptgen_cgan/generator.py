@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from promptgen.errors import ConfigError
 from promptgen.evaluate import instance_accuracy
 from promptgen.prompts import PromptAssembler
+from promptgen.schedules import warmup_cosine
 from promptgen.values import FeatureSet
 from promptgen_cgan.networks import PromptDiscriminator, PromptGenerator
 
@@ -103,6 +104,7 @@ class CGANGenerator:
         best = {"val_accuracy": -1.0, "epoch": -1, "state": None}
         history = []
         bar = tqdm(range(o["epochs"]), desc="cgan", unit="epoch", disable=not self.progress, leave=False)
+        total, warmup = o["epochs"] * steps, o["warmup_epochs"] * steps
         for epoch in bar:
             self.generator.train()
             self.discriminator.train()
@@ -113,7 +115,7 @@ class CGANGenerator:
                     continue  # BatchNorm needs two samples
                 for optimizer in optimizers:
                     for group in optimizer.param_groups:
-                        group["lr"] = self._lr(epoch * steps + step, steps)
+                        group["lr"] = warmup_cosine(epoch * steps + step, total, warmup, o["lr"])
                 losses = self._step(features, domain_ids, targets, index, optimizers, shuffle)
             score = instance_accuracy(backbone, assembler, self, val) if val is not None and len(val) else float("nan")
             history.append({"epoch": epoch, "val_accuracy": score, **losses})
@@ -124,13 +126,6 @@ class CGANGenerator:
         return {"best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "history": history}
 
     # --- training internals -------------------------------------------------------------------
-
-    def _lr(self, step: int, steps_per_epoch: int) -> float:
-        o = self.options
-        warmup, total = o["warmup_epochs"] * steps_per_epoch, o["epochs"] * steps_per_epoch
-        if step < warmup:
-            return o["lr"] * (step + 1) / warmup
-        return 0.5 * o["lr"] * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
     def _step(self, features, domain_ids, targets, index, optimizers, shuffle) -> dict:
         g_opt, d_opt = optimizers

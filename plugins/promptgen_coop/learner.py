@@ -7,8 +7,6 @@ warm-up epoch at 1e-5, then cosine decay per epoch. The epoch with the best vali
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -16,6 +14,7 @@ from tqdm.auto import tqdm
 from promptgen.errors import ConfigError
 from promptgen.evaluate import accuracy, prompt_logits
 from promptgen.prompts import PromptAssembler, phrase_embedding
+from promptgen.schedules import warmup_cosine
 from promptgen.values import FeatureSet, PromptLabel
 
 
@@ -50,13 +49,6 @@ class CoOpPrompt:
         generator = torch.Generator().manual_seed(o["seed"])
         return 0.02 * torch.randn(o["n_ctx"], backbone.ctx_dim, generator=generator)
 
-    def _epoch_lr(self, epoch: int) -> float:
-        o = self.options
-        if epoch < o["warmup_epochs"]:
-            return o["warmup_lr"]
-        progress = (epoch - o["warmup_epochs"]) / max(1, o["epochs"] - o["warmup_epochs"])
-        return 0.5 * o["lr"] * (1 + math.cos(math.pi * progress))
-
     def fit(self, backbone, class_names, train: FeatureSet, val: FeatureSet | None, domain: str) -> PromptLabel:
         o = self.options
         ctx = torch.nn.Parameter(self._initial_context(backbone).to(backbone.device))
@@ -67,7 +59,7 @@ class CoOpPrompt:
         bar = tqdm(range(o["epochs"]), desc=f"coop [{domain}]", unit="epoch", disable=not self.progress, leave=False)
         for epoch in bar:
             for group in optimizer.param_groups:
-                group["lr"] = self._epoch_lr(epoch)
+                group["lr"] = warmup_cosine(epoch, o["epochs"], o["warmup_epochs"], o["lr"], o["warmup_lr"])
             order = torch.randperm(len(train), generator=shuffle)
             for start in range(0, len(train), o["batch_size"]):
                 index = order[start : start + o["batch_size"]]

@@ -8,7 +8,6 @@ are identical within a batch are indistinguishable, so they count as positives o
 from __future__ import annotations
 
 import json
-import math
 import platform
 import sys
 import time
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 
 from promptgen.config import integer, number
 from promptgen.device import autocast
+from promptgen.schedules import warmup_cosine
 from promptgen_digits import styles, world
 from promptgen_digits.backbone import MODEL_NAME, add_model_config
 
@@ -69,13 +69,6 @@ def clip_loss(image_features, text_features, logit_scale, captions) -> torch.Ten
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
 
-def learning_rate(step: int, config: PretrainConfig) -> float:
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def pretrain(config: PretrainConfig, out_dir: Path, *, device: str = "auto", progress: bool = True) -> dict:
     """Train from random weights, save ``tiny-clip-digits.safetensors`` (fp16) and return the training facts."""
     from open_clip import get_model_preprocess_cfg
@@ -99,7 +92,7 @@ def pretrain(config: PretrainConfig, out_dir: Path, *, device: str = "auto", pro
     bar = tqdm(loader, total=config.steps, desc="pretrain tiny-clip-digits", unit="step", disable=not progress)
     for step, (images, captions) in enumerate(bar):
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config)
+            group["lr"] = warmup_cosine(step, config.steps, config.warmup_steps, config.lr)
         pixels = normalise_pixels(images, preprocess["mean"], preprocess["std"]).to(backbone.device)
         tokens = backbone.tokenize(captions)
         with autocast(backbone.device, backbone.autocast_dtype):
