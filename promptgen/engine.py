@@ -10,6 +10,7 @@ A run writes its directory: config.json, prompt labels, the generator checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import time
@@ -72,25 +73,17 @@ def resolved_preset(config: RunConfig, device: torch.device) -> tuple[str, dict]
     return name, values
 
 
-class _Stopwatch:
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    def __call__(self, stage: str):
-        watch = self
-
-        class _Span:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                watch.seconds[stage] = round(watch.seconds.get(stage, 0.0) + time.perf_counter() - self.start, 3)
-
-        return _Span()
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], stage: str):
+    """Add the time spent inside the block to ``seconds[stage]``."""
+    start = time.perf_counter()
+    yield
+    seconds[stage] = round(seconds.get(stage, 0.0) + time.perf_counter() - start, 3)
 
 
-def _features(config: RunConfig, backbone, dataset, views: int, progress: bool) -> dict[str, FeatureSet]:
-    """Source train (K views), source val and target test features, from the cache."""
+def _features(config: RunConfig, backbone, dataset, views: int, progress: bool,
+              splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, FeatureSet]:
+    """Source train (K views), source val and target test features, from the cache; only ``splits``."""
     if config.target not in dataset.domains:
         raise ConfigError(f"unknown target domain {config.target!r}; domains of {config.dataset}: "
                           f"{', '.join(dataset.domains)}")
@@ -101,8 +94,8 @@ def _features(config: RunConfig, backbone, dataset, views: int, progress: bool) 
             return cache.get(backbone, dataset, config.dataset, samples, train=train, views=views if train else 1,
                              num_workers=config.num_workers, progress=progress)
 
-        return {"train": get(sources, "train", True), "val": get(sources, "val", False),
-                "test": get([config.target], "test", False)}
+        parts = {"train": (sources, True), "val": (sources, False), "test": ([config.target], False)}
+        return {split: get(parts[split][0], split, parts[split][1]) for split in splits}
 
 
 def _subset(features: FeatureSet, domain_id: int) -> FeatureSet:
@@ -123,14 +116,14 @@ def run(config: RunConfig, out_dir: str | Path, *, progress: bool = True) -> dic
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     registry = get_registry()
-    watch = _Stopwatch()
+    seconds: dict[str, float] = {}
     backbone = config.backbone.build()
     dataset = registry.create("dataset", config.dataset, root=config.data_root)
     preset_name, values = resolved_preset(config, backbone.device)
     (out / "config.json").write_text(json.dumps(
         {"run": attrs.asdict(config), "preset": preset_name, "resolved": values}, indent=2, default=str) + "\n")
 
-    with watch("features"):
+    with _timed(seconds, "features"):
         features = _features(config, backbone, dataset, values["views"], progress)
     sources = [d for d in dataset.domains if d != config.target]
     source_ids = [dataset.domains.index(d) for d in sources]
@@ -138,20 +131,20 @@ def run(config: RunConfig, out_dir: str | Path, *, progress: bool = True) -> dic
     learner_options = {**values["coop"], "seed": config.seed, "progress": progress}
 
     if config.generator is None:
-        with watch("stage1"):
+        with _timed(seconds, "stage1"):
             if config.method == "zero-shot":
                 label = registry.create("prompt_learner", "zeroshot").fit(backbone, classes, None, None, "all")
             else:
                 learner = registry.create("prompt_learner", "coop", **learner_options)
                 label = learner.fit(backbone, classes, features["train"], features["val"], "+".join(sources))
         save_prompt_label(label, out / "prompt_label")
-        with watch("test"):
+        with _timed(seconds, "test"):
             val_accuracy = prompt_accuracy(backbone, label, features["val"])
             test_accuracy = prompt_accuracy(backbone, label, features["test"])
         fit_report = {}
     else:
         labels = []
-        with watch("stage1"):
+        with _timed(seconds, "stage1"):
             for domain, domain_id in zip(sources, source_ids):
                 learner = registry.create("prompt_learner", "coop", **learner_options)
                 label = learner.fit(backbone, classes, _subset(features["train"], domain_id),
@@ -161,11 +154,11 @@ def run(config: RunConfig, out_dir: str | Path, *, progress: bool = True) -> dic
         options = {"feature_dim": backbone.embed_dim, "n_ctx": labels[0].n_ctx, "ctx_dim": backbone.ctx_dim,
                    **values["generator"], "seed": config.seed}
         generator = registry.create("generator", config.generator, **options, progress=progress)
-        with watch("stage2"):
+        with _timed(seconds, "stage2"):
             fit_report = generator.fit(backbone, _remap_domains(features["train"], source_ids), labels,
                                        features["val"]) or {}
         save_generator(generator, config.generator, options, out / "generator")
-        with watch("test"):
+        with _timed(seconds, "test"):
             assembler = PromptAssembler(backbone, classes, labels[0].n_ctx)
             val_accuracy = instance_accuracy(backbone, assembler, generator, features["val"])
             test_accuracy = instance_accuracy(backbone, assembler, generator, features["test"])
@@ -175,7 +168,7 @@ def run(config: RunConfig, out_dir: str | Path, *, progress: bool = True) -> dic
         "seed": config.seed, "preset": preset_name, "fingerprint": backbone.fingerprint,
         "test_accuracy": test_accuracy, "val_accuracy": val_accuracy,
         "model_selection": "training-domain validation (val split of the source domains)",
-        "seconds": watch.seconds, "sizes": {k: len(v) for k, v in features.items()},
+        "seconds": seconds, "sizes": {k: len(v) for k, v in features.items()},
         "fit": {k: v for k, v in fit_report.items() if k != "history"},
         "versions": {"promptgen": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
@@ -195,7 +188,7 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = True) -> dict:
     config = RunConfig(**{**saved, "backbone": BackboneConfig(**saved["backbone"])})
     backbone = config.backbone.build()
     dataset = get_registry().create("dataset", config.dataset, root=config.data_root)
-    features = _features(config, backbone, dataset, 1, progress)
+    features = _features(config, backbone, dataset, 1, progress, splits=("val", "test"))  # no training here
     if config.generator is None:
         label = load_prompt_label(run_dir / "prompt_label")
         _check_fingerprint(label.fingerprint, backbone, run_dir)
