@@ -22,9 +22,8 @@ from typing import Callable, Iterator, Sequence
 import lmdb
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from promptgen.data import SampleImages
+from promptgen.data import SampleImages, encode_batches
 from promptgen.errors import CacheError, ConfigError
 from promptgen.paths import cache_root, writable_dir
 from promptgen.protocols import Backbone, Dataset
@@ -171,17 +170,13 @@ class FeatureCache:
 
     def _encode(self, backbone, images: SampleImages, keys, rows, out, *, batch_size, num_workers, progress, desc):
         """Encode ``images`` into ``out[rows]`` batch by batch, committing each batch in one write transaction."""
-        # A private generator: the loader draws its workers' base seed from it, not from the caller's RNG,
-        # so a run's later randomness is the same whether its features came from the cache or not.
-        loader = torch.utils.data.DataLoader(
-            images, batch_size=batch_size, num_workers=num_workers, pin_memory=backbone.device.type == "cuda",
-            generator=torch.Generator(),
-        )
         meta_key = META_TAG + backbone.fingerprint.encode()
         meta = json.dumps({"embed_dim": out.shape[1]}).encode()
         start = 0
-        for pixels, _, _ in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-            batch = backbone.encode_images(pixels).detach().float().cpu().numpy().astype(_FLOAT16)
+        batches = encode_batches(backbone, images, batch_size=batch_size, num_workers=num_workers, progress=progress,
+                                 desc=desc)
+        for encoded, _, _ in batches:
+            batch = encoded.detach().float().cpu().numpy().astype(_FLOAT16)
             stop = start + len(batch)
             entries = [(keys[i], encode_entry(images.samples[i].label, images.samples[i].domain, batch[i - start]))
                        for i in range(start, stop)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -52,6 +52,21 @@ class SampleImages(torch.utils.data.Dataset):
         return pixels, sample.label, self.domain_ids[sample.domain]
 
 
+def encode_batches(backbone: Backbone, images: SampleImages, *, batch_size: int, num_workers: int, progress: bool,
+                   desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(features [B, E] on the backbone's device, labels [B], domain ids [B]) per batch of ``images``.
+
+    The loader has a private generator: it draws its workers' base seed from it, not from the
+    caller's RNG, so what a run draws later does not depend on how many batches were encoded.
+    """
+    loader = torch.utils.data.DataLoader(
+        images, batch_size=batch_size, num_workers=num_workers, pin_memory=backbone.device.type == "cuda",
+        generator=torch.Generator(),
+    )
+    for pixels, labels, domain_ids in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+        yield backbone.encode_images(pixels), labels, domain_ids
+
+
 def extract_features(
     backbone: Backbone,
     dataset: Dataset,
@@ -65,12 +80,11 @@ def extract_features(
 ) -> FeatureSet:
     """Encode every sample's image (train or eval transform) into a FeatureSet on the CPU."""
     images = SampleImages(dataset, samples, backbone.image_transform(train))
-    loader = torch.utils.data.DataLoader(
-        images, batch_size=batch_size, num_workers=num_workers, pin_memory=backbone.device.type == "cuda"
-    )
     features, labels, domain_ids = [], [], []
-    for pixels, label, domain in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-        features.append(backbone.encode_images(pixels).cpu())
+    batches = encode_batches(backbone, images, batch_size=batch_size, num_workers=num_workers, progress=progress,
+                             desc=desc)
+    for encoded, label, domain in batches:
+        features.append(encoded.cpu())
         labels.append(label)
         domain_ids.append(domain)
     if not features:
