@@ -111,7 +111,7 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train one DG run (stage I -> stage II -> test on the held-out target domain) and write its directory."""
+    """Train one DG run (stage I -> stage II -> test on each target domain) and write its directory."""
     from pathlib import Path
 
     from promptgen.config import BackboneConfig
@@ -119,13 +119,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     backbone = BackboneConfig(name=args.backbone, model=args.model, pretrained=args.pretrained, device=args.device,
                               precision=args.precision)
-    config = RunConfig(dataset=args.dataset, target=args.target, method=args.method, seed=args.seed,
+    config = RunConfig(dataset=args.dataset, targets=args.target, sources=args.sources,
+                       target_dataset=args.target_dataset, method=args.method, seed=args.seed,
                        preset=args.preset, backbone=backbone, views=args.views, cache_dir=args.cache_dir,
                        data_root=args.data_root, num_workers=args.workers)
-    out = Path(args.out) if args.out else Path("runs") / args.dataset / args.target / f"{args.method}-seed{args.seed}"
+    targets = "+".join(args.target)
+    out = Path(args.out) if args.out else Path("runs") / args.dataset / targets / f"{args.method}-seed{args.seed}"
     metrics = run(config, out, progress=not args.quiet)
     stages = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in metrics["seconds"].items())
-    print(f"{args.method} on {args.dataset}, target {args.target}: test accuracy {100 * metrics['test_accuracy']:.2f}% "
+    tested = ", ".join(f"{domain} {100 * value:.2f}%" for domain, value in metrics["test_accuracy"].items())
+    print(f"{args.method} on {args.dataset}, sources {'+'.join(metrics['sources'])}: test accuracy {tested} "
           f"(source val {100 * metrics['val_accuracy']:.2f}%; {stages})")
     print(f"wrote {out}")
     return 0
@@ -180,12 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
     train.add_argument("--dataset", default="digits-dg", help="dataset plugin (default: %(default)s)")
-    train.add_argument("--target", required=True, help="the held-out domain (all others are sources)")
+    train.add_argument("--target", required=True, nargs="+", metavar="DOMAIN",
+                       help="the target domain(s) to test on")
+    train.add_argument("--sources", nargs="+", metavar="DOMAIN", default=None,
+                       help="source domains (default: every domain that is not a target)")
+    train.add_argument("--target-dataset", default=None, metavar="NAME",
+                       help="cross-dataset: the targets are domains of this dataset (shared classes only)")
     train.add_argument("--method", default="spg", help="zero-shot, coop, spg (= spg-cgan) or spg-<generator>")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--preset", default="auto", help="cpu, gpu (the official hyperparameters) or auto (by device)")
     train.add_argument("--views", type=int, default=None, help="augmented views per training image (default: preset)")
-    train.add_argument("--out", default=None, help="run directory (default: runs/DATASET/TARGET/METHOD-seedN)")
+    train.add_argument("--out", default=None, help="run directory (default: runs/DATASET/TARGETS/METHOD-seedN)")
     train.add_argument("--data-root", default=None, help="where the dataset lives (datasets that read from disk)")
     train.add_argument("--workers", type=int, default=0, help="DataLoader workers for feature extraction")
     add_backbone_arguments(train)

@@ -1,4 +1,8 @@
-"""The two-stage engine: one DG run (dataset, held-out target, method, seed) from features to test accuracy.
+"""The two-stage engine: one DG run (source domains -> target domains, method, seed) from features to accuracy.
+
+The three DG protocols are all runs: multi-source (every domain but the target is a source),
+single-source (one source, every other domain a target) and cross-dataset (sources from ``dataset``,
+targets from ``target_dataset``, over the classes the two share).
 
 Methods are compositions of plugins:
   zero-shot      the hand-written prompt "a photo of a {class}." (prompt learner `zeroshot`)
@@ -40,12 +44,20 @@ def _method(instance, attribute, value):
     raise ConfigError(f"RunConfig.method must be one of zero-shot, coop, spg, {generators}; got {value!r}")
 
 
+def _names(value) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _optional_names(value) -> tuple[str, ...] | None:
+    return None if value is None else _names(value)
+
+
 @attrs.frozen
 class RunConfig:
-    """One DG run: train on every domain but ``target``, test on ``target``."""
+    """One DG run: train on ``sources`` (default: every domain not a target), test on each of ``targets``."""
 
     dataset: str
-    target: str
+    targets: tuple[str, ...] = attrs.field(converter=_names)
     method: str = attrs.field(default="spg", validator=_method)
     seed: int = attrs.field(default=0, validator=integer(0))
     preset: str = attrs.field(default="auto", validator=one_of(("auto", *PRESETS)))
@@ -55,6 +67,8 @@ class RunConfig:
     data_root: str | None = None
     num_workers: int = attrs.field(default=0, validator=integer(0))
     overrides: dict = attrs.field(factory=dict)  # {"coop": {...}, "generator": {...}} on top of the preset
+    sources: tuple[str, ...] | None = attrs.field(default=None, converter=_optional_names)
+    target_dataset: str | None = None  # cross-dataset: targets are domains of this dataset
 
     @property
     def generator(self) -> str | None:
@@ -81,21 +95,97 @@ def _timed(seconds: dict[str, float], stage: str):
     seconds[stage] = round(seconds.get(stage, 0.0) + time.perf_counter() - start, 3)
 
 
-def _features(config: RunConfig, backbone, dataset, views: int, progress: bool,
-              splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, FeatureSet]:
-    """Source train (K views), source val and target test features, from the cache; only ``splits``."""
-    if config.target not in dataset.domains:
-        raise ConfigError(f"unknown target domain {config.target!r}; domains of {config.dataset}: "
-                          f"{', '.join(dataset.domains)}")
-    sources = [d for d in dataset.domains if d != config.target]
-    with FeatureCache(config.cache_dir) as cache:
-        def get(domains, split, train):
-            samples = [s for d in domains for s in dataset.samples(d, split)]
-            return cache.get(backbone, dataset, config.dataset, samples, train=train, views=views if train else 1,
-                             num_workers=config.num_workers, progress=progress)
+@attrs.frozen
+class Plan:
+    """What a run reads: its datasets, source and target domains, and the classes it classifies."""
 
-        parts = {"train": (sources, True), "val": (sources, False), "test": ([config.target], False)}
-        return {split: get(parts[split][0], split, parts[split][1]) for split in splits}
+    dataset: object
+    target_dataset: object
+    sources: tuple[str, ...]
+    targets: tuple[str, ...]
+    classes: tuple[str, ...]
+    source_classes: torch.Tensor | None  # dataset label -> index in ``classes`` (-1: not shared); None: identity
+    target_classes: torch.Tensor | None
+
+
+def plan(config: RunConfig) -> Plan:
+    """Resolve a config's domains and classes against its dataset plugins, naming any that do not exist."""
+    registry = get_registry()
+    dataset = registry.create("dataset", config.dataset, root=config.data_root)
+    target_name = config.target_dataset or config.dataset
+    target_dataset = dataset if target_name == config.dataset else registry.create(
+        "dataset", target_name, root=config.data_root)
+    for domain in config.targets:
+        if domain not in target_dataset.domains:
+            raise ConfigError(f"unknown target domain {domain!r}; domains of {target_name}: "
+                              f"{', '.join(target_dataset.domains)}")
+    if config.sources is not None:
+        for domain in config.sources:
+            if domain not in dataset.domains:
+                raise ConfigError(f"unknown source domain {domain!r}; domains of {config.dataset}: "
+                                  f"{', '.join(dataset.domains)}")
+        sources = config.sources
+    elif target_dataset is dataset:
+        sources = tuple(d for d in dataset.domains if d not in config.targets)
+    else:
+        sources = tuple(dataset.domains)
+    if target_dataset is dataset:
+        if set(sources) & set(config.targets):
+            raise ConfigError(f"domains {sorted(set(sources) & set(config.targets))} are both sources and targets")
+        return Plan(dataset, dataset, sources, config.targets, tuple(dataset.classes), None, None)
+    classes = shared_classes(dataset.classes, target_dataset.classes)
+    if not classes:
+        raise ConfigError(f"{config.dataset} and {target_name} share no class names; a cross-dataset run "
+                          f"needs overlapping class lists")
+    return Plan(dataset, target_dataset, sources, config.targets, classes,
+                _class_map(dataset.classes, classes), _class_map(target_dataset.classes, classes))
+
+
+def _normal(name: str) -> str:
+    return name.lower().replace("_", " ").replace("-", " ").strip()
+
+
+def shared_classes(source: tuple[str, ...], target: tuple[str, ...]) -> tuple[str, ...]:
+    """The source's class names that the target also has (case, '_' and '-' ignored), in source order."""
+    wanted = {_normal(name) for name in target}
+    return tuple(name for name in source if _normal(name) in wanted)
+
+
+def _class_map(names, classes) -> torch.Tensor:
+    position = {_normal(name): i for i, name in enumerate(classes)}
+    return torch.tensor([position.get(_normal(name), -1) for name in names], dtype=torch.long)
+
+
+def _restrict(features: FeatureSet, class_map: torch.Tensor | None) -> FeatureSet:
+    """Keep the samples of shared classes, relabelled to their index among the shared classes."""
+    if class_map is None:
+        return features
+    labels = class_map[features.labels]
+    keep = labels >= 0
+    return FeatureSet(features.features[keep], labels[keep], features.domain_ids[keep])
+
+
+def _features(config: RunConfig, plan: Plan, backbone, views: int, progress: bool,
+              splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, FeatureSet]:
+    """Source train (K views) and val features and one test FeatureSet per target ("test/<domain>"), from the cache."""
+    with FeatureCache(config.cache_dir) as cache:
+        def get(dataset, name, domains, split, train, class_map):
+            samples = [s for d in domains for s in dataset.samples(d, split)]
+            features = cache.get(backbone, dataset, name, samples, train=train, views=views if train else 1,
+                                 num_workers=config.num_workers, progress=progress)
+            return _restrict(features, class_map)
+
+        target_name = config.target_dataset or config.dataset
+        out = {}
+        for split in splits:
+            if split == "test":
+                for domain in plan.targets:
+                    out[f"test/{domain}"] = get(plan.target_dataset, target_name, [domain], "test", False,
+                                                plan.target_classes)
+            else:
+                out[split] = get(plan.dataset, config.dataset, plan.sources, split, split == "train",
+                                 plan.source_classes)
+        return out
 
 
 def _subset(features: FeatureSet, domain_id: int) -> FeatureSet:
@@ -118,16 +208,17 @@ def run(config: RunConfig, out_dir: str | Path, *, progress: bool = True) -> dic
     registry = get_registry()
     seconds: dict[str, float] = {}
     backbone = config.backbone.build()
-    dataset = registry.create("dataset", config.dataset, root=config.data_root)
+    resolved = plan(config)
     preset_name, values = resolved_preset(config, backbone.device)
     (out / "config.json").write_text(json.dumps(
         {"run": attrs.asdict(config), "preset": preset_name, "resolved": values}, indent=2, default=str) + "\n")
 
     with _timed(seconds, "features"):
-        features = _features(config, backbone, dataset, values["views"], progress)
-    sources = [d for d in dataset.domains if d != config.target]
-    source_ids = [dataset.domains.index(d) for d in sources]
-    classes = dataset.classes
+        # zero-shot learns nothing: it needs no training features
+        splits = ("val", "test") if config.method == "zero-shot" else ("train", "val", "test")
+        features = _features(config, resolved, backbone, values["views"], progress, splits)
+    sources, classes = resolved.sources, resolved.classes
+    source_ids = [resolved.dataset.domains.index(d) for d in sources]
     learner_options = {**values["coop"], "seed": config.seed, "progress": progress}
 
     if config.generator is None:
@@ -139,8 +230,8 @@ def run(config: RunConfig, out_dir: str | Path, *, progress: bool = True) -> dic
                 label = learner.fit(backbone, classes, features["train"], features["val"], "+".join(sources))
         save_prompt_label(label, out / "prompt_label")
         with _timed(seconds, "test"):
-            val_accuracy = prompt_accuracy(backbone, label, features["val"])
-            test_accuracy = prompt_accuracy(backbone, label, features["test"])
+            accuracy = {split: prompt_accuracy(backbone, label, part) for split, part in features.items()
+                        if split != "train"}
         fit_report = {}
     else:
         labels = []
@@ -160,13 +251,15 @@ def run(config: RunConfig, out_dir: str | Path, *, progress: bool = True) -> dic
         save_generator(generator, config.generator, options, out / "generator")
         with _timed(seconds, "test"):
             assembler = PromptAssembler(backbone, classes, labels[0].n_ctx)
-            val_accuracy = instance_accuracy(backbone, assembler, generator, features["val"])
-            test_accuracy = instance_accuracy(backbone, assembler, generator, features["test"])
+            accuracy = {split: instance_accuracy(backbone, assembler, generator, part)
+                        for split, part in features.items() if split != "train"}
 
     metrics = {
-        "dataset": config.dataset, "target": config.target, "sources": sources, "method": config.method,
-        "seed": config.seed, "preset": preset_name, "fingerprint": backbone.fingerprint,
-        "test_accuracy": test_accuracy, "val_accuracy": val_accuracy,
+        "dataset": config.dataset, "target_dataset": config.target_dataset or config.dataset,
+        "sources": list(sources), "targets": list(resolved.targets), "classes": len(classes),
+        "method": config.method, "seed": config.seed, "preset": preset_name, "fingerprint": backbone.fingerprint,
+        "test_accuracy": {domain: accuracy[f"test/{domain}"] for domain in resolved.targets},
+        "val_accuracy": accuracy["val"],
         "model_selection": "training-domain validation (val split of the source domains)",
         "seconds": seconds, "sizes": {k: len(v) for k, v in features.items()},
         "fit": {k: v for k, v in fit_report.items() if k != "history"},
@@ -178,28 +271,33 @@ def run(config: RunConfig, out_dir: str | Path, *, progress: bool = True) -> dic
     return metrics
 
 
-def evaluate_run(run_dir: str | Path, *, progress: bool = True) -> dict:
-    """Re-evaluate a finished run from its directory: the same features, prompts and generator."""
-    run_dir = Path(run_dir)
-    path = run_dir / "config.json"
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise PromptgenError(f"{run_dir} is not a run directory: {path.name} is missing")
     saved = json.loads(path.read_text())["run"]
-    config = RunConfig(**{**saved, "backbone": BackboneConfig(**saved["backbone"])})
+    return RunConfig(**{**saved, "backbone": BackboneConfig(**saved["backbone"])})
+
+
+def evaluate_run(run_dir: str | Path, *, progress: bool = True) -> dict:
+    """Re-evaluate a finished run from its directory: the same features, prompts and generator."""
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
     backbone = config.backbone.build()
-    dataset = get_registry().create("dataset", config.dataset, root=config.data_root)
-    features = _features(config, backbone, dataset, 1, progress, splits=("val", "test"))  # no training here
+    resolved = plan(config)
+    features = _features(config, resolved, backbone, 1, progress, splits=("val", "test"))  # no training here
     if config.generator is None:
         label = load_prompt_label(run_dir / "prompt_label")
         _check_fingerprint(label.fingerprint, backbone, run_dir)
-        return {"test_accuracy": prompt_accuracy(backbone, label, features["test"]),
-                "val_accuracy": prompt_accuracy(backbone, label, features["val"])}
-    generator, _, options = load_generator(run_dir / "generator")
-    first = sorted((run_dir / "prompt_labels").glob("*.json"))[0]
-    _check_fingerprint(load_prompt_label(first).fingerprint, backbone, run_dir)
-    assembler = PromptAssembler(backbone, dataset.classes, options["n_ctx"])
-    return {"test_accuracy": instance_accuracy(backbone, assembler, generator, features["test"]),
-            "val_accuracy": instance_accuracy(backbone, assembler, generator, features["val"])}
+        accuracy = {split: prompt_accuracy(backbone, label, part) for split, part in features.items()}
+    else:
+        generator, _, options = load_generator(run_dir / "generator")
+        first = sorted((run_dir / "prompt_labels").glob("*.json"))[0]
+        _check_fingerprint(load_prompt_label(first).fingerprint, backbone, run_dir)
+        assembler = PromptAssembler(backbone, resolved.classes, options["n_ctx"])
+        accuracy = {split: instance_accuracy(backbone, assembler, generator, part) for split, part in features.items()}
+    return {"test_accuracy": {domain: accuracy[f"test/{domain}"] for domain in resolved.targets},
+            "val_accuracy": accuracy["val"]}
 
 
 def _check_fingerprint(expected: str, backbone, run_dir: Path) -> None:
