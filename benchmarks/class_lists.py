@@ -55,3 +55,12 @@ DOMAINNET = (
 def prompt_name(folder_name: str) -> str:
     """'aircraft_carrier' -> 'aircraft carrier'."""
     return folder_name.replace("_", " ")
+
+
+def class_names(count: int) -> list[str]:
+    """PACS's 7 classes, DomainNet's 345, or the first ``count`` DomainNet classes."""
+    if count == len(PACS):
+        return list(PACS)
+    if not 1 <= count <= len(DOMAINNET):
+        raise ValueError(f"between 1 and {len(DOMAINNET)} classes, got {count}")
+    return [prompt_name(name) for name in DOMAINNET[:count]]

@@ -34,8 +34,15 @@ class Job:
         return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
 
     @property
+    def split(self) -> str:
+        """The part of the id that tells the protocol's splits apart: from-<source> or to-<targets>."""
+        if self.protocol == "single-source":
+            return "from-" + "+".join(self.sources)
+        return "to-" + "+".join(self.targets)
+
+    @property
     def id(self) -> str:
-        return f"{self.dataset}.{self.protocol}.{'+'.join(self.targets)}.{self.method}.seed{self.seed}.{self.config_hash}"
+        return f"{self.dataset}.{self.protocol}.{self.split}.{self.method}.seed{self.seed}.{self.config_hash}"
 
 
 class RecordStore:
@@ -60,24 +67,39 @@ class RecordStore:
         os.replace(temporary, self.path(job))
         return self.path(job)
 
-    def records(self) -> list[dict]:
+    def records(self, jobs: Iterable[Job] | None = None) -> list[dict]:
+        """Every record, or those of ``jobs`` that exist."""
+        if jobs is not None:
+            paths = [self.path(job) for job in jobs]
+            return [json.loads(path.read_text()) for path in paths if path.is_file()]
         if not self.directory.is_dir():
             return []
         return [json.loads(path.read_text()) for path in sorted(self.directory.glob("*.json"))]
+
+
+@attrs.frozen
+class Attempt:
+    """Run one job and write its record: ok with ``fn``'s result, or failed with the error.
+
+    A class rather than a closure so that process pools and Ray can pickle it.
+    """
+
+    fn: Callable[[Job], dict]
+    store: RecordStore
+
+    def __call__(self, job: Job) -> dict:
+        try:
+            record = {"status": "ok", **self.fn(job)}
+        except Exception as error:  # one job's failure must not end the sweep; it is recorded instead
+            record = {"status": "failed", "error": f"{type(error).__name__}: {error}",
+                      "traceback": traceback.format_exc()}
+        self.store.write(job, record)
+        return record
 
 
 def run_jobs(jobs: Iterable[Job], fn: Callable[[Job], dict], store: RecordStore, *, force: bool = False,
              launcher=None) -> list[dict]:
     """Run every job not already done (all with ``force``); a failing job records its error and the rest go on."""
     pending = [job for job in jobs if force or not store.done(job)]
-
-    def attempt(job: Job) -> dict:
-        try:
-            record = {"status": "ok", **fn(job)}
-        except Exception as error:  # one job's failure must not end the sweep; it is recorded instead
-            record = {"status": "failed", "error": f"{type(error).__name__}: {error}",
-                      "traceback": traceback.format_exc()}
-        store.write(job, record)
-        return record
-
+    attempt = Attempt(fn, store)
     return launcher.run(attempt, pending) if launcher is not None else [attempt(job) for job in pending]

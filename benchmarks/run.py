@@ -1,85 +1,189 @@
-"""python -m benchmarks.run: the project's main job. Runs a suite, prints its table and writes its records.
+"""python -m benchmarks.run: the project's main job. Runs a benchmark suite and prints its table.
 
-Suites (more arrive with the full harness):
-  default     zero-shot accuracy of a backbone on every domain of a dataset (quick, CPU-friendly)
-  truncation  EOT-truncated vs full-length text encoding: speed-up and max difference
+A suite is a TOML file in benchmarks/suites/ (or any path): `--list` shows them. An accuracy suite
+expands its DG protocol into jobs (one JSON record each, under --out); finished jobs are skipped on a
+rerun (resume) unless --force, a failed job records its error and the sweep goes on. The table
+(markdown + CSV + PNG) is derived from the records. The perf suite measures speed-ups side by side.
+See docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-from benchmarks import truncation, zeroshot
-from promptgen.cli import add_backbone_arguments
-from promptgen.config import BackboneConfig
-from promptgen.errors import PromptgenError
-
-SUITES = {
-    "default": "zero-shot accuracy on every domain of --dataset (quick)",
-    "truncation": "EOT-truncated vs full-length text encoding at --classes class counts",
-}
-
-
-def run_default(args, backbone) -> tuple[str, dict]:
-    record = zeroshot.run(backbone, args.dataset, progress=not args.quiet)
-    return zeroshot.table(record), record
-
-
-def run_truncation(args, backbone) -> tuple[str, dict]:
-    rows = [
-        truncation.measure(backbone, count, images=args.images, repeats=args.repeats)
-        for count in args.classes
-    ]
-    return truncation.table(rows, backbone.fingerprint), {"suite": "truncation", "rows": rows}
-
-
-RUNNERS = {"default": run_default, "truncation": run_truncation}
+from benchmarks import perf, protocols, suites, sweep
+from benchmarks.records import RecordStore, run_jobs
+from promptgen.errors import ConfigError, PromptgenError
+from promptgen.registry import get_registry
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--suite", default="default", choices=sorted(SUITES), help="suite to run (default: %(default)s)")
-    parser.add_argument("--list", action="store_true", help="list the suites and exit")
-    add_backbone_arguments(parser)
-    parser.add_argument("--dataset", default="digits-dg", help="dataset plugin for the default suite (default: %(default)s)")
-    parser.add_argument("--classes", type=int, nargs="+", default=[7, 345], help="class counts for truncation")
-    parser.add_argument("--images", type=int, default=1, help="per-image contexts per pass for truncation")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median) for truncation")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="output directory (default: %(default)s)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--suite", default="default", help="a suite name (see --list) or a .toml file (default: %(default)s)")
+    parser.add_argument("--list", action="store_true", help="list the suites, one line each, and exit")
+    what = parser.add_argument_group("override the suite")
+    what.add_argument("--methods", nargs="+", metavar="METHOD", help="e.g. zero-shot coop spg spg-cgan, or all")
+    what.add_argument("--seeds", nargs="+", type=int, metavar="SEED")
+    what.add_argument("--targets", nargs="+", metavar="DOMAIN", help="only these target domains")
+    what.add_argument("--backbone", help="backbone plugin, e.g. openclip")
+    what.add_argument("--model", help="open_clip model name, e.g. ViT-B-16")
+    what.add_argument("--pretrained", help="pretrained tag or local checkpoint file")
+    what.add_argument("--device", help="cpu, cuda, cuda:N, auto")
+    what.add_argument("--preset", choices=("auto", "cpu", "gpu"))
+    what.add_argument("--data-root", help="where the dataset lives (real datasets)")
+    where = parser.add_argument_group("where and how")
+    where.add_argument("--out", type=Path, help="output directory (default: results/SUITE)")
+    where.add_argument("--cache-dir", help="feature cache root (default: $PROMPTGEN_CACHE_DIR, else ~/.cache/promptgen)")
+    where.add_argument("--force", action="store_true", help="rerun jobs that already have a finished record")
+    where.add_argument("--launcher", default="local", help="launcher plugin: local, processes or ray (default: local)")
+    where.add_argument("--workers", type=int, default=2, help="processes launcher: worker processes (default: 2)")
+    where.add_argument("--ray-address", help="ray launcher: a running cluster (ray://host:10001 or auto); "
+                       "default: start a local Ray instance")
+    where.add_argument("--shard", help="I/N: run every N-th job from the I-th (0-based); default from torchrun's "
+                       "RANK and WORLD_SIZE when set")
+    where.add_argument("--report", action="store_true", help="only rebuild the table from the records already written")
+    where.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def list_suites() -> None:
+    for name in suites.available():
+        try:
+            summary = suites.load(name).description
+        except PromptgenError as error:
+            summary = f"(invalid: {error})"
+        print(f"{name:<22} {summary}")
+
+
+def resolve_suite(args) -> suites.Suite:
+    suite = suites.load(args.suite)
+    backbone = {**suite.backbone, **{k: v for k, v in (("name", args.backbone), ("model", args.model),
+                                                        ("pretrained", args.pretrained), ("device", args.device))
+                                     if v is not None}}
+    suite = suites.with_changes(suite, methods=args.methods and tuple(args.methods),
+                                seeds=args.seeds and tuple(args.seeds), targets=args.targets and tuple(args.targets),
+                                preset=args.preset, data_root=args.data_root, backbone=backbone)
+    try:
+        suite.backbone_config()
+    except PromptgenError as error:
+        raise ConfigError(f"{suite.path}: backbone (with the command line's overrides): {error}") from None
+    return suite
+
+
+def check_data_root(suite: suites.Suite) -> None:
+    """Real datasets: stop early, saying how to prepare the data, when it is not where the suite looks."""
+    if suite.data_root is None:
+        return
+    root = Path(suite.data_root).expanduser()
+    if not root.is_dir():
+        steps = f"\n{suite.prepare}" if suite.prepare else ""
+        raise ConfigError(f"suite {suite.name}: no data at {root} (from {suite.path} data_root, or --data-root)."
+                          f"{steps}\nSee docs/benchmarks.md#real-datasets.")
+
+
+def shard(jobs: list, spec: str | None) -> list:
+    if spec is None and "WORLD_SIZE" in os.environ:  # launched by torchrun: one shard per rank
+        spec = f"{os.environ.get('RANK', '0')}/{os.environ['WORLD_SIZE']}"
+    if spec is None:
+        return jobs
+    try:
+        index, count = (int(part) for part in spec.split("/"))
+        assert 0 <= index < count
+    except (ValueError, AssertionError):
+        raise ConfigError(f"--shard must be I/N with 0 <= I < N, got {spec!r}") from None
+    return jobs[index::count]
+
+
+def launcher(args):
+    options = {"progress": not args.quiet}
+    if args.launcher == "processes":
+        options["workers"] = args.workers
+    if args.launcher == "ray" and args.ray_address:
+        options["address"] = args.ray_address
+    return get_registry().create("launcher", args.launcher, **options)
+
+
+def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
+    check_data_root(suite)
+    suite = suites.with_changes(suite, data_root=suite.data_root and str(Path(suite.data_root).expanduser()))
+    jobs = protocols.expand(suite)
+    store = RecordStore(out)
+    if not args.report:
+        mine = shard(jobs, args.shard)
+        pending = [job for job in mine if args.force or not store.done(job)]
+        print(f"suite {suite.name}: {len(jobs)} jobs, {len(mine) - len(pending)} already done, "
+              f"running {len(pending)} with the {args.launcher} launcher", flush=True)
+        # Within-job progress bars only when jobs run one at a time in this process.
+        runner = sweep.JobRunner(out, args.cache_dir, suite.data_root,
+                                 progress=not args.quiet and args.launcher == "local")
+        run_jobs(pending, runner, store, force=True, launcher=launcher(args))
+    records = store.records(jobs)
+    table = sweep.suite_table(suite, jobs, records)
+    fingerprints = sorted({r["fingerprint"] for r in records if r.get("status") == "ok"})
+    heading = sweep.title(suite, suite.seeds, ", ".join(fingerprints) or "-")
+    (out / "table.csv").write_text(table.csv())
+    if table.cells:
+        sweep.plot(table, out / "table.png", f"{suite.name}: test accuracy (%), mean ± std over seeds")
+    text = table.markdown(heading)
+    failed = [r for r in records if r.get("status") == "failed"]
+    missing = len(jobs) - len(records)
+    if failed:
+        text += "\n\nFailed jobs (see their records):\n" + "\n".join(
+            f"- {r['job']['id']}: {r['error']}" for r in failed)
+    if missing:
+        text += f"\n\n{missing} of {len(jobs)} jobs have no record yet (another shard, or not run)."
+    summary = {"suite": suite.name, "jobs": len(jobs), "ok": len(records) - len(failed), "failed": len(failed),
+               "missing": missing}
+    return text, summary
+
+
+def run_perf(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
+    settings = {**suite.perf, "backbone": dict(suite.backbone), "cache_dir": args.cache_dir}
+    measurements = settings.pop("measurements", list(perf.MEASUREMENTS))
+    unknown = set(measurements) - set(perf.MEASUREMENTS)
+    if unknown:
+        raise ConfigError(f"{suite.path}: perf.measurements: unknown {sorted(unknown)}; "
+                          f"measurements: {', '.join(perf.MEASUREMENTS)}")
+    rows = perf.measure(settings, measurements, progress=not args.quiet)
+    (out / "records").mkdir(parents=True, exist_ok=True)
+    (out / "records" / "perf.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2, default=str))
+    lines = ["measurement,baseline,fast,unit,baseline_rate,fast_rate,ratio,baseline_rss_mb,fast_rss_mb,max_logit_diff"]
+    lines += [",".join(str(r.get(key, "")) for key in lines[0].split(",")) for r in rows]
+    (out / "table.csv").write_text("\n".join(lines) + "\n")
+    heading = (f"{suite.name}: speed-ups measured side by side, backbone {suite.backbone_config().name}"
+               f"{' ' + suite.backbone_config().model if suite.backbone_config().model else ''}; "
+               f"peak RSS of each arm's own process (torch, backbone and dataset included)")
+    return perf.table(rows, heading), {"suite": suite.name, "rows": len(rows)}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list:
-        for name, summary in SUITES.items():
-            print(f"{name:<12} {summary}")
+        list_suites()
         return 0
+    start = time.perf_counter()
     try:
-        start = time.perf_counter()
-        backbone = BackboneConfig(
-            model=args.model, pretrained=args.pretrained, name=args.backbone, device=args.device,
-            precision=args.precision,
-        ).build()
-        text, record = RUNNERS[args.suite](args, backbone)
-        record["seconds"] = time.perf_counter() - start
+        suite = resolve_suite(args)
+        out = args.out or Path("results") / suite.name
+        out.mkdir(parents=True, exist_ok=True)
+        text, summary = (run_perf if suite.kind == "perf" else run_accuracy)(args, suite, out)
     except PromptgenError as error:
         print(f"benchmarks.run: error: {error}", file=sys.stderr)
         return 2
-    out = args.out / args.suite
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "record.json").write_text(json.dumps(record, indent=2))
+    seconds = time.perf_counter() - start
     (out / "table.md").write_text(text + "\n")
-    print(text)
-    print(f"\nwrote {out / 'table.md'} and {out / 'record.json'} ({record['seconds']:.1f} s)")
-    return 0
+    (out / "summary.json").write_text(json.dumps({**summary, "seconds": round(seconds, 1)}, indent=2) + "\n")
+    print("\n" + text)
+    print(f"\nwrote {out}/table.md, table.csv{', table.png' if (out / 'table.png').exists() else ''} "
+          f"and records/ ({seconds:.0f} s)")
+    return 1 if summary.get("failed") else 0
 
 
 if __name__ == "__main__":

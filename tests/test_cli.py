@@ -28,7 +28,8 @@ def test_plugins_lists_kind_name_and_plugin(capsys):
 def test_plugins_json(capsys):
     assert cli.main(["plugins", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
-    assert {"kind": "launcher", "name": "local", "plugin": "local"}.items() <= listing["components"][-1].items()
+    launchers = {c["name"]: c["plugin"] for c in listing["components"] if c["kind"] == "launcher"}
+    assert launchers == {"local": "local", "processes": "local", "ray": "ray"}
     assert listing["errors"] == []
 
 

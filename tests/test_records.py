@@ -13,7 +13,7 @@ def _jobs():
 
 def test_job_identity_follows_what_it_computes():
     job = _jobs()[0]
-    assert job.id.startswith("digits-dg.multi-source.c.spg.seed0.")
+    assert job.id.startswith("digits-dg.multi-source.to-c.spg.seed0.")
     changed = Job("digits-dg", "multi-source", ["a", "b"], ["c"], "spg", 0, {"preset": "gpu"})
     assert changed.id != job.id and changed.config_hash != job.config_hash
 

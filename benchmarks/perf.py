@@ -1,0 +1,211 @@
+"""The performance suite: each speed-up measured as two arms side by side in one run, as a ratio.
+
+  stage2       a stage II step with image features read from the cache vs recomputed by the image
+               encoder every step (the official SPG code's structure)
+  inference    SPG inference (one generated prompt per image) with EOT-truncated vs full-length text
+               encoding, at each class count, with the largest logit difference between the two
+  extraction   feature extraction from the dataset (decode, transform, loader, encode) vs the bare
+               image-encoder forward on tensors already in memory: what the data pipeline costs
+  cache        reading features from the LMDB cache vs indexing the same features in memory
+
+Every arm runs in a fresh process, so its peak RSS (which includes the backbone and the dataset that
+both arms load) is its own. Arms are timed after a warm-up; rates are per second.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import resource
+import time
+
+import torch
+
+from benchmarks.class_lists import class_names
+from promptgen.cache import FeatureCache
+from promptgen.config import BackboneConfig
+from promptgen.data import SampleImages, extract_features
+from promptgen.evaluate import instance_logits
+from promptgen.prompts import PromptAssembler
+from promptgen.registry import create
+from promptgen.values import PromptLabel
+
+MEASUREMENTS = ("stage2", "inference", "extraction", "cache")
+DEFAULTS = {"dataset": "digits-dg", "target": "photo", "stage2_steps": 30, "batch_size": 32,
+            "inference_images": 64, "classes": [10, 345], "extraction_images": 512, "cache_dir": None,
+            "fresh_processes": True}  # False: arms share this process (quick checks; peak RSS is then shared too)
+
+
+class FullLength:
+    """A backbone whose text encoder always runs the whole context (CLIP's own behaviour): the baseline arm."""
+
+    def __init__(self, backbone):
+        self._backbone = backbone
+
+    def __getattr__(self, name):
+        return getattr(self._backbone, name)
+
+    def encode_prompts(self, token_embeddings, eot_index, **_):
+        return self._backbone.encode_prompts(token_embeddings, eot_index, full_length=True)
+
+
+def _setup(settings: dict):
+    torch.manual_seed(0)
+    backbone = BackboneConfig(**settings["backbone"]).build()
+    dataset = create("dataset", settings["dataset"])
+    sources = [d for d in dataset.domains if d != settings["target"]]
+    samples = [s for d in sources for s in dataset.samples(d, "train")]
+    return backbone, dataset, samples
+
+
+def _generator(backbone):
+    """An untrained CGAN on the backbone's device (the perf arms time steps, not what they learn)."""
+    generator = create("generator", "cgan", feature_dim=backbone.embed_dim, n_ctx=4, ctx_dim=backbone.ctx_dim,
+                       progress=False)
+    generator.generator.to(backbone.device)
+    generator.discriminator.to(backbone.device)
+    return generator
+
+
+def _timed(fn, repeats: int = 1) -> float:
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats
+
+
+def _stage2(settings: dict, arm: str) -> dict:
+    backbone, dataset, samples = _setup(settings)
+    with FeatureCache(settings["cache_dir"]) as cache:
+        cached = cache.get(backbone, dataset, settings["dataset"], samples, train=True, views=1, progress=False)
+    labels = [PromptLabel(ctx=0.02 * torch.randn(4, backbone.ctx_dim), fingerprint=backbone.fingerprint,
+                          domain=str(d), class_names=dataset.classes) for d in range(len(dataset.domains))]
+    targets = torch.stack([label.ctx for label in labels]).to(backbone.device)
+    images = SampleImages(dataset, samples, backbone.image_transform(True))
+    generator = _generator(backbone)
+    optimizers = [torch.optim.AdamW(net.parameters(), lr=2e-4, betas=(0.5, 0.999))
+                  for net in (generator.generator, generator.discriminator)]
+    rng, batch = torch.Generator().manual_seed(0), settings["batch_size"]
+
+    def steps():
+        for _ in range(settings["stage2_steps"]):
+            index = torch.randint(len(samples), (2 * batch,), generator=rng)  # a real and a "fake" batch
+            if arm == "recomputed":
+                features = backbone.encode_images(torch.stack([images[int(i)][0] for i in index]))
+            else:
+                features = cached.features[index].to(backbone.device)
+            generator._step(features, cached.domain_ids[index].to(backbone.device), targets,
+                            torch.arange(batch, device=backbone.device), optimizers, rng)
+
+    seconds = _timed(steps)
+    return {"rate": settings["stage2_steps"] / seconds, "unit": "steps/s"}
+
+
+def _inference(settings: dict, arm: str, classes: int) -> dict:
+    backbone, dataset, _ = _setup(settings)
+    generator = _generator(backbone)
+    features = torch.nn.functional.normalize(torch.randn(settings["inference_images"], backbone.embed_dim), dim=-1)
+    assembler = PromptAssembler(backbone, class_names(classes), 4)
+    model = FullLength(backbone) if arm == "full-length" else backbone
+
+    def infer():
+        torch.manual_seed(0)  # the same generated prompts in both arms
+        return instance_logits(model, assembler, generator, features)
+
+    seconds = _timed(infer)
+    # numpy, not a tensor: torch would send a tensor through shared memory that dies with this process
+    return {"rate": len(features) / seconds, "unit": "images/s", "logits": infer().numpy()}
+
+
+def _extraction(settings: dict, arm: str) -> dict:
+    backbone, dataset, samples = _setup(settings)
+    samples = samples[: settings["extraction_images"]]
+    if arm == "pipeline":
+        seconds = _timed(lambda: extract_features(backbone, dataset, samples, batch_size=128, progress=False))
+    else:
+        pixels = torch.stack([SampleImages(dataset, samples, backbone.image_transform(False))[i][0]
+                              for i in range(len(samples))])
+
+        def forward():
+            for start in range(0, len(pixels), 128):
+                backbone.encode_images(pixels[start:start + 128])
+
+        seconds = _timed(forward)
+    return {"rate": len(samples) / seconds, "unit": "images/s"}
+
+
+def _cache(settings: dict, arm: str) -> dict:
+    backbone, dataset, samples = _setup(settings)
+    with FeatureCache(settings["cache_dir"]) as cache:
+        def read():
+            return cache.get(backbone, dataset, settings["dataset"], samples, train=False, progress=False)
+
+        features = read()  # fills the cache if needed, then the warm-up
+        if arm == "lmdb":
+            seconds = _timed(read, repeats=3)
+        else:
+            array, index = features.features.numpy().copy(), torch.arange(len(samples)).numpy()
+            seconds = _timed(lambda: torch.from_numpy(array[index]), repeats=3)
+    return {"rate": len(samples) / seconds, "unit": "features/s"}
+
+
+def _arm(measurement: str, arm: str, settings: dict, classes: int | None) -> dict:
+    """One arm, in its own process: its rate and the process's peak RSS."""
+    torch.set_num_threads(settings.get("threads") or torch.get_num_threads())
+    run = {"stage2": _stage2, "extraction": _extraction, "cache": _cache}.get(measurement)
+    result = run(settings, arm) if run else _inference(settings, arm, classes)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    if torch.cuda.is_available():
+        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+ARMS = {  # measurement -> (baseline arm, faster arm)
+    "stage2": ("recomputed", "cached"),
+    "inference": ("full-length", "truncated"),
+    "extraction": ("pipeline", "encoder only"),
+    "cache": ("lmdb", "in-memory"),
+}
+
+
+def _in_fresh_process(*args) -> dict:
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=1) as pool:
+        return pool.submit(_arm, *args).result()
+
+
+def measure(settings: dict, measurements=MEASUREMENTS, progress: bool = True) -> list[dict]:
+    """One row per (measurement, class count): both arms' rates, their ratio and peak memory."""
+    settings = {**DEFAULTS, **settings}
+    cases = [(m, c) for m in measurements for c in (settings["classes"] if m == "inference" else [None])]
+    rows = []
+    for measurement, classes in cases:
+        if progress:
+            print(f"perf: {measurement}{f' ({classes} classes)' if classes else ''} ...", flush=True)
+        baseline_arm, fast_arm = ARMS[measurement]
+        call = _in_fresh_process if settings["fresh_processes"] else _arm
+        baseline = call(measurement, baseline_arm, settings, classes)
+        fast = call(measurement, fast_arm, settings, classes)
+        row = {"measurement": measurement + (f" ({classes} classes)" if classes else ""),
+               "baseline": baseline_arm, "fast": fast_arm, "unit": baseline["unit"],
+               "baseline_rate": baseline["rate"], "fast_rate": fast["rate"], "ratio": fast["rate"] / baseline["rate"],
+               "baseline_rss_mb": baseline["peak_rss_mb"], "fast_rss_mb": fast["peak_rss_mb"]}
+        if "logits" in baseline:
+            row["max_logit_diff"] = float(abs(baseline["logits"] - fast["logits"]).max())
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict], heading: str) -> str:
+    lines = [heading, "",
+             "| measurement | baseline → fast | unit | baseline | fast | ratio | peak RSS MB (baseline / fast) | note |",
+             "|---|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        note = f"max logit diff {r['max_logit_diff']:.1e}" if "max_logit_diff" in r else ""
+        lines.append(f"| {r['measurement']} | {r['baseline']} → {r['fast']} | {r['unit']} | {r['baseline_rate']:,.1f} "
+                     f"| {r['fast_rate']:,.1f} | **{r['ratio']:.2f}x** | {r['baseline_rss_mb']:.0f} / "
+                     f"{r['fast_rss_mb']:.0f} | {note} |")
+    return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""Built-in plugin: the ``ray`` launcher — each job a Ray task, on an existing cluster or a local Ray instance.
+
+Ray is an optional extra: ``pip install "promptgen[ray]"``. It is imported only when the launcher runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from promptgen import hookimpl
+from promptgen.errors import PluginError
+
+
+class RayLauncher:
+    """Runs each job as a Ray task with ``cpus_per_job`` CPUs (and ``gpus_per_job`` GPUs).
+
+    ``address``: a running cluster ("ray://head:10001" or "auto"); None starts a local instance with
+    ``num_cpus`` CPUs (default: all) that is shut down afterwards. On a cluster, every node needs
+    promptgen installed; ``py_modules`` (default: the ``benchmarks`` package next to this checkout,
+    when there is one) are shipped with the tasks.
+    """
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, cpus_per_job: float = 1,
+                 gpus_per_job: float = 0, py_modules: list[str] | None = None, progress: bool = True):
+        self.address = address
+        self.num_cpus = num_cpus
+        self.cpus_per_job = cpus_per_job
+        self.gpus_per_job = gpus_per_job
+        self.py_modules = py_modules
+        self.progress = progress
+
+    def run(self, fn, jobs):
+        try:
+            import ray
+        except ImportError:
+            raise PluginError('the ray launcher needs Ray: pip install "promptgen[ray]"') from None
+        jobs = list(jobs)
+        started = not ray.is_initialized()
+        if started:
+            if self.address:
+                ray.init(address=self.address, runtime_env={"py_modules": self._modules()}, log_to_driver=False)
+            else:
+                ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
+        try:
+            task = ray.remote(num_cpus=self.cpus_per_job, num_gpus=self.gpus_per_job)(_call)
+            pending = {task.remote(fn, job): index for index, job in enumerate(jobs)}
+            results = [None] * len(jobs)
+            with tqdm(total=len(jobs), desc="jobs", unit="job", disable=not self.progress) as bar:
+                while pending:
+                    ready, _ = ray.wait(list(pending), num_returns=1)
+                    results[pending.pop(ready[0])] = ray.get(ready[0])
+                    bar.update(1)
+            return results
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _modules(self) -> list[str]:
+        if self.py_modules is not None:
+            return self.py_modules
+        benchmarks = Path(__file__).resolve().parents[2] / "benchmarks"
+        return [str(benchmarks)] if (benchmarks / "__init__.py").is_file() else []
+
+
+def _call(fn, job):
+    return fn(job)
+
+
+@hookimpl
+def register_launchers(register):
+    register("ray", RayLauncher)
