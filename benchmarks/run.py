@@ -101,6 +101,15 @@ def shard(jobs: list, spec: str | None) -> list:
     return jobs[index::count]
 
 
+def rank_device(suite: suites.Suite) -> str | None:
+    """Under torchrun, each rank computes on its own GPU (cuda:LOCAL_RANK) unless the suite pins a device."""
+    if "LOCAL_RANK" not in os.environ or suite.backbone.get("device", "auto") not in ("auto", "cuda"):
+        return None
+    import torch
+
+    return f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else None
+
+
 def launcher(args):
     options = {"progress": not args.quiet}
     if args.launcher == "processes":
@@ -122,7 +131,7 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
               f"running {len(pending)} with the {args.launcher} launcher", flush=True)
         # Within-job progress bars only when jobs run one at a time in this process.
         runner = sweep.JobRunner(out, args.cache_dir, suite.data_root,
-                                 progress=not args.quiet and args.launcher == "local")
+                                 progress=not args.quiet and args.launcher == "local", device=rank_device(suite))
         run_jobs(pending, runner, store, force=True, launcher=launcher(args))
     records = store.records(jobs)
     table = sweep.suite_table(suite, jobs, records)

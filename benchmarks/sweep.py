@@ -29,12 +29,14 @@ class JobRunner:
     cache_dir: str | None = None
     data_root: str | None = None
     progress: bool = True
+    device: str | None = None  # where this runner computes (e.g. cuda:<local rank>); not part of the job's identity
 
     def __call__(self, job: Job) -> dict:
         config = job.config
+        backbone = {**config["backbone"], **({"device": self.device} if self.device else {})}
         run_config = RunConfig(
             dataset=job.dataset, targets=job.targets, sources=job.sources, target_dataset=config["target_dataset"],
-            method=job.method, seed=job.seed, preset=config["preset"], backbone=BackboneConfig(**config["backbone"]),
+            method=job.method, seed=job.seed, preset=config["preset"], backbone=BackboneConfig(**backbone),
             views=config["views"], cache_dir=self.cache_dir, data_root=self.data_root,
             overrides=config["overrides"],
         )
