@@ -47,7 +47,9 @@ def install_plugin(tmp_path, monkeypatch, request):
 
     def install(module_name: str, source: str, entry_point: str | None = None) -> str:
         (site / f"{module_name}.py").write_text(textwrap.dedent(source))
-        dist = site / f"{module_name.replace('_', '-')}-0.1.dist-info"
+        # Wheels name the folder <name with underscores>-<version>: importlib.metadata reads the name up to
+        # the first '-', so 'pg-x-0.1.dist-info' would pass for a distribution called 'pg'.
+        dist = site / f"{module_name}-0.1.dist-info"
         dist.mkdir()
         (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module_name.replace('_', '-')}\nVersion: 0.1\n")
         (dist / "entry_points.txt").write_text(f"[promptgen]\n{entry_point or module_name} = {module_name}\n")
