@@ -14,18 +14,13 @@ are larger (fit warns when a prompt label falls outside the range).
 
 from __future__ import annotations
 
-import copy
-import math
 import warnings
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from promptgen.errors import ConfigError
-from promptgen.evaluate import instance_accuracy
-from promptgen.prompts import PromptAssembler
-from promptgen.schedules import warmup_cosine
+from promptgen.training import train_epochs
 from promptgen.values import FeatureSet
 from promptgen_cgan.networks import PromptDiscriminator, PromptGenerator
 
@@ -94,36 +89,17 @@ class CGANGenerator:
         if targets.abs().max() >= o["output_scale"]:
             warnings.warn(f"cgan: prompt labels reach {targets.abs().max():.2f}, outside the Tanh range "
                           f"+-{o['output_scale']}; raise output_scale")
-        assembler = PromptAssembler(backbone, prompt_labels[0].class_names, targets.shape[1])
         features, domain_ids = train.features.to(device), train.domain_ids.to(device)
         # betas (0.5, 0.999): the usual GAN setting, from the CGAN the official code builds on.
         optimizers = [torch.optim.AdamW(net.parameters(), lr=o["lr"], betas=(0.5, 0.999), weight_decay=o["weight_decay"])
                       for net in (self.generator, self.discriminator)]
-        steps = math.ceil(len(train) / o["batch_size"])
-        shuffle = torch.Generator().manual_seed(o["seed"])
-        best = {"val_accuracy": -1.0, "epoch": -1, "state": None}
-        history = []
-        bar = tqdm(range(o["epochs"]), desc="cgan", unit="epoch", disable=not self.progress, leave=False)
-        total, warmup = o["epochs"] * steps, o["warmup_epochs"] * steps
-        for epoch in bar:
-            self.generator.train()
-            self.discriminator.train()
-            order = torch.randperm(len(train), generator=shuffle).to(device)
-            for step in range(steps):
-                index = order[step * o["batch_size"] : (step + 1) * o["batch_size"]]
-                if len(index) < 2:
-                    continue  # BatchNorm needs two samples
-                for optimizer in optimizers:
-                    for group in optimizer.param_groups:
-                        group["lr"] = warmup_cosine(epoch * steps + step, total, warmup, o["lr"])
-                losses = self._step(features, domain_ids, targets, index, optimizers, shuffle)
-            score = instance_accuracy(backbone, assembler, self, val) if val is not None and len(val) else float("nan")
-            history.append({"epoch": epoch, "val_accuracy": score, **losses})
-            if not score <= best["val_accuracy"]:  # NaN (no val) keeps the last epoch
-                best = {"val_accuracy": score, "epoch": epoch, "state": copy.deepcopy(self.state_dict())}
-            bar.set_postfix(val=f"{score:.3f}", g=f"{losses['loss_g']:.3f}", d=f"{losses['loss_d']:.3f}")
-        self.load_state_dict(best["state"])
-        return {"best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "history": history}
+        return train_epochs(
+            self, backbone, train, prompt_labels, val, name="cgan", optimizers=optimizers,
+            modules=(self.generator, self.discriminator),
+            step=lambda index, rng: self._step(features, domain_ids, targets, index, optimizers, rng),
+            epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"], warmup_epochs=o["warmup_epochs"],
+            seed=o["seed"], progress=self.progress,
+        )
 
     # --- training internals -------------------------------------------------------------------
 

@@ -5,16 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def condition(features: torch.Tensor) -> torch.Tensor:
-    """L2-normalised features rescaled to unit variance per dimension.
-
-    A unit-norm feature of width D has entries of size ~1/sqrt(D) (0.04 at D = 512), drowned by the
-    N(0, 1) noise it is concatenated with; the generator then ignores the image. Rescaling by sqrt(D)
-    puts the condition on the noise's scale (the official code feeds unnormalised CLIP features,
-    whose entries are of that order).
-    """
-    return features * features.shape[1] ** 0.5
+from promptgen.training import condition
 
 
 class PromptGenerator(nn.Module):

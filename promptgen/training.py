@@ -1,0 +1,115 @@
+"""What stage II generators share: the epoch loop with model selection, the image condition, prompt scaling.
+
+Every generator plugin learns p(prompt | image feature) from (domain prompt label, feature) pairs and
+keeps the epoch whose generated prompts classify the source domains' validation split best. The
+loop lives here once; a generator supplies one training step.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from promptgen.evaluate import instance_accuracy
+from promptgen.prompts import PromptAssembler
+from promptgen.schedules import warmup_cosine
+from promptgen.values import FeatureSet, PromptLabel
+
+
+def condition(features: torch.Tensor) -> torch.Tensor:
+    """L2-normalised features rescaled to unit variance per dimension.
+
+    A unit-norm feature of width D has entries of size ~1/sqrt(D) (0.04 at D = 512), drowned by the
+    N(0, 1) noise it is concatenated with; a generator then ignores the image. Rescaling by sqrt(D)
+    puts the condition on the noise's scale (the official code feeds unnormalised CLIP features,
+    whose entries are of that order).
+    """
+    return features * features.shape[1] ** 0.5
+
+
+class PromptScaler(nn.Module):
+    """Flattened prompts centred on the prompt labels' mean and divided by their overall std, and back.
+
+    Generators that model prompts with unit-variance noise (VAE, diffusion) work in this space; the
+    statistics are buffers, so they are saved and loaded with the generator's weights.
+    """
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.register_buffer("center", torch.zeros(size))
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("bound", torch.full((), float("inf")))  # the largest |normalised prompt label|
+
+    @torch.no_grad()
+    def fit(self, targets: torch.Tensor) -> None:
+        flat = targets.reshape(len(targets), -1)
+        self.center.copy_(flat.mean(dim=0))
+        spread = (flat - self.center).std() if len(flat) > 1 else flat.std()
+        self.scale.copy_(spread.clamp_min(1e-6))
+        self.bound.copy_(self.normalize(targets).abs().max())
+
+    def normalize(self, prompts: torch.Tensor) -> torch.Tensor:
+        return (prompts.reshape(len(prompts), -1) - self.center) / self.scale
+
+    def denormalize(self, flat: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        return (flat * self.scale + self.center).view(len(flat), *shape)
+
+
+def train_epochs(
+    generator,
+    backbone,
+    train: FeatureSet,
+    prompt_labels: Sequence[PromptLabel],
+    val: FeatureSet | None,
+    *,
+    name: str,
+    step: Callable[[torch.Tensor, torch.Generator], dict],
+    optimizers: Sequence[torch.optim.Optimizer],
+    modules: Sequence[nn.Module],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    warmup_epochs: int,
+    seed: int,
+    progress: bool,
+    min_batch: int = 2,
+) -> dict:
+    """Shuffle, step with a warm-up + cosine learning rate, score on ``val`` each epoch, keep the best epoch.
+
+    ``step(index, rng)`` trains on the samples ``index`` of ``train`` and returns its losses; ``rng``
+    is the loop's seeded generator (for shuffling, noise and any other draws). Returns the best
+    epoch, its val accuracy and the per-epoch history; the generator is left in its best state.
+    """
+    device = backbone.device
+    assembler = PromptAssembler(backbone, prompt_labels[0].class_names, prompt_labels[0].n_ctx)
+    steps = math.ceil(len(train) / batch_size)
+    rng = torch.Generator().manual_seed(seed)
+    best = {"val_accuracy": -1.0, "epoch": -1, "state": None}
+    history = []
+    total, warmup = epochs * steps, warmup_epochs * steps
+    bar = tqdm(range(epochs), desc=name, unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        for module in modules:
+            module.train()
+        order = torch.randperm(len(train), generator=rng).to(device)
+        losses = {}
+        for index_of_step in range(steps):
+            index = order[index_of_step * batch_size : (index_of_step + 1) * batch_size]
+            if len(index) < min_batch:
+                continue  # BatchNorm needs two samples
+            for optimizer in optimizers:
+                for group in optimizer.param_groups:
+                    group["lr"] = warmup_cosine(epoch * steps + index_of_step, total, warmup, lr)
+            losses = step(index, rng)
+        score = instance_accuracy(backbone, assembler, generator, val) if val is not None and len(val) else float("nan")
+        history.append({"epoch": epoch, "val_accuracy": score, **losses})
+        if not score <= best["val_accuracy"]:  # NaN (no val) keeps the last epoch
+            best = {"val_accuracy": score, "epoch": epoch, "state": copy.deepcopy(generator.state_dict())}
+        bar.set_postfix(val=f"{score:.3f}", **{key: f"{value:.3f}" for key, value in losses.items()})
+    generator.load_state_dict(best["state"])
+    return {"best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "history": history}
