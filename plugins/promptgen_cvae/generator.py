@@ -1,0 +1,137 @@
+"""CVAEGenerator: stage II as a conditional VAE over the flattened prompt.
+
+Encoder q(z | prompt, f) and decoder p(prompt | z, f) are MLPs; prompts are modelled in the
+normalised space of :class:`promptgen.training.PromptScaler` (centred on the prompt labels' mean,
+divided by their std), where the decoder's likelihood is a unit-variance Gaussian. The loss per
+sample, divided by the prompt size P = n_ctx * ctx_dim so the learning rate does not depend on it:
+
+    (0.5 * ||decoder(z, f) - x||^2  +  beta_t * KL(q(z | x, f) || N(0, I))) / P
+
+beta_t rises linearly from 0 to ``beta`` over the first ``kl_warmup_epochs`` (KL annealing, against
+posterior collapse early in training). At inference z ~ N(0, I) (``sample_mode="random"``, noise
+seeded by ``sample_seed``, so repeatable) or z = 0 (``sample_mode="mean"``, deterministic).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from promptgen.errors import ConfigError
+from promptgen.training import PromptScaler, condition, train_epochs
+from promptgen.values import FeatureSet
+
+SAMPLE_MODES = ("random", "mean")
+
+
+def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                         nn.Linear(hidden, outputs))
+
+
+class CVAEGenerator:
+    """Conditional VAE: encoder q(z | prompt, feature), decoder p(prompt | z, feature); z ~ N(0, I) or z = 0 at test."""
+
+    def __init__(
+        self,
+        feature_dim: int,
+        n_ctx: int,
+        ctx_dim: int,
+        latent_dim: int = 32,
+        hidden: int = 512,
+        beta: float = 1.0,
+        kl_warmup_epochs: int = 4,
+        sample_mode: str = "random",
+        epochs: int = 70,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        warmup_epochs: int = 4,
+        seed: int = 0,
+        sample_seed: int = 0,
+        progress: bool = True,
+    ):
+        if epochs < 1 or batch_size < 1 or latent_dim < 1 or beta < 0:
+            raise ConfigError(f"cvae: epochs, batch_size and latent_dim must be >= 1 and beta >= 0; got "
+                              f"{epochs}, {batch_size}, {latent_dim}, {beta}")
+        if sample_mode not in SAMPLE_MODES:
+            raise ConfigError(f"cvae: sample_mode must be one of {', '.join(SAMPLE_MODES)}, got {sample_mode!r}")
+        self.options = dict(latent_dim=latent_dim, hidden=hidden, beta=beta, kl_warmup_epochs=kl_warmup_epochs,
+                            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                            warmup_epochs=warmup_epochs, seed=seed)
+        self.shape, self.latent_dim = (n_ctx, ctx_dim), latent_dim
+        self.sample_mode, self.sample_seed, self.progress = sample_mode, sample_seed, progress
+        size = n_ctx * ctx_dim
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.encoder = _mlp(size + feature_dim, hidden, 2 * latent_dim)
+            self.decoder = _mlp(latent_dim + feature_dim, hidden, size)
+        self.scaler = PromptScaler(size)
+
+    # --- the Generator protocol ---------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, features: torch.Tensor) -> torch.Tensor:
+        """features [N, feature_dim] -> prompts [N, n_ctx, ctx_dim]."""
+        device = self.scaler.center.device
+        if self.sample_mode == "mean":
+            z = torch.zeros(len(features), self.latent_dim)
+        else:
+            z = torch.randn(len(features), self.latent_dim, generator=torch.Generator().manual_seed(self.sample_seed))
+        self.decoder.eval()
+        flat = self.decoder(torch.cat([z.to(device), condition(features.to(device, torch.float32))], dim=1))
+        return self.scaler.denormalize(flat, self.shape)
+
+    def state_dict(self) -> dict:
+        return {f"{name}.{key}": value for name, module in self._modules().items()
+                for key, value in module.state_dict().items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, module in self._modules().items():
+            module.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
+
+    def fit(self, backbone, train: FeatureSet, prompt_labels, val: FeatureSet | None) -> dict:
+        o = self.options
+        device = backbone.device
+        for module in self._modules().values():
+            module.to(device)
+        targets = torch.stack([label.ctx for label in prompt_labels]).to(device)  # [domains, n_ctx, D]
+        self.scaler.fit(targets)
+        normalized = self.scaler.normalize(targets)  # [domains, P]
+        features, domain_ids = train.features.to(device), train.domain_ids.to(device)
+        optimizer = torch.optim.AdamW([*self.encoder.parameters(), *self.decoder.parameters()], lr=o["lr"],
+                                      weight_decay=o["weight_decay"])
+        steps_per_epoch = -(-len(train) // o["batch_size"])
+        warmup_steps = max(1, o["kl_warmup_epochs"] * steps_per_epoch)
+        counter = {"step": 0}
+
+        def step(index, rng):
+            beta = o["beta"] * min(1.0, (counter["step"] + 1) / warmup_steps)
+            counter["step"] += 1
+            losses = self.loss(normalized[domain_ids[index]], features[index], beta, rng)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            optimizer.step()
+            return {key: value.item() for key, value in losses.items()}
+
+        return train_epochs(
+            self, backbone, train, prompt_labels, val, name="cvae", step=step, optimizers=[optimizer],
+            modules=(self.encoder, self.decoder), epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"],
+            warmup_epochs=o["warmup_epochs"], seed=o["seed"], progress=self.progress, min_batch=1,
+        )
+
+    # --- training internals -------------------------------------------------------------------
+
+    def loss(self, prompts: torch.Tensor, features: torch.Tensor, beta: float, rng: torch.Generator) -> dict:
+        """prompts [B, P] (normalised), features [B, F] -> {'loss', 'recon', 'kl'} (means over the batch)."""
+        cond = condition(features)
+        mean, log_var = self.encoder(torch.cat([prompts, cond], dim=1)).chunk(2, dim=1)
+        noise = torch.randn(mean.shape, generator=rng).to(mean.device)
+        z = mean + (0.5 * log_var).exp() * noise  # the reparameterisation trick
+        recon = 0.5 * (self.decoder(torch.cat([z, cond], dim=1)) - prompts).pow(2).sum(dim=1).mean()
+        kl = 0.5 * (mean.pow(2) + log_var.exp() - 1 - log_var).sum(dim=1).mean()
+        size = prompts.shape[1]
+        return {"loss": (recon + beta * kl) / size, "recon": recon / size, "kl": kl / size}
+
+    def _modules(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder, "decoder": self.decoder, "scaler": self.scaler}
