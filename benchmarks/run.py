@@ -141,6 +141,15 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     if table.cells:
         sweep.plot(table, out / "table.png", f"{suite.name}: test accuracy (%), mean ± std over seeds")
     text = table.markdown(heading)
+    methods = sweep.method_table(jobs, records)
+    (out / "methods.md").write_text(methods + "\n")
+    text += "\n\nPer method: seed stability, stage II time and generator quality (docs/benchmarks.md)\n\n" + methods
+    if records and not args.report:
+        domains, gaps = sweep.domain_gaps(suite, args.cache_dir, rank_device(suite))
+        gap_table = sweep.domain_gap_table(gaps, domains)
+        (out / "domain_gap.md").write_text(gap_table + "\n")
+        (out / "domain_gap.json").write_text(json.dumps(gaps, indent=2))
+        text += "\n\nDomain gap in image-feature space: FID above the diagonal, KID ×10³ below\n\n" + gap_table
     failed = [r for r in records if r.get("status") == "failed"]
     missing = len(jobs) - len(records)
     if failed:

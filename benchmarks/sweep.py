@@ -5,10 +5,13 @@ Output directory (``--out``, default results/<suite>/):
   runs/<job id>/          the engine's run directory (prompt labels, generator, metrics)
   table.md, table.csv     rows = methods, columns = domains + avg, mean ± std over seeds
   table.png               bars per domain, error bars = std over seeds
+  methods.md              per method: seed stability, stage II time, generator quality (FID, KID, P/R, diversity)
+  domain_gap.md           FID and KID between the image features of every pair of domains
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Sequence
 
@@ -17,8 +20,11 @@ import attrs
 from benchmarks.records import Job
 from benchmarks.suites import Suite
 from benchmarks.tables import Table, accuracy_table
+from promptgen.cache import FeatureCache
 from promptgen.config import BackboneConfig
 from promptgen.engine import RunConfig, run
+from promptgen.quality import domain_gap
+from promptgen.registry import create
 
 
 @attrs.frozen
@@ -109,3 +115,63 @@ def plot(table: Table, path: Path, heading: str) -> Path:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+QUALITY = (("fid", "FID", 1.0), ("kid", "KID ×10³", 1e3), ("precision", "precision", 1.0), ("recall", "recall", 1.0),
+           ("diversity", "diversity", 1.0))
+
+
+def _mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
+    values = [scale * v for v in values if v == v]  # NaN (undefined) values are left out
+    if not values:
+        return "–"
+    mean = statistics.mean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def method_table(jobs: Sequence[Job], records: Sequence[dict]) -> str:
+    """Per method: seed stability (std of accuracy over seeds, mean over columns), stage II time and the
+    generator quality metrics (mean ± std over every target and seed)."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    lines = ["| method | seed std (points) | stage II s | " + " | ".join(title for _, title, _ in QUALITY) + " |",
+             "|---|" + "---:|" * (2 + len(QUALITY))]
+    for method in dict.fromkeys(job.method for job in jobs):
+        mine = [r for r in ok if r["job"]["method"] == method]
+        by_column: dict[str, list[float]] = {}
+        for row in table_rows(mine):
+            by_column.setdefault(row["target"], []).append(100 * row["test_accuracy"])
+        stds = [statistics.stdev(values) for values in by_column.values() if len(values) > 1]
+        stability = f"{statistics.mean(stds):.2f}" if stds else "–"
+        stage2 = _mean_std([r["seconds"]["stage2"] for r in mine if "stage2" in r["seconds"]], digits=1)
+        quality = [r["generator_quality"] for r in mine if r.get("generator_quality")]
+        cells = [_mean_std([q[key] for q in quality], scale) for key, _, scale in QUALITY]
+        lines.append(f"| {method} | {stability} | {stage2} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def domain_gap_table(gaps: dict[str, dict[str, float]], domains: Sequence[str]) -> str:
+    """FID above the diagonal, KID ×10³ below it."""
+    lines = ["| FID \\ KID ×10³ | " + " | ".join(domains) + " |", "|---|" + "---:|" * len(domains)]
+    for i, a in enumerate(domains):
+        cells = []
+        for j, b in enumerate(domains):
+            gap = gaps.get(f"{a}|{b}") or gaps.get(f"{b}|{a}")
+            cells.append("–" if gap is None else f"{gap['fid']:.3f}" if j > i else f"{1e3 * gap['kid']:.2f}")
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def domain_gaps(suite: Suite, cache_dir: str | None, device: str | None = None) -> tuple[list[str], dict]:
+    """Image features of every domain's test split (from the feature cache) and their pairwise FID/KID."""
+    backbone = suite.backbone_config(device).build()
+    features, domains = {}, []
+    with FeatureCache(cache_dir) as cache:
+        for name in dict.fromkeys(filter(None, (suite.dataset, suite.target_dataset))):
+            dataset = create("dataset", name, root=suite.data_root)
+            for domain in dataset.domains:
+                key = domain if name == suite.dataset else f"{name}/{domain}"
+                features[key] = cache.get(backbone, dataset, name, dataset.samples(domain, "test"),
+                                          progress=False).features
+                domains.append(key)
+    return domains, domain_gap(features)

@@ -31,6 +31,7 @@ from promptgen.errors import ConfigError, PromptgenError
 from promptgen.evaluate import instance_accuracy, prompt_accuracy
 from promptgen.presets import PRESETS, preset
 from promptgen.prompts import PromptAssembler
+from promptgen.quality import prompt_quality
 from promptgen.registry import get_registry
 from promptgen.values import FeatureSet
 
@@ -232,7 +233,7 @@ def run(config: RunConfig, out_dir: str | Path, *, progress: bool = True) -> dic
         with _timed(seconds, "test"):
             accuracy = {split: prompt_accuracy(backbone, label, part) for split, part in features.items()
                         if split != "train"}
-        fit_report = {}
+        fit_report, quality = {}, None
     else:
         labels = []
         with _timed(seconds, "stage1"):
@@ -249,6 +250,8 @@ def run(config: RunConfig, out_dir: str | Path, *, progress: bool = True) -> dic
             fit_report = generator.fit(backbone, _remap_domains(features["train"], source_ids), labels,
                                        features["val"]) or {}
         save_generator(generator, config.generator, options, out / "generator")
+        with _timed(seconds, "quality"):
+            quality = prompt_quality(backbone, generator, labels, _remap_domains(features["val"], source_ids))
         with _timed(seconds, "test"):
             assembler = PromptAssembler(backbone, classes, labels[0].n_ctx)
             accuracy = {split: instance_accuracy(backbone, assembler, generator, part)
@@ -263,6 +266,7 @@ def run(config: RunConfig, out_dir: str | Path, *, progress: bool = True) -> dic
         "model_selection": "training-domain validation (val split of the source domains)",
         "seconds": seconds, "sizes": {k: len(v) for k, v in features.items()},
         "fit": {k: v for k, v in fit_report.items() if k != "history"},
+        "generator_quality": quality,
         "versions": {"promptgen": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -286,18 +290,21 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = True) -> dict:
     backbone = config.backbone.build()
     resolved = plan(config)
     features = _features(config, resolved, backbone, 1, progress, splits=("val", "test"))  # no training here
+    quality = None
     if config.generator is None:
         label = load_prompt_label(run_dir / "prompt_label")
         _check_fingerprint(label.fingerprint, backbone, run_dir)
         accuracy = {split: prompt_accuracy(backbone, label, part) for split, part in features.items()}
     else:
         generator, _, options = load_generator(run_dir / "generator")
-        first = sorted((run_dir / "prompt_labels").glob("*.json"))[0]
-        _check_fingerprint(load_prompt_label(first).fingerprint, backbone, run_dir)
+        labels = [load_prompt_label(run_dir / "prompt_labels" / domain) for domain in resolved.sources]
+        _check_fingerprint(labels[0].fingerprint, backbone, run_dir)
         assembler = PromptAssembler(backbone, resolved.classes, options["n_ctx"])
         accuracy = {split: instance_accuracy(backbone, assembler, generator, part) for split, part in features.items()}
+        source_ids = [resolved.dataset.domains.index(d) for d in resolved.sources]
+        quality = prompt_quality(backbone, generator, labels, _remap_domains(features["val"], source_ids))
     return {"test_accuracy": {domain: accuracy[f"test/{domain}"] for domain in resolved.targets},
-            "val_accuracy": accuracy["val"]}
+            "val_accuracy": accuracy["val"], "generator_quality": quality}
 
 
 def _check_fingerprint(expected: str, backbone, run_dir: Path) -> None:

@@ -81,6 +81,12 @@ class PromptAssembler:
         )
         return embeddings, eot.expand(batch, -1)
 
+    def assemble_pairs(self, ctx: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One prompt per image: context ctx[i] [B, n_ctx, D] around class labels[i] -> ([B, L, D], eot [B])."""
+        labels = labels.to(self.prefix.device)
+        ctx = ctx.to(self.prefix.device, self.prefix.dtype)
+        return torch.cat([self.prefix[labels], ctx, self.suffix[labels]], dim=1), self.eot_index[labels.cpu()]
+
     def text_features(self, backbone: Backbone, ctx: torch.Tensor, classes: slice = slice(None)) -> torch.Tensor:
         """Encoded class prompts: ctx [n_ctx, D] -> [C, E]; ctx [B, n_ctx, D] -> [B, C, E]."""
         embeddings, eot = self.assemble(ctx, classes)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from benchmarks import protocols, run, suites, sweep
 from benchmarks.records import RecordStore
 from promptgen.errors import ConfigError
+from promptgen.registry import get_registry
 
 QUICK = """
 [overrides.coop]
@@ -60,7 +61,7 @@ def test_a_bad_suite_key_is_named_with_its_file(tmp_path, body, message):
 
 def test_unknown_method_or_dataset_is_named_when_the_suite_expands(tmp_path):
     with pytest.raises(ConfigError, match=r"tiny.toml: methods: unknown method 'spg-gann'; methods: all, spg, "
-                                          r"zero-shot, coop, spg-cgan"):
+                                          r"zero-shot, coop, spg-cgan, spg-cvae, spg-diffusion"):
         protocols.expand(suites.load(_suite(tmp_path, 'methods = ["coop", "spg-gann"]')))
     with pytest.raises(ConfigError, match=r"tiny.toml: dataset: unknown dataset 'pacss'; registered: colors"):
         protocols.expand(suites.load(_suite(tmp_path, 'dataset = "pacss"')))
@@ -91,7 +92,9 @@ def test_single_source_trains_on_each_domain_once_and_tests_on_the_others(domain
 def test_expansion_runs_zero_shot_once_and_every_other_method_per_seed(tmp_path):
     suite = suites.load(_suite(tmp_path, 'methods = ["all"]\nseeds = [0, 1, 2]'))
     jobs = protocols.expand(suite)
-    assert len(jobs) == 4 * (1 + 2 * 3)  # 4 targets x (zero-shot + coop, spg-cgan over 3 seeds)
+    # 4 targets x (zero-shot + coop and spg with every generator, over 3 seeds)
+    assert len(jobs) == 4 * (1 + (1 + len(get_registry().names("generator"))) * 3)
+    assert [job.method for job in jobs[:5]] == ["zero-shot", "coop", "coop", "coop", "spg-cgan"]
     assert len({job.id for job in jobs}) == len(jobs)
     cross = suites.load(_suite(tmp_path, 'protocol = "cross-dataset"\ntarget_dataset = "digits-c"\nmethods = ["coop"]'))
     (job,) = protocols.expand(cross)

@@ -36,7 +36,11 @@ def test_run_directory_re_evaluates_to_the_same_accuracy(tmp_path, method):
     again = evaluate_run(tmp_path, progress=False)
     assert again["test_accuracy"] == metrics["test_accuracy"]
     assert again["val_accuracy"] == metrics["val_accuracy"]
+    assert again["generator_quality"] == metrics["generator_quality"]
     if method == "spg":
+        quality = metrics["generator_quality"]
+        assert quality["fid"] >= 0 and 0 <= quality["precision"] <= 1 and 0 <= quality["recall"] <= 1
+        assert quality["diversity"] >= 0 and quality["images"] == 1200
         assert {p.name for p in (tmp_path / "prompt_labels").iterdir()} == {
             f"{d}.{ext}" for d in ("handwritten", "typeset", "sketch") for ext in ("json", "safetensors")}
         assert (tmp_path / "generator.safetensors").is_file() and "stage2" in metrics["seconds"]
@@ -48,7 +52,7 @@ def test_zero_shot_run_matches_the_hand_written_prompt(tmp_path):
 
 
 def test_bad_method_and_target_are_named(tmp_path):
-    with pytest.raises(ConfigError, match="method must be one of zero-shot, coop, spg, spg-cgan; got 'gan'"):
+    with pytest.raises(ConfigError, match="method must be one of zero-shot, coop, spg, spg-cgan, spg-cvae, spg-diffusion; got 'gan'"):
         _config("gan")
     with pytest.raises(ConfigError, match="unknown target domain 'cartoon'; domains of digits-dg: handwritten"):
         run(_config("zero-shot", targets="cartoon"), tmp_path, progress=False)

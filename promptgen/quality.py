@@ -1,0 +1,97 @@
+"""Generator quality and domain gaps, with torch-fidelity's metric functions applied to feature tensors.
+
+Prompts are compared where they act: each image's prompt is encoded around the image's own class
+name, giving one text feature per image. The reference for an image is its source domain's prompt
+label, the generated one is the generator's prompt for it:
+
+  FID, KID     distance between the generated and reference text-feature distributions (lower: closer)
+  precision    share of generated features inside the reference manifold (k-NN balls, k = 3)
+  recall       share of reference features inside the generated manifold
+  diversity    mean pairwise L2 distance between prompts drawn for the same image under different
+               noise, relative to the mean distance between the domains' prompt labels (0: deterministic)
+
+The reference set holds few distinct points (domains x classes), so precision and recall use its
+distinct points only: duplicates would give k-NN balls of radius zero.
+
+domain_gap: FID and KID between the image features of every pair of domains.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Sequence
+
+import torch
+from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
+from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
+
+from promptgen.prompts import PromptAssembler
+from promptgen.values import FeatureSet, PromptLabel
+
+NEIGHBORHOOD = 3
+BATCH = 1024
+
+
+def fid(generated: torch.Tensor, reference: torch.Tensor) -> float:
+    stats = [fid_features_to_statistics(x.detach().double().cpu()) for x in (generated, reference)]
+    return float(fid_statistics_to_metric(*stats, verbose=False)[KEY_METRIC_FID])
+
+
+def kid(generated: torch.Tensor, reference: torch.Tensor, subsets: int = 100, seed: int = 0) -> float:
+    size = min(1000, len(generated), len(reference))
+    return float(kid_features_to_metric(generated.detach().double().cpu(), reference.detach().double().cpu(),
+                                        kid_subsets=subsets, kid_subset_size=size, rng_seed=seed,
+                                        verbose=False)[KEY_METRIC_KID_MEAN])
+
+
+def precision_recall(generated: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
+    result = prc_features_to_metric(generated.detach().float().cpu(), reference.detach().float().cpu(),
+                                    prc_neighborhood=NEIGHBORHOOD, prc_batch_size=10000, save_cpu_ram=False,
+                                    verbose=False)
+    return float(result[KEY_METRIC_PRECISION]), float(result[KEY_METRIC_RECALL])
+
+
+@torch.no_grad()
+def _text_features(backbone, assembler: PromptAssembler, prompts: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    out = []
+    for start in range(0, len(prompts), BATCH):
+        embeddings, eot = assembler.assemble_pairs(prompts[start:start + BATCH], labels[start:start + BATCH])
+        out.append(backbone.encode_prompts(embeddings, eot).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def prompt_quality(backbone, generator, prompt_labels: Sequence[PromptLabel], features: FeatureSet, *,
+                   draws: int = 8, diversity_images: int = 128) -> dict:
+    """Fidelity and diversity of ``generator``'s prompts on ``features`` (domain_ids index ``prompt_labels``)."""
+    labels = torch.stack([label.ctx for label in prompt_labels]).float()  # [K, n_ctx, D]
+    assembler = PromptAssembler(backbone, prompt_labels[0].class_names, labels.shape[1])
+    generated_prompts = generator.sample(features.features).float().cpu()
+    generated = _text_features(backbone, assembler, generated_prompts, features.labels)
+    reference = _text_features(backbone, assembler, labels[features.domain_ids], features.labels)
+    distinct = torch.unique(reference, dim=0)
+    precision, recall = precision_recall(generated, distinct) if len(distinct) > NEIGHBORHOOD else (float("nan"),) * 2
+
+    images = features.features[:diversity_images]
+    draws_per_image = generator.sample(images.repeat_interleave(draws, dim=0)).float().cpu()
+    draws_per_image = draws_per_image.reshape(len(images), draws, -1)
+    pairs = torch.cdist(draws_per_image, draws_per_image)  # [M, draws, draws]
+    spread = pairs.sum(dim=(1, 2)) / (draws * (draws - 1))
+    flat = labels.reshape(len(labels), -1)
+    label_distance = torch.pdist(flat).mean() if len(flat) > 1 else torch.tensor(float("nan"))
+    return {
+        "fid": fid(generated, reference),
+        "kid": kid(generated, reference),
+        "precision": precision,
+        "recall": recall,
+        "diversity": float(spread.mean() / label_distance),
+        "images": len(features),
+        "reference_points": len(distinct),
+    }
+
+
+def domain_gap(features: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    """{"a|b": {"fid", "kid"}} for every pair of domains' image features [N_d, E]."""
+    return {f"{a}|{b}": {"fid": fid(features[a], features[b]), "kid": kid(features[a], features[b])}
+            for a, b in itertools.combinations(features, 2)}
