@@ -44,3 +44,7 @@ class BackboneLoadError(PromptgenError):
 
 class CacheError(PromptgenError):
     """The feature cache could not be opened, or holds an entry that cannot be read."""
+
+
+class DatasetError(PromptgenError):
+    """A dataset on disk is missing, incomplete or broken; the message names the path and what was expected."""

@@ -1,0 +1,229 @@
+"""A DG dataset stored as <domain>/<class>/<image> folders: listed, checked and split on first use."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import attrs
+from PIL import Image
+
+from promptgen.errors import ConfigError, DatasetError
+from promptgen.values import Sample
+from promptgen_dg_datasets import imagecheck, splits
+from promptgen_dg_datasets.layout import Layout, Spec, locate
+from promptgen_dg_datasets.listing import IMAGE_EXTENSIONS, list_domain
+
+BAD_IMAGES = ("fail", "skip")
+
+
+@attrs.frozen
+class Prepared:
+    """A dataset after its first use: samples per domain and split, where each split came from, problems."""
+
+    samples: dict[str, dict[str, list[Sample]]]
+    split_source: dict[str, str]
+    problems: tuple[str, ...]
+
+
+class FolderTreeDataset:
+    """Base of the DG dataset plugins: a ``Spec`` says which folders to read; see docs/datasets.md.
+
+    Options: seed (of the split when there is no official split file), val_fraction (0.2,
+    DomainBed's holdout), bad_images ('fail': one error listing every unreadable image; 'skip':
+    leave them out and list them as problems), check_images (False: no scan), progress (bars).
+    Labels index ``classes``, which follows the sorted class folder names, as ImageFolder does.
+    """
+
+    domains: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()
+    spec: Spec | None = None  # set by each dataset class (the folder dataset builds its own)
+
+    def __init__(self, root=None, seed: int = 0, *, val_fraction: float = 0.2, bad_images: str = "fail",
+                 check_images: bool = True, progress: bool = True, **unknown):
+        name = self.spec.name if self.spec else "folder"
+        if unknown:
+            raise ConfigError(f"{name}: unknown option(s) {', '.join(sorted(unknown))}; options: seed, val_fraction, "
+                              f"bad_images, check_images, progress")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"{name}: seed must be an int, got {seed!r}")
+        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+            raise ConfigError(f"{name}: val_fraction must be a number between 0 and 1 (exclusive), "
+                              f"got {val_fraction!r}")
+        if bad_images not in BAD_IMAGES:
+            raise ConfigError(f"{name}: bad_images must be one of {', '.join(BAD_IMAGES)}, got {bad_images!r}")
+        self.seed, self.val_fraction, self.bad_images = seed, float(val_fraction), bad_images
+        self.check_images, self.progress = bool(check_images), bool(progress)
+        self.spec = self.make_spec(root)
+        self.layout: Layout = locate(self.spec, root)
+        self.class_folders = tuple(sorted(self.spec.class_folders))
+        self.domains = tuple(domain for domain, _ in self.spec.domains)
+        self.classes = tuple(self.spec.prompt_name(folder) for folder in self.class_folders)
+        self._check_prompt_names()
+        self._label = {folder: i for i, folder in enumerate(self.class_folders)}
+        self._class_of = {splits.normal(n): f for f, c in zip(self.class_folders, self.classes) for n in (f, c)}
+        self._state: Prepared | None = None
+
+    def make_spec(self, root) -> Spec:
+        return self.spec
+
+    def key_prefix(self) -> str:
+        return ""
+
+    # --- the Dataset protocol -----------------------------------------------------------------
+
+    def samples(self, domain: str, split: str) -> list[Sample]:
+        if domain not in self.domains:
+            raise ConfigError(f"{self.spec.name}: unknown domain {domain!r}; domains: {', '.join(self.domains)}")
+        if split not in splits.SPLITS:
+            raise ConfigError(f"{self.spec.name}: unknown split {split!r}; splits: {', '.join(splits.SPLITS)}")
+        return list(self.prepared().samples[domain][split])
+
+    def load_image(self, sample: Sample) -> Image.Image:
+        try:
+            with Image.open(sample.source) as image:
+                return image.convert("RGB")
+        except (OSError, ValueError, SyntaxError) as error:
+            raise DatasetError(f"{self.spec.name}: cannot load image {sample.source}: {error}") from None
+
+    # --- what `promptgen data info` shows -----------------------------------------------------
+
+    def info(self) -> dict:
+        state = self.prepared()
+        return {
+            "dataset": self.spec.name,
+            "root": str(self.layout.dataset_dir),
+            "domains": list(self.domains),
+            "classes": list(self.classes),
+            "splits": {d: {s: len(state.samples[d][s]) for s in splits.SPLITS} for d in self.domains},
+            "split_source": dict(state.split_source),
+            "problems": list(state.problems),
+        }
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        return self.prepared().problems
+
+    # --- first use: list, check, split --------------------------------------------------------
+
+    def prepared(self) -> Prepared:
+        if self._state is None:
+            self._state = self._prepare()
+        return self._state
+
+    def _prepare(self) -> Prepared:
+        problems: list[str] = []
+        writes: list[tuple[Path, dict]] = []  # written only once everything is known to be good
+        files, ignored = self._list(problems)
+        if self.check_images:
+            self._drop_bad_images(files, ignored, problems, writes)
+        resolver = splits.Resolver(
+            base=self.layout.base,
+            domain_of_folder={path.name: domain for domain, path in self.layout.domain_dirs.items()},
+            images={d: frozenset(relative for _, relative in files[d]) for d in self.domains},
+            ignored={d: frozenset(ignored[d]) for d in self.domains},
+        )
+        samples, sources = {}, {}
+        for index, domain in enumerate(self.domains):
+            train, val, sources[domain] = self._split(domain, index, files[domain], resolver, problems, writes)
+            test = self._samples(domain, files[domain])
+            by_image = dict(zip(files[domain], test))  # one Sample per image, shared by test and train/val
+            samples[domain] = {"train": [by_image[i] for i in train], "val": [by_image[i] for i in val], "test": test}
+        for path, document in writes:
+            splits.write_json(path, document)
+        return Prepared(samples, sources, tuple(problems))
+
+    def _samples(self, domain: str, images) -> list[Sample]:
+        # Plain string joins, not Path: DomainNet makes ~590k of these.
+        key, source, label = f"{self.key_prefix()}{domain}/", self._prefix(domain), self._label
+        return [Sample(key=key + relative, label=label[folder], domain=domain, source=source + relative)
+                for folder, relative in images]
+
+    def _prefix(self, domain: str) -> str:
+        return str(self.layout.domain_dirs[domain]) + os.sep
+
+    def _list(self, problems: list[str]):
+        """{domain: sorted (class folder, relative path)}, {domain: excluded relative paths}."""
+        files, ignored, counts = {}, {}, {}
+        known = set(self.class_folders)
+        for domain in self.domains:
+            folder = self.layout.domain_dirs[domain]
+            by_class = list_domain(folder)
+            for name in sorted(set(by_class) - known):
+                problems.append(f"{folder / name}: not a {self.spec.title} class folder; its {len(by_class[name])} "
+                                f"images are not used")
+            ignored[domain] = {r for c in self.class_folders for r in by_class.get(c, ())
+                               if f"{domain}/{r}" in self.spec.excluded}
+            files[domain] = tuple((c, r) for c in self.class_folders for r in by_class.get(c, ())
+                                  if r not in ignored[domain])
+            counts[domain] = {c: len(by_class.get(c, ())) for c in self.class_folders}
+            if not files[domain]:
+                raise DatasetError(
+                    f"{self.spec.name}: domain '{domain}' has no images: {folder} holds no <class>/<image> files "
+                    f"({', '.join(sorted(IMAGE_EXTENSIONS))}) of the classes {', '.join(self.class_folders[:10])}"
+                    + (", ..." if len(self.class_folders) > 10 else ""))
+        for folder in self.class_folders:
+            for domain in self.domains:
+                if counts[domain][folder] == 0:
+                    per_domain = ", ".join(f"{d} {counts[d][folder]}" for d in self.domains)
+                    problem = (f"class '{folder}' has no images in domain '{domain}' "
+                               f"({self.layout.domain_dirs[domain] / folder}); images per domain: {per_domain}")
+                    # stacklevel: point at the code that called samples() / info()
+                    warnings.warn(f"{self.spec.name}: {problem}", stacklevel=5)
+                    problems.append(problem)
+        return files, ignored
+
+    def _drop_bad_images(self, files, ignored, problems, writes) -> None:
+        paths = [self._prefix(d) + relative for d in self.domains for _, relative in files[d]]
+        bad, result_path, cached = imagecheck.find_bad_images(self.spec.name, paths, progress=self.progress)
+        if bad and self.bad_images == "fail":
+            raise DatasetError(
+                f"{self.spec.name}: {len(bad)} unreadable or truncated image(s) under {self.layout.base}; replace or "
+                f"remove them, or leave them out with bad_images='skip' (promptgen data info --bad-images skip):\n  "
+                + "\n  ".join(f"{path}: {reason}" for path, reason in bad))
+        if not cached:
+            writes.append((result_path, imagecheck.document(self.spec.name, paths, bad)))
+        bad_paths = {path for path, _ in bad}
+        problems += [f"unreadable image left out: {path} ({reason})" for path, reason in bad]
+        for domain in self.domains:
+            folder, prefix = self.layout.domain_dirs[domain], self._prefix(domain)
+            dropped = {r for _, r in files[domain] if prefix + r in bad_paths}
+            if dropped:
+                ignored[domain] |= dropped
+                files[domain] = tuple(image for image in files[domain] if image[1] not in dropped)
+                if not files[domain]:
+                    raise DatasetError(f"{self.spec.name}: domain '{domain}' has no readable images in {folder}")
+
+    def _split(self, domain, index, files, resolver, problems, writes):
+        """(train, val, source) of one domain: the official split file if there is one, else a seeded split."""
+        folder = self.layout.domain_dirs[domain]
+        initials = [d[0].lower() for d in self.domains]
+        names = [domain, folder.name, "_".join(domain.split()).lower()]
+        if initials.count(domain[0].lower()) == 1:
+            names.append(domain[0].lower())  # SPG names PACS's files a_, c_, p_, s_
+        context = splits.DomainContext(domain, folder, files, self._class_of, frozenset(c for c, _ in files))
+        official = splits.official_file(self.layout.dataset_dir, names, self.seed)
+        if official is not None:
+            train, val, more = splits.check_split(official, splits.read_document(official), context, resolver)
+            problems += more
+            return train, val, f"official: {official}"
+        path = splits.seeded_path(self.spec.name, domain, files, self.seed, self.val_fraction)
+        if path.is_file():
+            train, val, more = splits.check_split(path, splits.read_document(path), context, resolver)
+            problems += more
+        else:
+            train, val = splits.seeded_split(self.spec.name, domain, files, self.seed, self.val_fraction)
+            meta = {"dataset": self.spec.name, "domain": domain, "seed": self.seed, "val_fraction": self.val_fraction,
+                    "stratified": True, "paths_relative_to": "the folder holding the domain folders"}
+            writes.append((path, splits.seeded_document(train, val, folder_name=folder.name, label_of=self._label,
+                                                        domain_index=index, meta=meta)))
+        return train, val, f"seeded: {path}"
+
+    def _check_prompt_names(self) -> None:
+        seen: dict[str, str] = {}
+        for folder in self.class_folders:
+            other = seen.setdefault(splits.normal(folder), folder)
+            if other != folder:
+                raise DatasetError(f"{self.spec.name}: class folders '{other}' and '{folder}' give the same class "
+                                   f"name in prompts; rename one of them")
