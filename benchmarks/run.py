@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--methods", nargs="+", metavar="METHOD", help="e.g. zero-shot coop spg spg-cgan, or all")
     what.add_argument("--seeds", nargs="+", type=int, metavar="SEED")
     what.add_argument("--targets", nargs="+", metavar="DOMAIN", help="only these target domains")
+    what.add_argument("--protocol", choices=suites.PROTOCOLS, help="the DG protocol")
+    what.add_argument("--dataset", help="the (source) dataset plugin")
+    what.add_argument("--target-dataset", help="cross-dataset: the dataset tested on")
     what.add_argument("--backbone", help="backbone plugin, e.g. openclip")
     what.add_argument("--model", help="open_clip model name, e.g. ViT-B-16")
     what.add_argument("--pretrained", help="pretrained tag or local checkpoint file")
@@ -67,13 +70,17 @@ def resolve_suite(args) -> suites.Suite:
     backbone = {**suite.backbone, **{k: v for k, v in (("name", args.backbone), ("model", args.model),
                                                         ("pretrained", args.pretrained), ("device", args.device))
                                      if v is not None}}
-    suite = suites.with_changes(suite, methods=args.methods and tuple(args.methods),
+    suite = suites.with_changes(suite, protocol=args.protocol, dataset=args.dataset,
+                                target_dataset=args.target_dataset, methods=args.methods and tuple(args.methods),
                                 seeds=args.seeds and tuple(args.seeds), targets=args.targets and tuple(args.targets),
                                 preset=args.preset, data_root=args.data_root, backbone=backbone)
     try:
         suite.backbone_config()
     except PromptgenError as error:
         raise ConfigError(f"{suite.path}: backbone (with the command line's overrides): {error}") from None
+    if (suite.protocol == "cross-dataset") != (suite.target_dataset is not None):
+        raise ConfigError(f"{suite.path}: protocol {suite.protocol} with target dataset {suite.target_dataset}: "
+                          f"a target dataset goes with, and only with, --protocol cross-dataset")
     return suite
 
 

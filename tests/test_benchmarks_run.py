@@ -212,3 +212,17 @@ def test_perf_arms_run_in_their_own_processes_with_their_own_peak_memory(tmp_pat
 def test_perf_suite_names_an_unknown_measurement(tmp_path, capsys):
     assert run.main(["--suite", _perf_suite(tmp_path, 'measurements = ["speed"]'), "--out", str(tmp_path)]) == 2
     assert "perf.toml: perf.measurements: unknown ['speed']" in capsys.readouterr().err
+
+
+def test_command_line_switches_the_protocol_and_checks_the_target_dataset(tmp_path, capsys):
+    suite = _suite(tmp_path, 'methods = ["zero-shot"]')
+    out = tmp_path / "out"
+    assert run.main(["--suite", suite, "--out", str(out), "--quiet", "--protocol", "cross-dataset",
+                     "--target-dataset", "digits-c", "--targets", "inverted"]) == 0
+    (record,) = RecordStore(out).records()
+    assert record["job"]["protocol"] == "cross-dataset" and record["target_dataset"] == "digits-c"
+    assert record["sources"] == ["handwritten", "typeset", "photo", "sketch"]
+    assert record["test_accuracy"]["inverted"] == pytest.approx(0.7825, abs=0.002)  # docs/world.md: inverted 78.3
+    assert "trained on digits-dg, tested on digits-c" in capsys.readouterr().out
+    assert run.main(["--suite", suite, "--out", str(out), "--protocol", "cross-dataset"]) == 2
+    assert "a target dataset goes with, and only with, --protocol cross-dataset" in capsys.readouterr().err
