@@ -60,6 +60,18 @@ class PromptScaler(nn.Module):
         return (flat * self.scale + self.center).view(len(flat), *shape)
 
 
+def module_states(modules: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """One flat state dict for several named modules: '<name>.<key>' (what a Generator's state_dict returns)."""
+    return {f"{name}.{key}": value for name, module in modules.items() for key, value in module.state_dict().items()}
+
+
+def load_module_states(modules: dict[str, nn.Module], state: dict[str, torch.Tensor]) -> None:
+    """The inverse of :func:`module_states`."""
+    for name, module in modules.items():
+        module.load_state_dict({key[len(name) + 1:]: value for key, value in state.items()
+                                if key.startswith(name + ".")})
+
+
 def train_epochs(
     generator,
     backbone,

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from promptgen.errors import ConfigError
-from promptgen.training import train_epochs
+from promptgen.training import load_module_states, module_states, train_epochs
 from promptgen.values import FeatureSet
 from promptgen_cgan.networks import PromptDiscriminator, PromptGenerator
 
@@ -72,13 +72,13 @@ class CGANGenerator:
         return self.generator(noise.to(device), features.to(device, torch.float32))
 
     def state_dict(self) -> dict:
-        state = {f"generator.{k}": v for k, v in self.generator.state_dict().items()}
-        state.update({f"discriminator.{k}": v for k, v in self.discriminator.state_dict().items()})
-        return state
+        return module_states(self._nets())
 
     def load_state_dict(self, state: dict) -> None:
-        for prefix, net in (("generator.", self.generator), ("discriminator.", self.discriminator)):
-            net.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        load_module_states(self._nets(), state)
+
+    def _nets(self) -> dict:
+        return {"generator": self.generator, "discriminator": self.discriminator}
 
     def fit(self, backbone, train: FeatureSet, prompt_labels, val: FeatureSet | None) -> dict:
         o = self.options

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from promptgen.errors import ConfigError
-from promptgen.training import PromptScaler, condition, train_epochs
+from promptgen.training import PromptScaler, condition, load_module_states, module_states, train_epochs
 from promptgen.values import FeatureSet
 
 SAMPLE_MODES = ("random", "mean")
@@ -83,12 +83,10 @@ class CVAEGenerator:
         return self.scaler.denormalize(flat, self.shape)
 
     def state_dict(self) -> dict:
-        return {f"{name}.{key}": value for name, module in self._modules().items()
-                for key, value in module.state_dict().items()}
+        return module_states(self._modules())
 
     def load_state_dict(self, state: dict) -> None:
-        for name, module in self._modules().items():
-            module.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
+        load_module_states(self._modules(), state)
 
     def fit(self, backbone, train: FeatureSet, prompt_labels, val: FeatureSet | None) -> dict:
         o = self.options

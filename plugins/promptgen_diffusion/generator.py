@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from promptgen.errors import ConfigError
-from promptgen.training import PromptScaler, condition, train_epochs
+from promptgen.training import PromptScaler, condition, load_module_states, module_states, train_epochs
 from promptgen.values import FeatureSet
 
 TIME_FEATURES = 64
@@ -147,12 +147,10 @@ class DiffusionGenerator:
         return self.scaler.denormalize(x, self.shape)
 
     def state_dict(self) -> dict:
-        return {f"{name}.{key}": value for name, module in (("denoiser", self.denoiser), ("scaler", self.scaler))
-                for key, value in module.state_dict().items()}
+        return module_states({"denoiser": self.denoiser, "scaler": self.scaler})
 
     def load_state_dict(self, state: dict) -> None:
-        for name, module in (("denoiser", self.denoiser), ("scaler", self.scaler)):
-            module.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
+        load_module_states({"denoiser": self.denoiser, "scaler": self.scaler}, state)
 
     def fit(self, backbone, train: FeatureSet, prompt_labels, val: FeatureSet | None) -> dict:
         o = self.options
