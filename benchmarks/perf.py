@@ -21,19 +21,32 @@ import time
 
 import torch
 
-from benchmarks.class_lists import class_names
+from promptgen import defaults
 from promptgen.cache import FeatureCache
 from promptgen.config import BackboneConfig
 from promptgen.data import SampleImages, extract_features
+from promptgen.errors import ConfigError
 from promptgen.evaluate import instance_logits
 from promptgen.prompts import PromptAssembler
-from promptgen.registry import create
+from promptgen.registry import default_registry
 from promptgen.values import PromptLabel
 
 MEASUREMENTS = ("stage2", "inference", "extraction", "cache")
-DEFAULTS = {"dataset": "digits-dg", "target": "photo", "stage2_steps": 30, "batch_size": 32,
+DEFAULTS = {"dataset": defaults.DATASET, "target": None, "stage2_steps": 30, "batch_size": 32,
+            "generator": defaults.PERF_GENERATOR, "class_names_from": defaults.PERF_CLASS_NAMES,
             "inference_images": 64, "classes": [10, 345], "extraction_images": 512, "cache_dir": None,
             "fresh_processes": True}  # False: arms share this process (quick checks; peak RSS is then shared too)
+
+
+def class_names(settings: dict, count: int) -> list[str]:
+    """The first ``count`` class names of dataset plugin ``class_names_from``, whose classes are known without
+    data (a class attribute): realistic prompt lengths for the inference arms."""
+    name = settings["class_names_from"]
+    names = list(getattr(default_registry().get("dataset", name).factory, "classes", ()))
+    if not 1 <= count <= len(names):
+        raise ConfigError(f"perf: classes: {count} classes asked for, but dataset {name!r} declares "
+                          f"{len(names)} class names")
+    return names[:count]
 
 
 class FullLength:
@@ -52,19 +65,20 @@ class FullLength:
 def _setup(settings: dict):
     torch.manual_seed(0)
     backbone = BackboneConfig(**settings["backbone"]).build()
-    dataset = create("dataset", settings["dataset"])
-    sources = [d for d in dataset.domains if d != settings["target"]]
+    dataset = default_registry().create("dataset", settings["dataset"])
+    target = settings["target"] or dataset.domains[-1]
+    sources = [d for d in dataset.domains if d != target]
     samples = [s for d in sources for s in dataset.samples(d, "train")]
     return backbone, dataset, samples
 
 
-def _generator(backbone):
-    """An untrained CGAN on the backbone's device (the perf arms time steps, not what they learn)."""
-    generator = create("generator", "cgan", feature_dim=backbone.embed_dim, n_ctx=4, ctx_dim=backbone.ctx_dim,
-                       progress=False)
-    generator.generator.to(backbone.device)
-    generator.discriminator.to(backbone.device)
-    return generator
+def _generator(backbone, settings: dict):
+    """An untrained generator (the perf arms time steps, not what they learn)."""
+    registry = default_registry()
+    name = settings["generator"]
+    options = {"progress": False} if "progress" in registry.get("generator", name).options else {}
+    return registry.create("generator", name, feature_dim=backbone.embed_dim, n_ctx=4, ctx_dim=backbone.ctx_dim,
+                           **options)
 
 
 def _timed(fn, repeats: int = 1) -> float:
@@ -83,22 +97,26 @@ def _stage2(settings: dict, arm: str) -> dict:
         cached = cache.get(backbone, dataset, settings["dataset"], samples, train=True, views=1, progress=False)
     labels = [PromptLabel(ctx=0.02 * torch.randn(4, backbone.ctx_dim), fingerprint=backbone.fingerprint,
                           domain=str(d), class_names=dataset.classes) for d in range(len(dataset.domains))]
-    targets = torch.stack([label.ctx for label in labels]).to(backbone.device)
     images = SampleImages(dataset, samples, backbone.image_transform(True))
-    generator = _generator(backbone)
-    optimizers = [torch.optim.AdamW(net.parameters(), lr=2e-4, betas=(0.5, 0.999))
-                  for net in (generator.generator, generator.discriminator)]
+    generator = _generator(backbone, settings)
+    if not hasattr(generator, "trainer"):
+        raise ConfigError(f"perf: stage2: generator {settings['generator']!r} has no trainer() to time "
+                          f"(promptgen.training.Trainer)")
+    trainer = generator.trainer(backbone, cached, labels)
+    for module in trainer.modules:
+        module.train()
     rng, batch = torch.Generator().manual_seed(0), settings["batch_size"]
 
     def steps():
         for _ in range(settings["stage2_steps"]):
-            index = torch.randint(len(samples), (2 * batch,), generator=rng)  # a real and a "fake" batch
+            index = torch.randint(len(samples), (batch,), generator=rng).to(trainer.features.device)
             if arm == "recomputed":
-                features = backbone.encode_images(torch.stack([images[int(i)][0] for i in index]))
-            else:
-                features = cached.features[index].to(backbone.device)
-            generator._step(features, cached.domain_ids[index].to(backbone.device), targets,
-                            torch.arange(batch, device=backbone.device), optimizers, rng)
+                # The official structure: every step encodes its real batch and a "fake" batch from pixels.
+                fake = torch.randint(len(samples), (batch,), generator=rng).to(index.device)
+                both = torch.cat([index, fake])
+                pixels = torch.stack([images[int(i)][0] for i in both])
+                trainer.features[both] = backbone.encode_images(pixels).to(trainer.features.dtype)
+            trainer.step(index, rng)
 
     seconds = _timed(steps)
     return {"rate": settings["stage2_steps"] / seconds, "unit": "steps/s"}
@@ -106,9 +124,9 @@ def _stage2(settings: dict, arm: str) -> dict:
 
 def _inference(settings: dict, arm: str, classes: int) -> dict:
     backbone, dataset, _ = _setup(settings)
-    generator = _generator(backbone)
+    generator = _generator(backbone, settings)
     features = torch.nn.functional.normalize(torch.randn(settings["inference_images"], backbone.embed_dim), dim=-1)
-    assembler = PromptAssembler(backbone, class_names(classes), 4)
+    assembler = PromptAssembler(backbone, class_names(settings, classes), 4)
     model = FullLength(backbone) if arm == "full-length" else backbone
 
     def infer():

@@ -4,7 +4,9 @@
   single-source  for each source, train on it alone and test on every other domain
   cross-dataset  train on every domain of one dataset, test on each domain of another (shared classes)
 
-Zero-shot learns nothing and has no randomness, so it runs with the first seed only.
+A method whose result does not depend on the seed (``deterministic = True``, e.g. zero-shot) runs
+with the first seed only. Every job's config is checked against the registry (names, options)
+before any job runs.
 """
 
 from __future__ import annotations
@@ -13,27 +15,39 @@ from typing import Sequence
 
 from benchmarks.records import Job
 from benchmarks.suites import Suite
-from promptgen.errors import ConfigError
-from promptgen.registry import get_registry
-
-BASE_METHODS = ("zero-shot", "coop")
-
-
-def all_methods() -> tuple[str, ...]:
-    """zero-shot, coop and SPG with every registered generator (spg-cgan first: it is the paper's)."""
-    generators = sorted(get_registry().names("generator"), key=lambda name: (name != "cgan", name))
-    return (*BASE_METHODS, *(f"spg-{name}" for name in generators))
+from promptgen.device import resolve_device
+from promptgen.engine import build_dataset, check
+from promptgen.errors import ConfigError, PromptgenError
+from promptgen.presets import resolve_preset
 
 
-def resolve_methods(methods: Sequence[str], where: str) -> tuple[str, ...]:
-    """Expand "all" and "spg" (= spg-cgan); name ``where`` (file: key) for an unknown method."""
-    known = all_methods()
+def method_attribute(registry, name: str, attribute: str, default):
+    """An attribute a method's factory declares (through a functools.partial too), else ``default``."""
+    factory = registry.get("method", name).factory
+    while not hasattr(factory, attribute) and hasattr(factory, "func"):
+        factory = factory.func
+    return getattr(factory, attribute, default)
+
+
+def method_rank(registry, name: str) -> tuple:
+    """Table order: a method's ``rank`` attribute (its place in the SPG paper's table), then its name."""
+    return (method_attribute(registry, name, "rank", 1000), name)
+
+
+def all_methods(registry) -> tuple[str, ...]:
+    """Every registered method, in table order."""
+    return tuple(sorted(registry.names("method"), key=lambda name: method_rank(registry, name)))
+
+
+def resolve_methods(methods: Sequence[str], where: str, registry) -> tuple[str, ...]:
+    """Expand "all" and aliases (e.g. ``spg`` -> ``spg-cgan``); name ``where`` (file: key) for an unknown method."""
+    known = all_methods(registry)
+    aliases = sorted(alias for (kind, alias) in registry.aliases if kind == "method")
     resolved = []
     for method in methods:
-        expanded = known if method == "all" else ("spg-cgan",) if method == "spg" else (method,)
-        for name in expanded:
-            if name not in known:
-                raise ConfigError(f"{where}: unknown method {name!r}; methods: all, spg, {', '.join(known)}")
+        if method != "all" and not registry.has("method", method):
+            raise ConfigError(f"{where}: unknown method {method!r}; methods: all, {', '.join(aliases + list(known))}")
+        for name in known if method == "all" else (registry.canonical("method", method),):
             if name not in resolved:
                 resolved.append(name)
     return tuple(resolved)
@@ -54,31 +68,43 @@ def single_source(domains: Sequence[str], targets: Sequence[str] | None = None) 
     return pairs
 
 
-def expand(suite: Suite, methods: Sequence[str] | None = None) -> list[Job]:
-    """Every (sources, targets) split x method x seed of ``suite``, against the installed plugins."""
-    registry = get_registry()
+def _domains(suite: Suite, registry, name: str) -> tuple[str, ...]:
+    example = suite.example()
+    preset = resolve_preset(example.preset, resolve_device(example.backbone.device).type)
+    return tuple(build_dataset(example, registry, name, preset, progress=False).domains)
+
+
+def expand(suite: Suite, registry, methods: Sequence[str] | None = None) -> list[Job]:
+    """Every (sources, targets) split x method x seed of ``suite``, each job's config checked against ``registry``."""
     where = f"{suite.path}"
-    for key, name in (("dataset", suite.dataset), ("target_dataset", suite.target_dataset)):
-        if name is not None and name not in registry.names("dataset"):
+    example = suite.example()
+    for key, name in (("dataset", example.dataset), ("target_dataset", example.target_dataset)):
+        if name is not None and not registry.has("dataset", name):
             raise ConfigError(f"{where}: {key}: unknown dataset {name!r}; registered: "
                               f"{', '.join(registry.names('dataset'))}")
-    methods = resolve_methods(methods or suite.methods, f"{where}: methods")
-    domains = registry.create("dataset", suite.dataset, root=suite.data_root).domains
+    methods = resolve_methods(methods or suite.methods, f"{where}: methods", registry)
+    domains = _domains(suite, registry, example.dataset)
     if suite.protocol == "cross-dataset":
-        target_domains = registry.create("dataset", suite.target_dataset, root=suite.data_root).domains
+        target_domains = _domains(suite, registry, example.target_dataset)
         _check_targets(suite, target_domains)
-        splits = [(tuple(domains), tuple(suite.targets or target_domains))]
+        splits = [(domains, tuple(suite.targets or target_domains))]
     else:
         _check_targets(suite, domains)
         splits = (leave_one_out if suite.protocol == "multi-source" else single_source)(domains, suite.targets)
-    config = {"backbone": suite.backbone, "preset": suite.preset, "views": suite.views,
-              "overrides": suite.overrides, "target_dataset": suite.target_dataset}
-    return [
-        Job(suite.dataset, suite.protocol, sources, targets, method, seed, config)
-        for sources, targets in splits
-        for method in methods
-        for seed in (suite.seeds[:1] if method == "zero-shot" else suite.seeds)
-    ]
+    jobs = []
+    for method in methods:
+        deterministic = method_attribute(registry, method, "deterministic", False)
+        for sources, targets in splits:
+            for seed in suite.seeds[:1] if deterministic else suite.seeds:
+                jobs.append(Job(suite.protocol, suite.run_config(targets=targets, sources=sources, method=method,
+                                                                 seed=seed)))
+    jobs.sort(key=lambda job: (splits.index((job.config.sources, job.config.targets)), methods.index(job.method)))
+    for job in {job.method: job for job in jobs}.values():  # one job per method: the others differ in domains
+        try:
+            check(job.config, registry)
+        except PromptgenError as error:
+            raise ConfigError(f"{where}: {error}") from None
+    return jobs
 
 
 def _check_targets(suite: Suite, domains: Sequence[str]) -> None:

@@ -1,36 +1,54 @@
 """Jobs and their JSON records: one file per finished (or failed) job, so sweeps resume and tables are derived.
 
-A job is identified by what it computes — dataset, protocol, sources, targets, method, seed and a
-hash of its configuration — so changing any of them makes a new job rather than reusing a stale
-record. Records are written atomically: a sweep killed mid-write never leaves a half record.
+A job is a protocol and the RunConfig of one run. It is identified by what it computes — dataset,
+protocol, sources, targets, method, seed and a hash of the whole config's identity (where the data
+and the cache live is not part of it) — so changing any of them makes a new job rather than reusing
+a stale record. Records are written atomically and strictly (promptgen.files): a sweep killed
+mid-write never leaves a half record.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import traceback
 from pathlib import Path
 from typing import Callable, Iterable
 
 import attrs
 
+from promptgen.config import RunConfig
+from promptgen.files import write_json
+
 
 @attrs.frozen
 class Job:
-    dataset: str
     protocol: str  # multi-source, single-source, cross-dataset
-    sources: tuple[str, ...] = attrs.field(converter=tuple)
-    targets: tuple[str, ...] = attrs.field(converter=tuple)
-    method: str
-    seed: int
-    config: dict = attrs.field(factory=dict, eq=False, hash=False)  # backbone, preset, overrides
+    config: RunConfig
+
+    @property
+    def dataset(self) -> str:
+        return self.config.dataset
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return self.config.sources
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return self.config.targets
+
+    @property
+    def method(self) -> str:
+        return self.config.method
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
 
     @property
     def config_hash(self) -> str:
-        text = json.dumps(self.config, sort_keys=True, default=str)
+        text = json.dumps(self.config.identity(), sort_keys=True, default=str)
         return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
 
     @property
@@ -43,6 +61,12 @@ class Job:
     @property
     def id(self) -> str:
         return f"{self.dataset}.{self.protocol}.{self.split}.{self.method}.seed{self.seed}.{self.config_hash}"
+
+    def describe(self) -> dict:
+        """What a record says of its job."""
+        return {"id": self.id, "protocol": self.protocol, "dataset": self.dataset, "sources": list(self.sources),
+                "targets": list(self.targets), "method": self.method, "seed": self.seed,
+                "config_hash": self.config_hash, "config": self.config.identity()}
 
 
 class RecordStore:
@@ -60,12 +84,7 @@ class RecordStore:
 
     def write(self, job: Job, record: dict) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
-        payload = {"job": {**attrs.asdict(job), "id": job.id, "config_hash": job.config_hash}, **record}
-        handle, temporary = tempfile.mkstemp(dir=self.directory, suffix=".json.tmp")
-        with os.fdopen(handle, "w") as file:
-            json.dump(payload, file, indent=2, default=str)
-        os.replace(temporary, self.path(job))
-        return self.path(job)
+        return write_json(self.path(job), {"job": job.describe(), **record})
 
     def records(self, jobs: Iterable[Job] | None = None) -> list[dict]:
         """Every record, or those of ``jobs`` that exist."""

@@ -10,7 +10,6 @@ See docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -18,8 +17,12 @@ from pathlib import Path
 
 from benchmarks import perf, protocols, suites, sweep
 from benchmarks.records import RecordStore, run_jobs
+from promptgen import defaults
+from promptgen.cli import add_set_argument, merge_overrides, parse_settings
 from promptgen.errors import ConfigError, PromptgenError
-from promptgen.registry import get_registry
+from promptgen.files import write_json
+from promptgen.presets import PRESET_CHOICES
+from promptgen.registry import default_registry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--suite", default="default", help="a suite name (see --list) or a .toml file (default: %(default)s)")
     parser.add_argument("--list", action="store_true", help="list the suites, one line each, and exit")
     what = parser.add_argument_group("override the suite")
-    what.add_argument("--methods", nargs="+", metavar="METHOD", help="e.g. zero-shot coop spg spg-cgan, or all")
+    what.add_argument("--methods", nargs="+", metavar="METHOD", help="registered methods (promptgen plugins), or all")
     what.add_argument("--seeds", nargs="+", type=int, metavar="SEED")
     what.add_argument("--targets", nargs="+", metavar="DOMAIN", help="only these target domains")
     what.add_argument("--protocol", choices=suites.PROTOCOLS, help="the DG protocol")
@@ -39,13 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--model", help="open_clip model name, e.g. ViT-B-16")
     what.add_argument("--pretrained", help="pretrained tag or local checkpoint file")
     what.add_argument("--device", help="cpu, cuda, cuda:N, auto")
-    what.add_argument("--preset", choices=("auto", "cpu", "gpu"))
+    what.add_argument("--preset", choices=PRESET_CHOICES)
     what.add_argument("--data-root", help="where the dataset lives (real datasets)")
+    add_set_argument(what)
     where = parser.add_argument_group("where and how")
     where.add_argument("--out", type=Path, help="output directory (default: results/SUITE)")
     where.add_argument("--cache-dir", help="feature cache root (default: $PROMPTGEN_CACHE_DIR, else ~/.cache/promptgen)")
     where.add_argument("--force", action="store_true", help="rerun jobs that already have a finished record")
-    where.add_argument("--launcher", default="local", help="launcher plugin: local, processes or ray (default: local)")
+    where.add_argument("--launcher", default=defaults.LAUNCHER,
+                       help="launcher plugin, e.g. local, processes or ray (default: %(default)s)")
     where.add_argument("--workers", type=int, default=2, help="processes launcher: worker processes (default: 2)")
     where.add_argument("--ray-address", help="ray launcher: a running cluster (ray://host:10001 or auto); "
                        "default: start a local Ray instance")
@@ -66,18 +71,21 @@ def list_suites() -> None:
 
 
 def resolve_suite(args) -> suites.Suite:
+    """The suite file with the command line's changes to its keys and to its run template."""
     suite = suites.load(args.suite)
-    backbone = {**suite.backbone, **{k: v for k, v in (("name", args.backbone), ("model", args.model),
-                                                        ("pretrained", args.pretrained), ("device", args.device))
-                                     if v is not None}}
-    suite = suites.with_changes(suite, protocol=args.protocol, dataset=args.dataset,
-                                target_dataset=args.target_dataset, methods=args.methods and tuple(args.methods),
-                                seeds=args.seeds and tuple(args.seeds), targets=args.targets and tuple(args.targets),
-                                preset=args.preset, data_root=args.data_root, backbone=backbone)
-    try:
-        suite.backbone_config()
-    except PromptgenError as error:
-        raise ConfigError(f"{suite.path}: backbone (with the command line's overrides): {error}") from None
+    backbone = {**suite.template.get("backbone", {}),
+                **{k: v for k, v in (("name", args.backbone), ("model", args.model), ("pretrained", args.pretrained),
+                                     ("device", args.device)) if v is not None}}
+    template = {key: value for key, value in (("dataset", args.dataset), ("target_dataset", args.target_dataset),
+                                              ("preset", args.preset), ("data_root", args.data_root))
+                if value is not None}
+    if backbone:
+        template["backbone"] = backbone
+    if args.set:
+        template["overrides"] = merge_overrides(suite.template.get("overrides", {}), parse_settings(args.set))
+    suite = suites.with_changes(suite, template=template, protocol=args.protocol,
+                                methods=args.methods and tuple(args.methods), seeds=args.seeds and tuple(args.seeds),
+                                targets=args.targets and tuple(args.targets))
     if (suite.protocol == "cross-dataset") != (suite.target_dataset is not None):
         raise ConfigError(f"{suite.path}: protocol {suite.protocol} with target dataset {suite.target_dataset}: "
                           f"a target dataset goes with, and only with, --protocol cross-dataset")
@@ -110,26 +118,27 @@ def shard(jobs: list, spec: str | None) -> list:
 
 def rank_device(suite: suites.Suite) -> str | None:
     """Under torchrun, each rank computes on its own GPU (cuda:LOCAL_RANK) unless the suite pins a device."""
-    if "LOCAL_RANK" not in os.environ or suite.backbone.get("device", "auto") not in ("auto", "cuda"):
+    if "LOCAL_RANK" not in os.environ or suite.example().backbone.device not in ("auto", "cuda"):
         return None
     import torch
 
     return f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else None
 
 
-def launcher(args):
-    options = {"progress": not args.quiet}
-    if args.launcher == "processes":
-        options["workers"] = args.workers
-    if args.launcher == "ray" and args.ray_address:
-        options["address"] = args.ray_address
-    return get_registry().create("launcher", args.launcher, **options)
+def launcher(args, registry):
+    """The launcher plugin, given the command-line options it declares (progress, workers, address)."""
+    component = registry.get("launcher", args.launcher)
+    wanted = {"progress": not args.quiet, "workers": args.workers, "address": args.ray_address}
+    options = {key: value for key, value in wanted.items() if key in component.options and value is not None}
+    return registry.create("launcher", args.launcher, **options)
 
 
 def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
+    registry = default_registry()
     check_data_root(suite)
-    suite = suites.with_changes(suite, data_root=suite.data_root and str(Path(suite.data_root).expanduser()))
-    jobs = protocols.expand(suite)
+    if suite.data_root:
+        suite = suites.with_changes(suite, template={"data_root": str(Path(suite.data_root).expanduser())})
+    jobs = protocols.expand(suite, registry)
     store = RecordStore(out)
     if not args.report:
         mine = shard(jobs, args.shard)
@@ -137,9 +146,9 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
         print(f"suite {suite.name}: {len(jobs)} jobs, {len(mine) - len(pending)} already done, "
               f"running {len(pending)} with the {args.launcher} launcher", flush=True)
         # Within-job progress bars only when jobs run one at a time in this process.
-        runner = sweep.JobRunner(out, args.cache_dir, suite.data_root,
-                                 progress=not args.quiet and args.launcher == "local", device=rank_device(suite))
-        run_jobs(pending, runner, store, force=True, launcher=launcher(args))
+        runner = sweep.JobRunner(out, args.cache_dir, progress=not args.quiet and args.launcher == defaults.LAUNCHER,
+                                 device=rank_device(suite))
+        run_jobs(pending, runner, store, force=True, launcher=launcher(args, registry))
     records = store.records(jobs)
     table = sweep.suite_table(suite, jobs, records)
     fingerprints = sorted({r["fingerprint"] for r in records if r.get("status") == "ok"})
@@ -152,10 +161,10 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     (out / "methods.md").write_text(methods + "\n")
     text += "\n\nPer method: seed stability, stage II time and generator quality (docs/benchmarks.md)\n\n" + methods
     if records and not args.report:
-        domains, gaps = sweep.domain_gaps(suite, args.cache_dir, rank_device(suite))
+        domains, gaps = sweep.domain_gaps(suite, args.cache_dir, rank_device(suite), registry)
         gap_table = sweep.domain_gap_table(gaps, domains)
         (out / "domain_gap.md").write_text(gap_table + "\n")
-        (out / "domain_gap.json").write_text(json.dumps(gaps, indent=2))
+        write_json(out / "domain_gap.json", gaps)
         text += "\n\nDomain gap in image-feature space: FID above the diagonal, KID ×10³ below\n\n" + gap_table
     failed = [r for r in records if r.get("status") == "failed"]
     missing = len(jobs) - len(records)
@@ -170,7 +179,8 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
 
 
 def run_perf(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
-    settings = {**suite.perf, "backbone": dict(suite.backbone), "cache_dir": args.cache_dir}
+    backbone = suite.example().backbone
+    settings = {**suite.perf, "backbone": suite.template.get("backbone", {}), "cache_dir": args.cache_dir}
     measurements = settings.pop("measurements", list(perf.MEASUREMENTS))
     unknown = set(measurements) - set(perf.MEASUREMENTS)
     if unknown:
@@ -178,12 +188,12 @@ def run_perf(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
                           f"measurements: {', '.join(perf.MEASUREMENTS)}")
     rows = perf.measure(settings, measurements, progress=not args.quiet)
     (out / "records").mkdir(parents=True, exist_ok=True)
-    (out / "records" / "perf.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2, default=str))
+    write_json(out / "records" / "perf.json", {"settings": settings, "rows": rows})
     lines = ["measurement,baseline,fast,unit,baseline_rate,fast_rate,ratio,baseline_rss_mb,fast_rss_mb,max_logit_diff"]
     lines += [",".join(str(r.get(key, "")) for key in lines[0].split(",")) for r in rows]
     (out / "table.csv").write_text("\n".join(lines) + "\n")
-    heading = (f"{suite.name}: speed-ups measured side by side, backbone {suite.backbone_config().name}"
-               f"{' ' + suite.backbone_config().model if suite.backbone_config().model else ''}; "
+    heading = (f"{suite.name}: speed-ups measured side by side, backbone {backbone.name}"
+               f"{' ' + backbone.model if backbone.model else ''}; "
                f"peak RSS of each arm's own process (torch, backbone and dataset included)")
     return perf.table(rows, heading), {"suite": suite.name, "rows": len(rows)}
 
@@ -204,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     seconds = time.perf_counter() - start
     (out / "table.md").write_text(text + "\n")
-    (out / "summary.json").write_text(json.dumps({**summary, "seconds": round(seconds, 1)}, indent=2) + "\n")
+    write_json(out / "summary.json", {**summary, "seconds": round(seconds, 1)})
     print("\n" + text)
     print(f"\nwrote {out}/table.md, table.csv{', table.png' if (out / 'table.png').exists() else ''} "
           f"and records/ ({seconds:.0f} s)")

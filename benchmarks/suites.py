@@ -1,10 +1,21 @@
 """Benchmark suites: TOML files in benchmarks/suites/, read into a checked :class:`Suite`.
 
-A suite names a dataset, a DG protocol, methods, seeds, a backbone, a preset and overrides; or, with
-``kind = "perf"``, the performance measurements. Every key is checked when the file is read, and a
-mistake names the file and the key (``benchmarks/suites/pacs.toml: methods: unknown method 'spgg'``).
-Names of plugins (datasets, generators) are checked against the registry only when the suite runs,
-after its data root is found, so a suite for a dataset that is not installed still lists.
+A suite file has suite keys (what to sweep) and a run template (how each run is set up):
+
+    description = "..."            # suite keys: description, kind, protocol, targets, methods, seeds, prepare, perf
+    protocol = "multi-source"
+    methods = ["all"]
+    seeds = [0, 1, 2]
+    dataset = "my-dataset"         # the run template: promptgen.config.RunConfig's fields, read by the same
+    preset = "cpu"                 # from_dict that reads a run directory's config.json
+    [backbone]
+    name = "my-backbone"
+    [overrides.my-learner]         # component options on top of the preset, by component name
+    epochs = 4
+
+Every key is checked when the file is read, and a mistake names the file and the key
+(``benchmarks/suites/pacs.toml: metods: unknown key``). Plugin names and options are checked
+against the registry when the suite expands into jobs, before the first job runs.
 """
 
 from __future__ import annotations
@@ -14,7 +25,7 @@ from pathlib import Path
 
 import attrs
 
-from promptgen.config import BackboneConfig
+from promptgen.config import RunConfig, from_dict
 from promptgen.errors import ConfigError, PromptgenError
 
 if sys.version_info >= (3, 11):
@@ -25,8 +36,9 @@ else:  # pragma: no cover - Python 3.10
 SUITES_DIR = Path(__file__).parent / "suites"
 PROTOCOLS = ("multi-source", "single-source", "cross-dataset")
 KINDS = ("accuracy", "perf")
-BACKBONE_KEYS = ("name", "model", "pretrained", "device", "precision")
-OVERRIDE_PARTS = ("coop", "generator")
+SUITE_KEYS = ("description", "kind", "protocol", "targets", "methods", "seeds", "prepare", "perf")
+# RunConfig fields a suite sets once for all its runs; the protocol, methods and seeds set the others.
+TEMPLATE_KEYS = ("dataset", "target_dataset", "backbone", "preset", "views", "overrides", "data_root", "num_workers")
 
 
 @attrs.frozen
@@ -34,24 +46,34 @@ class Suite:
     name: str
     path: Path
     description: str
+    template: dict  # RunConfig fields shared by every run (TEMPLATE_KEYS)
     kind: str = "accuracy"
-    dataset: str = "digits-dg"
     protocol: str = "multi-source"
-    target_dataset: str | None = None  # cross-dataset only
     targets: tuple[str, ...] | None = None  # None: every domain
-    methods: tuple[str, ...] = ("all",)  # "all": zero-shot, coop and spg-<every registered generator>
+    methods: tuple[str, ...] = ("all",)  # "all": every registered method that fits the backbone
     seeds: tuple[int, ...] = (0,)
-    backbone: dict = attrs.field(factory=dict)
-    preset: str = "auto"
-    views: int | None = None
-    overrides: dict = attrs.field(factory=dict)
-    data_root: str | None = None  # real datasets: where they live (a path; '~' expanded)
     prepare: str | None = None  # how to get the data, shown when data_root is missing
     perf: dict = attrs.field(factory=dict)  # kind = "perf": the measurements' settings
 
-    def backbone_config(self, device: str | None = None) -> BackboneConfig:
-        values = {**self.backbone, **({"device": device} if device else {})}
-        return BackboneConfig(**values)
+    def run_config(self, **fields) -> RunConfig:
+        """A RunConfig of this suite: the template with ``fields`` (targets, sources, method, seed, ...)."""
+        return from_dict(RunConfig, {**self.template, **fields})
+
+    @property
+    def dataset(self) -> str:
+        return self.example().dataset
+
+    @property
+    def target_dataset(self) -> str | None:
+        return self.template.get("target_dataset")
+
+    @property
+    def data_root(self) -> str | None:
+        return self.template.get("data_root")
+
+    def example(self) -> RunConfig:
+        """The template as a RunConfig (with a placeholder target): its defaults filled in."""
+        return self.run_config(targets=("-",))
 
 
 def suite_path(name: str) -> Path:
@@ -74,9 +96,11 @@ def available() -> list[str]:
 def load(name: str) -> Suite:
     path = suite_path(name)
     try:
-        values = tomllib.loads(path.read_text())
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save the suite file as UTF-8") from None
     return parse(values, path)
 
 
@@ -86,10 +110,9 @@ def parse(values: dict, path: Path) -> Suite:
     def fail(key: str, message: str):
         raise ConfigError(f"{path}: {key}: {message}")
 
-    fields = {field.name for field in attrs.fields(Suite)} - {"name", "path"}
     for key in values:
-        if key not in fields:
-            fail(key, f"unknown key; suite keys: {', '.join(sorted(fields))}")
+        if key not in SUITE_KEYS and key not in TEMPLATE_KEYS:
+            fail(key, f"unknown key; suite keys: {', '.join(sorted(SUITE_KEYS + TEMPLATE_KEYS))}")
     if "description" not in values:
         fail("description", "missing (one line saying what the suite measures)")
 
@@ -121,41 +144,33 @@ def parse(values: dict, path: Path) -> Suite:
     seeds = values.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(type(s) is int and s >= 0 for s in seeds):
         fail("seeds", f"must be a non-empty list of integers >= 0, got {seeds!r}")
-    views = values.get("views")
-    if views is not None and (type(views) is not int or views < 1):
-        fail("views", f"must be an integer >= 1, got {views!r}")
-    backbone = values.get("backbone", {})
-    if not isinstance(backbone, dict):
-        fail("backbone", "must be a table with keys " + ", ".join(BACKBONE_KEYS))
-    for key in backbone:
-        if key not in BACKBONE_KEYS:
-            fail(f"backbone.{key}", f"unknown key; backbone keys: {', '.join(BACKBONE_KEYS)}")
-    overrides = values.get("overrides", {})
-    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
-        fail("overrides", "must be a table of tables ([overrides.coop], [overrides.generator])")
-    for key in overrides:
-        if key not in OVERRIDE_PARTS:
-            fail(f"overrides.{key}", f"unknown part; parts: {', '.join(OVERRIDE_PARTS)}")
     perf = values.get("perf", {})
     if not isinstance(perf, dict):
         fail("perf", "must be a table")
-    for key in ("preset",):
-        if key in values and values[key] not in ("auto", "cpu", "gpu"):
-            fail(key, f"must be auto, cpu or gpu, got {values[key]!r}")
-    suite = Suite(
-        name=path.stem, path=path, description=text("description", optional=False), kind=kind,
-        dataset=text("dataset") or "digits-dg", protocol=protocol, target_dataset=text("target_dataset"),
-        targets=names("targets"), methods=names("methods") or ("all",), seeds=tuple(seeds), backbone=backbone,
-        preset=values.get("preset", "auto"), views=views, overrides=overrides,
-        data_root=text("data_root"), prepare=text("prepare"), perf=perf,
-    )
-    try:
-        suite.backbone_config()
-    except PromptgenError as error:
-        fail("backbone", str(error))
+    template = {key: values[key] for key in TEMPLATE_KEYS if key in values}
+    suite = Suite(name=path.stem, path=path, description=text("description", optional=False), template=template,
+                  kind=kind, protocol=protocol, targets=names("targets"), methods=names("methods") or ("all",),
+                  seeds=tuple(seeds), prepare=text("prepare"), perf=perf)
+    check_template(suite)
     return suite
 
 
-def with_changes(suite: Suite, **changes) -> Suite:
+def check_template(suite: Suite) -> None:
+    """The run template must build a RunConfig; its error is named by the file and the key at fault."""
+    try:
+        suite.example()
+    except PromptgenError as error:
+        message = str(error)
+        for key in TEMPLATE_KEYS:
+            if f"RunConfig.{key}" in message or f"BackboneConfig" in message and key == "backbone":
+                raise ConfigError(f"{suite.path}: {key}: {message}") from None
+        raise ConfigError(f"{suite.path}: {message}") from None
+
+
+def with_changes(suite: Suite, *, template: dict | None = None, **changes) -> Suite:
     """The suite with command-line overrides (None values leave a key as the file has it)."""
-    return attrs.evolve(suite, **{key: value for key, value in changes.items() if value is not None})
+    changed = attrs.evolve(suite, **{key: value for key, value in changes.items() if value is not None})
+    if template:
+        changed = attrs.evolve(changed, template={**changed.template, **template})
+        check_template(changed)
+    return changed

@@ -21,33 +21,32 @@ from benchmarks.records import Job
 from benchmarks.suites import Suite
 from benchmarks.tables import Table, accuracy_table
 from promptgen.cache import FeatureCache
-from promptgen.config import BackboneConfig
-from promptgen.engine import RunConfig, run
+from promptgen.device import resolve_device
+from promptgen.engine import build_dataset, run
+from promptgen.presets import resolve_preset
 from promptgen.quality import domain_gap
-from promptgen.registry import create
+from promptgen.registry import default_registry
 
 
 @attrs.frozen
 class JobRunner:
-    """Runs one job through the engine (picklable, so it travels to process pools and Ray tasks)."""
+    """Runs one job through the engine (picklable, so it travels to process pools and Ray tasks).
+
+    The installed plugins are used (a registry does not pickle); ``cache_dir`` and ``device`` say
+    where this runner reads and computes (e.g. cuda:<local rank>), not what the job is.
+    """
 
     out: Path
     cache_dir: str | None = None
-    data_root: str | None = None
     progress: bool = True
-    device: str | None = None  # where this runner computes (e.g. cuda:<local rank>); not part of the job's identity
+    device: str | None = None
 
     def __call__(self, job: Job) -> dict:
-        config = job.config
-        backbone = {**config["backbone"], **({"device": self.device} if self.device else {})}
-        run_config = RunConfig(
-            dataset=job.dataset, targets=job.targets, sources=job.sources, target_dataset=config["target_dataset"],
-            method=job.method, seed=job.seed, preset=config["preset"], backbone=BackboneConfig(**backbone),
-            views=config["views"], cache_dir=self.cache_dir, data_root=self.data_root,
-            overrides=config["overrides"],
-        )
+        config = attrs.evolve(job.config, cache_dir=self.cache_dir)
+        if self.device:
+            config = attrs.evolve(config, backbone=attrs.evolve(config.backbone, device=self.device))
         run_dir = self.out / "runs" / job.id
-        metrics = run(run_config, run_dir, progress=self.progress)
+        metrics = run(config, run_dir, progress=self.progress)
         return {**metrics, "run_dir": str(run_dir)}
 
 
@@ -162,15 +161,20 @@ def domain_gap_table(gaps: dict[str, dict[str, float]], domains: Sequence[str]) 
     return "\n".join(lines)
 
 
-def domain_gaps(suite: Suite, cache_dir: str | None, device: str | None = None) -> tuple[list[str], dict]:
+def domain_gaps(suite: Suite, cache_dir: str | None, device: str | None = None, registry=None) -> tuple[list[str], dict]:
     """Image features of every domain's test split (from the feature cache) and their pairwise FID/KID."""
-    backbone = suite.backbone_config(device).build()
+    registry = registry or default_registry()
+    example = suite.example()
+    if device:
+        example = attrs.evolve(example, backbone=attrs.evolve(example.backbone, device=device))
+    backbone = example.backbone.build(registry)
+    preset = resolve_preset(example.preset, resolve_device(example.backbone.device).type)
     features, domains = {}, []
     with FeatureCache(cache_dir) as cache:
-        for name in dict.fromkeys(filter(None, (suite.dataset, suite.target_dataset))):
-            dataset = create("dataset", name, root=suite.data_root)
+        for name in dict.fromkeys(filter(None, (example.dataset, example.target_dataset))):
+            dataset = build_dataset(example, registry, name, preset, progress=False)
             for domain in dataset.domains:
-                key = domain if name == suite.dataset else f"{name}/{domain}"
+                key = domain if name == example.dataset else f"{name}/{domain}"
                 features[key] = cache.get(backbone, dataset, name, dataset.samples(domain, "test"),
                                           progress=False).features
                 domains.append(key)

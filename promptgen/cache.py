@@ -2,20 +2,26 @@
 
 Keys are utf-8 bytes whose first field versions the layout:
 
-    f1|<fingerprint>|<transform id>|<view>|<dataset name>|<sample key>   one feature entry
-    m1|<fingerprint>                                                     JSON {"embed_dim": E}
+    f2|<fingerprint>|<transform id>|<view>|<dataset name>|<sample version>|<sample key>   one feature
+    m1|<fingerprint>                                                                     JSON {"embed_dim": E}
 
-The sample key comes last, so it may itself contain "|". A feature entry's value is the label
-(int32), the domain (uint16 length + utf-8) and the L2-normalised feature (float16), little-endian.
+The sample key comes last, so it may itself contain "|"; the sample version is the image's content
+identity (a changed image gets a new key). A feature entry's value is the label (int32), the
+domain's byte length (uint16), a CRC-32 of everything after the header (uint32), the domain (utf-8)
+and the L2-normalised feature (float16), little-endian. Every read checks the CRC, the width and
+that the values are finite: a damaged entry is never used, but computed again, stored over the bad
+one, and counted (``FeatureCache.recomputed``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import struct
 import threading
+import zlib
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -29,10 +35,12 @@ from promptgen.paths import cache_root, writable_dir
 from promptgen.protocols import Backbone, Dataset
 from promptgen.values import FeatureSet, Sample
 
-FEATURE_TAG = b"f1|"
+log = logging.getLogger(__name__)
+
+FEATURE_TAG = b"f2|"
 META_TAG = b"m1|"
 DEFAULT_MAP_SIZE = 256 * 2**20  # a start: doubled whenever a write finds the map full
-_HEAD = struct.Struct("<iH")  # label, byte length of the domain name
+_HEAD = struct.Struct("<iHI")  # label, byte length of the domain name, CRC-32 of the rest
 _FLOAT16 = np.dtype("<f2")
 
 # LMDB must not have one environment open twice in a process (it can corrupt the file), so every
@@ -42,39 +50,44 @@ _OPEN_LOCK = threading.Lock()
 
 
 def transform_id(backbone: Backbone, train: bool) -> str:
-    """'eval', or 'train-' + a short hash of the train transform's repr (memory addresses removed)."""
-    if not train:
-        return "eval"
-    text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(backbone.image_transform(True)))
-    return "train-" + hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
+    """'train-' or 'eval-' + a short hash of that transform's repr (memory addresses removed).
+
+    Both transforms are part of what a feature is: two backbones with the same weights but other
+    preprocessing (image size, crop, normalisation) must not share entries.
+    """
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(backbone.image_transform(train)))
+    return ("train-" if train else "eval-") + hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
 
 
-def feature_key(fingerprint: str, transform: str, view: int, dataset_name: str, sample_key: str) -> bytes:
-    return FEATURE_TAG + f"{fingerprint}|{transform}|{view}|{dataset_name}|{sample_key}".encode()
+def feature_key(fingerprint: str, transform: str, view: int, dataset_name: str, sample_key: str,
+                version: str = "") -> bytes:
+    return FEATURE_TAG + f"{fingerprint}|{transform}|{view}|{dataset_name}|{version}|{sample_key}".encode()
 
 
-def parse_feature_key(key: bytes) -> tuple[str, str, int, str, str]:
-    """(fingerprint, transform id, view, dataset name, sample key); ValueError if ``key`` is not one."""
-    fields = key[len(FEATURE_TAG):].decode().split("|", 4) if key.startswith(FEATURE_TAG) else []
-    if len(fields) != 5:
+def parse_feature_key(key: bytes) -> tuple[str, str, int, str, str, str]:
+    """(fingerprint, transform id, view, dataset name, sample version, sample key); ValueError if not one."""
+    fields = key[len(FEATURE_TAG):].decode().split("|", 5) if key.startswith(FEATURE_TAG) else []
+    if len(fields) != 6:
         raise ValueError("not a feature key")
-    fingerprint, transform, view, dataset_name, sample_key = fields
-    return fingerprint, transform, int(view), dataset_name, sample_key
+    fingerprint, transform, view, dataset_name, version, sample_key = fields
+    return fingerprint, transform, int(view), dataset_name, version, sample_key
 
 
 def encode_entry(label: int, domain: str, feature: np.ndarray) -> bytes:
-    name = domain.encode()
-    return _HEAD.pack(label, len(name)) + name + feature.astype(_FLOAT16).tobytes()
+    body = domain.encode() + feature.astype(_FLOAT16).tobytes()
+    return _HEAD.pack(label, len(domain.encode()), zlib.crc32(body, label & 0xFFFFFFFF)) + body
 
 
 def decode_entry(value) -> tuple[int, str, np.ndarray]:
-    """(label, domain, feature [E] float16, a view of ``value``); ValueError if the bytes are not an entry."""
+    """(label, domain, feature [E] float16, a view of ``value``); ValueError if the bytes are not an intact entry."""
     if len(value) < _HEAD.size:
         raise ValueError(f"{len(value)} bytes, shorter than the {_HEAD.size}-byte header")
-    label, length = _HEAD.unpack_from(value)
+    label, length, crc = _HEAD.unpack_from(value)
     start = _HEAD.size + length
     if start > len(value) or (len(value) - start) % _FLOAT16.itemsize:
         raise ValueError(f"{len(value)} bytes do not hold a {length}-byte domain and float16 values")
+    if zlib.crc32(memoryview(value)[_HEAD.size:], label & 0xFFFFFFFF) != crc:
+        raise ValueError("checksum mismatch (the bytes were changed after they were written)")
     domain = bytes(value[_HEAD.size:start]).decode()
     return label, domain, np.frombuffer(value, _FLOAT16, offset=start)
 
@@ -89,6 +102,7 @@ class FeatureCache:
 
     def __init__(self, root: str | Path | None = None, *, map_size: int = DEFAULT_MAP_SIZE):
         self.path, self.env = _acquire(cache_root(root) / "features.lmdb", map_size)
+        self.recomputed = 0  # damaged entries found by reads and computed again
 
     def close(self) -> None:
         if self.env is not None:
@@ -135,7 +149,11 @@ class FeatureCache:
                 raise CacheError(f"feature cache: the {what} {name!r} contains '|', which separates key fields")
         domain_ids = _domain_ids(dataset, samples)
         pairs = [(view, sample) for view in range(views) for sample in samples]
-        keys = [feature_key(fingerprint, transform, view, dataset_name, s.key) for view, s in pairs]
+        for sample in samples:
+            if "|" in sample.version:
+                raise CacheError(f"feature cache: {dataset_name} sample {sample.key!r} has a version with '|' "
+                                 f"({sample.version!r}), which separates key fields")
+        keys = [feature_key(fingerprint, transform, view, dataset_name, s.key, s.version) for view, s in pairs]
         features = np.empty((len(keys), backbone.embed_dim), np.float32)
         missing = self._read(keys, features, fingerprint)
         if missing:
@@ -148,8 +166,12 @@ class FeatureCache:
         return FeatureSet(torch.from_numpy(features), labels, torch.tensor(domain_ids, dtype=torch.long).repeat(views))
 
     def _read(self, keys: list[bytes], out: np.ndarray, fingerprint: str) -> list[int]:
-        """Fill the rows of ``out`` [len(keys), E] found in the cache; return the missing rows' indices."""
-        dim, missing = out.shape[1], []
+        """Fill the rows of ``out`` [len(keys), E] found intact in the cache; return the other rows' indices.
+
+        An entry that fails its checks (checksum, width, finite values) is treated as missing: it is
+        computed again and overwritten, and counted in ``self.recomputed``.
+        """
+        dim, missing, damaged = out.shape[1], [], 0
         with self._begin_read() as txn:
             meta = txn.get(META_TAG + fingerprint.encode())
             if meta is not None and _embed_dim(meta) != dim:
@@ -162,10 +184,16 @@ class FeatureCache:
                     continue
                 try:
                     feature = decode_entry(value)[2]
+                    if len(feature) != dim or not np.isfinite(feature).all():
+                        raise ValueError("wrong width or non-finite values")
                     out[row] = feature  # copies out of the transaction's memory before it ends
-                except ValueError as error:
-                    raise CacheError(f"feature cache {self.path}: entry {_show(key)} is unreadable ({error}); "
-                                     "run `promptgen cache verify` and `promptgen cache clear`") from None
+                except ValueError:
+                    missing.append(row)
+                    damaged += 1
+        if damaged:
+            self.recomputed += damaged
+            log.warning("feature cache %s: %d damaged entr%s found; computing %s again", self.path, damaged,
+                        "y" if damaged == 1 else "ies", "it" if damaged == 1 else "them")
         return missing
 
     def _encode(self, backbone, images: SampleImages, keys, rows, out, *, batch_size, num_workers, progress, desc):
@@ -198,7 +226,7 @@ class FeatureCache:
         with self._begin_read() as txn:
             for key, value in _scan(txn, FEATURE_TAG):
                 try:
-                    fingerprint, transform, view, dataset_name, _ = parse_feature_key(key)
+                    fingerprint, transform, view, dataset_name, _, _ = parse_feature_key(key)
                 except ValueError:
                     continue  # verify() reports it
                 row = groups.setdefault((fingerprint, dataset_name, transform), {
@@ -296,7 +324,7 @@ def _matches(key: bytes, fingerprint: str | None, dataset: str | None) -> bool:
     if key.startswith(META_TAG):
         return dataset is None and key[len(META_TAG):].decode(errors="replace").startswith(fingerprint or "")
     try:
-        key_fingerprint, _, _, key_dataset, _ = parse_feature_key(key)
+        key_fingerprint, _, _, key_dataset, _, _ = parse_feature_key(key)
     except ValueError:
         return fingerprint is None and dataset is None  # unreadable keys go only when everything goes
     return key_fingerprint.startswith(fingerprint or "") and dataset in (None, key_dataset)

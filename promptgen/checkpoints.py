@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from promptgen.errors import PromptgenError
+from promptgen.files import read_json, write_json
 from promptgen.values import PromptLabel
 
 
@@ -24,10 +24,10 @@ def save_prompt_label(label: PromptLabel, path: str | Path) -> Path:
     tensors, meta = _paths(path)
     tensors.parent.mkdir(parents=True, exist_ok=True)
     save_file({"ctx": label.ctx.detach().cpu().contiguous()}, tensors)
-    meta.write_text(json.dumps({
+    write_json(meta, {
         "fingerprint": label.fingerprint, "domain": label.domain, "class_names": list(label.class_names),
         "n_ctx": label.n_ctx, "ctx_dim": label.ctx_dim, "metadata": label.metadata,
-    }, indent=2) + "\n")
+    })
     return tensors
 
 
@@ -36,7 +36,7 @@ def load_prompt_label(path: str | Path) -> PromptLabel:
     for file in (tensors, meta):
         if not file.is_file():
             raise PromptgenError(f"prompt label file missing: {file}")
-    info = json.loads(meta.read_text())
+    info = read_json(meta, "prompt label")
     return PromptLabel(
         ctx=load_file(tensors)["ctx"], fingerprint=info["fingerprint"], domain=info["domain"],
         class_names=info["class_names"], metadata=info.get("metadata", {}),
@@ -52,19 +52,30 @@ def save_generator(generator: Any, name: str, options: dict, path: str | Path) -
     if bad:
         raise PromptgenError(f"generator '{name}': state_dict must hold tensors only; not tensors: {', '.join(bad)}")
     save_file({key: value.detach().cpu().contiguous() for key, value in state.items()}, tensors)
-    meta.write_text(json.dumps({"generator": name, "options": options}, indent=2) + "\n")
+    write_json(meta, {"generator": name, "options": {k: v for k, v in options.items() if k != "progress"}})
     return tensors
 
 
 def load_generator(path: str | Path, registry=None) -> tuple[Any, str, dict]:
-    """Rebuild a saved generator through the registry: (generator, name, options)."""
-    from promptgen.registry import get_registry
+    """Rebuild a saved generator through the registry: (generator, name, options). Progress bars off."""
+    from promptgen.registry import default_registry
 
+    registry = registry or default_registry()
     tensors, meta = _paths(path)
     for file in (tensors, meta):
         if not file.is_file():
             raise PromptgenError(f"generator checkpoint file missing: {file}")
-    info = json.loads(meta.read_text())
-    generator = (registry or get_registry()).create("generator", info["generator"], **info["options"])
+    info = read_json(meta, "generator checkpoint")
+    options = dict(info["options"])
+    if "progress" in registry.get("generator", info["generator"]).options:
+        options["progress"] = False
+    generator = registry.create("generator", info["generator"], **options)
     generator.load_state_dict(load_file(tensors))
     return generator, info["generator"], info["options"]
+
+
+def check_fingerprint(label: PromptLabel, backbone, where: Path) -> None:
+    """A prompt label belongs to the backbone it was learned on: refuse it for any other."""
+    if label.fingerprint != backbone.fingerprint:
+        raise PromptgenError(f"{where}: learned on backbone {label.fingerprint}, but the backbone now loads as "
+                             f"{backbone.fingerprint}; pass the same weights")

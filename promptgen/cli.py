@@ -6,14 +6,15 @@ import argparse
 import json
 import sys
 
-from promptgen import __version__
+from promptgen import __version__, defaults
 from promptgen.errors import PromptgenError
+from promptgen.presets import PRESET_CHOICES
 
 DESCRIPTION = """\
 promptgen: generative soft-prompt domain generalization (SPG and friends) on CLIP-style models.
 
-Every component (backbone, prompt learner, generator, dataset, launcher) is a plugin registered
-through the 'promptgen' entry-point group; the built-in ones register the same way.
+Every component (backbone, prompt learner, generator, dataset, launcher, method) is a plugin
+registered through the 'promptgen' entry-point group; the built-in ones register the same way.
 The benchmark harness is a separate entry: python -m benchmarks.run
 """
 
@@ -23,10 +24,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from promptgen.registry import load_registry
 
     registry = load_registry(strict=False)
-    rows = [(c.kind, c.name, c.plugin, c.description) for c in registry]
+    if args.options:
+        return _print_options(registry, args.options, args.json)
+    rows = [(c.kind, c.name + "".join(f" (= {a})" for a in c.aliases), c.plugin, c.description) for c in registry]
     if args.json:
         print(json.dumps({
-            "components": [dict(zip(("kind", "name", "plugin", "description"), row)) for row in rows],
+            "components": [{"kind": c.kind, "name": c.name, "aliases": list(c.aliases), "plugin": c.plugin,
+                            "description": c.description} for c in registry],
             "errors": [str(error) for error in registry.errors],
         }, indent=2))
     else:
@@ -39,13 +43,38 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 1 if registry.errors else 0
 
 
+def _print_options(registry, name: str, as_json: bool) -> int:
+    """Every component called ``name``: its options with type, default and the presets' values."""
+    from promptgen.errors import UnknownComponentError
+    from promptgen.presets import declared_presets
+
+    found = [c for c in registry if c.name == name or name in c.aliases]
+    if not found:
+        raise UnknownComponentError(f"no component is named {name!r}; run `promptgen plugins` for the list")
+    listing = []
+    for component in found:
+        presets = declared_presets(component.factory)
+        options = [{"name": o.name, "type": o.type_text(), "default": None if o.required else o.default,
+                    "required": o.required, "presets": {p: v[o.name] for p, v in presets.items() if o.name in v}}
+                   for o in component.options.values()]
+        listing.append({"kind": component.kind, "name": component.name, "plugin": component.plugin,
+                        "options": options})
+    if as_json:
+        print(json.dumps(listing, indent=2, default=repr))
+        return 0
+    for entry in listing:
+        print(f"{entry['kind'].replace('_', ' ')} {entry['name']} (plugin {entry['plugin']}): "
+              f"{len(entry['options'])} option{'s' if len(entry['options']) != 1 else ''}")
+        for option in entry["options"]:
+            default = "(required)" if option["required"] else repr(option["default"])
+            presets = ", ".join(f"{p}: {v!r}" for p, v in option["presets"].items())
+            print(f"  {option['name']:<18} {option['type']:<22} default {default}" + (f"; {presets}" if presets else ""))
+    return 0
+
+
 def cmd_backbone(args: argparse.Namespace) -> int:
     """Build a backbone and print what it is: fingerprint, widths, device."""
-    from promptgen.config import BackboneConfig
-
-    backbone = BackboneConfig(
-        model=args.model, pretrained=args.pretrained, name=args.backbone, device=args.device, precision=args.precision
-    ).build()
+    backbone = _backbone_config(args).build()
     info = {
         "backbone": args.backbone,
         "model": args.model,
@@ -110,22 +139,86 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backbone_config(args: argparse.Namespace):
+    from promptgen.config import BackboneConfig
+
+    return BackboneConfig(name=args.backbone, model=args.model, pretrained=args.pretrained, device=args.device,
+                          precision=args.precision)
+
+
+def method_overrides(registry, method: str, components: dict[str, str | None]) -> dict:
+    """``--learner`` / ``--generator`` as options of the method, which must declare them."""
+    from promptgen.errors import ConfigError
+
+    chosen = {option: name for option, name in components.items() if name is not None}
+    if not chosen:
+        return {}
+    component = registry.get("method", method)
+    for option in chosen:
+        if option not in component.options:
+            raise ConfigError(f"method {method!r} takes no --{option}; its options: "
+                              f"{', '.join(component.options) or 'none'}")
+    return {component.name: chosen}
+
+
+def parse_settings(settings: list[str] | None) -> dict:
+    """``--set component.option=value`` (repeatable) as overrides: {component: {option: value}}.
+
+    The value is read as a TOML value (2, 2e-3, true, "text", [1, 2]); anything that is not one is
+    taken as text, so ``--set coop.ctx_init=a photo of a`` needs no quotes.
+    """
+    from promptgen.errors import ConfigError
+
+    overrides: dict[str, dict] = {}
+    for setting in settings or ():
+        target, equals, text = setting.partition("=")
+        component, dot, option = target.strip().partition(".")
+        if not equals or not dot or not component or not option:
+            raise ConfigError(f"--set {setting!r}: expected COMPONENT.OPTION=VALUE, e.g. --set coop.epochs=2")
+        overrides.setdefault(component, {})[option] = _toml_value(text.strip())
+    return overrides
+
+
+def _toml_value(text: str):
+    try:
+        import tomllib
+    except ImportError:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def merge_overrides(*parts: dict) -> dict:
+    merged: dict[str, dict] = {}
+    for part in parts:
+        for component, values in part.items():
+            merged.setdefault(component, {}).update(values)
+    return merged
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train one DG run (stage I -> stage II -> test on each target domain) and write its directory."""
+    """Train one DG run of a method (e.g. SPG: stage I -> stage II -> test on each target) and write its directory."""
     from pathlib import Path
 
-    from promptgen.config import BackboneConfig
-    from promptgen.engine import RunConfig, run
+    from promptgen.config import RunConfig
+    from promptgen.engine import run
+    from promptgen.registry import default_registry
 
-    backbone = BackboneConfig(name=args.backbone, model=args.model, pretrained=args.pretrained, device=args.device,
-                              precision=args.precision)
+    registry = default_registry()
+    overrides = merge_overrides(parse_settings(args.set),
+                                method_overrides(registry, args.method, {"learner": args.learner,
+                                                                         "generator": args.generator}))
     config = RunConfig(dataset=args.dataset, targets=args.target, sources=args.sources,
                        target_dataset=args.target_dataset, method=args.method, seed=args.seed,
-                       preset=args.preset, backbone=backbone, views=args.views, cache_dir=args.cache_dir,
-                       data_root=args.data_root, num_workers=args.workers)
+                       preset=args.preset, backbone=_backbone_config(args), views=args.views,
+                       overrides=overrides, cache_dir=args.cache_dir, data_root=args.data_root,
+                       num_workers=args.workers)
     targets = "+".join(args.target)
     out = Path(args.out) if args.out else Path("runs") / args.dataset / targets / f"{args.method}-seed{args.seed}"
-    metrics = run(config, out, progress=not args.quiet)
+    metrics = run(config, out, registry=registry, progress=not args.quiet)
     stages = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in metrics["seconds"].items())
     tested = ", ".join(f"{domain} {100 * value:.2f}%" for domain, value in metrics["test_accuracy"].items())
     print(f"{args.method} on {args.dataset}, sources {'+'.join(metrics['sources'])}: test accuracy {tested} "
@@ -156,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugins = commands.add_parser("plugins", help=cmd_plugins.__doc__, description=cmd_plugins.__doc__)
     plugins.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    plugins.add_argument("--options", metavar="NAME", help="list the options of the component(s) called NAME, "
+                         "with their types, defaults and preset values")
     plugins.set_defaults(run=cmd_plugins)
 
     backbone = commands.add_parser("backbone", help=cmd_backbone.__doc__, description=cmd_backbone.__doc__)
@@ -182,17 +277,24 @@ def build_parser() -> argparse.ArgumentParser:
                             help="cache root (default: $PROMPTGEN_CACHE_DIR, else ~/.cache/promptgen)")
 
     train = commands.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
-    train.add_argument("--dataset", default="digits-dg", help="dataset plugin (default: %(default)s)")
+    train.add_argument("--dataset", default=defaults.DATASET, help="dataset plugin (default: %(default)s)")
     train.add_argument("--target", required=True, nargs="+", metavar="DOMAIN",
                        help="the target domain(s) to test on")
     train.add_argument("--sources", nargs="+", metavar="DOMAIN", default=None,
                        help="source domains (default: every domain that is not a target)")
     train.add_argument("--target-dataset", default=None, metavar="NAME",
                        help="cross-dataset: the targets are domains of this dataset (shared classes only)")
-    train.add_argument("--method", default="spg", help="zero-shot, coop, spg (= spg-cgan) or spg-<generator>")
+    train.add_argument("--method", default=defaults.METHOD,
+                       help="a registered method (default: %(default)s); `promptgen plugins` lists them")
+    train.add_argument("--learner", default=None, metavar="NAME",
+                       help="the prompt learner of a method that takes one (e.g. SPG's stage I)")
+    train.add_argument("--generator", default=None, metavar="NAME",
+                       help="the generator of a method that takes one (e.g. SPG's stage II)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--preset", default="auto", help="cpu, gpu (the official hyperparameters) or auto (by device)")
+    train.add_argument("--preset", default="auto", choices=PRESET_CHOICES,
+                       help="cpu, gpu (the official hyperparameters) or auto (gpu on CUDA, else cpu)")
     train.add_argument("--views", type=int, default=None, help="augmented views per training image (default: preset)")
+    add_set_argument(train)
     train.add_argument("--out", default=None, help="run directory (default: runs/DATASET/TARGETS/METHOD-seedN)")
     train.add_argument("--data-root", default=None, help="where the dataset lives (datasets that read from disk)")
     train.add_argument("--workers", type=int, default=0, help="DataLoader workers for feature extraction")
@@ -212,10 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", action="append", metavar="COMPONENT.OPTION=VALUE",
+                        help="set a component's option on top of the preset, e.g. --set coop.epochs=2 "
+                             "--set cgan.batch_size=64 (repeatable; `promptgen plugins --options NAME` lists them)")
+
+
 def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that choose a backbone; shared by every command that builds one."""
     parser.add_argument(
-        "--backbone", default="tiny-clip-digits",
+        "--backbone", default=defaults.BACKBONE,
         help="backbone plugin (default: %(default)s, shipped with promptgen; openclip for any open_clip model)",
     )
     parser.add_argument("--model", default=None, help="model name for --backbone openclip, e.g. ViT-B-16")

@@ -1,4 +1,10 @@
-"""Configuration objects: attrs classes whose validators name the field at fault and the allowed values."""
+"""Configuration: attrs classes whose validators name the field at fault and the allowed values.
+
+:class:`RunConfig` is the one definition of a run's settings: ``promptgen train`` builds it from
+its flags, a benchmark suite reads its run template into it with :func:`from_dict`, and a sweep's
+jobs carry it. Building a config imports no plugin: names (dataset, method, components) are
+checked against a registry when the run starts (promptgen.engine.check).
+"""
 
 from __future__ import annotations
 
@@ -6,22 +12,27 @@ from typing import Any, Iterable
 
 import attrs
 
+from promptgen import defaults
 from promptgen.errors import ConfigError
+from promptgen.presets import PRESET_CHOICES
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SEED_LIMIT = 2**32 - 1  # numpy and torch seeds: larger values are refused by one or the other
 
 
 def _where(instance: Any, attribute: attrs.Attribute) -> str:
     return f"{type(instance).__name__}.{attribute.name}"
 
 
-def integer(minimum: int):
-    """An int (not a bool) >= minimum."""
+def integer(minimum: int, maximum: int | None = None):
+    """An int (not a bool) >= minimum (and <= maximum)."""
 
     def check(instance, attribute, value):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"{_where(instance, attribute)} must be an integer >= {minimum}, got {value!r}")
+        ok = not isinstance(value, bool) and isinstance(value, int) and value >= minimum
+        if not ok or (maximum is not None and value > maximum):
+            bound = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+            raise ConfigError(f"{_where(instance, attribute)} must be an integer {bound}, got {value!r}")
 
     return check
 
@@ -47,19 +58,23 @@ def one_of(choices: Iterable[str]):
     return check
 
 
-def registered(kind: str):
-    """The value must name a component of ``kind`` registered by an installed plugin."""
+def text(instance, attribute, value):
+    """A non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{_where(instance, attribute)} must be a non-empty string, got {value!r}")
 
-    def check(instance, attribute, value):
-        from promptgen.registry import get_registry
 
-        names = get_registry().names(kind)
-        if value not in names:
-            raise ConfigError(
-                f"{_where(instance, attribute)}: unknown {kind} {value!r}; registered: {', '.join(names) or 'none'}"
-            )
+def optional_text(instance, attribute, value):
+    if value is not None:
+        text(instance, attribute, value)
 
-    return check
+
+def names(instance, attribute, value):
+    """A non-empty tuple of non-empty strings (or None, where the field allows it)."""
+    if value is None and attribute.default is None:
+        return
+    if not value or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{_where(instance, attribute)} must be one or more non-empty names, got {value!r}")
 
 
 def device_name(instance, attribute, value):
@@ -70,58 +85,96 @@ def device_name(instance, attribute, value):
         raise ConfigError(f"{_where(instance, attribute)} must be one of {', '.join(DEVICES)}; got {value!r}")
 
 
+def _as_names(value) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _as_optional_names(value) -> tuple[str, ...] | None:
+    return None if value is None else _as_names(value)
+
+
 @attrs.frozen
 class BackboneConfig:
     """Which backbone to build: plugin name, model (e.g. an open_clip model name) and weights."""
 
-    name: str = attrs.field(default="tiny-clip-digits", validator=registered("backbone"))
-    model: str | None = None  # e.g. an open_clip model name; None where the backbone has one model
-    pretrained: str | None = None  # a pretrained tag, a checkpoint file, or None for the backbone's default
+    name: str = attrs.field(default=defaults.BACKBONE, validator=text)
+    model: str | None = attrs.field(default=None, validator=optional_text)  # None where the plugin has one model
+    pretrained: str | None = attrs.field(default=None, validator=optional_text)  # tag, checkpoint file or None
     device: str = attrs.field(default="auto", validator=device_name)
     precision: str = attrs.field(default="auto", validator=one_of(PRECISIONS))
-    options: dict = attrs.field(factory=dict)
+    options: dict = attrs.field(factory=dict)  # the backbone plugin's own options (e.g. init_seed)
 
-    def build(self):
-        from promptgen.registry import create
+    def build(self, registry=None):
+        """The backbone, from ``registry`` (default: the installed plugins)."""
+        from promptgen.registry import default_registry
 
-        return create(
+        return (registry or default_registry()).create(
             "backbone", self.name, model=self.model, pretrained=self.pretrained,
             device=self.device, precision=self.precision, **self.options,
         )
 
 
-@attrs.frozen
-class PromptConfig:
-    """The soft prompt's shape: n_ctx context vectors, optionally initialised from a phrase."""
-
-    n_ctx: int = attrs.field(default=4, validator=integer(1))
-    ctx_init: str | None = "a photo of a"
+def _backbone(value) -> BackboneConfig:
+    return from_dict(BackboneConfig, value) if isinstance(value, dict) else value
 
 
-@attrs.frozen
-class TrainConfig:
-    """An optimisation schedule (stage I or stage II)."""
-
-    epochs: int = attrs.field(default=10, validator=integer(0))
-    batch_size: int = attrs.field(default=32, validator=integer(1))
-    lr: float = attrs.field(default=2e-3, validator=number(0.0, inclusive=False))
-    warmup_epochs: int = attrs.field(default=1, validator=integer(0))
-    seed: int = attrs.field(default=0, validator=integer(0))
+def _overrides(instance, attribute, value):
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in value.items()):
+        raise ConfigError(f"{_where(instance, attribute)} must map component names to tables of option values, "
+                          f"e.g. {{'my-learner': {{'epochs': 2}}}}; got {value!r}")
 
 
-@attrs.frozen
-class GeneratorConfig:
-    """Which stage II generator to train, and how."""
+# Fields that say where or how a run reads and computes, not what it computes: they stay out of a job's identity.
+WHERE = {"where": True}
 
-    name: str = attrs.field(default="cgan", validator=registered("generator"))
-    train: TrainConfig = attrs.field(factory=TrainConfig)
-    options: dict = attrs.field(factory=dict)
+
+@attrs.frozen(kw_only=True)
+class RunConfig:
+    """One DG run: train on ``sources`` (default: every domain not a target), test on each of ``targets``.
+
+    ``overrides`` sets component options on top of the preset, by component name:
+    ``{"my-learner": {"epochs": 2}, "my-generator": {"batch_size": 64}, "my-dataset": {"seed": 1}}``.
+    """
+
+    targets: tuple[str, ...] = attrs.field(converter=_as_names, validator=names)
+    dataset: str = attrs.field(default=defaults.DATASET, validator=text)
+    sources: tuple[str, ...] | None = attrs.field(default=None, converter=_as_optional_names, validator=names)
+    target_dataset: str | None = attrs.field(default=None, validator=optional_text)  # cross-dataset targets
+    method: str = attrs.field(default=defaults.METHOD, validator=text)
+    seed: int = attrs.field(default=0, validator=integer(0, SEED_LIMIT))
+    preset: str = attrs.field(default="auto", validator=one_of(PRESET_CHOICES))
+    backbone: BackboneConfig = attrs.field(factory=BackboneConfig, converter=_backbone)
+    views: int | None = attrs.field(default=None)  # augmented views per training image; None: the preset's
+    overrides: dict = attrs.field(factory=dict, validator=_overrides)
+    data_root: str | None = attrs.field(default=None, metadata=WHERE)
+    cache_dir: str | None = attrs.field(default=None, metadata=WHERE)
+    num_workers: int = attrs.field(default=0, validator=integer(0), metadata=WHERE)
+
+    @views.validator
+    def _views(self, attribute, value):
+        if value is not None:
+            integer(1)(self, attribute, value)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able values (tuples as lists), readable back with ``from_dict(RunConfig, ...)``."""
+        return attrs.asdict(self)  # tuples come out as lists
+
+    def identity(self) -> dict:
+        """What the run computes (``to_dict`` without where and how it reads): a job's id hashes this."""
+        where = {field.name for field in attrs.fields(RunConfig) if field.metadata.get("where")}
+        return {key: value for key, value in self.to_dict().items() if key not in where}
 
 
 def from_dict(cls: type, data: dict) -> Any:
-    """Build a config class from a plain dict (e.g. parsed TOML), naming unknown keys."""
+    """Build a config class from a plain dict (e.g. parsed TOML or JSON), naming unknown keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__}: expected a table of fields, got {data!r}")
     fields = attrs.fields_dict(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(fields)}")
+    missing = sorted(name for name, field in fields.items()
+                     if field.default is attrs.NOTHING and name not in data)
+    if missing:
+        raise ConfigError(f"{cls.__name__}: missing field(s) {', '.join(missing)}")
     return cls(**data)

@@ -1,313 +1,153 @@
-"""The two-stage engine: one DG run (source domains -> target domains, method, seed) from features to accuracy.
+"""The engine: one DG run of a method, from its config to its run directory and accuracies.
 
-The three DG protocols are all runs: multi-source (every domain but the target is a source),
-single-source (one source, every other domain a target) and cross-dataset (sources from ``dataset``,
-targets from ``target_dataset``, over the classes the two share).
+The engine knows no method: the method plugin named by ``config.method`` composes the other
+components (promptgen.protocols.Method). A run
 
-Methods are compositions of plugins:
-  zero-shot      the hand-written prompt "a photo of a {class}." (prompt learner `zeroshot`)
-  coop           one CoOp prompt trained on all source domains pooled
-  spg-<gen>      stage I: a CoOp prompt label per source domain; stage II: generator <gen>; test with
-                 one generated prompt per image. `spg` means `spg-cgan`.
-A run writes its directory: config.json, prompt labels, the generator checkpoint and metrics.json.
+1. checks every name and option against the registry (nothing heavy is built before);
+2. builds the datasets and plans the domains and classes, then the backbone;
+3. lets the method train (``fit``), saves it, and scores "val" and every "test/<domain>" split;
+4. writes config.json, the method's files, metrics.json and history.json (promptgen.rundir).
+
+``evaluate_run`` rebuilds the same run from its directory and scores it again.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import platform
-import time
 from pathlib import Path
 
 import attrs
 import torch
 
-from promptgen import __version__
+from promptgen import __version__, rundir
 from promptgen.cache import FeatureCache
-from promptgen.checkpoints import load_generator, load_prompt_label, save_generator, save_prompt_label
-from promptgen.config import BackboneConfig, integer, one_of
+from promptgen.config import RunConfig
+from promptgen.context import RunContext, check_overrides, resolve_options
+from promptgen.device import resolve_device
 from promptgen.errors import ConfigError, PromptgenError
-from promptgen.evaluate import instance_accuracy, prompt_accuracy
-from promptgen.presets import PRESETS, preset
-from promptgen.prompts import PromptAssembler
-from promptgen.quality import prompt_quality
-from promptgen.registry import get_registry
-from promptgen.values import FeatureSet
-
-
-def _method(instance, attribute, value):
-    if value in ("zero-shot", "coop", "spg"):
-        return
-    if value.startswith("spg-") and value[4:] in get_registry().names("generator"):
-        return
-    generators = ", ".join(f"spg-{g}" for g in get_registry().names("generator"))
-    raise ConfigError(f"RunConfig.method must be one of zero-shot, coop, spg, {generators}; got {value!r}")
-
-
-def _names(value) -> tuple[str, ...]:
-    return (value,) if isinstance(value, str) else tuple(value)
-
-
-def _optional_names(value) -> tuple[str, ...] | None:
-    return None if value is None else _names(value)
+from promptgen.evaluate import accuracy
+from promptgen.plan import make_plan
+from promptgen.presets import resolve_preset, run_preset
+from promptgen.registry import Registry, default_registry
 
 
 @attrs.frozen
-class RunConfig:
-    """One DG run: train on ``sources`` (default: every domain not a target), test on each of ``targets``."""
+class Checked:
+    """A config whose names and options hold: its method (built, cheap) and the resolved preset."""
 
-    dataset: str
-    targets: tuple[str, ...] = attrs.field(converter=_names)
-    method: str = attrs.field(default="spg", validator=_method)
-    seed: int = attrs.field(default=0, validator=integer(0))
-    preset: str = attrs.field(default="auto", validator=one_of(("auto", *PRESETS)))
-    backbone: BackboneConfig = attrs.field(factory=BackboneConfig)
-    views: int | None = None  # augmented views per training image; None: the preset's
-    cache_dir: str | None = None
-    data_root: str | None = None
-    num_workers: int = attrs.field(default=0, validator=integer(0))
-    overrides: dict = attrs.field(factory=dict)  # {"coop": {...}, "generator": {...}} on top of the preset
-    sources: tuple[str, ...] | None = attrs.field(default=None, converter=_optional_names)
-    target_dataset: str | None = None  # cross-dataset: targets are domains of this dataset
-
-    @property
-    def generator(self) -> str | None:
-        if self.method == "spg":
-            return "cgan"
-        return self.method[4:] if self.method.startswith("spg-") else None
+    config: RunConfig
+    preset: str
+    method_name: str  # the registered name (an alias resolved)
+    method: object
+    components: tuple[tuple[str, str], ...]
 
 
-def resolved_preset(config: RunConfig, device: torch.device) -> tuple[str, dict]:
-    name = config.preset if config.preset != "auto" else ("gpu" if device.type == "cuda" else "cpu")
-    values = preset(name, config.dataset)
-    for part in ("coop", "generator"):
-        values[part] = {**values[part], **config.overrides.get(part, {})}
-    if config.views is not None:
-        values["views"] = config.views
-    return name, values
+def check(config: RunConfig, registry: Registry) -> Checked:
+    """Check every name and option of ``config`` against ``registry``, building nothing heavy."""
+    for what, kind, name in (("dataset", "dataset", config.dataset),
+                             ("target dataset", "dataset", config.target_dataset),
+                             ("backbone", "backbone", config.backbone.name),
+                             ("method", "method", config.method)):
+        if name is not None and not registry.has(kind, name):
+            raise ConfigError(f"unknown {what} {name!r}; registered: {', '.join(registry.names(kind)) or 'none'}")
+    check_overrides(registry, config.overrides)
+    preset = resolve_preset(config.preset, resolve_device(config.backbone.device).type)
+    method_name = registry.canonical("method", config.method)
+    method = registry.create("method", method_name,
+                             **resolve_options(registry, "method", method_name, preset, config.dataset,
+                                               config.overrides))
+    components = tuple(tuple(pair) for pair in method.components())
+    for kind, name in components:
+        if not registry.has(kind, name):
+            raise ConfigError(f"method {method_name!r} uses {kind.replace('_', ' ')} {name!r}, which is not "
+                              f"registered; registered: {', '.join(registry.names(kind)) or 'none'}")
+        resolve_options(registry, kind, name, preset, config.dataset, config.overrides)  # checks the values
+    if method.inputs not in ("features", "images"):
+        raise ConfigError(f"method {method_name!r}: inputs must be 'features' or 'images', got {method.inputs!r}")
+    return Checked(config, preset, method_name, method, components)
 
 
-@contextlib.contextmanager
-def _timed(seconds: dict[str, float], stage: str):
-    """Add the time spent inside the block to ``seconds[stage]``."""
-    start = time.perf_counter()
-    yield
-    seconds[stage] = round(seconds.get(stage, 0.0) + time.perf_counter() - start, 3)
+def build_dataset(config: RunConfig, registry: Registry, name: str, preset: str, progress: bool):
+    """Dataset plugin ``name`` with its options (preset, overrides) and the run's data root and cache dir."""
+    options = resolve_options(registry, "dataset", name, preset, name, config.overrides)
+    declared = registry.get("dataset", name).options
+    run_values = {"cache_dir": config.cache_dir, "progress": progress}
+    options.update({k: v for k, v in run_values.items() if k in declared and k not in options})
+    return registry.create("dataset", name, root=config.data_root, **options)
 
 
-@attrs.frozen
-class Plan:
-    """What a run reads: its datasets, source and target domains, and the classes it classifies."""
-
-    dataset: object
-    target_dataset: object
-    sources: tuple[str, ...]
-    targets: tuple[str, ...]
-    classes: tuple[str, ...]
-    source_classes: torch.Tensor | None  # dataset label -> index in ``classes`` (-1: not shared); None: identity
-    target_classes: torch.Tensor | None
-
-
-def plan(config: RunConfig) -> Plan:
-    """Resolve a config's domains and classes against its dataset plugins, naming any that do not exist."""
-    registry = get_registry()
-    dataset = registry.create("dataset", config.dataset, root=config.data_root)
-    target_name = config.target_dataset or config.dataset
-    target_dataset = dataset if target_name == config.dataset else registry.create(
-        "dataset", target_name, root=config.data_root)
-    for domain in config.targets:
-        if domain not in target_dataset.domains:
-            raise ConfigError(f"unknown target domain {domain!r}; domains of {target_name}: "
-                              f"{', '.join(target_dataset.domains)}")
-    if config.sources is not None:
-        for domain in config.sources:
-            if domain not in dataset.domains:
-                raise ConfigError(f"unknown source domain {domain!r}; domains of {config.dataset}: "
-                                  f"{', '.join(dataset.domains)}")
-        sources = config.sources
-    elif target_dataset is dataset:
-        sources = tuple(d for d in dataset.domains if d not in config.targets)
-    else:
-        sources = tuple(dataset.domains)
-    if target_dataset is dataset:
-        if set(sources) & set(config.targets):
-            raise ConfigError(f"domains {sorted(set(sources) & set(config.targets))} are both sources and targets")
-        return Plan(dataset, dataset, sources, config.targets, tuple(dataset.classes), None, None)
-    classes = shared_classes(dataset.classes, target_dataset.classes)
-    if not classes:
-        raise ConfigError(f"{config.dataset} and {target_name} share no class names; a cross-dataset run "
-                          f"needs overlapping class lists")
-    return Plan(dataset, target_dataset, sources, config.targets, classes,
-                _class_map(dataset.classes, classes), _class_map(target_dataset.classes, classes))
+def prepare(config: RunConfig, registry: Registry, progress: bool, cache: FeatureCache) -> tuple[Checked, RunContext]:
+    """Check the config, build its datasets, plan its domains and classes, build the backbone."""
+    checked = check(config, registry)
+    dataset = build_dataset(config, registry, config.dataset, checked.preset, progress)
+    target_dataset = None
+    if config.target_dataset is not None and config.target_dataset != config.dataset:
+        target_dataset = build_dataset(config, registry, config.target_dataset, checked.preset, progress)
+    plan = make_plan(config.dataset, dataset, config.target_dataset, target_dataset, config.targets, config.sources)
+    backbone = config.backbone.build(registry)
+    views = config.views if config.views is not None else run_preset(checked.preset)["views"]
+    context = RunContext(config=config, registry=registry, plan=plan, backbone=backbone, preset=checked.preset,
+                         views=views, progress=progress, cache=cache)
+    return checked, context
 
 
-def _normal(name: str) -> str:
-    return name.lower().replace("_", " ").replace("-", " ").strip()
+def _scores(method, context: RunContext) -> dict[str, float]:
+    with context.timed("test"):
+        return {split: accuracy(method.logits(context, split), context.labels(split)) for split in context.eval_splits}
 
 
-def shared_classes(source: tuple[str, ...], target: tuple[str, ...]) -> tuple[str, ...]:
-    """The source's class names that the target also has (case, '_' and '-' ignored), in source order."""
-    wanted = {_normal(name) for name in target}
-    return tuple(name for name in source if _normal(name) in wanted)
+def _quality(method, context: RunContext):
+    quality = getattr(method, "quality", None)
+    if quality is None:
+        return None
+    with context.timed("quality"):
+        return quality(context)
 
 
-def _class_map(names, classes) -> torch.Tensor:
-    position = {_normal(name): i for i, name in enumerate(classes)}
-    return torch.tensor([position.get(_normal(name), -1) for name in names], dtype=torch.long)
+def _cuda_devices() -> list[int]:
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
-def _restrict(features: FeatureSet, class_map: torch.Tensor | None) -> FeatureSet:
-    """Keep the samples of shared classes, relabelled to their index among the shared classes."""
-    if class_map is None:
-        return features
-    labels = class_map[features.labels]
-    keep = labels >= 0
-    return FeatureSet(features.features[keep], labels[keep], features.domain_ids[keep])
+def run(config: RunConfig, out_dir: str | Path, *, registry: Registry | None = None, progress: bool = True) -> dict:
+    """Train and test one run; write its directory under ``out_dir`` and return its metrics.
 
-
-def _features(config: RunConfig, plan: Plan, backbone, views: int, progress: bool,
-              splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, FeatureSet]:
-    """Source train (K views) and val features and one test FeatureSet per target ("test/<domain>"), from the cache."""
-    with FeatureCache(config.cache_dir) as cache:
-        def get(dataset, name, domains, split, train, class_map):
-            samples = [s for d in domains for s in dataset.samples(d, split)]
-            features = cache.get(backbone, dataset, name, samples, train=train, views=views if train else 1,
-                                 num_workers=config.num_workers, progress=progress)
-            return _restrict(features, class_map)
-
-        target_name = config.target_dataset or config.dataset
-        out = {}
-        for split in splits:
-            if split == "test":
-                for domain in plan.targets:
-                    out[f"test/{domain}"] = get(plan.target_dataset, target_name, [domain], "test", False,
-                                                plan.target_classes)
-            else:
-                out[split] = get(plan.dataset, config.dataset, plan.sources, split, split == "train",
-                                 plan.source_classes)
-        return out
-
-
-def _subset(features: FeatureSet, domain_id: int) -> FeatureSet:
-    keep = features.domain_ids == domain_id
-    return FeatureSet(features.features[keep], features.labels[keep], features.domain_ids[keep])
-
-
-def _remap_domains(features: FeatureSet, domain_ids: list[int]) -> FeatureSet:
-    """Dataset domain indices -> positions in ``domain_ids`` (the order of the prompt labels)."""
-    table = torch.full((max(domain_ids) + 1,), -1, dtype=torch.long)
-    table[torch.tensor(domain_ids)] = torch.arange(len(domain_ids))
-    return FeatureSet(features.features, features.labels, table[features.domain_ids])
-
-
-def run(config: RunConfig, out_dir: str | Path, *, progress: bool = True) -> dict:
-    """Train and test one run; write config.json, checkpoints and metrics.json under ``out_dir``."""
+    registry: the plugins to use (default: the installed ones). The caller's global torch RNG is
+    left as it was: the run seeds its own from ``config.seed``.
+    """
+    registry = registry or default_registry()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
-    registry = get_registry()
-    seconds: dict[str, float] = {}
-    backbone = config.backbone.build()
-    resolved = plan(config)
-    preset_name, values = resolved_preset(config, backbone.device)
-    (out / "config.json").write_text(json.dumps(
-        {"run": attrs.asdict(config), "preset": preset_name, "resolved": values}, indent=2, default=str) + "\n")
-
-    with _timed(seconds, "features"):
-        # zero-shot learns nothing: it needs no training features
-        splits = ("val", "test") if config.method == "zero-shot" else ("train", "val", "test")
-        features = _features(config, resolved, backbone, values["views"], progress, splits)
-    sources, classes = resolved.sources, resolved.classes
-    source_ids = [resolved.dataset.domains.index(d) for d in sources]
-    learner_options = {**values["coop"], "seed": config.seed, "progress": progress}
-
-    if config.generator is None:
-        with _timed(seconds, "stage1"):
-            if config.method == "zero-shot":
-                label = registry.create("prompt_learner", "zeroshot").fit(backbone, classes, None, None, "all")
-            else:
-                learner = registry.create("prompt_learner", "coop", **learner_options)
-                label = learner.fit(backbone, classes, features["train"], features["val"], "+".join(sources))
-        save_prompt_label(label, out / "prompt_label")
-        with _timed(seconds, "test"):
-            accuracy = {split: prompt_accuracy(backbone, label, part) for split, part in features.items()
-                        if split != "train"}
-        fit_report, quality = {}, None
-    else:
-        labels = []
-        with _timed(seconds, "stage1"):
-            for domain, domain_id in zip(sources, source_ids):
-                learner = registry.create("prompt_learner", "coop", **learner_options)
-                label = learner.fit(backbone, classes, _subset(features["train"], domain_id),
-                                    _subset(features["val"], domain_id), domain)
-                save_prompt_label(label, out / "prompt_labels" / domain)
-                labels.append(label)
-        options = {"feature_dim": backbone.embed_dim, "n_ctx": labels[0].n_ctx, "ctx_dim": backbone.ctx_dim,
-                   **values["generator"], "seed": config.seed}
-        generator = registry.create("generator", config.generator, **options, progress=progress)
-        with _timed(seconds, "stage2"):
-            fit_report = generator.fit(backbone, _remap_domains(features["train"], source_ids), labels,
-                                       features["val"]) or {}
-        save_generator(generator, config.generator, options, out / "generator")
-        with _timed(seconds, "quality"):
-            quality = prompt_quality(backbone, generator, labels, _remap_domains(features["val"], source_ids))
-        with _timed(seconds, "test"):
-            assembler = PromptAssembler(backbone, classes, labels[0].n_ctx)
-            accuracy = {split: instance_accuracy(backbone, assembler, generator, part)
-                        for split, part in features.items() if split != "train"}
-
-    metrics = {
-        "dataset": config.dataset, "target_dataset": config.target_dataset or config.dataset,
-        "sources": list(sources), "targets": list(resolved.targets), "classes": len(classes),
-        "method": config.method, "seed": config.seed, "preset": preset_name, "fingerprint": backbone.fingerprint,
-        "test_accuracy": {domain: accuracy[f"test/{domain}"] for domain in resolved.targets},
-        "val_accuracy": accuracy["val"],
-        "model_selection": "training-domain validation (val split of the source domains)",
-        "seconds": seconds, "sizes": {k: len(v) for k, v in features.items()},
-        "fit": {k: v for k, v in fit_report.items() if k != "history"},
-        "generator_quality": quality,
-        "versions": {"promptgen": __version__, "torch": torch.__version__, "python": platform.python_version()},
-    }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    if "history" in fit_report:
-        (out / "history.json").write_text(json.dumps(fit_report["history"], indent=2) + "\n")
+    with torch.random.fork_rng(devices=_cuda_devices()), FeatureCache(config.cache_dir) as cache:
+        torch.manual_seed(config.seed)
+        checked, context = prepare(config, registry, progress, cache)
+        method = checked.method
+        rundir.start(out)
+        rundir.write_config(out, config, checked, context)
+        with context.timed("fit"):
+            report = method.fit(context) or {}
+        method.save(out)
+        scores = _scores(method, context)
+        quality = _quality(method, context)
+    metrics = rundir.metrics(config, checked, context, scores, report, quality, versions={
+        "promptgen": __version__, "torch": torch.__version__, "python": platform.python_version()})
+    rundir.write_metrics(out, metrics, report.get("history"))
     return metrics
 
 
-def load_run_config(run_dir: str | Path) -> RunConfig:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise PromptgenError(f"{run_dir} is not a run directory: {path.name} is missing")
-    saved = json.loads(path.read_text())["run"]
-    return RunConfig(**{**saved, "backbone": BackboneConfig(**saved["backbone"])})
-
-
-def evaluate_run(run_dir: str | Path, *, progress: bool = True) -> dict:
-    """Re-evaluate a finished run from its directory: the same features, prompts and generator."""
+def evaluate_run(run_dir: str | Path, *, registry: Registry | None = None, progress: bool = True) -> dict:
+    """Re-evaluate a finished run from its directory: the same features, and the method's saved state."""
+    registry = registry or default_registry()
     run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
-    backbone = config.backbone.build()
-    resolved = plan(config)
-    features = _features(config, resolved, backbone, 1, progress, splits=("val", "test"))  # no training here
-    quality = None
-    if config.generator is None:
-        label = load_prompt_label(run_dir / "prompt_label")
-        _check_fingerprint(label.fingerprint, backbone, run_dir)
-        accuracy = {split: prompt_accuracy(backbone, label, part) for split, part in features.items()}
-    else:
-        generator, _, options = load_generator(run_dir / "generator")
-        labels = [load_prompt_label(run_dir / "prompt_labels" / domain) for domain in resolved.sources]
-        _check_fingerprint(labels[0].fingerprint, backbone, run_dir)
-        assembler = PromptAssembler(backbone, resolved.classes, options["n_ctx"])
-        accuracy = {split: instance_accuracy(backbone, assembler, generator, part) for split, part in features.items()}
-        source_ids = [resolved.dataset.domains.index(d) for d in resolved.sources]
-        quality = prompt_quality(backbone, generator, labels, _remap_domains(features["val"], source_ids))
-    return {"test_accuracy": {domain: accuracy[f"test/{domain}"] for domain in resolved.targets},
-            "val_accuracy": accuracy["val"], "generator_quality": quality}
-
-
-def _check_fingerprint(expected: str, backbone, run_dir: Path) -> None:
-    if expected != backbone.fingerprint:
-        raise PromptgenError(f"{run_dir}: trained with backbone {expected}, but the backbone now loads as "
-                             f"{backbone.fingerprint}; pass the same weights")
+    config = rundir.load_config(run_dir)
+    with torch.random.fork_rng(devices=_cuda_devices()), FeatureCache(config.cache_dir) as cache:
+        torch.manual_seed(config.seed)
+        checked, context = prepare(config, registry, progress, cache)
+        method = checked.method
+        try:
+            method.load(run_dir, context)
+        except (FileNotFoundError, KeyError) as error:
+            raise PromptgenError(f"{run_dir}: the {checked.method_name} method's files are incomplete: {error}") \
+                from None
+        scores = _scores(method, context)
+        quality = _quality(method, context)
+    return {"test_accuracy": {domain: scores[f"test/{domain}"] for domain in context.targets},
+            "val_accuracy": scores["val"], "generator_quality": quality}

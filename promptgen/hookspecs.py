@@ -1,9 +1,15 @@
 """Hook specifications: the contract between promptgen and its plugins.
 
-Every hook hands the plugin a ``register(name, factory)`` callable; a plugin
-calls it once per component it provides. ``factory`` is a class (or any
-callable returning an object) that satisfies the protocol of its kind in
-:mod:`promptgen.protocols`; it is checked when it is registered.
+Every hook hands the plugin a ``register(name, factory, aliases=())`` callable;
+a plugin calls it once per component it provides. ``factory`` is a class (or any
+callable returning an object, e.g. a ``functools.partial``) that satisfies the
+protocol of its kind in :mod:`promptgen.protocols`; a class is checked when it
+is registered, anything else when it first builds. ``aliases`` are other names
+that find the same component (not listed as components of their own).
+
+The factory's keyword parameters, other than the arguments its hook passes,
+are the component's options (:mod:`promptgen.options`); a ``presets`` attribute
+gives their values per preset and dataset (:mod:`promptgen.presets`).
 
 A plugin is a module (or object) with functions of these names marked with
 ``@promptgen.hookimpl``. It need implement only the hooks it uses.
@@ -58,6 +64,18 @@ def register_launchers(register):
     """Register job launchers: ``register(name, factory)``.
 
     ``factory(**options)`` returns a :class:`promptgen.protocols.Launcher`.
+    """
+
+
+@hookspec
+def register_methods(register, registry):
+    """Register DG methods (zero-shot, CoOp, SPG, ...): ``register(name, factory)``.
+
+    ``factory(**options)`` returns a :class:`promptgen.protocols.Method`: a recipe that composes the
+    other kinds (its prompt learner, its generator, ...) and says how it predicts. This hook runs
+    after every other ``register_*`` hook, and ``registry`` holds their components, so a plugin may
+    register one method per generator (``for name in registry.names("generator")``). An
+    implementation may leave out the ``registry`` argument.
     """
 
 

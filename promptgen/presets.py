@@ -1,33 +1,76 @@
-"""Hyperparameter presets. `gpu` is the official SPG/CoOp configuration; `cpu` is small enough that one
-leave-one-domain-out run of digits-dg with tiny-clip-digits takes a few minutes on 2 cores."""
+"""Presets: named sets of option values, per component and per dataset.
+
+``gpu`` holds each component's official values (those of its paper's code, for the paper's
+datasets); ``cpu`` values small enough that a digits-dg run takes minutes on 2 CPU cores. ``auto``
+picks ``gpu`` on CUDA and ``cpu`` elsewhere.
+
+A component declares its presets beside its options, as a class attribute (or attribute of its
+factory) -- the same way for built-in and third-party plugins::
+
+    presets = {
+        "gpu": {"epochs": 70, "lr": 2e-4},
+        "gpu/pacs": {"lr": 2e-3},   # merged over "gpu" when the run's dataset is pacs
+        "cpu": {"epochs": 12, "batch_size": 128},
+    }
+
+Values a preset does not set are the option's default. ``promptgen plugins --options NAME`` shows
+every option with its default and preset values; :func:`preset_table` gathers them all, like
+DomainBed's hparams registry, for one place to look them up.
+
+Run-level values (augmented views per training image) are this module's own.
+"""
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from promptgen.errors import ConfigError
 
-# The official stage II clipping limits are given for PACS/VLCS; other datasets use smaller ones we
-# do not know, so clipping is off for them.
-_OFFICIAL_CLIP = {"d_weight": 0.5, "d_bias": 0.5, "d_last": 5.0, "g_weight": 0.05, "g_bias": 5e-7, "g_last_bias": 5.0}
-_SMALL_LR_DATASETS_EXCEPT = ("pacs", "vlcs")
-
 PRESETS = ("cpu", "gpu")
+PRESET_CHOICES = ("auto", *PRESETS)
+RUN_PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {"views": 4},
+    "gpu": {"views": 8},  # the official code draws a fresh augmentation every step; 8 cached views stand in
+}
 
 
-def preset(name: str, dataset: str) -> dict:
-    """{'views': K, 'coop': options, 'cgan': options} for a preset and dataset."""
-    if name == "gpu":
-        official = dataset in _SMALL_LR_DATASETS_EXCEPT
-        return {
-            "views": 8,
-            "coop": {"epochs": 50, "batch_size": 32, "lr": 2e-3},
-            "generator": {"epochs": 70, "batch_size": 32, "lr": 2e-3 if official else 2e-4,
-                          "grad_clip": _OFFICIAL_CLIP if official else None},
-        }
-    if name == "cpu":
-        return {
-            "views": 4,
-            "coop": {"epochs": 8, "batch_size": 32, "lr": 2e-3},
-            # batch 128 rather than the official 32: 4x fewer steps for small MLPs on 2 cores
-            "generator": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1},
-        }
-    raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+def resolve_preset(name: str, device_type: str) -> str:
+    """'auto' -> 'gpu' on CUDA, else 'cpu'; a named preset is itself."""
+    if name == "auto":
+        return "gpu" if device_type == "cuda" else "cpu"
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESET_CHOICES)}")
+    return name
+
+
+def declared_presets(factory: Callable) -> dict[str, dict]:
+    """The ``presets`` mapping a component's factory declares (empty if none)."""
+    while hasattr(factory, "func") and not hasattr(factory, "presets"):  # functools.partial
+        factory = factory.func
+    presets = getattr(factory, "presets", None) or {}
+    if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
+        raise ConfigError(f"{getattr(factory, '__qualname__', factory)}.presets must map preset names to dicts "
+                          f"of option values")
+    return presets
+
+
+def component_preset(factory: Callable, preset: str, dataset: str | None) -> dict:
+    """The option values preset ``preset`` gives ``factory`` on ``dataset`` (dataset entry over the preset's)."""
+    presets = declared_presets(factory)
+    values = dict(presets.get(preset, {}))
+    if dataset is not None:
+        values.update(presets.get(f"{preset}/{dataset}", {}))
+    return values
+
+
+def run_preset(preset: str) -> dict[str, Any]:
+    return dict(RUN_PRESETS[preset])
+
+
+def preset_table(registry) -> list[dict]:
+    """One row per (component, preset entry) that some component declares: kind, name, entry, values."""
+    rows = []
+    for component in registry:
+        for entry, values in sorted(declared_presets(component.factory).items()):
+            rows.append({"kind": component.kind, "name": component.name, "preset": entry, "values": values})
+    return rows

@@ -93,6 +93,35 @@ class Dataset(Protocol):
         """Load one sample's image as an RGB PIL image."""
 
 
+class Method(Protocol):
+    """A DG method: what it learns on a run's source domains and how it scores the images of any split.
+
+    ``inputs`` says what it trains and predicts on: "features" (the frozen image encoder's cached
+    features, read through the feature cache) or "images" (pixels: methods that change the image
+    encoder's input, such as visual prompts, bypass the cache). ``components()`` names the other
+    components it builds, as (kind, name) pairs, so that a run checks their names and options
+    before any work and gives each its own settings. See promptgen.context.RunContext for what a
+    method sees of its run.
+    """
+
+    inputs: str  # "features" or "images"
+
+    def components(self) -> Sequence[tuple[str, str]]:
+        """The (kind, name) of every component this method builds through its run, e.g. (("generator", "my-generator"),)."""
+
+    def fit(self, run: Any) -> dict:
+        """Train on the run's source domains; return a report (JSON-able; a "history" list is kept apart)."""
+
+    def logits(self, run: Any, split: str) -> torch.Tensor:
+        """Class scores [N, C] for the samples of ``split`` ("val" or "test/<domain>"), in the run's order."""
+
+    def save(self, directory: Any) -> None:
+        """Write what ``load`` needs into ``directory`` (the run directory)."""
+
+    def load(self, directory: Any, run: Any) -> None:
+        """Restore the trained state that ``save`` wrote, for ``run`` (the same config, rebuilt)."""
+
+
 class Launcher(Protocol):
     """Runs independent jobs (benchmark runs) somewhere: in-process, a process pool, a cluster."""
 
@@ -106,6 +135,7 @@ PROTOCOLS: dict[str, type] = {
     "generator": Generator,
     "dataset": Dataset,
     "launcher": Launcher,
+    "method": Method,
 }
 
 

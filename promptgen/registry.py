@@ -2,7 +2,13 @@
 
 Built-in plugins (``plugins/``) are installed with promptgen and load through the same group as
 third-party ones. Each ``register_*`` hook implementation is called on its own so that every
-component remembers the plugin that provided it.
+component remembers the plugin that provided it. Methods register last, with the registry in
+hand, so that a method plugin can offer one method per generator (``spg-<generator>``), third-party
+generators included.
+
+A Registry is passed to what uses it (``engine.run(config, out, registry=...)``); nothing reads a
+process-wide registry behind the caller's back. :func:`default_registry` is the installed plugins,
+loaded once per process, for callers that pass none.
 """
 
 from __future__ import annotations
@@ -22,15 +28,17 @@ from promptgen.errors import (
     ProtocolError,
     UnknownComponentError,
 )
+from promptgen.options import Option, declared_options
 from promptgen.protocols import PROTOCOLS, missing_members
 
-# kind -> name of the hook that registers components of that kind
+# kind -> name of the hook that registers components of that kind, in the order they are called
 HOOKS: dict[str, str] = {
     "backbone": "register_backbones",
     "prompt_learner": "register_prompt_learners",
     "generator": "register_generators",
     "dataset": "register_datasets",
     "launcher": "register_launchers",
+    "method": "register_methods",
 }
 KINDS = tuple(HOOKS)
 
@@ -43,11 +51,25 @@ class Component:
     name: str
     factory: Callable[..., Any]
     plugin: str
+    aliases: tuple[str, ...] = ()
 
     @property
     def description(self) -> str:
-        doc = (getattr(self.factory, "__doc__", None) or "").strip()
+        factory = self.factory
+        while isinstance(factory, functools.partial):  # a partial's own __doc__ is functools' text
+            factory = factory.func
+        doc = (getattr(factory, "__doc__", None) or "").strip()
         return doc.splitlines()[0] if doc else ""
+
+    @property
+    def options(self) -> dict[str, Option]:
+        """The options this component declares (its factory's keyword parameters; see promptgen.options)."""
+        return declared_options(self.factory, self.kind)
+
+    @property
+    def where(self) -> str:
+        """How messages name it: "generator 'my-generator' (plugin my_plugin)"."""
+        return f"{self.kind.replace('_', ' ')} '{self.name}' (plugin {self.plugin})"
 
 
 @attrs.define
@@ -56,10 +78,12 @@ class Registry:
 
     plugin_manager: pluggy.PluginManager
     components: dict[tuple[str, str], Component] = attrs.field(factory=dict)
+    aliases: dict[tuple[str, str], str] = attrs.field(factory=dict)  # (kind, alias) -> name
     errors: list[PluginError] = attrs.field(factory=list)
 
     def get(self, kind: str, name: str) -> Component:
         _check_kind(kind)
+        name = self.aliases.get((kind, name), name)
         try:
             return self.components[(kind, name)]
         except KeyError:
@@ -83,23 +107,33 @@ class Registry:
         return built
 
     def names(self, kind: str) -> list[str]:
+        """The registered names of ``kind`` (aliases not included), sorted."""
         _check_kind(kind)
         return sorted(name for (k, name) in self.components if k == kind)
+
+    def has(self, kind: str, name: str) -> bool:
+        return (kind, self.aliases.get((kind, name), name)) in self.components
+
+    def canonical(self, kind: str, name: str) -> str:
+        """The registered name behind ``name`` (itself, or the name an alias stands for)."""
+        return self.get(kind, name).name
 
     def __iter__(self) -> Iterator[Component]:
         return iter(sorted(self.components.values(), key=lambda c: (KINDS.index(c.kind), c.name)))
 
-    def _add(self, kind: str, name: Any, factory: Any, plugin: str) -> None:
+    def _add(self, kind: str, name: Any, factory: Any, plugin: str, aliases: tuple = ()) -> None:
         if not isinstance(name, str) or not name:
             raise PluginError(f"plugin '{plugin}' registered a {kind} with an invalid name {name!r}: use a non-empty string")
         if not callable(factory):
             raise ProtocolError(f"{kind} '{name}' from plugin '{plugin}' is not callable: register a class or factory function")
-        previous = self.components.get((kind, name))
-        if previous is not None:
-            raise DuplicateComponentError(
-                f"{kind} '{name}' is registered by two plugins: '{previous.plugin}' and '{plugin}'; "
-                f"uninstall one of them or ask its author to rename the {kind}"
-            )
+        aliases = (aliases,) if isinstance(aliases, str) else tuple(aliases)
+        for taken in (name, *aliases):
+            previous = self.components.get((kind, self.aliases.get((kind, taken), taken)))
+            if previous is not None:
+                raise DuplicateComponentError(
+                    f"{kind} '{taken}' is registered by two plugins: '{previous.plugin}' and '{plugin}'; "
+                    f"uninstall one of them or ask its author to rename the {kind}"
+                )
         # A factory function is checked by what it returns when built; a class is checked now.
         if isinstance(factory, type):
             problems = missing_members(factory, PROTOCOLS[kind])
@@ -109,7 +143,9 @@ class Registry:
                     f"{kind} '{name}' from plugin '{plugin}' ({factory.__module__}.{factory.__qualname__}) "
                     f"does not satisfy the {protocol} protocol: " + "; ".join(problems)
                 )
-        self.components[(kind, name)] = Component(kind, name, factory, plugin)
+        self.components[(kind, name)] = Component(kind, name, factory, plugin, aliases)
+        for alias in aliases:
+            self.aliases[(kind, alias)] = name
 
 
 def _check_kind(kind: str) -> None:
@@ -154,11 +190,12 @@ def load_registry(
     for plugin in plugins:
         _register_plugin(pm, plugin, getattr(plugin, "__name__", None) or type(plugin).__name__, fail)
 
-    for kind, hook_name in HOOKS.items():
+    for kind, hook_name in HOOKS.items():  # methods last: they may look at the other kinds
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             register = functools.partial(_register_one, registry, kind, impl.plugin_name, fail)
+            arguments = {"register": register, "registry": registry}
             try:
-                impl.function(register=register)
+                impl.function(**{name: arguments[name] for name in impl.argnames if name in arguments})
             except PluginError as error:
                 fail(error)
             except Exception as error:
@@ -181,19 +218,20 @@ def _register_plugin(pm: pluggy.PluginManager, plugin: Any, name: str, fail: Cal
         fail(PluginError(f"plugin '{name}' is invalid: {error}"))
 
 
-def _register_one(registry: Registry, kind: str, plugin: str, fail: Callable, name: Any, factory: Any) -> None:
+def _register_one(registry: Registry, kind: str, plugin: str, fail: Callable, name: Any, factory: Any,
+                  aliases: tuple = ()) -> None:
     try:
-        registry._add(kind, name, factory, plugin)
+        registry._add(kind, name, factory, plugin, aliases)
     except PluginError as error:
         fail(error)
 
 
 @functools.cache
-def get_registry() -> Registry:
-    """The registry of every installed plugin, loaded once per process (strict)."""
+def default_registry() -> Registry:
+    """The registry of every installed plugin, loaded once per process (strict): for callers that pass none."""
     return load_registry()
 
 
 def create(kind: str, name: str, **options: Any) -> Any:
     """Shortcut: build a component from the installed plugins."""
-    return get_registry().create(kind, name, **options)
+    return default_registry().create(kind, name, **options)

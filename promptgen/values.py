@@ -33,12 +33,18 @@ class Tokens:
 
 @attrs.frozen
 class Sample:
-    """One image of a dataset. ``key`` is stable across runs and machines (used in cache keys)."""
+    """One image of a dataset. ``key`` is stable across runs and machines (used in cache keys).
+
+    ``version`` is the image's content identity: it changes whenever the pixels may have (a file's
+    size and modification time, a generated image's recipe). It is part of every cache key, so a
+    changed image is encoded again instead of being served a stale feature. It must not contain '|'.
+    """
 
     key: str
     label: int
     domain: str
     source: Any = None  # what the dataset needs to load the image lazily (a path, an index, ...)
+    version: str = ""
 
 
 @attrs.frozen
@@ -59,6 +65,28 @@ class FeatureSet:
 
     def __len__(self) -> int:
         return len(self.features)
+
+    def select(self, keep: torch.Tensor) -> FeatureSet:
+        """The rows where the boolean mask ``keep`` [N] is true (or the rows an index tensor names)."""
+        return FeatureSet(self.features[keep], self.labels[keep], self.domain_ids[keep])
+
+    def of_domain(self, domain_id: int) -> FeatureSet:
+        """The rows of one domain."""
+        return self.select(self.domain_ids == domain_id)
+
+    def restrict(self, class_map: torch.Tensor) -> FeatureSet:
+        """Keep the rows whose label ``class_map`` maps to a class (>= 0), relabelled by it.
+
+        class_map [C_dataset]: a dataset label -> its index among the kept classes, -1 for a class
+        not kept (a cross-dataset run keeps the classes two datasets share).
+        """
+        labels = class_map[self.labels]
+        keep = labels >= 0
+        return FeatureSet(self.features[keep], labels[keep], self.domain_ids[keep])
+
+    def with_domains(self, table: torch.Tensor) -> FeatureSet:
+        """Domain ids mapped through ``table`` (old id -> new id), e.g. dataset indices -> positions among sources."""
+        return FeatureSet(self.features, self.labels, table[self.domain_ids])
 
 
 @attrs.frozen

@@ -24,6 +24,10 @@ def private_cache_dir(tmp_path_factory):
         os.environ["PROMPTGEN_CACHE_DIR"] = previous
 
 
+# digits-dg at 10 images per class and domain (6 train, 2 val, 2 test): runs of any method in seconds
+SMALL_DIGITS = {"digits-dg": {"per_class": 10}}
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone() -> OpenClipBackbone:
     return OpenClipBackbone("pg-tiny-vit-w64", device="cpu", init_seed=0)
@@ -41,9 +45,14 @@ def install_plugin(tmp_path, monkeypatch, request):
     Exactly what pip leaves behind for a plugin distribution: importlib.metadata finds the entry
     point in the 'promptgen' group, so loading goes through the real discovery path.
     """
+    from promptgen.registry import default_registry
+
     site = tmp_path / "site-packages"
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))
+    # Commands load the installed plugins once per process: forget them now and after the test.
+    default_registry.cache_clear()
+    request.addfinalizer(default_registry.cache_clear)
 
     def install(module_name: str, source: str, entry_point: str | None = None) -> str:
         (site / f"{module_name}.py").write_text(textwrap.dedent(source))
@@ -54,6 +63,7 @@ def install_plugin(tmp_path, monkeypatch, request):
         (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module_name.replace('_', '-')}\nVersion: 0.1\n")
         (dist / "entry_points.txt").write_text(f"[promptgen]\n{entry_point or module_name} = {module_name}\n")
         request.addfinalizer(lambda: sys.modules.pop(module_name, None))
+        default_registry.cache_clear()
         return entry_point or module_name
 
     return install

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from promptgen import cli
-from promptgen.cache import FeatureCache, encode_entry, feature_key
+from promptgen.cache import FeatureCache, encode_entry, feature_key, transform_id
 from promptgen.data import extract_features
 from promptgen.errors import CacheError
 from promptgen_colors import ColorsDataset
@@ -101,26 +101,31 @@ def test_a_full_map_grows_and_keeps_everything(tiny_backbone, tmp_path):
         assert torch.equal(get(cache, tiny_backbone, train=True, views=3).features, features.features)
 
 
-def test_verify_reports_each_damaged_entry_and_get_refuses_it(tiny_backbone, tmp_path):
+def test_verify_reports_each_damaged_entry_and_get_recomputes_it(tiny_backbone, tmp_path):
     fingerprint = tiny_backbone.fingerprint
     with FeatureCache(tmp_path) as cache:
-        get(cache, tiny_backbone, samples=SAMPLES[:4])
+        intact = get(cache, tiny_backbone, samples=SAMPLES[:4]).features
         assert cache.verify() == []
+        good = encode_entry(0, "solid", np.ones(tiny_backbone.embed_dim))
         damaged = {
             SAMPLES[0].key: b"\x01\x02",
             SAMPLES[1].key: encode_entry(0, "solid", np.ones(7)),
             SAMPLES[2].key: encode_entry(0, "solid", np.full(tiny_backbone.embed_dim, np.nan)),
+            SAMPLES[3].key: good[:-2] + bytes([good[-2] ^ 0x40, good[-1]]),  # one flipped bit
         }
         with cache.env.begin(write=True) as txn:
-            for key, value in damaged.items():
-                txn.put(feature_key(fingerprint, "eval", 0, "colors", key), value)
+            for sample in SAMPLES[:4]:
+                key = feature_key(fingerprint, transform_id(tiny_backbone, False), 0, "colors", sample.key,
+                                  sample.version)
+                txn.put(key, damaged[sample.key])
         problems = cache.verify()
-        assert len(problems) == 3
-        for symptom in ("does not decode", "feature has 7 dims", "non-finite"):
+        assert len(problems) == 4
+        for symptom in ("shorter than the", "feature has 7 dims", "non-finite", "checksum mismatch"):
             assert sum(symptom in p for p in problems) == 1, symptom
         assert all(any(key in p for p in problems) for key in damaged)
-        with pytest.raises(CacheError, match=SAMPLES[0].key):
-            get(cache, tiny_backbone, samples=SAMPLES[:4])
+        again = get(cache, tiny_backbone, samples=SAMPLES[:4])  # never used: computed again and stored
+        assert cache.recomputed == 4 and torch.equal(again.features, intact)
+        assert cache.verify() == []
 
 
 def test_clear_by_dataset_and_by_fingerprint_prefix(tiny_backbone, tiny_backbone_wide, tmp_path):
@@ -134,6 +139,31 @@ def test_clear_by_dataset_and_by_fingerprint_prefix(tiny_backbone, tiny_backbone
         assert cache.clear(fingerprint="pg-tiny-vit-w64") == 5
         assert [r["fingerprint"] for r in cache.info()] == [tiny_backbone_wide.fingerprint]
         assert cache.verify() == []
+
+
+def test_the_eval_preprocessing_is_part_of_the_key(tiny_backbone, tmp_path):
+    """Two backbones with the same weights but other eval preprocessing must not share features."""
+    import torchvision.transforms as T
+
+    class OtherCrop:
+        def __init__(self, backbone):
+            self._backbone = backbone
+
+        def __getattr__(self, name):
+            return getattr(self._backbone, name)
+
+        def image_transform(self, train):
+            steps = self._backbone.image_transform(train)
+            return T.Compose([T.Resize(40), *steps.transforms]) if not train else steps
+
+    other = OtherCrop(tiny_backbone)
+    assert other.fingerprint == tiny_backbone.fingerprint
+    assert transform_id(other, False) != transform_id(tiny_backbone, False)
+    assert transform_id(other, True) == transform_id(tiny_backbone, True)
+    with FeatureCache(tmp_path) as cache:
+        get(cache, tiny_backbone, samples=SAMPLES[:3])
+        get(cache, other, samples=SAMPLES[:3])
+        assert sum(row["entries"] for row in cache.info()) == 6
 
 
 def test_cache_dir_that_cannot_be_written_is_a_clear_error(tmp_path):
@@ -151,7 +181,8 @@ def test_cli_info_verify_clear(tiny_backbone, tmp_path, capsys):
     assert cli.main(["cache", "info", "--json", *root]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert listing["path"] == str((tmp_path / "features.lmdb").resolve())
-    assert [(g["dataset"], g["transform"], g["entries"]) for g in listing["groups"]] == [("colors", "eval", 6)]
+    assert [(g["dataset"], g["transform"], g["entries"]) for g in listing["groups"]] == [
+        ("colors", transform_id(tiny_backbone, False), 6)]
 
     assert cli.main(["cache", "verify", *root]) == 0
     assert capsys.readouterr().out.startswith("ok: 6 entries")
@@ -164,3 +195,21 @@ def test_cli_info_verify_clear(tiny_backbone, tmp_path, capsys):
     assert capsys.readouterr().out.startswith("removed 6 entries")
     assert cli.main(["cache", "info", *root]) == 0
     assert "0 entries" in capsys.readouterr().out
+
+
+def test_two_recipes_of_a_generated_dataset_never_share_features(tiny_backbone, tmp_path):
+    """digits-dg's image i depends on per_class and the seed: the sample version keeps them apart in the cache."""
+    from promptgen_digits.dataset import DigitsDG
+
+    small, larger = DigitsDG(per_class=5, cache_dir=tmp_path), DigitsDG(per_class=6, cache_dir=tmp_path)
+    def by_key(dataset, key):
+        return [s for split in ("train", "val", "test") for s in dataset.samples("photo", split) if s.key == key]
+
+    # image 3 is class 0's first val image at 5 per class, its fourth train image at 6: other pixels, one key
+    first, second = by_key(small, "photo/00003"), by_key(larger, "photo/00003")
+    assert first[0].key == second[0].key and first[0].version != second[0].version
+    with FeatureCache(tmp_path) as cache:
+        a = cache.get(tiny_backbone, small, "digits-dg", first, progress=False)
+        b = cache.get(tiny_backbone, larger, "digits-dg", second, progress=False)
+        assert sum(row["entries"] for row in cache.info()) == 2
+    assert not torch.equal(a.features, b.features)

@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from promptgen.cli import main
-from promptgen.engine import shared_classes
 from promptgen.errors import ConfigError, DatasetError
+from promptgen.plan import shared_classes
 from promptgen.registry import load_registry
 from promptgen_dg_datasets import class_lists, imagecheck
 
@@ -507,10 +507,30 @@ def test_bad_options(create, pacs_root, options, message):
     assert str(error.value).startswith(message)
 
 
-def test_benchmark_class_lists_are_the_plugins():
-    from benchmarks import class_lists as benchmark_lists
+def test_datasets_with_fixed_classes_declare_them_without_data(registry, domainnet_root, create):
+    """The perf suite reads realistic class names from a dataset class, before any data exists."""
+    from benchmarks import perf
 
-    assert benchmark_lists.PACS is class_lists.PACS and benchmark_lists.DOMAINNET is class_lists.DOMAINNET
-    assert benchmark_lists.class_names(7) == list(class_lists.PACS)
-    assert benchmark_lists.class_names(3) == ["aircraft carrier", "airplane", "alarm clock"]
-    assert benchmark_lists.prompt_name("The_Eiffel_Tower") == "The Eiffel Tower"
+    factory = registry.get("dataset", "domainnet").factory
+    assert len(factory.classes) == 345 and factory.classes == create("domainnet", domainnet_root).classes
+    assert registry.get("dataset", "pacs").factory.classes == tuple(sorted(class_lists.PACS))
+    assert perf.class_names({"class_names_from": "domainnet"}, 3) == list(factory.classes[:3])
+    assert class_lists.prompt_name("The_Eiffel_Tower") == "The Eiffel Tower"
+
+
+def test_splits_and_image_checks_go_under_the_runs_cache_dir(create, pacs_root, cache, tmp_path):
+    """--cache-dir is where a run keeps everything it generates: seeded splits and image-scan results too."""
+    other = tmp_path / "elsewhere"
+    create("pacs", pacs_root, cache_dir=str(other)).samples("photo", "train")
+    assert files_in(other / "splits") and files_in(other / "image-checks")
+    assert not files_in(cache / "splits") and not files_in(cache / "image-checks")
+
+
+def test_a_run_hands_its_cache_dir_to_the_dataset(pacs_root, cache, tmp_path):
+    from promptgen.config import RunConfig
+    from promptgen.engine import build_dataset
+
+    other = tmp_path / "run-cache"
+    config = RunConfig(targets="photo", dataset="pacs", data_root=str(pacs_root), cache_dir=str(other))
+    build_dataset(config, load_registry(), "pacs", "cpu", progress=False).samples("photo", "train")
+    assert files_in(other / "splits") and not files_in(cache / "splits")

@@ -8,10 +8,10 @@ from hypothesis import strategies as st
 
 from promptgen.checkpoints import load_generator, save_generator
 from promptgen.errors import ConfigError
-from promptgen.registry import create, get_registry
+from promptgen.registry import create, default_registry
 from promptgen.values import FeatureSet, PromptLabel
 
-GENERATORS = sorted(get_registry().names("generator"))
+GENERATORS = sorted(default_registry().names("generator"))
 
 
 def test_the_built_in_generators_are_registered():

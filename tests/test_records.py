@@ -2,20 +2,31 @@
 
 import json
 
+import attrs
+
 from benchmarks.records import Job, RecordStore, run_jobs
+from promptgen.config import RunConfig
 from promptgen_local import LocalLauncher
 
 
+def _job(target: str = "c", seed: int = 0, **changes) -> Job:
+    config = RunConfig(dataset="digits-dg", sources=("a", "b"), targets=(target,), method="spg", seed=seed,
+                       preset="cpu")
+    return Job("multi-source", attrs.evolve(config, **changes))
+
+
 def _jobs():
-    return [Job("digits-dg", "multi-source", ["a", "b"], [t], "spg", seed, {"preset": "cpu"})
-            for t in ("c", "d") for seed in (0, 1)]
+    return [_job(t, seed) for t in ("c", "d") for seed in (0, 1)]
 
 
-def test_job_identity_follows_what_it_computes():
+def test_job_identity_follows_what_it_computes_not_where_it_reads():
     job = _jobs()[0]
     assert job.id.startswith("digits-dg.multi-source.to-c.spg.seed0.")
-    changed = Job("digits-dg", "multi-source", ["a", "b"], ["c"], "spg", 0, {"preset": "gpu"})
-    assert changed.id != job.id and changed.config_hash != job.config_hash
+    for changed in (_job(preset="gpu"), _job(overrides={"coop": {"epochs": 2}}), _job(views=2)):
+        assert changed.id != job.id and changed.config_hash != job.config_hash
+    assert _job(cache_dir="/elsewhere", data_root="/data", num_workers=4).id == job.id
+    described = job.describe()
+    assert described["method"] == "spg" and described["config"]["preset"] == "cpu"
 
 
 def test_rerun_skips_finished_jobs_unless_forced(tmp_path):

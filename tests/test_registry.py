@@ -218,3 +218,88 @@ def test_unknown_component_lists_what_is_available():
         registry.get("generator", "nope")
     with pytest.raises(PluginError, match="kinds: " + ", ".join(KINDS)):
         registry.names("generators")
+
+
+class _Method:
+    """A method that learns nothing (a test double)."""
+
+    inputs = "features"
+
+    def __init__(self, generator: str = "g"):
+        self.generator = generator
+
+    def components(self):
+        return [("generator", self.generator)]
+
+    def fit(self, run):
+        return {}
+
+    def logits(self, run, split):
+        return None
+
+    def save(self, directory):
+        pass
+
+    def load(self, directory, run):
+        pass
+
+
+def test_methods_register_last_and_see_every_other_component():
+    import functools
+
+    class Plugin:
+        @hookimpl
+        def register_methods(self, register, registry):
+            for name in registry.names("generator"):
+                register(f"m-{name}", functools.partial(_Method, generator=name), aliases=(f"alias-{name}",))
+
+        @hookimpl
+        def register_generators(self, register):  # called before the methods hook, whatever the order here
+            register("late", MeanPromptForTests)
+
+    registry = load_registry([Plugin()], entry_points=False)
+    assert registry.names("method") == ["m-late"]
+    assert registry.get("method", "alias-late").name == "m-late" and registry.canonical("method", "alias-late") == "m-late"
+    assert registry.get("method", "m-late").options["generator"].default == "late"
+    assert "method" in KINDS and KINDS[-1] == "method"
+
+
+def test_a_method_hook_without_the_registry_argument_is_fine_and_aliases_clash_like_names():
+    class One:
+        @hookimpl
+        def register_methods(self, register):
+            register("one", _Method, aliases=("shared",))
+
+    class Two:
+        @hookimpl
+        def register_methods(self, register):
+            register("two", _Method, aliases=("shared",))
+
+    assert load_registry([One()], entry_points=False).canonical("method", "shared") == "one"
+    with pytest.raises(DuplicateComponentError, match="method 'shared' is registered by two plugins: 'One' and 'Two'"):
+        load_registry([One(), Two()], entry_points=False)
+
+
+def test_plugins_command_lists_methods_with_their_aliases(capsys):
+    assert cli.main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "method          spg-cgan (= spg)" in out and "method          zero-shot" in out
+
+
+class MeanPromptForTests:
+    """A generator double with the protocol's methods."""
+
+    def __init__(self, feature_dim, n_ctx, ctx_dim):
+        pass
+
+    def fit(self, backbone, train, prompt_labels, val):
+        pass
+
+    def sample(self, features):
+        return features
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass

@@ -122,7 +122,10 @@ def _check_pipeline(registry, generators, data, tmp_path):
         assert label.fingerprint == backbone.fingerprint and tuple(label.class_names) == tuple(classes)
         labels.append(label)
     n = labels[0].n_ctx
-    assert n == (n_ctx if learner_name == "coop" else labels[0].n_ctx)
+    if learner_name == "coop":  # without an init phrase, CoOp learns n_ctx vectors
+        assert n == n_ctx
+    else:  # the hand-written prompt: one vector per token of "a photo of a"
+        assert n == int(backbone.tokenize(["a photo of a"]).eot_index[0]) - 1 == 4
 
     # stage II: the generator, a few steps
     remap = torch.full((max(domain_ids) + 1,), -1, dtype=torch.long)

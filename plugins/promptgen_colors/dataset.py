@@ -46,7 +46,8 @@ class ColorsDataset:
         bounds[-1] = self.per_class
         start, stop = bounds[SPLITS.index(split)], bounds[SPLITS.index(split) + 1]
         return [
-            Sample(key=f"{domain}/{name}/{int(i):04d}", label=label, domain=domain, source=int(i))
+            Sample(key=f"{domain}/{name}/{int(i):04d}", label=label, domain=domain, source=int(i),
+                   version=f"seed{self.seed}-px{self.image_size}")  # both change the pixels of image i
             for label, name in enumerate(self.classes)
             for i in sorted(order[start:stop])
         ]

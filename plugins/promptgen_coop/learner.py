@@ -21,6 +21,12 @@ from promptgen.values import FeatureSet, PromptLabel
 class CoOpPrompt:
     """CoOp: n_ctx context vectors learned by cross-entropy on cosine logits, initialised from "a photo of a"."""
 
+    # gpu: the official CoOp configuration SPG's stage I uses (SGD, lr 2e-3, 50 epochs, batch 32).
+    presets = {
+        "gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3},
+        "cpu": {"epochs": 8, "batch_size": 32, "lr": 2e-3},
+    }
+
     def __init__(
         self,
         ctx_init: str | None = "a photo of a",

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from promptgen.errors import ConfigError
-from promptgen.training import PromptScaler, condition, load_module_states, module_states, train_epochs
+from promptgen.training import PromptScaler, Trainer, condition, fit_generator, load_module_states, module_states
 from promptgen.values import FeatureSet
 
 SAMPLE_MODES = ("random", "mean")
@@ -31,6 +31,9 @@ def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
 
 class CVAEGenerator:
     """Conditional VAE: encoder q(z | prompt, feature), decoder p(prompt | z, feature); z ~ N(0, I) or z = 0 at test."""
+
+    # No paper gives official values: gpu runs on the defaults; cpu as the CGAN's cpu preset.
+    presets = {"cpu": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1}}
 
     def __init__(
         self,
@@ -89,6 +92,10 @@ class CVAEGenerator:
         load_module_states(self._modules(), state)
 
     def fit(self, backbone, train: FeatureSet, prompt_labels, val: FeatureSet | None) -> dict:
+        return fit_generator(self, backbone, train, prompt_labels, val, name="cvae")
+
+    def trainer(self, backbone, train: FeatureSet, prompt_labels) -> Trainer:
+        """The networks on the backbone's device, the optimizer and one step (promptgen.training.Trainer)."""
         o = self.options
         device = backbone.device
         for module in self._modules().values():
@@ -112,11 +119,7 @@ class CVAEGenerator:
             optimizer.step()
             return {key: value.item() for key, value in losses.items()}
 
-        return train_epochs(
-            self, backbone, train, prompt_labels, val, name="cvae", step=step, optimizers=[optimizer],
-            modules=(self.encoder, self.decoder), epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"],
-            warmup_epochs=o["warmup_epochs"], seed=o["seed"], progress=self.progress, min_batch=1,
-        )
+        return Trainer(step=step, optimizers=[optimizer], modules=(self.encoder, self.decoder), features=features, min_batch=1)
 
     # --- training internals -------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -32,7 +33,9 @@ class FolderTreeDataset:
 
     Options: seed (of the split when there is no official split file), val_fraction (0.2,
     DomainBed's holdout), bad_images ('fail': one error listing every unreadable image; 'skip':
-    leave them out and list them as problems), check_images (False: no scan), progress (bars).
+    leave them out and list them as problems), check_images (False: no scan), content_hash (identify
+    each image by a hash of its bytes instead of its size and modification time: the cached features
+    of a file survive a touch, at the cost of reading every file once), progress (bars).
     Labels index ``classes``, which follows the sorted class folder names, as ImageFolder does.
     """
 
@@ -40,12 +43,21 @@ class FolderTreeDataset:
     classes: tuple[str, ...] = ()
     spec: Spec | None = None  # set by each dataset class (the folder dataset builds its own)
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A dataset whose classes are fixed is known by them before any data is read (e.g. the perf
+        # suite's realistic class names); instances set the same tuple again.
+        if cls.spec is not None and cls.spec.class_folders is not None:
+            cls.domains = tuple(domain for domain, _ in cls.spec.domains)
+            cls.classes = tuple(cls.spec.prompt_name(folder) for folder in sorted(cls.spec.class_folders))
+
     def __init__(self, root=None, seed: int = 0, *, val_fraction: float = 0.2, bad_images: str = "fail",
-                 check_images: bool = True, progress: bool = True, **unknown):
+                 check_images: bool = True, content_hash: bool = False, progress: bool = True,
+                 cache_dir: str | None = None, **unknown):
         name = self.spec.name if self.spec else "folder"
         if unknown:
             raise ConfigError(f"{name}: unknown option(s) {', '.join(sorted(unknown))}; options: seed, val_fraction, "
-                              f"bad_images, check_images, progress")
+                              f"bad_images, check_images, content_hash, progress, cache_dir")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"{name}: seed must be an int, got {seed!r}")
         if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
@@ -55,6 +67,8 @@ class FolderTreeDataset:
             raise ConfigError(f"{name}: bad_images must be one of {', '.join(BAD_IMAGES)}, got {bad_images!r}")
         self.seed, self.val_fraction, self.bad_images = seed, float(val_fraction), bad_images
         self.check_images, self.progress = bool(check_images), bool(progress)
+        self.cache_dir = cache_dir  # where seeded splits and image-scan results go (default: the cache root)
+        self.content_hash = bool(content_hash)  # identify images by a hash of their bytes, not size + mtime
         self.spec = self.make_spec(root)
         self.layout: Layout = locate(self.spec, root)
         self.class_folders = tuple(sorted(self.spec.class_folders))
@@ -137,8 +151,23 @@ class FolderTreeDataset:
     def _samples(self, domain: str, images) -> list[Sample]:
         # Plain string joins, not Path: DomainNet makes ~590k of these.
         key, source, label = f"{self.key_prefix()}{domain}/", self._prefix(domain), self._label
-        return [Sample(key=key + relative, label=label[folder], domain=domain, source=source + relative)
+        return [Sample(key=key + relative, label=label[folder], domain=domain, source=source + relative,
+                       version=self._version(source + relative))
                 for folder, relative in images]
+
+    def _version(self, path: str) -> str:
+        """The file's content identity: size and modification time, or a hash of its bytes (content_hash)."""
+        try:
+            if self.content_hash:
+                digest = hashlib.blake2b(digest_size=12)
+                with open(path, "rb") as file:
+                    for block in iter(lambda: file.read(1 << 20), b""):
+                        digest.update(block)
+                return "b2-" + digest.hexdigest()
+            stat = os.stat(path)
+        except OSError as error:
+            raise DatasetError(f"{self.spec.name}: cannot read {path}: {error.strerror or error}") from None
+        return f"{stat.st_size}-{stat.st_mtime_ns}"
 
     def _prefix(self, domain: str) -> str:
         return str(self.layout.domain_dirs[domain]) + os.sep
@@ -176,7 +205,8 @@ class FolderTreeDataset:
 
     def _drop_bad_images(self, files, ignored, problems, writes) -> None:
         paths = [self._prefix(d) + relative for d in self.domains for _, relative in files[d]]
-        bad, result_path, cached = imagecheck.find_bad_images(self.spec.name, paths, progress=self.progress)
+        bad, result_path, cached = imagecheck.find_bad_images(self.spec.name, paths, progress=self.progress,
+                                                              cache_dir=self.cache_dir)
         if bad and self.bad_images == "fail":
             raise DatasetError(
                 f"{self.spec.name}: {len(bad)} unreadable or truncated image(s) under {self.layout.base}; replace or "
@@ -208,7 +238,7 @@ class FolderTreeDataset:
             train, val, more = splits.check_split(official, splits.read_document(official), context, resolver)
             problems += more
             return train, val, f"official: {official}"
-        path = splits.seeded_path(self.spec.name, domain, files, self.seed, self.val_fraction)
+        path = splits.seeded_path(self.spec.name, domain, files, self.seed, self.val_fraction, self.cache_dir)
         if path.is_file():
             train, val, more = splits.check_split(path, splits.read_document(path), context, resolver)
             problems += more

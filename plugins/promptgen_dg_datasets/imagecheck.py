@@ -58,17 +58,18 @@ def fingerprint(paths: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def result_path(dataset: str, paths: Sequence[str]) -> Path:
-    return cache_root() / "image-checks" / f"{dataset}-{fingerprint(paths)}.json"
+def result_path(dataset: str, paths: Sequence[str], cache_dir=None) -> Path:
+    return cache_root(cache_dir) / "image-checks" / f"{dataset}-{fingerprint(paths)}.json"
 
 
-def find_bad_images(dataset: str, paths: Sequence[str], *, progress: bool = True) -> tuple[list[list[str]], Path, bool]:
+def find_bad_images(dataset: str, paths: Sequence[str], *, progress: bool = True,
+                    cache_dir=None) -> tuple[list[list[str]], Path, bool]:
     """([path, reason] of each bad image, where the result is cached, whether it came from the cache).
 
     The caller writes the result (``save``) once the dataset is known to be usable, so that a
     failing dataset leaves nothing behind.
     """
-    path = result_path(dataset, paths)
+    path = result_path(dataset, paths, cache_dir)
     if path.is_file():
         try:
             return json.loads(path.read_text())["bad"], path, True

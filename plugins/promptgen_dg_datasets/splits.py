@@ -23,6 +23,7 @@ import numpy as np
 from promptgen.data import stable_int_hash
 from promptgen.errors import DatasetError
 from promptgen.paths import cache_root, writable_dir
+from promptgen.plan import class_key
 from promptgen_dg_datasets.listing import SPLIT_DIR
 
 SPLITS = ("train", "val", "test")
@@ -32,9 +33,8 @@ MAX_LISTED = 20  # problems listed in one error; the count says how many more th
 Image = tuple[str, str]  # (class folder, path relative to the domain folder: '<class>/<file>')
 
 
-def normal(name: str) -> str:
-    """Class names compare like the engine compares them: case, '_' and '-' ignored."""
-    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
+# Class names compare exactly as a cross-dataset run compares them: one implementation, the engine's.
+normal = class_key
 
 
 def official_file(dataset_dir: Path, names: list[str], seed: int) -> Path | None:
@@ -178,10 +178,11 @@ def seeded_split(dataset: str, domain: str, files: tuple[Image, ...], seed: int,
     return sorted(train), sorted(val)
 
 
-def seeded_path(dataset: str, domain: str, files: tuple[Image, ...], seed: int, val_fraction: float) -> Path:
+def seeded_path(dataset: str, domain: str, files: tuple[Image, ...], seed: int, val_fraction: float,
+                cache_dir=None) -> Path:
     digest = hashlib.blake2b("\n".join(relative for _, relative in files).encode(), digest_size=6).hexdigest()
     slug = "_".join(domain.split())
-    return cache_root() / "splits" / dataset / f"{slug}_seed{seed}_val{val_fraction:g}_{digest}_train_val_split.json"
+    return cache_root(cache_dir) / "splits" / dataset / f"{slug}_seed{seed}_val{val_fraction:g}_{digest}_train_val_split.json"
 
 
 def seeded_document(train, val, *, folder_name: str, label_of: dict[str, int], domain_index: int, meta: dict) -> dict:

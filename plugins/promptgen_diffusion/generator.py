@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from promptgen.errors import ConfigError
-from promptgen.training import PromptScaler, condition, load_module_states, module_states, train_epochs
+from promptgen.training import PromptScaler, Trainer, condition, fit_generator, load_module_states, module_states
 from promptgen.values import FeatureSet
 
 TIME_FEATURES = 64
@@ -75,6 +75,9 @@ class Denoiser(nn.Module):
 
 class DiffusionGenerator:
     """Conditional diffusion: an MLP denoiser on the flattened prompt, DDIM sampling, optional classifier-free guidance."""
+
+    # No paper gives official values: gpu runs on the defaults; cpu as the CGAN's cpu preset.
+    presets = {"cpu": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1}}
 
     def __init__(
         self,
@@ -153,6 +156,10 @@ class DiffusionGenerator:
         load_module_states({"denoiser": self.denoiser, "scaler": self.scaler}, state)
 
     def fit(self, backbone, train: FeatureSet, prompt_labels, val: FeatureSet | None) -> dict:
+        return fit_generator(self, backbone, train, prompt_labels, val, name="diffusion")
+
+    def trainer(self, backbone, train: FeatureSet, prompt_labels) -> Trainer:
+        """The networks on the backbone's device, the optimizer and one step (promptgen.training.Trainer)."""
         o = self.options
         device = backbone.device
         self.denoiser.to(device)
@@ -170,11 +177,7 @@ class DiffusionGenerator:
             optimizer.step()
             return {"loss": loss.item()}
 
-        return train_epochs(
-            self, backbone, train, prompt_labels, val, name="diffusion", step=step, optimizers=[optimizer],
-            modules=(self.denoiser,), epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"],
-            warmup_epochs=o["warmup_epochs"], seed=o["seed"], progress=self.progress, min_batch=1,
-        )
+        return Trainer(step=step, optimizers=[optimizer], modules=(self.denoiser,), features=features, min_batch=1)
 
     # --- internals ----------------------------------------------------------------------------
 

@@ -47,8 +47,8 @@ class DigitsC:
     domains = tuple(CORRUPTIONS)
     classes = DigitsDG.classes
 
-    def __init__(self, root=None, seed: int = 0, **options):
-        self.base = DigitsDG(root=root, seed=seed, **options)
+    def __init__(self, root=None, seed: int = 0, per_class: int = 200, image_size: int = 32, cache_dir=None):
+        self.base = DigitsDG(root=root, seed=seed, per_class=per_class, image_size=image_size, cache_dir=cache_dir)
 
     def samples(self, domain: str, split: str) -> list[Sample]:
         if domain not in CORRUPTIONS:
@@ -56,7 +56,7 @@ class DigitsC:
         if split not in SPLITS:
             raise ConfigError(f"digits-c: unknown split {split!r}; splits: {', '.join(SPLITS)}")
         base = [s for d in self.base.domains for s in self.base.samples(d, split)][CORRUPTIONS_OFFSET[domain]::STRIDE]
-        return [Sample(key=f"{domain}/{s.key}", label=s.label, domain=domain, source=s) for s in base]
+        return [Sample(key=f"{domain}/{s.key}", label=s.label, domain=domain, source=s, version=s.version) for s in base]
 
     def load_image(self, sample: Sample) -> Image.Image:
         rng = np.random.default_rng(stable_int_hash("digits-c", sample.key))

@@ -50,7 +50,8 @@ class DigitsDG:
         arrays = self._domain(domain)
         chosen = np.flatnonzero(arrays["split"] == SPLITS.index(split))
         return [
-            Sample(key=f"{domain}/{i:05d}", label=int(arrays["label"][i]), domain=domain, source=int(i))
+            Sample(key=f"{domain}/{i:05d}", label=int(arrays["label"][i]), domain=domain, source=int(i),
+                   version=self.directory.name)  # the recipe (format, seed, size): image i of another is another image
             for i in chosen
         ]
 

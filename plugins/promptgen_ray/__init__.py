@@ -5,6 +5,7 @@ Ray is an optional extra: ``pip install "promptgen[ray]"``. It is imported only 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -18,8 +19,9 @@ class RayLauncher:
 
     ``address``: a running cluster ("ray://head:10001" or "auto"); None starts a local instance with
     ``num_cpus`` CPUs (default: all) that is shut down afterwards. On a cluster, every node needs
-    promptgen installed; ``py_modules`` (default: the ``benchmarks`` package next to this checkout,
-    when there is one) are shipped with the tasks.
+    promptgen installed; ``py_modules`` are shipped with the tasks (default: the top-level package
+    that defines the function being run, wherever it was imported from -- a checkout or a wheel --
+    so that a task can unpickle it on a node that lacks it).
     """
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, cpus_per_job: float = 1,
@@ -40,7 +42,7 @@ class RayLauncher:
         started = not ray.is_initialized()
         if started:
             if self.address:
-                ray.init(address=self.address, runtime_env={"py_modules": self._modules()}, log_to_driver=False)
+                ray.init(address=self.address, runtime_env={"py_modules": self._modules(fn)}, log_to_driver=False)
             else:
                 ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
         try:
@@ -57,11 +59,12 @@ class RayLauncher:
             if started:
                 ray.shutdown()
 
-    def _modules(self) -> list[str]:
+    def _modules(self, fn) -> list[str]:
         if self.py_modules is not None:
             return self.py_modules
-        benchmarks = Path(__file__).resolve().parents[2] / "benchmarks"
-        return [str(benchmarks)] if (benchmarks / "__init__.py").is_file() else []
+        top = type(fn).__module__.split(".")[0]  # e.g. benchmarks, for the harness's job wrapper
+        origin = getattr(sys.modules.get(top), "__file__", None)
+        return [str(Path(origin).parent)] if origin and Path(origin).name == "__init__.py" else []
 
 
 def _call(fn, job):

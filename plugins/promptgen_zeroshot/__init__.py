@@ -1,6 +1,7 @@
-"""Built-in plugin: the ``zeroshot`` prompt learner (a hand-written prompt, no training)."""
+"""Built-in plugin: the ``zeroshot`` prompt learner (a hand-written prompt, no training) and the ``zero-shot`` method."""
 
 from promptgen import hookimpl
+from promptgen.methods import SharedPromptMethod
 from promptgen.prompts import phrase_embedding
 from promptgen.values import PromptLabel
 
@@ -21,6 +22,27 @@ class ZeroShotPrompt:
         )
 
 
+class ZeroShot(SharedPromptMethod):
+    """Zero-shot CLIP: the hand-written prompt "a photo of a {class}." for every image; learns nothing."""
+
+    rank = 0  # first row of the tables, as in the SPG paper
+    deterministic = True  # no seed changes it: benchmark sweeps run it once
+
+    def __init__(self, learner: str = "zeroshot"):
+        super().__init__(learner)
+
+    def fit(self, run) -> dict:
+        # A hand-written prompt reads no training data: no training features are computed.
+        with run.timed("stage1"):
+            self.label = run.create("prompt_learner", self.learner).fit(run.backbone, run.classes, None, None, "all")
+        return {}
+
+
 @hookimpl
 def register_prompt_learners(register):
     register("zeroshot", ZeroShotPrompt)
+
+
+@hookimpl
+def register_methods(register):
+    register("zero-shot", ZeroShot)

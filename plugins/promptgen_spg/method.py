@@ -1,0 +1,71 @@
+"""SPG (Bai et al., ECCV 2024): soft prompt generation for domain generalization.
+
+Stage I: one prompt label per source domain, each learned by a prompt learner (CoOp) on that
+domain alone. Stage II: a generator learns to map an image feature (plus noise) to the prompt label
+of the image's domain. Test: each image gets its own generated prompt, encoded around every class.
+Any registered generator can be stage II (``spg-<generator>``); any prompt learner stage I.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from promptgen.checkpoints import check_fingerprint, load_generator, load_prompt_label, save_generator, save_prompt_label
+from promptgen.evaluate import instance_logits
+from promptgen.prompts import PromptAssembler
+from promptgen.quality import prompt_quality
+
+LABELS = "prompt_labels"
+GENERATOR = "generator"
+
+
+class SPG:
+    """SPG: a prompt label per source domain (stage I), a generator from image feature to prompt (stage II)."""
+
+    inputs = "features"
+    rank = 80  # after the baselines, as in the SPG paper's table
+
+    def __init__(self, generator: str, learner: str = "coop"):
+        self.generator_name = generator
+        self.learner = learner
+        self.labels = []
+        self.generator = None
+        self.generator_options: dict = {}
+
+    def components(self):
+        return (("prompt_learner", self.learner), ("generator", self.generator_name))
+
+    def fit(self, run) -> dict:
+        with run.timed("stage1"):
+            self.labels = run.prompt_labels(self.learner)
+        arguments = {"feature_dim": run.backbone.embed_dim, "n_ctx": self.labels[0].n_ctx,
+                     "ctx_dim": run.backbone.ctx_dim}
+        self.generator = run.create("generator", self.generator_name, **arguments)
+        self.generator_options = {**arguments, **run.options("generator", self.generator_name)}
+        train, val = run.features("train"), run.features("val")
+        with run.timed("stage2"):
+            report = self.generator.fit(run.backbone, train, self.labels, val) or {}
+        return {**report, "stage1": {label.domain: label.metadata for label in self.labels}}
+
+    @torch.no_grad()
+    def logits(self, run, split: str) -> torch.Tensor:
+        assembler = PromptAssembler(run.backbone, run.classes, self.labels[0].n_ctx)
+        return instance_logits(run.backbone, assembler, self.generator, run.features(split).features)
+
+    def quality(self, run) -> dict:
+        return prompt_quality(run.backbone, self.generator, self.labels, run.features("val"))
+
+    def save(self, directory: Path) -> None:
+        for label in self.labels:
+            save_prompt_label(label, Path(directory) / LABELS / label.domain)
+        save_generator(self.generator, self.generator_name, self.generator_options, Path(directory) / GENERATOR)
+
+    def load(self, directory: Path, run) -> None:
+        directory = Path(directory)
+        self.labels = [load_prompt_label(directory / LABELS / domain) for domain in run.sources]
+        for label, domain in zip(self.labels, run.sources):
+            check_fingerprint(label, run.backbone, directory / LABELS / domain)
+        self.generator, self.generator_name, self.generator_options = load_generator(directory / GENERATOR,
+                                                                                     run.registry)
