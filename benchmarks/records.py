@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import traceback
 from pathlib import Path
 from typing import Callable, Iterable
@@ -19,6 +20,8 @@ import attrs
 
 from promptgen.config import RunConfig
 from promptgen.files import write_json
+
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -74,26 +77,39 @@ class RecordStore:
 
     def __init__(self, root: str | Path):
         self.directory = Path(root) / "records"
+        self.unreadable: list[Path] = []
 
     def path(self, job: Job) -> Path:
         return self.directory / f"{job.id}.json"
 
     def done(self, job: Job) -> bool:
-        path = self.path(job)
-        return path.is_file() and json.loads(path.read_text()).get("status") == "ok"
+        record = self._read(self.path(job))
+        return record is not None and record.get("status") == "ok"
+
+    def _read(self, path: Path) -> dict | None:
+        """A record, or None when it is missing or unreadable (an empty or damaged file: the job runs again)."""
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            if path not in self.unreadable:
+                self.unreadable.append(path)
+                log.warning("record %s is unreadable (%s); its job counts as not run", path, error)
+            return None
+        return record if isinstance(record, dict) else None
 
     def write(self, job: Job, record: dict) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         return write_json(self.path(job), {"job": job.describe(), **record})
 
     def records(self, jobs: Iterable[Job] | None = None) -> list[dict]:
-        """Every record, or those of ``jobs`` that exist."""
+        """Every readable record, or those of ``jobs`` that exist and are readable."""
         if jobs is not None:
             paths = [self.path(job) for job in jobs]
-            return [json.loads(path.read_text()) for path in paths if path.is_file()]
-        if not self.directory.is_dir():
-            return []
-        return [json.loads(path.read_text()) for path in sorted(self.directory.glob("*.json"))]
+        else:
+            paths = sorted(self.directory.glob("*.json")) if self.directory.is_dir() else []
+        return [record for record in map(self._read, paths) if record is not None]
 
 
 @attrs.frozen

@@ -18,15 +18,16 @@ from pathlib import Path
 from benchmarks import perf, protocols, suites, sweep
 from benchmarks.records import RecordStore, run_jobs
 from promptgen import defaults
-from promptgen.cli import add_set_argument, merge_overrides, parse_settings
+from promptgen.cli import (Parser, add_set_argument, merge_overrides, parse_settings, run_command, setup_logging,
+                           warn_about_plugins)
 from promptgen.errors import ConfigError, PromptgenError
-from promptgen.files import write_json
+from promptgen.files import write_json, write_text
 from promptgen.presets import PRESET_CHOICES
 from promptgen.registry import default_registry
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m benchmarks.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--suite", default="default", help="a suite name (see --list) or a .toml file (default: %(default)s)")
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "RANK and WORLD_SIZE when set")
     where.add_argument("--report", action="store_true", help="only rebuild the table from the records already written")
     where.add_argument("--quiet", action="store_true", help="no progress bars")
+    where.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return parser
 
 
@@ -72,6 +74,11 @@ def list_suites() -> None:
 
 def resolve_suite(args) -> suites.Suite:
     """The suite file with the command line's changes to its keys and to its run template."""
+    from promptgen.config import SEED_LIMIT
+
+    for seed in args.seeds or ():
+        if not 0 <= seed <= SEED_LIMIT:
+            raise ConfigError(f"--seeds: every seed must be an integer from 0 to {SEED_LIMIT}, got {seed}")
     suite = suites.load(args.suite)
     backbone = {**suite.template.get("backbone", {}),
                 **{k: v for k, v in (("name", args.backbone), ("model", args.model), ("pretrained", args.pretrained),
@@ -139,9 +146,10 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     if suite.data_root:
         suite = suites.with_changes(suite, template={"data_root": str(Path(suite.data_root).expanduser())})
     jobs = protocols.expand(suite, registry)
+    mine = shard(jobs, args.shard)  # checked before anything is written
+    make_out(out)
     store = RecordStore(out)
     if not args.report:
-        mine = shard(jobs, args.shard)
         pending = [job for job in mine if args.force or not store.done(job)]
         print(f"suite {suite.name}: {len(jobs)} jobs, {len(mine) - len(pending)} already done, "
               f"running {len(pending)} with the {args.launcher} launcher", flush=True)
@@ -153,17 +161,17 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     table = sweep.suite_table(suite, jobs, records)
     fingerprints = sorted({r["fingerprint"] for r in records if r.get("status") == "ok"})
     heading = sweep.title(suite, suite.seeds, ", ".join(fingerprints) or "-")
-    (out / "table.csv").write_text(table.csv())
+    write_text(out / "table.csv", table.csv())
     if table.cells:
         sweep.plot(table, out / "table.png", f"{suite.name}: test accuracy (%), mean ± std over seeds")
     text = table.markdown(heading)
     methods = sweep.method_table(jobs, records)
-    (out / "methods.md").write_text(methods + "\n")
+    write_text(out / "methods.md", methods + "\n")
     text += "\n\nPer method: seed stability, stage II time and generator quality (docs/benchmarks.md)\n\n" + methods
     if records and not args.report:
         domains, gaps = sweep.domain_gaps(suite, args.cache_dir, rank_device(suite), registry)
         gap_table = sweep.domain_gap_table(gaps, domains)
-        (out / "domain_gap.md").write_text(gap_table + "\n")
+        write_text(out / "domain_gap.md", gap_table + "\n")
         write_json(out / "domain_gap.json", gaps)
         text += "\n\nDomain gap in image-feature space: FID above the diagonal, KID ×10³ below\n\n" + gap_table
     failed = [r for r in records if r.get("status") == "failed"]
@@ -178,6 +186,13 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     return text, summary
 
 
+def make_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"--out {out}: it, or a parent of it, is a file, not a directory") from None
+
+
 def run_perf(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     backbone = suite.example().backbone
     settings = {**suite.perf, "backbone": suite.template.get("backbone", {}), "cache_dir": args.cache_dir}
@@ -187,38 +202,44 @@ def run_perf(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
         raise ConfigError(f"{suite.path}: perf.measurements: unknown {sorted(unknown)}; "
                           f"measurements: {', '.join(perf.MEASUREMENTS)}")
     rows = perf.measure(settings, measurements, progress=not args.quiet)
-    (out / "records").mkdir(parents=True, exist_ok=True)
+    make_out(out / "records")
     write_json(out / "records" / "perf.json", {"settings": settings, "rows": rows})
     lines = ["measurement,baseline,fast,unit,baseline_rate,fast_rate,ratio,baseline_rss_mb,fast_rss_mb,max_logit_diff"]
     lines += [",".join(str(r.get(key, "")) for key in lines[0].split(",")) for r in rows]
-    (out / "table.csv").write_text("\n".join(lines) + "\n")
+    write_text(out / "table.csv", "\n".join(lines) + "\n")
     heading = (f"{suite.name}: speed-ups measured side by side, backbone {backbone.name}"
                f"{' ' + backbone.model if backbone.model else ''}; "
                f"peak RSS of each arm's own process (torch, backbone and dataset included)")
     return perf.table(rows, heading), {"suite": suite.name, "rows": len(rows)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.list:
-        list_suites()
-        return 0
+def run_suite(args) -> int:
+    """Run the suite the arguments name, write its outputs, print its table."""
     start = time.perf_counter()
-    try:
-        suite = resolve_suite(args)
-        out = args.out or Path("results") / suite.name
-        out.mkdir(parents=True, exist_ok=True)
-        text, summary = (run_perf if suite.kind == "perf" else run_accuracy)(args, suite, out)
-    except PromptgenError as error:
-        print(f"benchmarks.run: error: {error}", file=sys.stderr)
-        return 2
+    suite = resolve_suite(args)
+    out = args.out or Path("results") / suite.name
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory")
+    text, summary = (run_perf if suite.kind == "perf" else run_accuracy)(args, suite, out)
     seconds = time.perf_counter() - start
-    (out / "table.md").write_text(text + "\n")
+    write_text(out / "table.md", text + "\n")
     write_json(out / "summary.json", {**summary, "seconds": round(seconds, 1)})
     print("\n" + text)
     print(f"\nwrote {out}/table.md, table.csv{', table.png' if (out / 'table.png').exists() else ''} "
           f"and records/ ({seconds:.0f} s)")
     return 1 if summary.get("failed") else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    if args.list:
+        list_suites()
+        return 0
+    setup_logging(quiet=args.quiet)
+    warn_about_plugins()
+    return run_command("benchmarks.run", run_suite, args, debug=debug)
 
 
 if __name__ == "__main__":

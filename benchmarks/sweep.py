@@ -46,7 +46,7 @@ class JobRunner:
         if self.device:
             config = attrs.evolve(config, backbone=attrs.evolve(config.backbone, device=self.device))
         run_dir = self.out / "runs" / job.id
-        metrics = run(config, run_dir, progress=self.progress)
+        metrics = run(config, run_dir, progress=self.progress, force=True)  # a job run again replaces its run
         return {**metrics, "run_dir": str(run_dir)}
 
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
+import shutil
 import struct
 import threading
 import zlib
@@ -29,13 +31,19 @@ import lmdb
 import numpy as np
 import torch
 
+from promptgen import lmdbcheck
 from promptgen.data import SampleImages, encode_batches
 from promptgen.errors import CacheError, ConfigError
+from promptgen.files import write_json
 from promptgen.paths import cache_root, writable_dir
 from promptgen.protocols import Backbone, Dataset
 from promptgen.values import FeatureSet, Sample
 
 log = logging.getLogger(__name__)
+
+
+class DamagedCacheError(CacheError):
+    """The cache's file is damaged where LMDB cannot be trusted to read it: repair or clear it."""
 
 FEATURE_TAG = b"f2|"
 META_TAG = b"m1|"
@@ -78,14 +86,26 @@ def encode_entry(label: int, domain: str, feature: np.ndarray) -> bytes:
     return _HEAD.pack(label, len(domain.encode()), zlib.crc32(body, label & 0xFFFFFFFF)) + body
 
 
-def decode_entry(value) -> tuple[int, str, np.ndarray]:
-    """(label, domain, feature [E] float16, a view of ``value``); ValueError if the bytes are not an intact entry."""
-    if len(value) < _HEAD.size:
-        raise ValueError(f"{len(value)} bytes, shorter than the {_HEAD.size}-byte header")
+MAX_WIDTH = 16384  # no feature is wider: a value longer than this allows is damaged, and never read
+
+
+def decode_entry(value, dim: int | None = None) -> tuple[int, str, np.ndarray]:
+    """(label, domain, feature [E] float16, a view of ``value``); ValueError if the bytes are not an intact entry.
+
+    The length is checked before the bytes are read (against ``dim`` when known): a damaged length
+    could otherwise send the read past the end of the file.
+    """
+    size = len(value)
+    if size < _HEAD.size:
+        raise ValueError(f"{size} bytes, shorter than the {_HEAD.size}-byte header")
+    if size > _HEAD.size + 65535 + 2 * MAX_WIDTH:
+        raise ValueError(f"{size} bytes, longer than any entry")
     label, length, crc = _HEAD.unpack_from(value)
     start = _HEAD.size + length
-    if start > len(value) or (len(value) - start) % _FLOAT16.itemsize:
-        raise ValueError(f"{len(value)} bytes do not hold a {length}-byte domain and float16 values")
+    if start > size or (size - start) % _FLOAT16.itemsize:
+        raise ValueError(f"{size} bytes do not hold a {length}-byte domain and float16 values")
+    if dim is not None and size - start != dim * _FLOAT16.itemsize:
+        raise ValueError(f"feature has {(size - start) // _FLOAT16.itemsize} dims, expected {dim}")
     if zlib.crc32(memoryview(value)[_HEAD.size:], label & 0xFFFFFFFF) != crc:
         raise ValueError("checksum mismatch (the bytes were changed after they were written)")
     domain = bytes(value[_HEAD.size:start]).decode()
@@ -101,8 +121,9 @@ class FeatureCache:
     """
 
     def __init__(self, root: str | Path | None = None, *, map_size: int = DEFAULT_MAP_SIZE):
-        self.path, self.env = _acquire(cache_root(root) / "features.lmdb", map_size)
+        self.path, self.env, self.readonly = _acquire(cache_root(root) / "features.lmdb", map_size)
         self.recomputed = 0  # damaged entries found by reads and computed again
+        self.unstored = 0  # features computed but not stored (a read-only cache)
 
     def close(self) -> None:
         if self.env is not None:
@@ -166,6 +187,14 @@ class FeatureCache:
         return FeatureSet(torch.from_numpy(features), labels, torch.tensor(domain_ids, dtype=torch.long).repeat(views))
 
     def _read(self, keys: list[bytes], out: np.ndarray, fingerprint: str) -> list[int]:
+        try:
+            return self._read_entries(keys, out, fingerprint)
+        except lmdb.Error as error:
+            raise CacheError(f"the feature cache at {self.path} is damaged ({type(error).__name__}: {error}): run "
+                             f"`promptgen cache verify --repair` (keeps every readable entry) or `promptgen cache "
+                             f"clear --all`") from None
+
+    def _read_entries(self, keys: list[bytes], out: np.ndarray, fingerprint: str) -> list[int]:
         """Fill the rows of ``out`` [len(keys), E] found intact in the cache; return the other rows' indices.
 
         An entry that fails its checks (checksum, width, finite values) is treated as missing: it is
@@ -183,9 +212,9 @@ class FeatureCache:
                     missing.append(row)
                     continue
                 try:
-                    feature = decode_entry(value)[2]
-                    if len(feature) != dim or not np.isfinite(feature).all():
-                        raise ValueError("wrong width or non-finite values")
+                    feature = decode_entry(value, dim)[2]
+                    if not np.isfinite(feature).all():
+                        raise ValueError("non-finite values")
                     out[row] = feature  # copies out of the transaction's memory before it ends
                 except ValueError:
                     missing.append(row)
@@ -214,14 +243,27 @@ class FeatureCache:
                 for key, value in entries:
                     txn.put(key, value)
 
-            self._write(put)
+            if self.readonly:
+                self.unstored += len(entries)
+            else:
+                self._write(put)
             out[rows[start:stop]] = batch  # the stored float16 values: a later cache hit returns exactly these
             start = stop
+        if self.readonly and self.unstored:
+            log.warning("feature cache %s is read-only: %d features computed for this run were not stored",
+                        self.path, self.unstored)
 
     # --- inspection and maintenance ------------------------------------------------------------
 
     def info(self) -> list[dict]:
         """One row per (fingerprint, dataset, transform): entries, distinct views, bytes (keys + values)."""
+        try:
+            return self._info()
+        except lmdb.Error as error:
+            raise CacheError(f"the feature cache at {self.path} is damaged ({type(error).__name__}: {error}): run "
+                             f"`promptgen cache verify --repair` or `promptgen cache clear --all`") from None
+
+    def _info(self) -> list[dict]:
         groups: dict[tuple, dict] = {}
         with self._begin_read() as txn:
             for key, value in _scan(txn, FEATURE_TAG):
@@ -239,19 +281,59 @@ class FeatureCache:
         return [{**row, "views": len(row["views"])} for _, row in sorted(groups.items())]
 
     def verify(self) -> list[str]:
-        """Problems, one line each: entries that do not decode, differ in dim from their backbone, or are not finite."""
-        problems, dims = [], {}
-        with self._begin_read() as txn:
-            for key, value in _scan(txn, META_TAG):
-                dim = _embed_dim(value)
-                if dim is None:
-                    problems.append(f"{_show(key)}: metadata is not JSON with an integer embed_dim")
-                else:
-                    dims[key[len(META_TAG):].decode(errors="replace")] = dim
-            for key, value in _scan(txn):
-                if not key.startswith(META_TAG):
-                    problems.extend(_entry_problems(key, value, dims))
-        return problems
+        """Problems, one line each: entries that fail their checksum, do not decode, differ in width from their
+        backbone or are not finite, and damage to the database's own structure (pages it cannot read)."""
+        return self._check()[0]
+
+    def _check(self) -> tuple[list[str], list[bytes], bool]:
+        """(problems, keys of bad entries, whether the structure is damaged)."""
+        problems, bad, dims = [], [], {}
+        try:
+            with self._begin_read() as txn:
+                for key, value in _scan(txn, META_TAG):
+                    dim = _embed_dim(value)
+                    if dim is None:
+                        problems.append(f"{_show(key)}: metadata is not JSON with an integer embed_dim")
+                        bad.append(key)
+                    else:
+                        dims[key[len(META_TAG):].decode(errors="replace")] = dim
+                for key, value in _scan(txn):
+                    if not key.startswith(META_TAG):
+                        found = _entry_problems(key, value, dims)
+                        problems.extend(found)
+                        bad.extend([key] if found else [])
+        except lmdb.Error as error:
+            problems.append(f"the database's structure is damaged ({type(error).__name__}: {error}); entries past "
+                            f"the damage cannot be read")
+            return problems, bad, True
+        return problems, bad, False
+
+    def repair(self) -> dict:
+        """Drop every bad entry; a damaged structure is rebuilt from the entries that can still be reached.
+
+        Returns {"dropped": bad entries removed, "kept": entries kept, "rebuilt": whether the database was
+        copied into a new file}. What is dropped is computed again when a run next needs it.
+        """
+        if self.readonly:
+            raise CacheError(f"feature cache {self.path} is read-only: it cannot be repaired here")
+        _, bad, damaged = self._check()
+        if not damaged:
+            self._write(lambda txn: [txn.delete(key) for key in bad])
+            kept = sum(row["entries"] for row in self.info())
+            return {"dropped": len(bad), "kept": kept, "rebuilt": False}
+        with _OPEN_LOCK:  # rebuilt from the file's bytes, with this process's environment closed meanwhile
+            if _OPEN[self.path][1] > 1:
+                raise CacheError(f"feature cache {self.path} is open more than once in this process; close the "
+                                 f"others before repairing it")
+            self.env.close()
+            del _OPEN[self.path]
+        try:
+            result = salvage_files(self.path.parent)
+        finally:
+            with _OPEN_LOCK:
+                _OPEN[self.path] = [_open(self.path, DEFAULT_MAP_SIZE), 1, False]
+                self.env = _OPEN[self.path][0]
+        return {**result, "rebuilt": True}
 
     def clear(self, fingerprint: str | None = None, dataset: str | None = None) -> int:
         """Delete the feature entries whose fingerprint starts with ``fingerprint`` and whose dataset is ``dataset``
@@ -264,6 +346,8 @@ class FeatureCache:
                 txn.delete(key)
             return sum(key.startswith(FEATURE_TAG) for key in doomed)
 
+        if self.readonly:
+            raise CacheError(f"feature cache {self.path} is read-only: nothing can be deleted from it here")
         return self._write(delete)
 
     # --- transactions --------------------------------------------------------------------------
@@ -277,15 +361,22 @@ class FeatureCache:
             return self.env.begin(buffers=True)
 
     def _write(self, fill: Callable[[lmdb.Transaction], object]):
-        """Run ``fill`` in one write transaction and commit; on a full map, double the map and run it again."""
+        """Run ``fill`` in one write transaction and commit; on a full map, double the map and run it again.
+
+        A transaction that fails leaves every earlier commit as it was (LMDB never half-commits).
+        """
         while True:
             try:
                 with self.env.begin(write=True) as txn:  # commits on success, aborts on any exception
-                    return fill(txn)
+                    result = fill(txn)
+                _record_state(self.path)
+                return result
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
             except lmdb.MapResizedError:
                 self.env.set_mapsize(0)
+            except lmdb.Error as error:
+                raise _write_error(self.path, error) from None
 
 
 def _domain_ids(dataset: Dataset, samples: Sequence[Sample]) -> list[int]:
@@ -308,13 +399,14 @@ def _embed_dim(meta) -> int | None:
 def _entry_problems(key: bytes, value, dims: dict[str, int]) -> list[str]:
     try:
         fingerprint = parse_feature_key(key)[0]
-        feature = decode_entry(value)[2]
     except ValueError as error:
-        return [f"{_show(key)}: does not decode ({error})"]
+        return [f"{_show(key)}: not a feature key ({error})"]
     if fingerprint not in dims:
         return [f"{_show(key)}: no metadata (embed_dim) for backbone {fingerprint}"]
-    if len(feature) != dims[fingerprint]:
-        return [f"{_show(key)}: feature has {len(feature)} dims, backbone {fingerprint} has {dims[fingerprint]}"]
+    try:
+        feature = decode_entry(value, dims[fingerprint])[2]
+    except ValueError as error:
+        return [f"{_show(key)}: does not decode ({error})"]
     if not np.isfinite(feature).all():
         return [f"{_show(key)}: feature has non-finite values"]
     return []
@@ -346,18 +438,21 @@ def _show(key: bytes) -> str:
     return repr(key.decode(errors="replace"))
 
 
-def _acquire(path: Path, map_size: int) -> tuple[Path, lmdb.Environment]:
-    """The resolved path and its environment, opened on first use."""
+def _acquire(path: Path, map_size: int) -> tuple[Path, lmdb.Environment, bool]:
+    """The resolved path, its environment (opened on first use) and whether it is read-only."""
     with _OPEN_LOCK:
+        readonly = False
         try:
             writable_dir(path, "feature cache")
-        except ConfigError as error:
-            raise CacheError(str(error)) from None
+        except ConfigError:
+            if not (path / "data.mdb").is_file() or not os.access(path / "data.mdb", os.R_OK):
+                raise
+            readonly = True  # a complete cache we may not write still serves its features
         path = path.resolve()
         if path not in _OPEN:
-            _OPEN[path] = [_open(path, map_size), 0]
+            _OPEN[path] = [_open(path, map_size, readonly), 0, readonly]
         _OPEN[path][1] += 1
-        return path, _OPEN[path][0]
+        return path, _OPEN[path][0], _OPEN[path][2]
 
 
 def _release(path: Path) -> None:
@@ -369,14 +464,117 @@ def _release(path: Path) -> None:
             del _OPEN[path]
 
 
-def _open(path: Path, map_size: int) -> lmdb.Environment:
+def _open(path: Path, map_size: int, readonly: bool = False) -> lmdb.Environment:
     # lock=True: parallel jobs may share one cache, and LMDB's reader table is what keeps a writer
     # from reusing pages a reader still sees. info() and verify() read through this same
-    # environment; a separate lock=False reader would be safe only while no process writes.
+    # environment; a separate lock=False reader would be safe only while no process writes. A
+    # read-only cache cannot hold a lock file: no one writes it, so reading without one is safe.
+    if not _as_recorded(path):
+        problem = lmdbcheck.problem(path / "data.mdb")
+        if problem and not _as_recorded(path):  # (unless a writer of ours committed while it was read)
+            raise DamagedCacheError(f"the feature cache at {path} is damaged: {problem}; run `promptgen cache verify "
+                                    f"--repair` (keeps every intact entry) or `promptgen cache clear --all`")
     try:
-        return lmdb.open(str(path), subdir=True, map_size=map_size, readahead=False, max_dbs=0, lock=True)
+        environment = lmdb.open(str(path), subdir=True, map_size=map_size, readahead=False, max_dbs=0,
+                                lock=not readonly, readonly=readonly)
     except lmdb.Error as error:
-        raise CacheError(
-            f"cannot open the feature cache at {path}: {error}; choose another directory (--cache-dir or "
-            "$PROMPTGEN_CACHE_DIR) or remove it to start afresh"
+        damaged = (path / "data.mdb").is_file() and (path / "data.mdb").stat().st_size > 0
+        raise (DamagedCacheError if damaged else CacheError)(
+            f"cannot open the feature cache at {path}: {error}; run `promptgen cache verify --repair` (keeps every "
+            f"intact entry) or `promptgen cache clear --all`, or choose another directory (--cache-dir)"
         ) from None
+    if not readonly:
+        _record_state(path)
+    return environment
+
+
+# The file's size and modification time after promptgen's last commit. A file found changed by anything
+# else (a disk error, a copy, a stray write) is checked page by page (promptgen.lmdbcheck) before it is
+# mapped: LMDB trusts the sizes in its pages, and a damaged one can make it read past the end of the file,
+# which kills the process with no message.
+STATE = "promptgen-state.json"
+
+
+def _file_state(path: Path) -> dict | None:
+    try:
+        stat = (path / "data.mdb").stat()
+    except FileNotFoundError:
+        return None
+    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _as_recorded(path: Path) -> bool:
+    state = _file_state(path)
+    if state is None or state["bytes"] == 0:
+        return True  # nothing to read yet
+    try:
+        return json.loads((path / STATE).read_text()) == state
+    except (OSError, ValueError):
+        return False
+
+
+def _record_state(path: Path) -> None:
+    try:
+        write_json(path / STATE, _file_state(path))
+    except OSError:
+        pass  # a read-only or full disk: the next open checks the file again, which is only slower
+
+
+def salvage_files(root: str | Path | None = None) -> dict:
+    """Rebuild a cache whose file LMDB must not map: every intact entry that sound pages still reach is copied
+    into a fresh file, which takes the damaged one's place. Returns {"kept", "dropped"}."""
+    path = (cache_root(root) / "features.lmdb").absolute()
+    entries = list(lmdbcheck.salvage(path / "data.mdb"))
+    dims = {key[len(META_TAG):].decode(errors="replace"): _embed_dim(value) for key, value in entries
+            if key.startswith(META_TAG) and _embed_dim(value) is not None}
+    fresh_dir = path.with_name(path.name + ".rebuild")
+    shutil.rmtree(fresh_dir, ignore_errors=True)
+    fresh = lmdb.open(str(fresh_dir), subdir=True, map_size=DEFAULT_MAP_SIZE, readahead=False, max_dbs=0)
+    kept = dropped = 0
+    with fresh.begin(write=True) as txn:
+        for key, value in entries:
+            if key.startswith(META_TAG):
+                if dims.get(key[len(META_TAG):].decode(errors="replace")) is not None:
+                    txn.put(key, value)
+            elif _entry_problems(key, value, dims):
+                dropped += 1
+            else:
+                txn.put(key, value)
+                kept += 1
+    fresh.close()
+    with _OPEN_LOCK:
+        if path.resolve() in _OPEN:
+            raise CacheError(f"feature cache {path} is open in this process; close it first")
+        for name in ("data.mdb", "lock.mdb"):
+            (path / name).unlink(missing_ok=True)
+        os.replace(fresh_dir / "data.mdb", path / "data.mdb")
+        shutil.rmtree(fresh_dir, ignore_errors=True)
+    _record_state(path)
+    return {"kept": kept, "dropped": dropped}
+
+
+def _write_error(path: Path, error: lmdb.Error) -> CacheError:
+    """A failed write: say 'disk full' when it is, else that the cache is damaged."""
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        free = None
+    if free is not None and free < 64 * 2**20:
+        return CacheError(f"no space left on the disk holding the feature cache {path} ({free / 2**20:.0f} MiB free): "
+                          f"free some space or pass --cache-dir elsewhere; features already stored stay valid")
+    return CacheError(f"cannot write to the feature cache at {path} ({type(error).__name__}: {error}); features "
+                      f"already stored stay valid: run `promptgen cache verify` to check it")
+
+
+def clear_files(root: str | Path | None = None) -> Path:
+    """Delete a cache's files, whatever state they are in (what `cache clear --all` falls back to)."""
+    path = (cache_root(root) / "features.lmdb").absolute()
+    with _OPEN_LOCK:
+        if path.resolve() in _OPEN:
+            raise CacheError(f"feature cache {path} is open in this process; close it first")
+        for name in ("data.mdb", "lock.mdb"):
+            try:
+                (path / name).unlink(missing_ok=True)
+            except OSError as error:
+                raise CacheError(f"cannot delete {path / name}: {error.strerror or error}") from None
+    return path

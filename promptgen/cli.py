@@ -21,14 +21,15 @@ The benchmark harness is a separate entry: python -m benchmarks.run
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     """List every registered component with its kind, name and the plugin that provides it."""
-    from promptgen.registry import load_registry
+    from promptgen.files import dumps
+    from promptgen.registry import default_registry
 
-    registry = load_registry(strict=False)
+    registry = default_registry()
     if args.options:
         return _print_options(registry, args.options, args.json)
     rows = [(c.kind, c.name + "".join(f" (= {a})" for a in c.aliases), c.plugin, c.description) for c in registry]
     if args.json:
-        print(json.dumps({
+        print(dumps({
             "components": [{"kind": c.kind, "name": c.name, "aliases": list(c.aliases), "plugin": c.plugin,
                             "description": c.description} for c in registry],
             "errors": [str(error) for error in registry.errors],
@@ -40,6 +41,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"{kind:<{widths[0]}}  {name:<{widths[1]}}  {plugin:<{widths[2]}}  {description}")
         for error in registry.errors:
             print(f"error: {error}", file=sys.stderr)
+        for name in registry.disabled:
+            print(f"disabled: plugin {name} (by $PROMPTGEN_DISABLE_PLUGINS)", file=sys.stderr)
     return 1 if registry.errors else 0
 
 
@@ -110,31 +113,60 @@ def cmd_cache_info(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_verify(args: argparse.Namespace) -> int:
-    """Check that every cached entry decodes, has its backbone's dim and finite values (exit status 1 if not)."""
-    from promptgen.cache import FeatureCache
+    """Check every cached entry (checksum, width, finite values) and the database's structure (exit status 1 if
+    anything is wrong); --repair drops what is bad."""
+    from promptgen.cache import DamagedCacheError, FeatureCache, salvage_files
 
-    with FeatureCache(args.cache_dir) as cache:
+    try:
+        cache = FeatureCache(args.cache_dir)
+    except DamagedCacheError as error:  # LMDB must not even map it: report, and rebuild from its bytes if asked
+        print(f"problem: {error}")
+        if not args.repair:
+            print("promptgen cache verify --repair rebuilds it from its intact entries", file=sys.stderr)
+            return 1
+        result = salvage_files(args.cache_dir)
+        print(f"repaired: rebuilt the database from its intact pages; {result['kept']} entries kept, "
+              f"{result['dropped']} dropped (runs compute what is missing again)")
+        return 0
+    with cache:
         problems = cache.verify()
-        entries = sum(row["entries"] for row in cache.info())
-    for problem in problems:
-        print(f"problem: {problem}")
+        for problem in problems[:args.show]:
+            print(f"problem: {problem}")
+        if len(problems) > args.show:
+            print(f"... and {len(problems) - args.show} more (--show N lists more)")
+        if problems and args.repair:
+            result = cache.repair()
+            how = "rebuilt the database from its readable entries" if result["rebuilt"] else "dropped the bad entries"
+            print(f"repaired {cache.path}: {how}; {result['dropped']} dropped, {result['kept']} kept (what was "
+                  f"dropped is computed again when a run needs it)")
+            return 0
+        entries = sum(row["entries"] for row in cache.info()) if not problems else None
     if problems:
-        print(f"{len(problems)} problems in {cache.path}; remove them with `promptgen cache clear`", file=sys.stderr)
+        print(f"{len(problems)} problem(s) in {cache.path}: `promptgen cache verify --repair` drops the bad entries, "
+              f"`promptgen cache clear --all` starts afresh", file=sys.stderr)
         return 1
     print(f"ok: {entries} entries in {cache.path}")
     return 0
 
 
 def cmd_cache_clear(args: argparse.Namespace) -> int:
-    """Delete cached features of one backbone (fingerprint or its prefix) and/or one dataset, or --all."""
-    from promptgen.cache import FeatureCache
-    from promptgen.errors import ConfigError
+    """Delete cached features of one backbone (fingerprint or its prefix) and/or one dataset, or --all (which works
+    on a damaged cache too)."""
+    from promptgen.cache import FeatureCache, clear_files
+    from promptgen.errors import CacheError, ConfigError
 
     filtered = args.backbone is not None or args.dataset is not None
     if filtered == args.all:
         raise ConfigError("cache clear: choose what to delete: --backbone and/or --dataset, or --all for everything")
-    with FeatureCache(args.cache_dir) as cache:
-        removed = cache.clear(args.backbone, args.dataset)
+    try:
+        with FeatureCache(args.cache_dir) as cache:
+            removed = cache.clear(args.backbone, args.dataset)
+    except CacheError as error:
+        if not args.all:
+            raise CacheError(f"{error} (a damaged cache can only be cleared whole: --all)") from None
+        path = clear_files(args.cache_dir)
+        print(f"the cache could not be read ({error}); deleted its files in {path}")
+        return 0
     print(f"removed {removed} entries from {cache.path}")
     return 0
 
@@ -218,7 +250,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                        num_workers=args.workers)
     targets = "+".join(args.target)
     out = Path(args.out) if args.out else Path("runs") / args.dataset / targets / f"{args.method}-seed{args.seed}"
-    metrics = run(config, out, registry=registry, progress=not args.quiet)
+    metrics = run(config, out, registry=registry, progress=not args.quiet, force=args.force)
     stages = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in metrics["seconds"].items())
     tested = ", ".join(f"{domain} {100 * value:.2f}%" for domain, value in metrics["test_accuracy"].items())
     print(f"{args.method} on {args.dataset}, sources {'+'.join(metrics['sources'])}: test accuracy {tested} "
@@ -229,23 +261,43 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Re-evaluate a run directory from disk (prompt labels, generator, cached features)."""
-    import json
     from pathlib import Path
 
     from promptgen.engine import evaluate_run
+    from promptgen.files import dumps, read_json
 
     result = evaluate_run(args.run_dir, progress=not args.quiet)
-    saved = json.loads((Path(args.run_dir) / "metrics.json").read_text())
-    print(json.dumps({**result, "saved_test_accuracy": saved["test_accuracy"]}, indent=2))
+    saved = read_json(Path(args.run_dir) / "metrics.json", "run metrics")
+    print(dumps({**result, "saved_test_accuracy": saved.get("test_accuracy")}, indent=2))
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: what was wrong and where to look, no usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
+    """Warnings (and with --verbose, progress notes) of every module, as 'promptgen: warning: ...' lines."""
+    import logging
+
+    level = logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("promptgen: %(levelname)s: %(message)s"))
+    root = logging.getLogger()  # promptgen, the harness and the plugins log under their module names
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="promptgen", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"promptgen {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     plugins = commands.add_parser("plugins", help=cmd_plugins.__doc__, description=cmd_plugins.__doc__)
     plugins.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -265,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     cache_info.add_argument("--json", action="store_true", help="print one JSON object")
     cache_info.set_defaults(run=cmd_cache_info)
     cache_verify = actions.add_parser("verify", help=cmd_cache_verify.__doc__, description=cmd_cache_verify.__doc__)
+    cache_verify.add_argument("--repair", action="store_true", help="drop the bad entries (rebuild a damaged database "
+                              "from what can be read); runs compute them again when they need them")
+    cache_verify.add_argument("--show", type=int, default=20, metavar="N", help="problems to list (default: 20)")
     cache_verify.set_defaults(run=cmd_cache_verify)
     cache_clear = actions.add_parser("clear", help=cmd_cache_clear.__doc__, description=cmd_cache_clear.__doc__)
     cache_clear.add_argument("--backbone", metavar="FINGERPRINT", help="a backbone fingerprint or its prefix, "
@@ -296,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--views", type=int, default=None, help="augmented views per training image (default: preset)")
     add_set_argument(train)
     train.add_argument("--out", default=None, help="run directory (default: runs/DATASET/TARGETS/METHOD-seedN)")
+    train.add_argument("--force", action="store_true", help="replace the run directory if it exists (whole)")
     train.add_argument("--data-root", default=None, help="where the dataset lives (datasets that read from disk)")
     train.add_argument("--workers", type=int, default=0, help="DataLoader workers for feature extraction")
     add_backbone_arguments(train)
@@ -307,11 +363,22 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--quiet", action="store_true", help="no progress bars")
         command.set_defaults(run=run)
 
-    # Plugins may add their own commands (e.g. `promptgen world` from the digits plugin).
-    from promptgen.registry import load_registry
-
-    load_registry(strict=False).plugin_manager.hook.add_commands(commands=commands)
+    add_plugin_commands(commands)
     return parser
+
+
+def add_plugin_commands(commands) -> None:
+    """Commands that plugins add (e.g. `promptgen world`); one that raises is reported and left out."""
+    from promptgen.errors import PluginError
+    from promptgen.registry import default_registry
+
+    registry = default_registry()
+    for impl in registry.plugin_manager.hook.add_commands.get_hookimpls():
+        try:
+            impl.function(commands=commands)
+        except Exception as error:  # a broken plugin must not take --help and every other command with it
+            registry.errors.append(PluginError(f"plugin '{impl.plugin_name}' raised in add_commands: "
+                                               f"{type(error).__name__}: {error}; its commands are left out"))
 
 
 def add_set_argument(parser: argparse.ArgumentParser) -> None:
@@ -337,17 +404,53 @@ def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16")
 
 
+# Fields of the configs as the command line spells them, so that messages name what the user typed.
+FLAGS = {"RunConfig.seed": "--seed", "RunConfig.views": "--views", "RunConfig.targets": "--target",
+         "RunConfig.sources": "--sources", "RunConfig.method": "--method", "RunConfig.preset": "--preset",
+         "RunConfig.dataset": "--dataset", "RunConfig.target_dataset": "--target-dataset",
+         "RunConfig.num_workers": "--workers", "RunConfig.overrides": "--set", "RunConfig.data_root": "--data-root",
+         "RunConfig.cache_dir": "--cache-dir", "BackboneConfig.name": "--backbone", "BackboneConfig.model": "--model",
+         "BackboneConfig.pretrained": "--pretrained", "BackboneConfig.device": "--device",
+         "BackboneConfig.precision": "--precision"}
+
+
+def run_command(prog: str, function, args, *, debug: bool, flags: dict[str, str] | None = None) -> int:
+    """Run a command; any error becomes one line on stderr and an exit code (2 bad input, 1 failure, 130
+    interrupted). ``--debug`` shows the traceback instead."""
+    from promptgen.errors import describe
+
+    try:
+        return function(args)
+    except (Exception, KeyboardInterrupt) as error:
+        if debug:
+            raise
+        message, code = describe(error)
+        for field, flag in (flags or {}).items():
+            message = message.replace(field, flag)
+        print(f"{prog}: {'error: ' if code != 130 else ''}{message}", file=sys.stderr)
+        return code
+
+
+def warn_about_plugins() -> None:
+    """Say once which plugins were left out, so that a broken one is visible without stopping the command."""
+    from promptgen.registry import default_registry
+
+    for error in default_registry().errors:
+        print(f"promptgen: warning: {error}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args([a for a in argv if a != "--debug"])
     if not getattr(args, "run", None):
         parser.print_help()
         return 0
-    try:
-        return args.run(args)
-    except PromptgenError as error:
-        print(f"promptgen: error: {error}", file=sys.stderr)
-        return 2
+    setup_logging(quiet=getattr(args, "quiet", False))
+    if args.run is not cmd_plugins:  # `promptgen plugins` lists the errors itself
+        warn_about_plugins()
+    return run_command("promptgen", args.run, args, debug=debug, flags=FLAGS)
 
 
 if __name__ == "__main__":

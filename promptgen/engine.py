@@ -76,14 +76,20 @@ def build_dataset(config: RunConfig, registry: Registry, name: str, preset: str,
     return registry.create("dataset", name, root=config.data_root, **options)
 
 
-def prepare(config: RunConfig, registry: Registry, progress: bool, cache: FeatureCache) -> tuple[Checked, RunContext]:
-    """Check the config, build its datasets, plan its domains and classes, build the backbone."""
-    checked = check(config, registry)
+def plan_run(config: RunConfig, registry: Registry, checked: Checked, progress: bool):
+    """Build the config's datasets (cheap: images are read later) and plan its domains and classes."""
     dataset = build_dataset(config, registry, config.dataset, checked.preset, progress)
     target_dataset = None
     if config.target_dataset is not None and config.target_dataset != config.dataset:
         target_dataset = build_dataset(config, registry, config.target_dataset, checked.preset, progress)
-    plan = make_plan(config.dataset, dataset, config.target_dataset, target_dataset, config.targets, config.sources)
+    return make_plan(config.dataset, dataset, config.target_dataset, target_dataset, config.targets, config.sources)
+
+
+def prepare(config: RunConfig, registry: Registry, progress: bool, cache: FeatureCache,
+            checked: Checked | None = None, plan=None) -> tuple[Checked, RunContext]:
+    """Check the config and plan it (unless given), then build the backbone: what a method's run needs."""
+    checked = checked or check(config, registry)
+    plan = plan or plan_run(config, registry, checked, progress)
     backbone = config.backbone.build(registry)
     views = config.views if config.views is not None else run_preset(checked.preset)["views"]
     context = RunContext(config=config, registry=registry, plan=plan, backbone=backbone, preset=checked.preset,
@@ -108,28 +114,38 @@ def _cuda_devices() -> list[int]:
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
-def run(config: RunConfig, out_dir: str | Path, *, registry: Registry | None = None, progress: bool = True) -> dict:
-    """Train and test one run; write its directory under ``out_dir`` and return its metrics.
+def run(config: RunConfig, out_dir: str | Path, *, registry: Registry | None = None, progress: bool = True,
+        force: bool = False) -> dict:
+    """Train and test one run; write its directory ``out_dir`` and return its metrics.
 
-    registry: the plugins to use (default: the installed ones). The caller's global torch RNG is
-    left as it was: the run seeds its own from ``config.seed``.
+    registry: the plugins to use (default: the installed ones). The directory appears only when the
+    run is complete (promptgen.rundir); one that exists is replaced, whole, only with ``force``. The
+    caller's global torch RNG is left as it was: the run seeds its own from ``config.seed``.
     """
     registry = registry or default_registry()
     out = Path(out_dir)
-    with torch.random.fork_rng(devices=_cuda_devices()), FeatureCache(config.cache_dir) as cache:
-        torch.manual_seed(config.seed)
-        checked, context = prepare(config, registry, progress, cache)
-        method = checked.method
-        rundir.start(out)
-        rundir.write_config(out, config, checked, context)
-        with context.timed("fit"):
-            report = method.fit(context) or {}
-        method.save(out)
-        scores = _scores(method, context)
-        quality = _quality(method, context)
-    metrics = rundir.metrics(config, checked, context, scores, report, quality, versions={
-        "promptgen": __version__, "torch": torch.__version__, "python": platform.python_version()})
-    rundir.write_metrics(out, metrics, report.get("history"))
+    checked = check(config, registry)  # names and options first, then domains and classes: nothing is
+    plan = plan_run(config, registry, checked, progress)  # loaded or written before they hold
+    work = rundir.start(out, force=force)
+    try:
+        with torch.random.fork_rng(devices=_cuda_devices()), FeatureCache(config.cache_dir) as cache:
+            torch.manual_seed(config.seed)
+            checked, context = prepare(config, registry, progress, cache, checked, plan)
+            method = checked.method
+            rundir.write_config(work, config, checked, context)
+            with context.timed("fit"):
+                report = method.fit(context) or {}
+            method.save(work)
+            scores = _scores(method, context)
+            quality = _quality(method, context)
+            metrics = rundir.metrics(config, checked, context, scores, report, quality, versions={
+                "promptgen": __version__, "torch": torch.__version__, "python": platform.python_version()})
+            metrics["cache"] = {"recomputed_damaged_entries": cache.recomputed}
+            rundir.write_metrics(work, metrics, report.get("history"))
+        rundir.finish(work, out)
+    except BaseException:
+        rundir.discard(work)
+        raise
     return metrics
 
 

@@ -48,3 +48,58 @@ class CacheError(PromptgenError):
 
 class DatasetError(PromptgenError):
     """A dataset on disk is missing, incomplete or broken; the message names the path and what was expected."""
+
+
+class GeneratorError(PromptgenError):
+    """A component produced output that breaks its contract (e.g. a generator's prompts are NaN or misshapen)."""
+
+
+class RunDirectoryError(PromptgenError):
+    """A run directory is incomplete, mixed from two runs, or cannot be written."""
+
+
+# Exit codes: bad input the user can fix in the command or its files, and failures of the run itself.
+BAD_INPUT, FAILURE, INTERRUPTED = 2, 1, 130
+_BAD_INPUT_TYPES = (ConfigError, PluginError, BackboneLoadError, DatasetError)
+
+_OS_ERRORS = {  # errno name -> how to say it
+    "ENOSPC": "no space left on the disk holding {path}: free some space, or write elsewhere (--out, --cache-dir)",
+    "EDQUOT": "disk quota exceeded writing {path}: free some space, or write elsewhere (--out, --cache-dir)",
+    "EACCES": "permission denied: {path}",
+    "EPERM": "operation not permitted: {path}",
+    "EROFS": "read-only file system: {path}: write elsewhere (--out, --cache-dir)",
+    "ENOTDIR": "{path}: part of this path is a file, not a directory",
+    "EISDIR": "{path} is a directory, where a file was expected",
+    "EEXIST": "{path} already exists",
+    "ELOOP": "{path}: too many levels of symbolic links (a symlink loop?)",
+    "ENOENT": "no such file or directory: {path}",
+    "ENAMETOOLONG": "file name too long: {path}",
+}
+
+
+def describe(error: BaseException) -> tuple[str, int]:
+    """One line for the user, and the exit code, for any error that reaches a command's top level."""
+    import errno
+
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted; rerun the same command to resume", INTERRUPTED
+    if isinstance(error, PromptgenError):
+        return str(error), BAD_INPUT if isinstance(error, _BAD_INPUT_TYPES) else FAILURE
+    if isinstance(error, OSError) and error.errno is not None:
+        name = errno.errorcode.get(error.errno, "")
+        path = " -> ".join(str(p) for p in (error.filename, error.filename2) if p) or "(unknown path)"
+        if name in _OS_ERRORS:
+            return _OS_ERRORS[name].format(path=path), FAILURE
+        return f"{error.strerror or error}: {path}", FAILURE
+    if isinstance(error, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({error.reason} at byte {error.start})", BAD_INPUT
+    if isinstance(error, MemoryError):
+        return "out of memory: use a smaller batch, fewer views or fewer classes per chunk", FAILURE
+    module = type(error).__module__.split(".")[0]
+    if module == "lmdb":
+        return (f"the feature cache failed ({type(error).__name__}: {error}); `promptgen cache verify --repair` "
+                f"keeps what is readable, `promptgen cache clear --all` starts afresh"), FAILURE
+    if module == "safetensors" or type(error).__name__ == "SafetensorError":
+        return f"not a readable .safetensors file ({error})", BAD_INPUT
+    return (f"unexpected {type(error).__name__}: {error} (run again with --debug for the traceback, and please "
+            f"report it)"), FAILURE

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from promptgen.errors import GeneratorError
 from promptgen.prompts import PromptAssembler
 from promptgen.protocols import Backbone, Generator
 from promptgen.values import FeatureSet, PromptLabel
@@ -47,6 +48,27 @@ def prompt_accuracy(backbone: Backbone, prompt: PromptLabel, features: FeatureSe
     return accuracy(prompt_logits(backbone, assembler, prompt.ctx, features.features), features.labels)
 
 
+def generated_prompts(generator: Generator, features: torch.Tensor, n_ctx: int, ctx_dim: int,
+                      name: str = "") -> torch.Tensor:
+    """``generator.sample(features)``, checked: shape [N, n_ctx, ctx_dim] and finite, else a GeneratorError naming it.
+
+    A generator that returns NaN, infinities or the wrong shape is stopped where it happens (in
+    training's validation, at test, in the quality metrics), before its checkpoint is trusted.
+    """
+    prompts = generator.sample(features)
+    who = f"generator '{name}'" if name else f"generator {type(generator).__name__}"
+    expected = (len(features), n_ctx, ctx_dim)
+    if not isinstance(prompts, torch.Tensor) or tuple(prompts.shape) != expected:
+        got = tuple(prompts.shape) if isinstance(prompts, torch.Tensor) else type(prompts).__name__
+        raise GeneratorError(f"{who}: sample() returned prompts of shape {got}; expected [N={expected[0]}, "
+                             f"n_ctx={n_ctx}, ctx_dim={ctx_dim}]")
+    bad = ~torch.isfinite(prompts).flatten(1).all(dim=1)
+    if bad.any():
+        raise GeneratorError(f"{who}: sample() returned non-finite prompts (NaN or inf) for {int(bad.sum())} of "
+                             f"{len(prompts)} images; its training diverged or its output is broken")
+    return prompts
+
+
 @torch.no_grad()
 def instance_logits(
     backbone: Backbone,
@@ -54,8 +76,12 @@ def instance_logits(
     generator: Generator,
     features: torch.Tensor,
     prompts_per_chunk: int = PROMPTS_PER_CHUNK,
+    name: str = "",
 ) -> torch.Tensor:
-    """Logits [N, C] with one generated context per image, batched over images and chunked over classes."""
+    """Logits [N, C] with one generated context per image, batched over images and chunked over classes.
+
+    name: the generator's registered name, for the message when its output is broken.
+    """
     classes = len(assembler.class_names)
     images_per_chunk = max(1, prompts_per_chunk // classes)
     class_chunk = max(1, min(classes, prompts_per_chunk))
@@ -63,7 +89,7 @@ def instance_logits(
     # Prompts are sampled in fixed blocks, so the noise each image gets does not depend on the chunk size.
     for block_start in range(0, len(features), SAMPLE_BLOCK):
         block = features[block_start : block_start + SAMPLE_BLOCK].to(backbone.device)
-        contexts = generator.sample(block)
+        contexts = generated_prompts(generator, block, assembler.n_ctx, assembler.prefix.shape[-1], name)
         for start in range(0, len(block), images_per_chunk):
             batch, ctx = block[start : start + images_per_chunk], contexts[start : start + images_per_chunk]
             text = torch.cat(
@@ -74,5 +100,6 @@ def instance_logits(
     return torch.cat(out) if out else torch.empty(0, classes)
 
 
-def instance_accuracy(backbone: Backbone, assembler: PromptAssembler, generator: Generator, features: FeatureSet) -> float:
-    return accuracy(instance_logits(backbone, assembler, generator, features.features), features.labels)
+def instance_accuracy(backbone: Backbone, assembler: PromptAssembler, generator: Generator, features: FeatureSet,
+                      name: str = "") -> float:
+    return accuracy(instance_logits(backbone, assembler, generator, features.features, name=name), features.labels)

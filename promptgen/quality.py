@@ -26,6 +26,7 @@ from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
+from promptgen.evaluate import generated_prompts
 from promptgen.prompts import PromptAssembler
 from promptgen.values import FeatureSet, PromptLabel
 
@@ -45,11 +46,32 @@ def kid(generated: torch.Tensor, reference: torch.Tensor, subsets: int = 100, se
                                         verbose=False)[KEY_METRIC_KID_MEAN])
 
 
-def precision_recall(generated: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
+def _prc(generated: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
     result = prc_features_to_metric(generated.detach().float().cpu(), reference.detach().float().cpu(),
                                     prc_neighborhood=NEIGHBORHOOD, prc_batch_size=10000, save_cpu_ram=False,
                                     verbose=False)
     return float(result[KEY_METRIC_PRECISION]), float(result[KEY_METRIC_RECALL])
+
+
+def distinct_points(x: torch.Tensor, decimals: int = 5) -> torch.Tensor:
+    """The rows of ``x`` that differ beyond ``decimals``: copies of one point give a k-NN ball of radius
+    0, which the same point encoded in another batch (rounding at 1e-7) falls outside."""
+    return torch.unique(torch.round(x.detach().float().cpu(), decimals=decimals), dim=0)
+
+
+def precision_recall(generated: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al.) with k = NEIGHBORHOOD.
+
+    Precision counts every generated point (a generator that repeats a bad prompt pays for each
+    repeat); the balls are built on distinct points only (``distinct_points``), so exact copies cannot
+    shrink a ball to nothing. NaN when either set has no more than NEIGHBORHOOD distinct points.
+    """
+    distinct_reference, distinct_generated = distinct_points(reference), distinct_points(generated)
+    if min(len(distinct_reference), len(distinct_generated)) <= NEIGHBORHOOD:
+        return float("nan"), float("nan")
+    precision, _ = _prc(generated, distinct_reference)
+    _, recall = _prc(distinct_generated, distinct_reference)
+    return precision, recall
 
 
 @torch.no_grad()
@@ -63,18 +85,23 @@ def _text_features(backbone, assembler: PromptAssembler, prompts: torch.Tensor, 
 
 @torch.no_grad()
 def prompt_quality(backbone, generator, prompt_labels: Sequence[PromptLabel], features: FeatureSet, *,
-                   draws: int = 8, diversity_images: int = 128) -> dict:
+                   draws: int = 8, diversity_images: int = 128, name: str = "") -> dict:
     """Fidelity and diversity of ``generator``'s prompts on ``features`` (domain_ids index ``prompt_labels``)."""
     labels = torch.stack([label.ctx for label in prompt_labels]).float()  # [K, n_ctx, D]
     assembler = PromptAssembler(backbone, prompt_labels[0].class_names, labels.shape[1])
-    generated_prompts = generator.sample(features.features).float().cpu()
-    generated = _text_features(backbone, assembler, generated_prompts, features.labels)
+    n_ctx, ctx_dim = labels.shape[1:]
+
+    def sample(images):
+        return generated_prompts(generator, images, n_ctx, ctx_dim, name).float().cpu()
+
+    prompts = sample(features.features)
+    generated = _text_features(backbone, assembler, prompts, features.labels)
     reference = _text_features(backbone, assembler, labels[features.domain_ids], features.labels)
-    distinct = torch.unique(reference, dim=0)
-    precision, recall = precision_recall(generated, distinct) if len(distinct) > NEIGHBORHOOD else (float("nan"),) * 2
+    distinct = distinct_points(reference)
+    precision, recall = precision_recall(generated, reference)
 
     images = features.features[:diversity_images]
-    draws_per_image = generator.sample(images.repeat_interleave(draws, dim=0)).float().cpu()
+    draws_per_image = sample(images.repeat_interleave(draws, dim=0))
     draws_per_image = draws_per_image.reshape(len(images), draws, -1)
     pairs = torch.cdist(draws_per_image, draws_per_image)  # [M, draws, draws]
     spread = pairs.sum(dim=(1, 2)) / (draws * (draws - 1))

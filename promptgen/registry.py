@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
 from typing import Any, Callable, Iterable, Iterator
 
 import attrs
@@ -79,7 +80,8 @@ class Registry:
     plugin_manager: pluggy.PluginManager
     components: dict[tuple[str, str], Component] = attrs.field(factory=dict)
     aliases: dict[tuple[str, str], str] = attrs.field(factory=dict)  # (kind, alias) -> name
-    errors: list[PluginError] = attrs.field(factory=list)
+    errors: list[PluginError] = attrs.field(factory=list)  # what non-strict loading left out, and why
+    disabled: list[str] = attrs.field(factory=list)  # plugins the user turned off
 
     def get(self, kind: str, name: str) -> Component:
         _check_kind(kind)
@@ -88,10 +90,12 @@ class Registry:
             return self.components[(kind, name)]
         except KeyError:
             available = ", ".join(self.names(kind)) or "none registered"
-            raise UnknownComponentError(
-                f"unknown {kind} '{name}'; available: {available}"
-                + ("" if self.names(kind) else " (is promptgen installed? run: pip install -e .)")
-            ) from None
+            hint = "" if self.names(kind) else " (is promptgen installed? run: pip install -e .)"
+            if self.errors:
+                hint += f" ({len(self.errors)} plugin error(s) left components out: run `promptgen plugins`)"
+            if self.disabled:
+                hint += f" (disabled by ${DISABLE_VARIABLE}: {', '.join(self.disabled)})"
+            raise UnknownComponentError(f"unknown {kind} '{name}'; available: {available}{hint}") from None
 
     def create(self, kind: str, name: str, **options: Any) -> Any:
         """Build the component ``name`` of ``kind`` with ``options`` passed to its factory."""
@@ -157,21 +161,34 @@ def _entry_points() -> list[importlib.metadata.EntryPoint]:
     return list(importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP))
 
 
+DISABLE_VARIABLE = "PROMPTGEN_DISABLE_PLUGINS"
+
+
+def disabled_plugins() -> set[str]:
+    """Plugins the user turned off: ``PROMPTGEN_DISABLE_PLUGINS=name,...`` (entry-point or distribution names)."""
+    return {name.strip() for name in os.environ.get(DISABLE_VARIABLE, "").split(",") if name.strip()}
+
+
 def load_registry(
     plugins: Iterable[Any] = (),
     *,
     entry_points: bool = True,
     strict: bool = True,
+    disabled: Iterable[str] | None = None,
 ) -> Registry:
     """Load the plugins of the entry-point group (and ``plugins``, modules or objects) into a new Registry.
 
     strict: raise the first error met (a plugin that fails to import, a duplicate name, a component
-    that breaks its protocol). Otherwise keep loading and collect the errors in ``registry.errors``,
-    which is what listing commands want.
+    that breaks its protocol). Otherwise keep loading: a plugin that fails to import is left out, a
+    component that clashes with an earlier one or breaks its protocol is not registered, and each
+    error is collected in ``registry.errors`` -- what commands want, so that one broken plugin does
+    not stop those that never use it.
+    disabled: entry-point or distribution names not to load (default: $PROMPTGEN_DISABLE_PLUGINS).
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     registry = Registry(pm)
+    disabled = disabled_plugins() if disabled is None else set(disabled)
 
     def fail(error: PluginError) -> None:
         if strict:
@@ -179,8 +196,13 @@ def load_registry(
         registry.errors.append(error)
 
     if entry_points:
-        for ep in _entry_points():
+        # promptgen's own plugins first: a third-party plugin that reuses one of their names is the one left out
+        ours = hookspecs.PROJECT_NAME
+        for ep in sorted(_entry_points(), key=lambda ep: (ep.dist is None or ep.dist.name != ours)):
             distribution = ep.dist.name if ep.dist is not None else "unknown"
+            if ep.name in disabled or distribution in disabled:
+                registry.disabled.append(ep.name)
+                continue
             try:
                 module = ep.load()
             except Exception as error:  # any import failure of a plugin is reported, not fatal to the others
@@ -188,7 +210,11 @@ def load_registry(
                 continue
             _register_plugin(pm, module, ep.name, fail)
     for plugin in plugins:
-        _register_plugin(pm, plugin, getattr(plugin, "__name__", None) or type(plugin).__name__, fail)
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        if name in disabled:
+            registry.disabled.append(name)
+            continue
+        _register_plugin(pm, plugin, name, fail)
 
     for kind, hook_name in HOOKS.items():  # methods last: they may look at the other kinds
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
@@ -228,8 +254,12 @@ def _register_one(registry: Registry, kind: str, plugin: str, fail: Callable, na
 
 @functools.cache
 def default_registry() -> Registry:
-    """The registry of every installed plugin, loaded once per process (strict): for callers that pass none."""
-    return load_registry()
+    """The registry of every installed plugin, loaded once per process, for callers that pass none.
+
+    Not strict: a broken plugin is left out and its error kept in ``registry.errors`` (commands warn
+    about it), so it breaks only what needs it.
+    """
+    return load_registry(strict=False)
 
 
 def create(kind: str, name: str, **options: Any) -> Any:

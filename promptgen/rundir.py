@@ -5,28 +5,130 @@
     <method files> whatever the method's ``save`` writes (prompt labels, generator, ...)
     metrics.json   accuracies, stage seconds, sizes, the method's fit report, generator quality, versions
     history.json   the per-epoch history of the method's fit report, when it has one
+    manifest.json  the run's id and every other file's size and hash: written last
 
-Every JSON file is written atomically and strictly (promptgen.files).
+A run writes into a temporary directory beside its ``--out`` (``.<name>.partial-<pid>-...``) and
+moves it into place only when everything is written, so ``--out`` holds a whole run or nothing: a
+run killed at any point leaves the previous directory (or none) as it was. A run directory that
+exists is replaced only when asked (``--force``), and then whole. ``verify`` checks a directory
+against its manifest before it is read. Every JSON file is written atomically and strictly.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
 from pathlib import Path
 
 from promptgen.config import RunConfig, from_dict
-from promptgen.errors import PromptgenError
+from promptgen.errors import ConfigError, PromptgenError, RunDirectoryError
 from promptgen.files import read_json, write_json
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
 HISTORY = "history.json"
+MANIFEST = "manifest.json"
+PARTIAL = ".partial-"
+_CREATED: dict[Path, list[Path]] = {}
 
 
-def start(out: Path) -> None:
+def start(out: Path, *, force: bool = False) -> Path:
+    """A new, empty temporary directory beside ``out`` for the run to write into (see :func:`finish`).
+
+    Refuses an ``out`` that is a file, and one that holds anything unless ``force``.
+    """
+    out = Path(out).absolute()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ConfigError(f"--out {out} already holds a run; pass --force to replace it, or choose another --out")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise PromptgenError(f"cannot create the run directory {out}: {error.strerror or error}") from None
+        missing = [parent for parent in out.parents if not parent.exists()]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(out)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL}{os.getpid()}-", dir=out.parent))
+        _CREATED[work] = missing  # folders made for this run: a run that fails removes them again
+        return work
+    except FileExistsError:
+        raise ConfigError(f"--out {out}: a parent of it is a file, not a directory") from None
+    except NotADirectoryError:
+        raise ConfigError(f"--out {out}: a parent of it is a file, not a directory") from None
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Temporary directories of runs that were killed (their process is gone)."""
+    for partial in out.parent.glob(f".{out.name}{PARTIAL}*"):
+        pid = partial.name[len(f".{out.name}{PARTIAL}"):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def finish(work: Path, out: Path) -> None:
+    """Write the manifest into ``work`` and move it into place as ``out`` (replacing a previous run whole)."""
+    out = Path(out).absolute()
+    write_json(work / MANIFEST, {"run_id": uuid.uuid4().hex, "files": _inventory(work)})
+    _CREATED.pop(work, None)
+    if out.exists():
+        replaced = out.parent / f".{out.name}.replaced-{os.getpid()}"
+        os.replace(out, replaced)
+        os.replace(work, out)
+        shutil.rmtree(replaced, ignore_errors=True)
+    else:
+        os.replace(work, out)
+
+
+def discard(work: Path) -> None:
+    """Remove a failed run's temporary directory, and the folders made for it that are still empty."""
+    shutil.rmtree(work, ignore_errors=True)
+    for folder in _CREATED.pop(work, []):  # nearest first
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def _inventory(directory: Path) -> dict[str, dict]:
+    files = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
+        digest = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        files[path.relative_to(directory).as_posix()] = {"bytes": path.stat().st_size, "blake2b": digest.hexdigest()}
+    return files
+
+
+def verify(run_dir: Path) -> None:
+    """A RunDirectoryError listing what is missing or changed, unless ``run_dir`` is whole and from one run."""
+    if not run_dir.is_dir():
+        raise RunDirectoryError(f"{run_dir} is not a run directory (no such directory)")
+    if not (run_dir / MANIFEST).is_file():
+        raise RunDirectoryError(f"{run_dir} is not a complete run directory: {MANIFEST} is missing (an interrupted "
+                                f"run, another tool's folder, or a run of a promptgen before 0.2); train it again")
+    manifest = read_json(run_dir / MANIFEST, "run manifest")
+    expected = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(expected, dict):
+        raise RunDirectoryError(f"{run_dir / MANIFEST}: expected an object with a 'files' table")
+    actual = _inventory(run_dir)
+    missing = sorted(set(expected) - set(actual))
+    changed = sorted(name for name in set(expected) & set(actual) if expected[name] != actual[name])
+    if missing or changed:
+        parts = ([f"missing: {', '.join(missing)}"] if missing else []) + (
+            [f"changed since the run wrote them: {', '.join(changed)}"] if changed else [])
+        raise RunDirectoryError(f"{run_dir} is not one whole run ({'; '.join(parts)}); train it again")
 
 
 def write_config(out: Path, config: RunConfig, checked, context) -> None:
@@ -61,13 +163,12 @@ def write_metrics(out: Path, metrics: dict, history) -> None:
 
 
 def load_config(run_dir: Path) -> RunConfig:
-    """The RunConfig a run directory was made with."""
-    if not (run_dir / CONFIG).is_file():
-        raise PromptgenError(f"{run_dir} is not a run directory: {CONFIG} is missing")
+    """The RunConfig a run directory was made with (the directory verified first)."""
+    verify(run_dir)
     saved = read_json(run_dir / CONFIG, "run config")
     if not isinstance(saved, dict) or not isinstance(saved.get("run"), dict):
-        raise PromptgenError(f"{run_dir / CONFIG}: expected an object with a 'run' table")
+        raise RunDirectoryError(f"{run_dir / CONFIG}: expected an object with a 'run' table")
     try:
         return from_dict(RunConfig, saved["run"])
     except PromptgenError as error:
-        raise PromptgenError(f"{run_dir / CONFIG}: {error}") from None
+        raise RunDirectoryError(f"{run_dir / CONFIG}: {error}") from None

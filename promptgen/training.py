@@ -134,7 +134,8 @@ def train_epochs(
                 for group in optimizer.param_groups:
                     group["lr"] = warmup_cosine(epoch * steps + index_of_step, total, warmup, lr)
             losses = step(index, rng)
-        score = instance_accuracy(backbone, assembler, generator, val) if val is not None and len(val) else float("nan")
+        score = instance_accuracy(backbone, assembler, generator, val, name) if val is not None and len(val) \
+            else float("nan")
         history.append({"epoch": epoch, "val_accuracy": score, **losses})
         if not score <= best["val_accuracy"]:  # NaN (no val) keeps the last epoch
             best = {"val_accuracy": score, "epoch": epoch, "state": copy.deepcopy(generator.state_dict())}

@@ -9,7 +9,7 @@ import torch
 from promptgen import cli
 from promptgen.cache import FeatureCache, encode_entry, feature_key, transform_id
 from promptgen.data import extract_features
-from promptgen.errors import CacheError
+from promptgen.errors import CacheError, ConfigError
 from promptgen_colors import ColorsDataset
 
 DATASET = ColorsDataset(per_class=5)
@@ -169,7 +169,7 @@ def test_the_eval_preprocessing_is_part_of_the_key(tiny_backbone, tmp_path):
 def test_cache_dir_that_cannot_be_written_is_a_clear_error(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    with pytest.raises(CacheError, match=str(blocker)):
+    with pytest.raises(ConfigError, match=str(blocker)):  # a bad --cache-dir: the user's to fix (exit 2)
         FeatureCache(blocker)
 
 

@@ -48,6 +48,7 @@ def test_precision_and_recall_follow_the_k_nearest_neighbour_balls():
 
 
 def test_prompt_quality_of_a_perfect_and_of_a_deterministic_generator(tiny_backbone):
+    torch.manual_seed(0)  # this draw once put rounding twins among the reference points (recall 0.89)
     labels = [PromptLabel(ctx=0.1 * torch.randn(2, tiny_backbone.ctx_dim), fingerprint=tiny_backbone.fingerprint,
                           domain=str(d), class_names=["a", "b", "c"]) for d in range(3)]
     domain_ids = torch.arange(60) % 3

@@ -29,10 +29,12 @@ class TinyClipDigits(OpenClipBackbone):
         if model not in (None, MODEL_NAME):
             raise ConfigError(f"backbone tiny-clip-digits has one model, {MODEL_NAME}; got --model {model}")
         weights = Path(pretrained) if pretrained else WEIGHTS
+        if pretrained and not weights.is_file():
+            raise BackboneLoadError(f"--pretrained {weights}: no such file (tiny-clip-digits weights are a "
+                                    f".safetensors file; omit --pretrained for the shipped ones)")
         if not weights.is_file():
-            raise BackboneLoadError(
-                f"tiny-clip-digits weights not found at {weights}; rebuild them with: promptgen world pretrain"
-            )
+            raise BackboneLoadError(f"the shipped tiny-clip-digits weights are missing ({weights}): reinstall "
+                                    f"promptgen, or rebuild them with `promptgen world pretrain`")
         add_model_config()
         # A 32-px digit survives a crop of half its area, not Dassl's 8% (mostly background), and a
         # mirrored digit is another glyph: augment digits with mild crops and no flips.

@@ -52,10 +52,12 @@ class SPG:
     @torch.no_grad()
     def logits(self, run, split: str) -> torch.Tensor:
         assembler = PromptAssembler(run.backbone, run.classes, self.labels[0].n_ctx)
-        return instance_logits(run.backbone, assembler, self.generator, run.features(split).features)
+        return instance_logits(run.backbone, assembler, self.generator, run.features(split).features,
+                               name=self.generator_name)
 
     def quality(self, run) -> dict:
-        return prompt_quality(run.backbone, self.generator, self.labels, run.features("val"))
+        return prompt_quality(run.backbone, self.generator, self.labels, run.features("val"),
+                              name=self.generator_name)
 
     def save(self, directory: Path) -> None:
         for label in self.labels:
