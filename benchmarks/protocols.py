@@ -11,22 +11,30 @@ before any job runs.
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 from benchmarks.records import Job
 from benchmarks.suites import Suite
 from promptgen.device import resolve_device
-from promptgen.engine import build_dataset, check
+from promptgen.engine import build_dataset, check, unsupported
 from promptgen.errors import ConfigError, PromptgenError
 from promptgen.presets import resolve_preset
+
+log = logging.getLogger(__name__)
+
+
+def _factory(registry, name: str):
+    """A method's factory, unwrapped from functools.partial (``spg-<generator>``)."""
+    factory = registry.get("method", name).factory
+    while hasattr(factory, "func"):
+        factory = factory.func
+    return factory
 
 
 def method_attribute(registry, name: str, attribute: str, default):
     """An attribute a method's factory declares (through a functools.partial too), else ``default``."""
-    factory = registry.get("method", name).factory
-    while not hasattr(factory, attribute) and hasattr(factory, "func"):
-        factory = factory.func
-    return getattr(factory, attribute, default)
+    return getattr(_factory(registry, name), attribute, default)
 
 
 def method_rank(registry, name: str) -> tuple:
@@ -39,8 +47,14 @@ def all_methods(registry) -> tuple[str, ...]:
     return tuple(sorted(registry.names("method"), key=lambda name: method_rank(registry, name)))
 
 
-def resolve_methods(methods: Sequence[str], where: str, registry) -> tuple[str, ...]:
-    """Expand "all" and aliases (e.g. ``spg`` -> ``spg-cgan``); name ``where`` (file: key) for an unknown method."""
+def resolve_methods(methods: Sequence[str], where: str, registry, backbone=None,
+                    skipped: list | None = None) -> tuple[str, ...]:
+    """Expand "all" and aliases (e.g. ``spg`` -> ``spg-cgan``); name ``where`` (file: key) for an unknown method.
+
+    "all" is every registered method that can run on ``backbone`` (a BackboneConfig): the others are
+    left out, each (name, reason) appended to ``skipped`` and logged at INFO. A method named
+    explicitly is checked per job (and refused there, with its reason).
+    """
     known = all_methods(registry)
     aliases = sorted(alias for (kind, alias) in registry.aliases if kind == "method")
     resolved = []
@@ -48,7 +62,12 @@ def resolve_methods(methods: Sequence[str], where: str, registry) -> tuple[str, 
         if method != "all" and not registry.has("method", method):
             raise ConfigError(f"{where}: unknown method {method!r}; methods: all, {', '.join(aliases + list(known))}")
         for name in known if method == "all" else (registry.canonical("method", method),):
-            if name not in resolved:
+            reason = unsupported(_factory(registry, name), backbone) if method == "all" and backbone else None
+            if reason:
+                log.info("%s: skipping method %s: %s", where, name, reason)
+                if skipped is not None:
+                    skipped.append((name, reason))
+            elif name not in resolved:
                 resolved.append(name)
     return tuple(resolved)
 
@@ -74,15 +93,18 @@ def _domains(suite: Suite, registry, name: str) -> tuple[str, ...]:
     return tuple(build_dataset(example, registry, name, preset, progress=False).domains)
 
 
-def expand(suite: Suite, registry, methods: Sequence[str] | None = None) -> list[Job]:
-    """Every (sources, targets) split x method x seed of ``suite``, each job's config checked against ``registry``."""
+def expand(suite: Suite, registry, methods: Sequence[str] | None = None, skipped: list | None = None) -> list[Job]:
+    """Every (sources, targets) split x method x seed of ``suite``, each job's config checked against ``registry``.
+
+    skipped: a list that receives (method, reason) for each method "all" leaves out.
+    """
     where = f"{suite.path}"
     example = suite.example()
     for key, name in (("dataset", example.dataset), ("target_dataset", example.target_dataset)):
         if name is not None and not registry.has("dataset", name):
             raise ConfigError(f"{where}: {key}: unknown dataset {name!r}; registered: "
                               f"{', '.join(registry.names('dataset'))}")
-    methods = resolve_methods(methods or suite.methods, f"{where}: methods", registry)
+    methods = resolve_methods(methods or suite.methods, f"{where}: methods", registry, example.backbone, skipped)
     domains = _domains(suite, registry, example.dataset)
     if suite.protocol == "cross-dataset":
         target_domains = _domains(suite, registry, example.target_dataset)

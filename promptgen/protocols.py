@@ -102,6 +102,12 @@ class Method(Protocol):
     components it builds, as (kind, name) pairs, so that a run checks their names and options
     before any work and gives each its own settings. See promptgen.context.RunContext for what a
     method sees of its run.
+
+    Optional, on the factory (class attributes, static or class methods): ``rank`` (its row in the
+    tables; the SPG paper's order), ``deterministic`` (True: the seed changes nothing, sweeps run
+    it once), ``presets`` (per-preset option values), ``unsupported(backbone) -> str | None`` (why
+    it cannot run on a BackboneConfig, e.g. it needs a ViT image tower: ``methods = ["all"]`` then
+    skips it and says why); on the instance, ``quality(run) -> dict`` (metrics of what it generated).
     """
 
     inputs: str  # "features" or "images"

@@ -1,0 +1,182 @@
+"""Methods whose prompt is a function of the image feature, trained end to end through the text encoder.
+
+CoCoOp and DPL are both a small network from the (cached, frozen) image feature to a context
+[n_ctx, D] for that image, trained by cross-entropy on the cosine logits of the C class prompts
+built around it: B images x C classes prompts are encoded with gradients per step. At test time the
+network gives every image its prompt and promptgen's instance-specific inference scores it (the
+same path as SPG's generated prompts). They differ only in the network and in what it sees.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from promptgen.errors import ConfigError
+from promptgen.evaluate import accuracy, instance_logits, logits
+from promptgen.files import read_json, write_json
+from promptgen.prompts import PromptAssembler, phrase_embedding
+from promptgen.schedules import warmup_cosine
+
+
+class PromptNet(torch.nn.Module):
+    """Base of the per-image prompt networks: ``sample(features [N, E]) -> contexts [N, n_ctx, D]``."""
+
+    def sample(self, features: torch.Tensor) -> torch.Tensor:
+        return self(F.normalize(features.float(), dim=-1))
+
+
+class MetaNetPrompt(PromptNet):
+    """CoCoOp: learned context vectors, shifted per image by a meta-net's output (one shift for all tokens)."""
+
+    def __init__(self, ctx: torch.Tensor, feature_dim: int, reduction: int = 16):
+        super().__init__()
+        self.ctx = torch.nn.Parameter(ctx.clone())
+        hidden = max(1, feature_dim // reduction)
+        self.meta_net = torch.nn.Sequential(torch.nn.Linear(feature_dim, hidden), torch.nn.ReLU(inplace=True),
+                                            torch.nn.Linear(hidden, ctx.shape[-1]))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.ctx[None] + self.meta_net(features)[:, None, :]
+
+
+class MLPPrompt(PromptNet):
+    """DPL: an MLP from the image feature to all n_ctx context tokens of the (domain) prompt."""
+
+    def __init__(self, feature_dim: int, n_ctx: int, ctx_dim: int, width: int = 512, depth: int = 3,
+                 dropout: float = 0.1):
+        super().__init__()
+        layers, size = [], feature_dim
+        for _ in range(depth - 1):
+            layers += [torch.nn.Linear(size, width), torch.nn.Dropout(dropout), torch.nn.ReLU()]
+            size = width
+        layers.append(torch.nn.Linear(size, n_ctx * ctx_dim))
+        self.mlp = torch.nn.Sequential(*layers)
+        self.shape = (n_ctx, ctx_dim)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp(features).view(len(features), *self.shape)
+
+
+class ConditionalPromptMethod:
+    """A per-image prompt network trained on the source domains pooled; subclasses build the network.
+
+    Schedule (CoOp's, as the SPG baselines use it): SGD with momentum, a constant warm-up at
+    ``warmup_lr`` for ``warmup_epochs``, then cosine decay stepped per epoch (as Dassl does); the epoch with the best source
+    val accuracy is kept (ties keep the later epoch: a plateau at the start must not pin the run to
+    its initialisation).
+    """
+
+    inputs = "features"
+    file = "prompt_net"
+
+    def __init__(self, *, ctx_init: str | None, n_ctx: int, epochs: int, batch_size: int, lr: float,
+                 warmup_epochs: int, warmup_lr: float, momentum: float, weight_decay: float, name: str):
+        if epochs < 1 or batch_size < 1 or n_ctx < 1:
+            raise ConfigError(f"{name}: epochs, batch_size and n_ctx must be >= 1; got {epochs}, {batch_size}, {n_ctx}")
+        self.name = name
+        self.options = dict(ctx_init=ctx_init, n_ctx=n_ctx, epochs=epochs, batch_size=batch_size, lr=lr,
+                            warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, momentum=momentum,
+                            weight_decay=weight_decay)
+        self.net: PromptNet | None = None
+        self.n_ctx = n_ctx
+
+    def components(self):
+        return ()
+
+    # --- what subclasses say -----------------------------------------------------------------------
+
+    def build(self, backbone, ctx: torch.Tensor) -> PromptNet:
+        """The network for ``backbone``, its context initialised to ``ctx`` [n_ctx, D]."""
+        raise NotImplementedError
+
+    def contexts(self, features: torch.Tensor) -> torch.Tensor:
+        """The contexts [B, n_ctx, D] a training batch of features [B, E] is scored with."""
+        return self.net.sample(features)
+
+    def batches(self, train, batch_size: int):
+        """``draw(rng) -> [index tensors]``: one epoch's batches (default: the sources pooled and shuffled)."""
+        def draw(rng):
+            order = torch.randperm(len(train), generator=rng)
+            return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        return draw
+
+    # --- training ------------------------------------------------------------------------------------
+
+    def _initial_context(self, backbone, seed: int) -> torch.Tensor:
+        if self.options["ctx_init"]:
+            return phrase_embedding(backbone, self.options["ctx_init"]).float()  # n_ctx = its token count
+        return 0.02 * torch.randn(self.options["n_ctx"], backbone.ctx_dim, generator=torch.Generator().manual_seed(seed))
+
+    def fit(self, run) -> dict:
+        o, backbone = self.options, run.backbone
+        torch.manual_seed(run.seed)  # the network's initial weights
+        ctx = self._initial_context(backbone, run.seed)
+        self.n_ctx = ctx.shape[0]
+        self.net = self.build(backbone, ctx).to(backbone.device)
+        train, val = run.features("train"), run.features("val")
+        assembler = PromptAssembler(backbone, run.classes, self.n_ctx)
+        optimizer = torch.optim.SGD(self.net.parameters(), lr=o["lr"], momentum=o["momentum"],
+                                    weight_decay=o["weight_decay"])
+        batches = self.batches(train, o["batch_size"])
+        shuffle = torch.Generator().manual_seed(run.seed)
+        best, history = {"val_accuracy": -1.0, "epoch": -1, "state": None}, []
+        with run.timed("train"):
+            steps = len(batches(torch.Generator().manual_seed(0)))  # a count; the seeded draws stay untouched
+            bar = tqdm(total=o["epochs"] * steps, desc=self.name, unit="step", disable=not run.progress, leave=False)
+            for epoch in range(o["epochs"]):
+                self.net.train()
+                for group in optimizer.param_groups:
+                    group["lr"] = warmup_cosine(epoch, o["epochs"], o["warmup_epochs"], o["lr"], o["warmup_lr"])
+                losses = []
+                for index in batches(shuffle):
+                    features = train.features[index].to(backbone.device)
+                    text = assembler.text_features(backbone, self.contexts(features))  # [B, C, E]
+                    loss = F.cross_entropy(logits(features, text, backbone.logit_scale),
+                                           train.labels[index].to(backbone.device))
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    losses.append(loss.item())
+                    bar.update()
+                    bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+                self.net.eval()
+                score = accuracy(self._logits(backbone, assembler, val.features), val.labels) if len(val) \
+                    else float("nan")
+                history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), "val_accuracy": score})
+                if not score < best["val_accuracy"]:  # ties keep the later epoch; NaN (no val) the last
+                    best = {"val_accuracy": score, "epoch": epoch, "state": copy.deepcopy(self.net.state_dict())}
+            bar.close()
+        self.net.load_state_dict(best["state"])
+        self.net.eval()
+        return {"best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "history": history}
+
+    # --- prediction ----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _logits(self, backbone, assembler, features: torch.Tensor) -> torch.Tensor:
+        return instance_logits(backbone, assembler, self.net, features, name=self.name)
+
+    def logits(self, run, split: str) -> torch.Tensor:
+        assembler = PromptAssembler(run.backbone, run.classes, self.n_ctx)
+        return self._logits(run.backbone, assembler, run.features(split).features)
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        save_file({key: value.contiguous().cpu() for key, value in self.net.state_dict().items()},
+                  directory / f"{self.file}.safetensors")
+        write_json(directory / f"{self.file}.json", {"method": self.name, **self.options, "n_ctx": self.n_ctx})
+
+    def load(self, directory: Path, run) -> None:
+        directory = Path(directory)
+        saved = read_json(directory / f"{self.file}.json")
+        self.n_ctx = saved["n_ctx"]
+        ctx = torch.zeros(self.n_ctx, run.backbone.ctx_dim)
+        self.net = self.build(run.backbone, ctx)
+        self.net.load_state_dict(load_file(directory / f"{self.file}.safetensors"))
+        self.net.to(run.backbone.device).eval()

@@ -1,0 +1,299 @@
+"""Image-side prompts: methods that change what the image encoder sees, so they train on pixels, not on the
+feature cache (``inputs = "images"``).
+
+``vp`` (Bahng et al., 2022) adds a learned pixel patch to every image; ``vpt`` (Jia et al., ECCV 2022)
+inserts learned tokens into a ViT image tower's sequence. Both keep the hand-written text prompt
+"a photo of a {class}." as the classifier and learn only their prompts, by cross-entropy on the
+cosine logits, with the SPG baselines' schedule. They need an open_clip model underneath the
+backbone (``backbone.model``): the encoder's weights stay frozen, gradients flow to the prompts.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from promptgen.errors import ConfigError
+from promptgen.evaluate import accuracy, logits
+from promptgen.files import read_json, write_json
+from promptgen.schedules import warmup_cosine
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """(pixels, row) of a SampleImages dataset: the row indexes the run's labels for the split."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.images[index][0], index
+
+
+def open_clip_model(backbone, method: str):
+    model = getattr(backbone, "model", None)
+    if model is None or not hasattr(model, "visual"):
+        raise ConfigError(f"{method}: needs an open_clip backbone (its model's image tower); "
+                          f"{type(backbone).__name__} has none")
+    return model
+
+
+def is_vit(backbone) -> bool:
+    from open_clip.transformer import VisionTransformer
+
+    return isinstance(getattr(getattr(backbone, "model", None), "visual", None), VisionTransformer)
+
+
+def vit_model_unsupported(backbone_config) -> str | None:
+    """Before any model is built: an open_clip model config whose image tower is a ViT, else the reason."""
+    import open_clip
+
+    from promptgen_openclip.loading import add_tiny_configs
+
+    model = backbone_config.model
+    if backbone_config.name != "openclip" or not model:
+        return (f"needs a ViT image tower: --backbone openclip --model ViT-B-16 (or pg-tiny-vit-w64), "
+                f"not {backbone_config.name}" + (f" {model}" if model else ""))
+    add_tiny_configs()
+    config = open_clip.get_model_config(model)
+    if config is not None and not isinstance(config.get("vision_cfg", {}).get("layers"), int):
+        return f"needs a ViT image tower; {model}'s is a ResNet"
+    return None
+
+
+class ImagePromptMethod:
+    """Learn image-side prompts (``self.prompts``, a Module) against a fixed or learned text classifier."""
+
+    inputs = "images"
+    file = "visual_prompt"
+
+    def __init__(self, *, name: str, epochs: int, batch_size: int, lr: float, warmup_epochs: int, warmup_lr: float,
+                 momentum: float, weight_decay: float, ctx_init: str, num_workers: int):
+        if epochs < 1 or batch_size < 1:
+            raise ConfigError(f"{name}: epochs and batch_size must be >= 1; got {epochs}, {batch_size}")
+        self.name = name
+        self.options = dict(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
+                            warmup_lr=warmup_lr, momentum=momentum, weight_decay=weight_decay, ctx_init=ctx_init)
+        self.num_workers = num_workers
+        self.prompts: torch.nn.Module | None = None
+        self._text = None
+
+    def components(self):
+        return ()
+
+    # --- what subclasses say -----------------------------------------------------------------------
+
+    def build(self, backbone, classes) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def image_features(self, backbone, pixels: torch.Tensor) -> torch.Tensor:
+        """L2-normalised features [B, E] of ``pixels`` seen through the prompts (with gradients to them)."""
+        raise NotImplementedError
+
+    def text_features(self, backbone, classes) -> torch.Tensor:
+        """The classifier [C, E]: by default the hand-written prompt, fixed."""
+        if self._text is None:
+            template = self.options["ctx_init"]
+            with torch.no_grad():
+                self._text = backbone.encode_text([f"{template} {name}." for name in classes])
+        return self._text
+
+    # --- training ------------------------------------------------------------------------------------
+
+    def _loader(self, run, split: str, train: bool, shuffle: torch.Generator | None = None):
+        images = _Indexed(run.images(split, train=train))
+        return torch.utils.data.DataLoader(images, batch_size=self.options["batch_size"] if train else 256,
+                                           shuffle=shuffle is not None, generator=shuffle,
+                                           num_workers=self.num_workers)
+
+    def fit(self, run) -> dict:
+        o, backbone = self.options, run.backbone
+        open_clip_model(backbone, self.name)
+        torch.manual_seed(run.seed)
+        self.prompts = self.build(backbone, run.classes).to(backbone.device)
+        labels = run.labels("train")
+        optimizer = torch.optim.SGD(self.prompts.parameters(), lr=o["lr"], momentum=o["momentum"],
+                                    weight_decay=o["weight_decay"])
+        shuffle = torch.Generator().manual_seed(run.seed)
+        loader = self._loader(run, "train", True, shuffle)
+        best, history = {"val_accuracy": -1.0, "epoch": -1, "state": None}, []
+        with run.timed("train"):
+            bar = tqdm(total=o["epochs"] * len(loader), desc=self.name, unit="step", disable=not run.progress,
+                       leave=False)
+            for epoch in range(o["epochs"]):
+                for group in optimizer.param_groups:
+                    group["lr"] = warmup_cosine(epoch, o["epochs"], o["warmup_epochs"], o["lr"], o["warmup_lr"])
+                self.prompts.train()
+                losses = []
+                for pixels, rows in loader:
+                    features = self.image_features(backbone, pixels.to(backbone.device))
+                    text = self.text_features(backbone, run.classes)
+                    loss = F.cross_entropy(logits(features, text, backbone.logit_scale),
+                                           labels[rows].to(backbone.device))
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    losses.append(loss.item())
+                    bar.update()
+                    bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+                score = accuracy(self.logits(run, "val"), run.labels("val")) if len(run.samples("val")) \
+                    else float("nan")
+                history.append({"epoch": epoch, "train_loss": sum(losses) / max(1, len(losses)), "val_accuracy": score})
+                if not score < best["val_accuracy"]:  # ties keep the later epoch; NaN (no val) the last
+                    best = {"val_accuracy": score, "epoch": epoch, "state": copy.deepcopy(self.prompts.state_dict())}
+            bar.close()
+        self.prompts.load_state_dict(best["state"])
+        return {"best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "history": history}
+
+    @torch.no_grad()
+    def logits(self, run, split: str) -> torch.Tensor:
+        self.prompts.eval()
+        backbone, out = run.backbone, []
+        text = self.text_features(backbone, run.classes)
+        for pixels, _ in self._loader(run, split, False):
+            out.append(logits(self.image_features(backbone, pixels.to(backbone.device)), text,
+                              backbone.logit_scale).cpu())
+        return torch.cat(out) if out else torch.empty(0, len(run.classes))
+
+    def save(self, directory: Path) -> None:
+        save_file({k: v.contiguous().cpu() for k, v in self.prompts.state_dict().items()},
+                  Path(directory) / f"{self.file}.safetensors")
+        write_json(Path(directory) / f"{self.file}.json", {"method": self.name, **self.options})
+
+    def load(self, directory: Path, run) -> None:
+        read_json(Path(directory) / f"{self.file}.json")  # present and readable: the run is whole
+        self.prompts = self.build(run.backbone, run.classes)
+        self.prompts.load_state_dict(load_file(Path(directory) / f"{self.file}.safetensors"))
+        self.prompts.to(run.backbone.device).eval()
+
+
+# --- VP ----------------------------------------------------------------------------------------------
+
+class RandomPatch(torch.nn.Module):
+    """A learned [3, size, size] patch added to the image (in normalised pixel space) at a random place per
+    training batch, at a fixed place (the centre) for evaluation."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.patch = torch.nn.Parameter(torch.randn(1, 3, size, size))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        size, (height, width) = self.patch.shape[-1], pixels.shape[-2:]
+        if size > min(height, width):
+            raise ConfigError(f"vp: patch_size {size} is larger than the {height}x{width} images")
+        if self.training:
+            top, left = (int(torch.randint(0, d - size + 1, ())) for d in (height, width))
+        else:
+            top, left = (height - size) // 2, (width - size) // 2
+        pad = (left, width - left - size, top, height - top - size)
+        return pixels + F.pad(self.patch, pad).to(pixels.dtype)
+
+
+class VP(ImagePromptMethod):
+    """Visual prompting: a learned pixel patch (SPG's RandomPatchPrompter) in front of a frozen CLIP."""
+
+    rank = 50
+    presets = {"gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 1,
+                       "patch_size": 10},
+               "cpu": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 0,
+                       "patch_size": 4}}
+
+    def __init__(self, patch_size: int = 10, epochs: int = 50, batch_size: int = 32, lr: float = 2e-3,
+                 warmup_epochs: int = 1, warmup_lr: float = 1e-5, momentum: float = 0.9, weight_decay: float = 1e-4,
+                 ctx_init: str = "a photo of a", num_workers: int = 0):
+        super().__init__(name="vp", epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
+                         warmup_lr=warmup_lr, momentum=momentum, weight_decay=weight_decay, ctx_init=ctx_init,
+                         num_workers=num_workers)
+        if patch_size < 1:
+            raise ConfigError(f"vp: patch_size must be >= 1, got {patch_size}")
+        self.patch_size = patch_size
+        self.options["patch_size"] = patch_size
+
+    def build(self, backbone, classes):
+        return RandomPatch(self.patch_size)
+
+    def image_features(self, backbone, pixels):
+        return F.normalize(backbone.model.encode_image(self.prompts(pixels)).float(), dim=-1)
+
+
+# --- VPT ---------------------------------------------------------------------------------------------
+
+def vit_tokens(visual, pixels: torch.Tensor) -> torch.Tensor:
+    """open_clip VisionTransformer's token sequence [B, 1 + patches, width] before its transformer."""
+    return visual._embeds(pixels)
+
+
+def vit_head(visual, x: torch.Tensor) -> torch.Tensor:
+    pooled, _ = visual._pool(x)
+    return pooled @ visual.proj if visual.proj is not None else pooled
+
+
+def run_blocks(transformer, x: torch.Tensor, before_block=None) -> torch.Tensor:
+    """The transformer's residual blocks over x [B, L, width], batch first; ``before_block(i, x) -> x``."""
+    for i, block in enumerate(transformer.resblocks):
+        if before_block is not None:
+            x = before_block(i, x)
+        x = block(x) if transformer.batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+    return x
+
+
+class DeepTokens(torch.nn.Module):
+    """``tokens`` learned tokens per layer (one layer: shallow VPT) of ``width``, normal(0, 0.02)."""
+
+    def __init__(self, layers: int, tokens: int, width: int):
+        super().__init__()
+        self.tokens = torch.nn.Parameter(0.02 * torch.randn(layers, tokens, width))
+
+
+class VPT(ImagePromptMethod):
+    """Visual prompt tuning: learned tokens after the class token of a ViT image tower (deep: new ones per layer).
+
+    Shallow (the SPG code's setting, ``deep = False``): the tokens join the sequence once, after the
+    positional embedding and ``ln_pre``, and travel through every layer. Deep: each layer's input gets
+    its own tokens in their place (Jia et al.'s VPT-deep).
+    """
+
+    rank = 60
+    presets = {"gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 1,
+                       "tokens": 10, "deep": False},
+               "cpu": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 0,
+                       "tokens": 4}}
+    unsupported = staticmethod(vit_model_unsupported)
+
+    def __init__(self, tokens: int = 10, deep: bool = False, epochs: int = 50, batch_size: int = 32,
+                 lr: float = 2e-3, warmup_epochs: int = 1, warmup_lr: float = 1e-5, momentum: float = 0.9,
+                 weight_decay: float = 1e-4, ctx_init: str = "a photo of a", num_workers: int = 0):
+        super().__init__(name="vpt", epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
+                         warmup_lr=warmup_lr, momentum=momentum, weight_decay=weight_decay, ctx_init=ctx_init,
+                         num_workers=num_workers)
+        if tokens < 1:
+            raise ConfigError(f"vpt: tokens must be >= 1, got {tokens}")
+        self.tokens, self.deep = tokens, deep
+        self.options.update(tokens=tokens, deep=deep)
+
+    def build(self, backbone, classes):
+        if not is_vit(backbone):
+            raise ConfigError(f"vpt: needs a ViT image tower; {backbone!r} has {type(backbone.model.visual).__name__}")
+        visual = backbone.model.visual
+        layers = len(visual.transformer.resblocks) if self.deep else 1
+        return DeepTokens(layers, self.tokens, visual.transformer.width)
+
+    def image_features(self, backbone, pixels):
+        visual, prompts, n = backbone.model.visual, self.prompts.tokens, self.tokens
+        x = vit_tokens(visual, pixels)
+        x = torch.cat([x[:, :1], prompts[0].expand(len(x), -1, -1).to(x.dtype), x[:, 1:]], dim=1)
+
+        def replace(i, x):
+            if i == 0 or i >= len(prompts):
+                return x
+            return torch.cat([x[:, :1], prompts[i].expand(len(x), -1, -1).to(x.dtype), x[:, 1 + n:]], dim=1)
+
+        x = run_blocks(visual.transformer, x, replace)
+        return F.normalize(vit_head(visual, x).float(), dim=-1)

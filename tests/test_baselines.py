@@ -1,0 +1,178 @@
+"""The SPG paper's baselines as method plugins: linear probe, CoCoOp and DPL; the table order; "all" skipping the
+methods that cannot run on the suite's backbone, and saying why."""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+import pytest
+import torch
+
+from benchmarks import run as benchmarks_run
+from benchmarks.protocols import all_methods
+from promptgen import cli
+from promptgen.config import RunConfig
+from promptgen.engine import run
+from promptgen.registry import load_registry
+
+REGISTRY = load_registry()
+SMALL = {"digits-dg": {"per_class": 20}, "cocoop": {"epochs": 2}, "dpl": {"epochs": 2}}
+
+
+def _config(method: str, **overrides) -> RunConfig:
+    return RunConfig(targets="photo", method=method, preset="cpu", views=1, backbone={"device": "cpu"},
+                     overrides={**SMALL, **overrides})
+
+
+def test_the_tables_follow_the_spg_papers_order():
+    order = all_methods(REGISTRY)
+    paper = ["zero-shot", "linear-probe", "coop", "cocoop", "dpl", "spg-cgan"]
+    assert [m for m in order if m in paper] == paper
+    assert order.index("spg-cgan") < order.index("spg-cvae")  # our generators after SPG's own
+
+
+@pytest.mark.parametrize("method", ["linear-probe", "cocoop", "dpl"])
+def test_each_baseline_trains_from_the_cli_and_evaluates_to_the_same_numbers(tmp_path, capsys, method):
+    out = tmp_path / method
+    arguments = ["train", "--method", method, "--target", "photo", "--views", "1", "--quiet", "--out", str(out)]
+    for key, value in SMALL.items():
+        arguments += [f"--set={key}.{option}={v}" for option, v in value.items()]
+    assert cli.main(arguments) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.3 < metrics["test_accuracy"]["photo"] <= 1  # ten classes: far above chance
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["test_accuracy"]["photo"] == pytest.approx(metrics["test_accuracy"]["photo"], abs=1e-6)
+
+
+def test_the_linear_probe_reads_the_source_features_better_than_the_hand_written_prompt(tmp_path):
+    probe = run(_config("linear-probe"), tmp_path / "probe", registry=REGISTRY, progress=False)
+    zero_shot = run(_config("zero-shot"), tmp_path / "zs", registry=REGISTRY, progress=False)
+    assert probe["val_accuracy"] >= zero_shot["val_accuracy"]
+
+
+def test_cocoop_and_dpl_learn_their_loss_falls(tmp_path):
+    """On a random-weight ViT (the hand-written prompt at chance: room to learn; the digits world's prompt is
+    already near its features' ceiling, see docs/world.md) the training loss falls."""
+    vit = {"device": "cpu", "name": "openclip", "model": "pg-tiny-vit-w64"}
+    for method in ("cocoop", "dpl"):
+        config = attrs.evolve(_config(method, **{method: {"epochs": 3}}), backbone=vit)
+        run(config, tmp_path / method, registry=REGISTRY, progress=False)
+        history = json.loads((tmp_path / method / "history.json").read_text())
+        losses = [row["train_loss"] for row in history]
+        assert losses[-1] < losses[0], (method, losses)
+
+
+def test_dpl_scores_a_block_of_test_images_with_one_domain_prompt(tiny_backbone):
+    from promptgen.evaluate import prompt_logits
+    from promptgen.prompts import PromptAssembler
+    from promptgen_baselines import DPL
+    from promptgen_baselines.conditional import MLPPrompt
+
+    torch.manual_seed(0)
+    dpl = DPL(test_batch=4)
+    dpl.net = MLPPrompt(tiny_backbone.embed_dim, 2, tiny_backbone.ctx_dim, width=16).eval()
+    assembler = PromptAssembler(tiny_backbone, ["a", "b", "c"], 2)
+    features = torch.nn.functional.normalize(torch.randn(8, tiny_backbone.embed_dim), dim=1)
+    scores = dpl._logits(tiny_backbone, assembler, features)
+    with torch.no_grad():
+        for rows in (slice(0, 4), slice(4, 8)):
+            mean = dpl.net.sample(features[rows]).mean(dim=0)
+            expected = prompt_logits(tiny_backbone, assembler, mean, features[rows])
+            assert torch.allclose(scores[rows], expected, atol=1e-5)
+    changed = features.clone()
+    changed[1] = -changed[1]  # a block-mate changes: the domain prompt, and so image 0's scores, change
+    assert not torch.allclose(dpl._logits(tiny_backbone, assembler, changed)[0], scores[0])
+
+
+VIT_ONLY = '''
+from promptgen import hookimpl
+from promptgen.methods import SharedPromptMethod
+
+
+class ImageSideOnly(SharedPromptMethod):
+    """A stand-in for a visual-prompt method: it runs only on open_clip ViT towers."""
+
+    rank = 55
+
+    def __init__(self, learner: str = "zeroshot"):
+        super().__init__(learner)
+
+    @staticmethod
+    def unsupported(backbone):
+        if backbone.name != "openclip" or "ViT" not in (backbone.model or ""):
+            return f"needs a ViT image tower (open_clip ViT-*), not {backbone.name}"
+        return None
+
+
+@hookimpl
+def register_methods(register):
+    register("vit-only", ImageSideOnly)
+'''
+
+
+def test_all_skips_a_method_that_cannot_run_on_the_backbone_and_says_why(tmp_path, install_plugin, capsys):
+    install_plugin("pg_vit_only", VIT_ONLY)
+    suite = tmp_path / "s.toml"
+    suite.write_text('description = "x"\ntargets = ["photo"]\nmethods = ["all"]\n[backbone]\ndevice = "cpu"\n'
+                     '[overrides.digits-dg]\nper_class = 5\n')
+    # --report expands the suite (names, skips) and tables what is recorded: no job runs
+    assert benchmarks_run.main(["--suite", str(suite), "--out", str(tmp_path / "out"), "--report"]) == 0
+    logged = capsys.readouterr().out
+    assert "methods = all: skipping vit-only: needs a ViT image tower" in logged
+    assert "skipping vpt: needs a ViT image tower" in logged and "skipping maple: needs a ViT" in logged
+    assert cli.main(["train", "--method", "vit-only", "--target", "photo"]) == 2
+    assert "method 'vit-only' cannot run on backbone 'tiny-clip-digits': needs a ViT" in capsys.readouterr().err
+
+
+# --- image-side methods ------------------------------------------------------------------------------
+
+VIT = ["--backbone", "openclip", "--model", "pg-tiny-vit-w64"]  # random weights: a ViT tower to prompt
+
+
+@pytest.mark.parametrize("method, backbone", [("vp", []), ("vp", VIT), ("vpt", VIT), ("maple", VIT)])
+def test_each_image_side_method_trains_on_pixels_and_evaluates_to_the_same_numbers(tmp_path, capsys, method,
+                                                                                   backbone):
+    out = tmp_path / method
+    assert cli.main(["train", "--method", method, "--target", "photo", *backbone, "--quiet", "--out", str(out),
+                     "--set", "digits-dg.per_class=5", "--set", f"{method}.epochs=3"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    history = json.loads((out / "history.json").read_text())
+    assert metrics["seconds"]["train"] > 0 and "features" not in metrics["seconds"]  # pixels, not the cache
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["test_accuracy"]["photo"] == pytest.approx(metrics["test_accuracy"]["photo"], abs=1e-6)
+
+
+def test_the_prompted_towers_compute_what_open_clip_computes_when_the_prompts_are_the_words(tiny_backbone):
+    """Our layer-by-layer forward passes are exact: with no vision tokens the ViT path is encode_image, and
+    MaPLe's text path with its context set to the words it replaces (and no deeper prompts) is encode_text."""
+    from promptgen_baselines.maple import MaPLe
+    from promptgen_baselines.visual import run_blocks, vit_head, vit_tokens
+
+    visual = tiny_backbone.model.visual
+    pixels = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        ours = vit_head(visual, run_blocks(visual.transformer, vit_tokens(visual, pixels)))
+        assert torch.allclose(ours, tiny_backbone.model.encode_image(pixels), atol=1e-5)
+        maple = MaPLe(n_ctx=2, depth=1)
+        maple.prompts = maple.build(tiny_backbone, ["cat", "dog", "sea lion"])
+        assert maple.prompts.deep_text.shape[0] == 0
+        expected = tiny_backbone.encode_text([f"a photo of a {name}." for name in ["cat", "dog", "sea lion"]])
+        assert torch.allclose(maple.text_features(tiny_backbone, None), expected, atol=1e-5)
+
+
+def test_vit_only_methods_say_why_they_skip_the_default_backbone():
+    from promptgen.config import BackboneConfig
+    from promptgen.engine import unsupported
+
+    for method in ("vpt", "maple"):
+        factory = REGISTRY.get("method", method).factory
+        assert "needs a ViT image tower" in unsupported(factory, BackboneConfig())
+        assert "is a ResNet" in unsupported(factory, BackboneConfig(name="openclip", model="RN50"))
+        assert unsupported(factory, BackboneConfig(name="openclip", model="ViT-B-16")) is None
+    assert unsupported(REGISTRY.get("method", "vp").factory, BackboneConfig()) is None
