@@ -145,8 +145,11 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     check_data_root(suite)
     if suite.data_root:
         suite = suites.with_changes(suite, template={"data_root": str(Path(suite.data_root).expanduser())})
-    jobs = protocols.expand(suite, registry)
+    skipped: list = []
+    jobs = protocols.expand(suite, registry, skipped=skipped)
     mine = shard(jobs, args.shard)  # checked before anything is written
+    for method, reason in skipped:
+        print(f"methods = all: skipping {method}: {reason}", flush=True)
     make_out(out)
     store = RecordStore(out)
     if not args.report:
@@ -167,6 +170,7 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     text = table.markdown(heading)
     methods = sweep.method_table(jobs, records)
     write_text(out / "methods.md", methods + "\n")
+    sweep.plot_seed_spread(records, out / "stability.png", f"{suite.name}: one dot per seed")
     text += "\n\nPer method: seed stability, stage II time and generator quality (docs/benchmarks.md)\n\n" + methods
     if records and not args.report:
         domains, gaps = sweep.domain_gaps(suite, args.cache_dir, rank_device(suite), registry)

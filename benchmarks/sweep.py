@@ -116,6 +116,37 @@ def plot(table: Table, path: Path, heading: str) -> Path:
     return path
 
 
+def plot_seed_spread(records: Sequence[dict], path: Path, heading: str) -> Path | None:
+    """One column per method with two or more seeds: each seed's accuracy averaged over the columns (a dot),
+    the mean (a bar): how far one seed's run can land from another's. None when no method has two seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spread: dict[str, list[float]] = {}
+    for method in dict.fromkeys(r["job"]["method"] for r in records if r.get("status") == "ok"):
+        per_seed: dict[int, list[float]] = {}
+        for row in table_rows([r for r in records if r.get("status") == "ok" and r["job"]["method"] == method]):
+            per_seed.setdefault(row["seed"], []).append(100 * row["test_accuracy"])
+        if len(per_seed) > 1:
+            spread[method] = [statistics.mean(values) for values in per_seed.values()]
+    if not spread:
+        return None
+    figure, axes = plt.subplots(figsize=(2.0 + 0.9 * len(spread), 3.4))
+    for index, (method, values) in enumerate(spread.items()):
+        axes.scatter([index] * len(values), values, s=14, zorder=3)
+        axes.hlines(statistics.mean(values), index - 0.3, index + 0.3, color="black", linewidth=1)
+    axes.set_xticks(range(len(spread)), list(spread), rotation=30, ha="right", fontsize=8)
+    axes.set_ylabel("accuracy averaged over targets (%)")
+    axes.set_title(heading, fontsize=9)
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 QUALITY = (("fid", "FID", 1.0), ("kid", "KID ×10³", 1e3), ("precision", "precision", 1.0), ("recall", "recall", 1.0),
            ("diversity", "diversity", 1.0))
 
@@ -129,23 +160,40 @@ def _mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> s
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def seed_stability(rows: Sequence[dict]) -> dict[str, float] | None:
+    """Over the seeds of one method: each seed's accuracy averaged over the columns it has (points), then
+    their mean, their std, the worst seed's, and the mean over columns of the per-column std. None with
+    fewer than two seeds."""
+    per_seed: dict[int, list[float]] = {}
+    by_column: dict[str, list[float]] = {}
+    for row in rows:
+        per_seed.setdefault(row["seed"], []).append(100 * row["test_accuracy"])
+        by_column.setdefault(row["target"], []).append(100 * row["test_accuracy"])
+    if len(per_seed) < 2:
+        return None
+    averages = [statistics.mean(values) for values in per_seed.values()]
+    return {"seeds": len(averages), "mean": statistics.mean(averages), "std": statistics.stdev(averages),
+            "worst": min(averages),
+            "column_std": statistics.mean(statistics.stdev(v) for v in by_column.values() if len(v) > 1)}
+
+
 def method_table(jobs: Sequence[Job], records: Sequence[dict]) -> str:
-    """Per method: seed stability (std of accuracy over seeds, mean over columns), stage II time and the
-    generator quality metrics (mean ± std over every target and seed)."""
+    """Per method: seed stability (the mean over columns of the std of accuracy over seeds; the seed-averaged
+    accuracy's mean, std across seeds and worst seed), stage II time and the generator quality metrics
+    (mean ± std over every target and seed)."""
     ok = [r for r in records if r.get("status") == "ok"]
-    lines = ["| method | seed std (points) | stage II s | " + " | ".join(title for _, title, _ in QUALITY) + " |",
-             "|---|" + "---:|" * (2 + len(QUALITY))]
+    lines = ["| method | seed std (points) | mean over seeds | std across seeds | worst seed | stage II s | "
+             + " | ".join(title for _, title, _ in QUALITY) + " |",
+             "|---|" + "---:|" * (5 + len(QUALITY))]
     for method in dict.fromkeys(job.method for job in jobs):
         mine = [r for r in ok if r["job"]["method"] == method]
-        by_column: dict[str, list[float]] = {}
-        for row in table_rows(mine):
-            by_column.setdefault(row["target"], []).append(100 * row["test_accuracy"])
-        stds = [statistics.stdev(values) for values in by_column.values() if len(values) > 1]
-        stability = f"{statistics.mean(stds):.2f}" if stds else "–"
+        stability = seed_stability(table_rows(mine))
+        seeds = ([f"{stability['column_std']:.2f}", f"{stability['mean']:.2f}", f"{stability['std']:.2f}",
+                  f"{stability['worst']:.2f}"] if stability else ["–"] * 4)
         stage2 = _mean_std([r["seconds"]["stage2"] for r in mine if "stage2" in r["seconds"]], digits=1)
         quality = [r["generator_quality"] for r in mine if r.get("generator_quality")]
         cells = [_mean_std([q[key] for q in quality], scale) for key, _, scale in QUALITY]
-        lines.append(f"| {method} | {stability} | {stage2} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method} | " + " | ".join([*seeds, stage2, *cells]) + " |")
     return "\n".join(lines)
 
 

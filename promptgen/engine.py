@@ -42,6 +42,16 @@ class Checked:
     components: tuple[tuple[str, str], ...]
 
 
+def unsupported(method, backbone) -> str | None:
+    """Why ``method`` (a method or its factory) cannot run on ``backbone`` (a BackboneConfig), or None.
+
+    A method declares it with ``unsupported(backbone) -> str | None`` (e.g. a visual prompt that needs
+    a ViT image tower); one that does not declare it runs on every backbone.
+    """
+    ask = getattr(method, "unsupported", None)
+    return ask(backbone) if callable(ask) else None
+
+
 def check(config: RunConfig, registry: Registry) -> Checked:
     """Check every name and option of ``config`` against ``registry``, building nothing heavy."""
     for what, kind, name in (("dataset", "dataset", config.dataset),
@@ -53,9 +63,13 @@ def check(config: RunConfig, registry: Registry) -> Checked:
     check_overrides(registry, config.overrides)
     preset = resolve_preset(config.preset, resolve_device(config.backbone.device).type)
     method_name = registry.canonical("method", config.method)
-    method = registry.create("method", method_name,
-                             **resolve_options(registry, "method", method_name, preset, config.dataset,
-                                               config.overrides))
+    try:
+        method = registry.create("method", method_name,
+                                 **resolve_options(registry, "method", method_name, preset, config.dataset,
+                                                   config.overrides))
+    except ConfigError as error:  # a bad option value: say which method's (its message may not know its name)
+        raise ConfigError(str(error) if str(error).startswith(method_name) else f"method {method_name!r}: {error}") \
+            from None
     components = tuple(tuple(pair) for pair in method.components())
     for kind, name in components:
         if not registry.has(kind, name):
@@ -64,6 +78,9 @@ def check(config: RunConfig, registry: Registry) -> Checked:
         resolve_options(registry, kind, name, preset, config.dataset, config.overrides)  # checks the values
     if method.inputs not in ("features", "images"):
         raise ConfigError(f"method {method_name!r}: inputs must be 'features' or 'images', got {method.inputs!r}")
+    reason = unsupported(method, config.backbone)
+    if reason:
+        raise ConfigError(f"method {method_name!r} cannot run on backbone {config.backbone.name!r}: {reason}")
     return Checked(config, preset, method_name, method, components)
 
 

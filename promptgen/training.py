@@ -106,11 +106,14 @@ def train_epochs(
     warmup_epochs: int,
     seed: int,
     progress: bool,
+    score: Callable[[], float] | None = None,
 ) -> dict:
     """Shuffle, step with a warm-up + cosine learning rate, score on ``val`` each epoch, keep the best epoch.
 
-    Returns the best epoch, its val accuracy and the per-epoch history; the generator is left in its
-    best state.
+    score: how an epoch is judged (higher is better), by default the accuracy of the generator's own
+    prompts on ``val``; a method that uses the generated prompts otherwise (a negative path subtracted
+    from a positive one) passes its own. Returns the best epoch, its score and the per-epoch history;
+    the generator is left in its best state.
     """
     step, optimizers, modules, min_batch = trainer.step, trainer.optimizers, trainer.modules, trainer.min_batch
     device = backbone.device
@@ -134,12 +137,15 @@ def train_epochs(
                 for group in optimizer.param_groups:
                     group["lr"] = warmup_cosine(epoch * steps + index_of_step, total, warmup, lr)
             losses = step(index, rng)
-        score = instance_accuracy(backbone, assembler, generator, val, name) if val is not None and len(val) \
-            else float("nan")
-        history.append({"epoch": epoch, "val_accuracy": score, **losses})
-        if not score <= best["val_accuracy"]:  # NaN (no val) keeps the last epoch
-            best = {"val_accuracy": score, "epoch": epoch, "state": copy.deepcopy(generator.state_dict())}
-        bar.set_postfix(val=f"{score:.3f}", **{key: f"{value:.3f}" for key, value in losses.items()})
+        if score is not None:
+            result = score()
+        else:
+            result = instance_accuracy(backbone, assembler, generator, val, name) if val is not None and len(val) \
+                else float("nan")
+        history.append({"epoch": epoch, "val_accuracy": result, **losses})
+        if not result <= best["val_accuracy"]:  # NaN (no val) keeps the last epoch
+            best = {"val_accuracy": result, "epoch": epoch, "state": copy.deepcopy(generator.state_dict())}
+        bar.set_postfix(val=f"{result:.3f}", **{key: f"{value:.3f}" for key, value in losses.items()})
     generator.load_state_dict(best["state"])
     return {"best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "history": history}
 

@@ -44,6 +44,7 @@ def _toy(backbone, n=400):
     ("cvae", {"epochs": 15, "lr": 2e-3, "warmup_epochs": 1, "kl_warmup_epochs": 2}),
     ("diffusion", {"epochs": 15, "lr": 2e-3, "warmup_epochs": 1, "sample_steps": 10}),
     ("diffusion", {"epochs": 15, "lr": 2e-3, "warmup_epochs": 1, "sample_steps": 5, "guidance": 1.0}),
+    ("transformer", {"epochs": 15, "lr": 2e-3, "warmup_epochs": 1, "batch_size": 32}),
 ])
 def test_generator_learns_which_prompt_belongs_to_which_domain(tiny_backbone, name, options):
     train, labels = _toy(tiny_backbone)

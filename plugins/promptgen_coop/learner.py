@@ -1,25 +1,27 @@
 """CoOp (Zhou et al., IJCV 2022): learned context vectors, cross-entropy on cosine logits, frozen CLIP.
 
 Trained from cached image features: each step encodes the C class prompts (truncated at EOT) with
-gradients to the context only. Schedule as the official CoOp config that SPG uses: SGD, a constant
-warm-up epoch at 1e-5, then cosine decay per epoch. The epoch with the best validation accuracy is kept.
+gradients to the context only. Schedule as the official CoOp config that SPG uses (the loop is
+promptgen.context_fitting's): SGD, a constant warm-up epoch at 1e-5, then cosine decay per epoch; the
+epoch with the best validation accuracy is kept (ties: the later epoch).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from promptgen.errors import ConfigError
-from promptgen.evaluate import accuracy, prompt_logits
-from promptgen.prompts import PromptAssembler, phrase_embedding
-from promptgen.schedules import warmup_cosine
+from promptgen.context_fitting import fit_context
+from promptgen.evaluate import accuracy
+from promptgen.prompts import phrase_embedding
 from promptgen.values import FeatureSet, PromptLabel
 
 
 class CoOpPrompt:
     """CoOp: n_ctx context vectors learned by cross-entropy on cosine logits, initialised from "a photo of a"."""
+
+    name = "coop"
 
     # gpu: the official CoOp configuration SPG's stage I uses (SGD, lr 2e-3, 50 epochs, batch 32).
     presets = {
@@ -55,36 +57,26 @@ class CoOpPrompt:
         generator = torch.Generator().manual_seed(o["seed"])
         return 0.02 * torch.randn(o["n_ctx"], backbone.ctx_dim, generator=generator)
 
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels)
+
+    def score(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
+        return accuracy(logits, labels)
+
     def fit(self, backbone, class_names, train: FeatureSet, val: FeatureSet | None, domain: str) -> PromptLabel:
         o = self.options
-        ctx = torch.nn.Parameter(self._initial_context(backbone).to(backbone.device))
-        assembler = PromptAssembler(backbone, class_names, ctx.shape[0])
-        optimizer = torch.optim.SGD([ctx], lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"])
-        shuffle = torch.Generator().manual_seed(o["seed"])
-        best = (-1.0, ctx.detach().clone(), -1)
-        bar = tqdm(range(o["epochs"]), desc=f"coop [{domain}]", unit="epoch", disable=not self.progress, leave=False)
-        for epoch in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = warmup_cosine(epoch, o["epochs"], o["warmup_epochs"], o["lr"], o["warmup_lr"])
-            order = torch.randperm(len(train), generator=shuffle)
-            for start in range(0, len(train), o["batch_size"]):
-                index = order[start : start + o["batch_size"]]
-                features = train.features[index].to(backbone.device)
-                text = assembler.text_features(backbone, ctx)
-                loss = F.cross_entropy(backbone.logit_scale * features @ text.T, train.labels[index].to(backbone.device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            selection = val if val is not None and len(val) else train
-            score = accuracy(prompt_logits(backbone, assembler, ctx.detach(), selection.features), selection.labels)
-            if score > best[0]:
-                best = (score, ctx.detach().clone(), epoch)
-            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{score:.3f}")
+        result = fit_context(backbone, class_names, train, val, self._initial_context(backbone), loss=self.loss,
+                             score=self.score, epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"],
+                             warmup_epochs=o["warmup_epochs"], warmup_lr=o["warmup_lr"], momentum=o["momentum"],
+                             weight_decay=o["weight_decay"], seed=o["seed"], progress=self.progress,
+                             desc=f"{self.name} [{domain}]")
+        n_ctx = result["ctx"].shape[0]  # from ctx_init's words when it is set, not the n_ctx option
         return PromptLabel(
-            ctx=best[1].cpu(),
+            ctx=result["ctx"],
             fingerprint=backbone.fingerprint,
             domain=domain,
             class_names=tuple(class_names),
-            metadata={"learner": "coop", "val_accuracy": best[0], "best_epoch": best[2],
-                      "selected_on": "val" if val is not None and len(val) else "train", "config": o},
+            metadata={"learner": self.name, "val_accuracy": result["score"], "best_epoch": result["best_epoch"],
+                      "selected_on": result["selected_on"], "config": {**o, "n_ctx": n_ctx},
+                      "history": result["history"]},
         )

@@ -1,0 +1,44 @@
+"""Built-in plugin: DPSPG (dual-path stable soft prompt generation; Bai et al., 2025) and its ablations.
+
+- prompt learner ``negative-coop``: the negative prompt label ("a photo without a", BCE against
+  complementary labels);
+- generator ``transformer``: DPSPG's stage II (so SPG gets ``spg-transformer`` too);
+- methods ``dpspg`` (as published), ``dpspg-positive`` (the transformer generator without the negative
+  path) and ``spg-<generator>+neg`` for every registered generator (the negative path added to it).
+
+Registered through the same entry point and hooks as a third-party package; see docs/methods.md.
+"""
+
+import functools
+
+from promptgen import hookimpl
+from promptgen_dpspg.method import DualPath
+from promptgen_dpspg.negative import NegativeCoOp
+from promptgen_dpspg.transformer import TransformerGenerator
+
+PAPER_GENERATOR = "transformer"
+
+
+@hookimpl
+def register_prompt_learners(register):
+    register("negative-coop", NegativeCoOp)
+
+
+@hookimpl
+def register_generators(register):
+    register(PAPER_GENERATOR, TransformerGenerator)
+
+
+def _variant(rank: int, **bound):
+    factory = functools.partial(DualPath, **bound)
+    factory.rank = rank
+    return factory
+
+
+@hookimpl
+def register_methods(register, registry):
+    # dpspg *is* the negative path added to SPG's transformer generator: one method, two names
+    register("dpspg", _variant(90, generator=PAPER_GENERATOR), aliases=(f"spg-{PAPER_GENERATOR}+neg",))
+    register("dpspg-positive", _variant(91, generator=PAPER_GENERATOR, negative=False))
+    for generator in (name for name in registry.names("generator") if name != PAPER_GENERATOR):
+        register(f"spg-{generator}+neg", _variant(92, generator=generator))

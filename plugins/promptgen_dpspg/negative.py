@@ -1,0 +1,67 @@
+"""DPSPG's negative prompt label: a CoOp context initialised from "a photo without a", learned so that
+"this image is *not* class k" holds for every class k the image is not.
+
+Loss (DPSPG's stage I): binary cross-entropy with logits on the scaled cosine logits against the
+complementary labels (1 for every wrong class, 0 for the true one), the wrong-class terms weighted by
+pos_weight = C - 1. The true class is then the one the negative prompt matches least: the score an
+epoch is selected on is the accuracy of argmin over the negative logits.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from promptgen.context_fitting import fit_context
+from promptgen.errors import ConfigError
+from promptgen.evaluate import accuracy
+from promptgen.prompts import phrase_embedding
+from promptgen.values import FeatureSet, PromptLabel
+
+
+class NegativeCoOp:
+    """A negative prompt label: BCE against complementary labels; the true class should score lowest."""
+
+    name = "negative-coop"
+    # gpu: DPSPG's stage I (configs/trainers/DPSPG_CoOp/b32_ep70.yaml with train.py's overrides): SGD lr 2e-3,
+    # batch 32, 70 epochs, weight decay 1e-4, 4 constant warm-up epochs at 1e-5.
+    presets = {
+        "gpu": {"epochs": 70, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 4},
+        "cpu": {"epochs": 8, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 1},
+    }
+
+    def __init__(self, ctx_init: str = "a photo without a", epochs: int = 70, batch_size: int = 32, lr: float = 2e-3,
+                 warmup_epochs: int = 4, warmup_lr: float = 1e-5, momentum: float = 0.9, weight_decay: float = 1e-4,
+                 seed: int = 0, progress: bool = True):
+        if epochs < 1 or batch_size < 1 or not ctx_init:
+            raise ConfigError(f"negative-coop: epochs and batch_size must be >= 1 and ctx_init a phrase; got "
+                              f"{epochs}, {batch_size}, {ctx_init!r}")
+        self.options = dict(ctx_init=ctx_init, epochs=epochs, batch_size=batch_size, lr=lr,
+                            warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, momentum=momentum,
+                            weight_decay=weight_decay, seed=seed)
+        self.progress = progress
+
+    @staticmethod
+    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        classes = logits.shape[1]
+        complementary = 1.0 - F.one_hot(labels, classes).to(logits.dtype)
+        weight = torch.tensor([max(1.0, classes - 1.0)], device=logits.device, dtype=logits.dtype)
+        return F.binary_cross_entropy_with_logits(logits, complementary, pos_weight=weight)
+
+    @staticmethod
+    def score(logits: torch.Tensor, labels: torch.Tensor) -> float:
+        return accuracy(-logits, labels)
+
+    def fit(self, backbone, class_names, train: FeatureSet, val: FeatureSet | None, domain: str) -> PromptLabel:
+        o = self.options
+        result = fit_context(backbone, class_names, train, val, phrase_embedding(backbone, o["ctx_init"]).float(),
+                             loss=self.loss, score=self.score, epochs=o["epochs"], batch_size=o["batch_size"],
+                             lr=o["lr"], warmup_epochs=o["warmup_epochs"], warmup_lr=o["warmup_lr"],
+                             momentum=o["momentum"], weight_decay=o["weight_decay"], seed=o["seed"],
+                             progress=self.progress, desc=f"{self.name} [{domain}]")
+        return PromptLabel(ctx=result["ctx"], fingerprint=backbone.fingerprint, domain=domain,
+                           class_names=tuple(class_names),
+                           metadata={"learner": self.name, "negative": True, "val_argmin_accuracy": result["score"],
+                                     "best_epoch": result["best_epoch"], "selected_on": result["selected_on"],
+                                     "config": {**o, "n_ctx": int(result["ctx"].shape[0])},
+                                     "history": result["history"]})

@@ -1,0 +1,86 @@
+"""DPSPG's stage II generator: a transformer encoder that regresses the domain's prompt label from the image
+feature (mean squared error; no noise, no discriminator).
+
+As in the DPSPG code: the L2-normalised image feature is a sequence of length one for a
+``layers``-layer ``nn.TransformerEncoder`` (d_model = the feature width, ``heads`` heads, PyTorch's
+defaults otherwise: feed-forward 2048, dropout 0.1, post-norm), then a linear layer to n_ctx x D.
+With one token, self-attention mixes nothing: the encoder is a deep residual MLP with layer norms.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from promptgen.errors import ConfigError
+from promptgen.training import Trainer, fit_generator, load_module_states, module_states
+from promptgen.values import FeatureSet
+
+
+class TransformerGenerator:
+    """A transformer encoder from image feature to prompt, trained by MSE to the domain's prompt label."""
+
+    # gpu: DPSPG's stage II (pnspg_transformer.yaml + the trainer): AdamW lr 2e-3, weight decay 1e-4,
+    # batch 32, 50 epochs, 4 linear warm-up epochs, cosine.
+    presets = {"gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3, "warmup_epochs": 4},
+               "cpu": {"epochs": 6, "batch_size": 128, "lr": 2e-3, "warmup_epochs": 1}}
+
+    def __init__(self, feature_dim: int, n_ctx: int, ctx_dim: int, layers: int = 4, heads: int = 8,
+                 feedforward: int = 2048, dropout: float = 0.1, epochs: int = 50, batch_size: int = 32,
+                 lr: float = 2e-3, weight_decay: float = 1e-4, warmup_epochs: int = 4, seed: int = 0,
+                 progress: bool = True):
+        if layers < 1 or heads < 1 or feature_dim % heads:
+            raise ConfigError(f"transformer: layers >= 1 and heads dividing the feature width {feature_dim}; "
+                              f"got layers={layers}, heads={heads}")
+        if epochs < 1 or batch_size < 1:
+            raise ConfigError(f"transformer: epochs and batch_size must be >= 1; got {epochs}, {batch_size}")
+        self.options = dict(layers=layers, heads=heads, feedforward=feedforward, dropout=dropout, epochs=epochs,
+                            batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+                            seed=seed)
+        self.shape, self.progress = (n_ctx, ctx_dim), progress
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            layer = nn.TransformerEncoderLayer(feature_dim, heads, feedforward, dropout)
+            self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+            self.head = nn.Linear(feature_dim, n_ctx * ctx_dim)
+
+    def _forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.normalize(features.float(), dim=-1)[None]  # [1, N, D]: one token per image
+        return self.head(self.encoder(x)[0]).view(len(features), *self.shape)
+
+    @torch.no_grad()
+    def sample(self, features: torch.Tensor) -> torch.Tensor:
+        device = self.head.weight.device
+        self.encoder.eval()
+        return self._forward(features.to(device))
+
+    def state_dict(self) -> dict:
+        return module_states(self._modules())
+
+    def load_state_dict(self, state: dict) -> None:
+        load_module_states(self._modules(), state)
+
+    def fit(self, backbone, train: FeatureSet, prompt_labels, val: FeatureSet | None) -> dict:
+        return fit_generator(self, backbone, train, prompt_labels, val, name="transformer")
+
+    def trainer(self, backbone, train: FeatureSet, prompt_labels) -> Trainer:
+        o, device = self.options, backbone.device
+        for module in self._modules().values():
+            module.to(device)
+        targets = torch.stack([label.ctx for label in prompt_labels]).to(device).float()  # [domains, n_ctx, D]
+        features, domain_ids = train.features.to(device), train.domain_ids.to(device)
+        optimizer = torch.optim.AdamW([*self.encoder.parameters(), *self.head.parameters()], lr=o["lr"],
+                                      weight_decay=o["weight_decay"])
+
+        def step(index, rng):
+            loss = nn.functional.mse_loss(self._forward(features[index]), targets[domain_ids[index]])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return {"loss": loss.item()}
+
+        return Trainer(step=step, optimizers=[optimizer], modules=(self.encoder, self.head), features=features,
+                       min_batch=1)
+
+    def _modules(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder, "head": self.head}
