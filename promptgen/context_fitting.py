@@ -1,16 +1,18 @@
-"""The loop prompt learners share: learn one context [n_ctx, D] for all images on cached features.
+"""The loop that prompt learning shares: SGD on a few prompt parameters with CoOp's schedule, the best epoch kept.
 
-CoOp's schedule (the official config SPG's stage I uses): SGD with momentum, a constant warm-up at
-``warmup_lr`` for ``warmup_epochs``, then cosine decay per epoch; after each epoch the context is
-scored on the val features (else the train features) and the best epoch is kept, ties going to the
-later epoch (a run whose score plateaus at its initialisation must not be pinned there). A learner
-supplies the loss on cosine logits and the score; everything else, including the per-epoch history
-(train loss and val score) and a progress bar by step, is here once.
+CoOp's schedule (the official config SPG's stage I and its baselines use): SGD with momentum, a
+constant warm-up at ``warmup_lr`` for ``warmup_epochs``, then cosine decay per epoch. After each
+epoch the prompts are scored (on the source val split) and the best epoch is kept, ties going to
+the later epoch (a run whose score plateaus at its initialisation must not be pinned there). The
+caller supplies the batches, the loss of one batch and the score; the per-epoch history (train
+loss, score, learning rate) and a progress bar by step are here once. :func:`fit_context` is the
+loop for one shared context on cached features (CoOp-style prompt learners).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import copy
+from typing import Any, Callable, Iterable
 
 import torch
 from tqdm.auto import tqdm
@@ -24,41 +26,75 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits [B, C], l
 Score = Callable[[torch.Tensor, torch.Tensor], float]  # (logits [N, C], labels [N]) -> higher is better
 
 
-def fit_context(backbone, class_names, train: FeatureSet, val: FeatureSet | None, initial: torch.Tensor, *,
-                loss: Loss, score: Score, epochs: int, batch_size: int, lr: float, warmup_epochs: int,
-                warmup_lr: float, momentum: float, weight_decay: float, seed: int, progress: bool,
-                desc: str) -> dict:
-    """Returns {"ctx", "score", "best_epoch", "selected_on", "history"} (ctx on the CPU)."""
-    ctx = torch.nn.Parameter(initial.clone().to(backbone.device))
-    assembler = PromptAssembler(backbone, class_names, ctx.shape[0])
-    optimizer = torch.optim.SGD([ctx], lr=lr, momentum=momentum, weight_decay=weight_decay)
-    shuffle = torch.Generator().manual_seed(seed)
-    selection = val if val is not None and len(val) else train
-    steps = -(-len(train) // batch_size)
-    best = {"score": float("-inf"), "ctx": ctx.detach().clone(), "epoch": -1}
+def train_prompts(module: torch.nn.Module, *, batches: Callable[[], Iterable[Any]], steps: int,
+                  loss: Callable[[Any], torch.Tensor], score: Callable[[], float], epochs: int, lr: float,
+                  warmup_epochs: int, warmup_lr: float, momentum: float, weight_decay: float, progress: bool,
+                  desc: str, score_name: str = "val_accuracy") -> dict:
+    """Train ``module``'s parameters; leave it in its best epoch's state (eval mode).
+
+    batches() gives one epoch's batches (``steps`` of them); loss(batch) their loss; score() the
+    epoch's score. Returns {"best_epoch", "score", "history"}.
+    """
+    optimizer = torch.optim.SGD(module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    best = {"score": float("-inf"), "epoch": -1, "state": copy.deepcopy(module.state_dict())}
     history = []
     bar = tqdm(total=epochs * steps, desc=desc, unit="step", disable=not progress, leave=False)
     for epoch in range(epochs):
         for group in optimizer.param_groups:
             group["lr"] = warmup_cosine(epoch, epochs, warmup_epochs, lr, warmup_lr)
-        order = torch.randperm(len(train), generator=shuffle)
+        module.train()
         losses = []
-        for start in range(0, len(train), batch_size):
-            index = order[start:start + batch_size]
-            features = train.features[index].to(backbone.device)
-            text = assembler.text_features(backbone, ctx)
-            value = loss(backbone.logit_scale * features @ text.T, train.labels[index].to(backbone.device))
+        for batch in batches():
+            value = loss(batch)
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             optimizer.step()
             losses.append(value.item())
             bar.update()
             bar.set_postfix(epoch=epoch, loss=f"{value.item():.3f}")
-        result = score(prompt_logits(backbone, assembler, ctx.detach(), selection.features), selection.labels)
-        history.append({"epoch": epoch, "train_loss": sum(losses) / max(1, len(losses)), "val_score": result,
+        module.eval()
+        with torch.no_grad():
+            result = score()
+        history.append({"epoch": epoch, "train_loss": sum(losses) / max(1, len(losses)), score_name: result,
                         "lr": optimizer.param_groups[0]["lr"]})
-        if result >= best["score"]:
-            best = {"score": result, "ctx": ctx.detach().clone(), "epoch": epoch}
+        if not result < best["score"]:  # ties keep the later epoch; NaN (nothing to score on) the last
+            best = {"score": result, "epoch": epoch, "state": copy.deepcopy(module.state_dict())}
     bar.close()
-    return {"ctx": best["ctx"].cpu(), "score": best["score"], "best_epoch": best["epoch"],
-            "selected_on": "val" if selection is val else "train", "history": history}
+    module.load_state_dict(best["state"])
+    module.eval()
+    return {"best_epoch": best["epoch"], "score": best["score"], "history": history}
+
+
+class _Context(torch.nn.Module):
+    def __init__(self, ctx: torch.Tensor):
+        super().__init__()
+        self.ctx = torch.nn.Parameter(ctx)
+
+
+def fit_context(backbone, class_names, train: FeatureSet, val: FeatureSet | None, initial: torch.Tensor, *,
+                loss: Loss, score: Score, epochs: int, batch_size: int, lr: float, warmup_epochs: int,
+                warmup_lr: float, momentum: float, weight_decay: float, seed: int, progress: bool,
+                desc: str, score_name: str = "val_accuracy") -> dict:
+    """One context [n_ctx, D] for every image, from cached features: {"ctx", "score", "best_epoch",
+    "selected_on", "history"} (ctx on the CPU). Scored on ``val``, else on ``train``."""
+    context = _Context(initial.clone().to(backbone.device))
+    assembler = PromptAssembler(backbone, class_names, initial.shape[0])
+    selection = val if val is not None and len(val) else train
+    shuffle = torch.Generator().manual_seed(seed)
+
+    def batches():
+        order = torch.randperm(len(train), generator=shuffle)
+        return [order[start:start + batch_size] for start in range(0, len(train), batch_size)]
+
+    def batch_loss(index):
+        text = assembler.text_features(backbone, context.ctx)
+        features = train.features[index].to(backbone.device)
+        return loss(backbone.logit_scale * features @ text.T, train.labels[index].to(backbone.device))
+
+    result = train_prompts(context, batches=batches, steps=-(-len(train) // batch_size), loss=batch_loss,
+                           score=lambda: score(prompt_logits(backbone, assembler, context.ctx.detach(),
+                                                             selection.features), selection.labels),
+                           epochs=epochs, lr=lr, warmup_epochs=warmup_epochs, warmup_lr=warmup_lr,
+                           momentum=momentum, weight_decay=weight_decay, progress=progress, desc=desc,
+                           score_name=score_name)
+    return {**result, "ctx": context.ctx.detach().cpu(), "selected_on": "val" if selection is val else "train"}

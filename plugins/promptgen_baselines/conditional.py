@@ -9,19 +9,17 @@ same path as SPG's generated prompts). They differ only in the network and in wh
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from promptgen.errors import ConfigError
+from promptgen.context_fitting import train_prompts
 from promptgen.evaluate import accuracy, instance_logits, logits
 from promptgen.files import read_json, write_json
 from promptgen.prompts import PromptAssembler, phrase_embedding
-from promptgen.schedules import warmup_cosine
 
 
 class PromptNet(torch.nn.Module):
@@ -121,40 +119,23 @@ class ConditionalPromptMethod:
         self.net = self.build(backbone, ctx).to(backbone.device)
         train, val = run.features("train"), run.features("val")
         assembler = PromptAssembler(backbone, run.classes, self.n_ctx)
-        optimizer = torch.optim.SGD(self.net.parameters(), lr=o["lr"], momentum=o["momentum"],
-                                    weight_decay=o["weight_decay"])
-        batches = self.batches(train, o["batch_size"])
-        shuffle = torch.Generator().manual_seed(run.seed)
-        best, history = {"val_accuracy": -1.0, "epoch": -1, "state": None}, []
+        draw, shuffle = self.batches(train, o["batch_size"]), torch.Generator().manual_seed(run.seed)
+
+        def loss(index):
+            features = train.features[index].to(backbone.device)
+            text = assembler.text_features(backbone, self.contexts(features))  # [B, C, E]
+            return F.cross_entropy(logits(features, text, backbone.logit_scale), train.labels[index].to(backbone.device))
+
+        def score():
+            return accuracy(self._logits(backbone, assembler, val.features), val.labels) if len(val) else float("nan")
+
         with run.timed("train"):
-            steps = len(batches(torch.Generator().manual_seed(0)))  # a count; the seeded draws stay untouched
-            bar = tqdm(total=o["epochs"] * steps, desc=self.name, unit="step", disable=not run.progress, leave=False)
-            for epoch in range(o["epochs"]):
-                self.net.train()
-                for group in optimizer.param_groups:
-                    group["lr"] = warmup_cosine(epoch, o["epochs"], o["warmup_epochs"], o["lr"], o["warmup_lr"])
-                losses = []
-                for index in batches(shuffle):
-                    features = train.features[index].to(backbone.device)
-                    text = assembler.text_features(backbone, self.contexts(features))  # [B, C, E]
-                    loss = F.cross_entropy(logits(features, text, backbone.logit_scale),
-                                           train.labels[index].to(backbone.device))
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    losses.append(loss.item())
-                    bar.update()
-                    bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
-                self.net.eval()
-                score = accuracy(self._logits(backbone, assembler, val.features), val.labels) if len(val) \
-                    else float("nan")
-                history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), "val_accuracy": score})
-                if not score < best["val_accuracy"]:  # ties keep the later epoch; NaN (no val) the last
-                    best = {"val_accuracy": score, "epoch": epoch, "state": copy.deepcopy(self.net.state_dict())}
-            bar.close()
-        self.net.load_state_dict(best["state"])
-        self.net.eval()
-        return {"best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "history": history}
+            result = train_prompts(self.net, batches=lambda: draw(shuffle),
+                                   steps=len(draw(torch.Generator().manual_seed(0))),  # a count; seeded draws untouched
+                                   loss=loss, score=score, epochs=o["epochs"], lr=o["lr"],
+                                   warmup_epochs=o["warmup_epochs"], warmup_lr=o["warmup_lr"], momentum=o["momentum"],
+                                   weight_decay=o["weight_decay"], progress=run.progress, desc=self.name)
+        return {"best_epoch": result["best_epoch"], "val_accuracy": result["score"], "history": result["history"]}
 
     # --- prediction ----------------------------------------------------------------------------------
 

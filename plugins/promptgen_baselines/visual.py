@@ -10,18 +10,16 @@ backbone (``backbone.model``): the encoder's weights stay frozen, gradients flow
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
+from promptgen.context_fitting import train_prompts
 from promptgen.errors import ConfigError
 from promptgen.evaluate import accuracy, logits
 from promptgen.files import read_json, write_json
-from promptgen.schedules import warmup_cosine
 
 
 class _Indexed(torch.utils.data.Dataset):
@@ -119,38 +117,23 @@ class ImagePromptMethod:
         torch.manual_seed(run.seed)
         self.prompts = self.build(backbone, run.classes).to(backbone.device)
         labels = run.labels("train")
-        optimizer = torch.optim.SGD(self.prompts.parameters(), lr=o["lr"], momentum=o["momentum"],
-                                    weight_decay=o["weight_decay"])
-        shuffle = torch.Generator().manual_seed(run.seed)
-        loader = self._loader(run, "train", True, shuffle)
-        best, history = {"val_accuracy": -1.0, "epoch": -1, "state": None}, []
+        loader = self._loader(run, "train", True, torch.Generator().manual_seed(run.seed))
+
+        def loss(batch):
+            pixels, rows = batch
+            features = self.image_features(backbone, pixels.to(backbone.device))
+            text = self.text_features(backbone, run.classes)
+            return F.cross_entropy(logits(features, text, backbone.logit_scale), labels[rows].to(backbone.device))
+
+        def score():
+            return accuracy(self.logits(run, "val"), run.labels("val")) if len(run.samples("val")) else float("nan")
+
         with run.timed("train"):
-            bar = tqdm(total=o["epochs"] * len(loader), desc=self.name, unit="step", disable=not run.progress,
-                       leave=False)
-            for epoch in range(o["epochs"]):
-                for group in optimizer.param_groups:
-                    group["lr"] = warmup_cosine(epoch, o["epochs"], o["warmup_epochs"], o["lr"], o["warmup_lr"])
-                self.prompts.train()
-                losses = []
-                for pixels, rows in loader:
-                    features = self.image_features(backbone, pixels.to(backbone.device))
-                    text = self.text_features(backbone, run.classes)
-                    loss = F.cross_entropy(logits(features, text, backbone.logit_scale),
-                                           labels[rows].to(backbone.device))
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    losses.append(loss.item())
-                    bar.update()
-                    bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
-                score = accuracy(self.logits(run, "val"), run.labels("val")) if len(run.samples("val")) \
-                    else float("nan")
-                history.append({"epoch": epoch, "train_loss": sum(losses) / max(1, len(losses)), "val_accuracy": score})
-                if not score < best["val_accuracy"]:  # ties keep the later epoch; NaN (no val) the last
-                    best = {"val_accuracy": score, "epoch": epoch, "state": copy.deepcopy(self.prompts.state_dict())}
-            bar.close()
-        self.prompts.load_state_dict(best["state"])
-        return {"best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "history": history}
+            result = train_prompts(self.prompts, batches=lambda: loader, steps=len(loader), loss=loss, score=score,
+                                   epochs=o["epochs"], lr=o["lr"], warmup_epochs=o["warmup_epochs"],
+                                   warmup_lr=o["warmup_lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
+                                   progress=run.progress, desc=self.name)
+        return {"best_epoch": result["best_epoch"], "val_accuracy": result["score"], "history": result["history"]}
 
     @torch.no_grad()
     def logits(self, run, split: str) -> torch.Tensor:

@@ -58,7 +58,8 @@ class NegativeCoOp:
                              loss=self.loss, score=self.score, epochs=o["epochs"], batch_size=o["batch_size"],
                              lr=o["lr"], warmup_epochs=o["warmup_epochs"], warmup_lr=o["warmup_lr"],
                              momentum=o["momentum"], weight_decay=o["weight_decay"], seed=o["seed"],
-                             progress=self.progress, desc=f"{self.name} [{domain}]")
+                             progress=self.progress, desc=f"{self.name} [{domain}]",
+                             score_name="val_argmin_accuracy")
         return PromptLabel(ctx=result["ctx"], fingerprint=backbone.fingerprint, domain=domain,
                            class_names=tuple(class_names),
                            metadata={"learner": self.name, "negative": True, "val_argmin_accuracy": result["score"],
