@@ -17,24 +17,20 @@ from typing import Sequence
 from benchmarks.records import Job
 from benchmarks.suites import Suite
 from promptgen.device import resolve_device
-from promptgen.engine import build_dataset, check, unsupported
+from promptgen.engine import build_dataset, check
 from promptgen.errors import ConfigError, PromptgenError
 from promptgen.presets import resolve_preset
 
 log = logging.getLogger(__name__)
 
 
-def _factory(registry, name: str):
-    """A method's factory, unwrapped from functools.partial (``spg-<generator>``)."""
-    factory = registry.get("method", name).factory
-    while hasattr(factory, "func"):
-        factory = factory.func
-    return factory
-
-
 def method_attribute(registry, name: str, attribute: str, default):
-    """An attribute a method's factory declares (through a functools.partial too), else ``default``."""
-    return getattr(_factory(registry, name), attribute, default)
+    """An attribute a method's factory declares, else ``default``: on a functools.partial (``spg-<generator>``)
+    its own first (a family sets each member's ``rank`` there), then the function it wraps."""
+    factory = registry.get("method", name).factory
+    while not hasattr(factory, attribute) and hasattr(factory, "func"):
+        factory = factory.func
+    return getattr(factory, attribute, default)
 
 
 def method_rank(registry, name: str) -> tuple:
@@ -62,7 +58,8 @@ def resolve_methods(methods: Sequence[str], where: str, registry, backbone=None,
         if method != "all" and not registry.has("method", method):
             raise ConfigError(f"{where}: unknown method {method!r}; methods: all, {', '.join(aliases + list(known))}")
         for name in known if method == "all" else (registry.canonical("method", method),):
-            reason = unsupported(_factory(registry, name), backbone) if method == "all" and backbone else None
+            ask = method_attribute(registry, name, "unsupported", None) if method == "all" and backbone else None
+            reason = ask(backbone) if callable(ask) else None
             if reason:
                 log.info("%s: skipping method %s: %s", where, name, reason)
                 if skipped is not None:

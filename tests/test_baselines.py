@@ -30,6 +30,10 @@ def test_the_tables_follow_the_spg_papers_order():
     paper = ["zero-shot", "linear-probe", "coop", "cocoop", "dpl", "spg-cgan"]
     assert [m for m in order if m in paper] == paper
     assert order.index("spg-cgan") < order.index("spg-cvae")  # our generators after SPG's own
+    # a family's members carry their rank on the partial that registers them
+    assert order.index("spg-diffusion") < order.index("dpspg") < order.index("dpspg-positive") \
+        < order.index("spg-cgan+neg")
+    assert all(order.index("dpspg") > order.index(m) for m in ("spg-cvae", "spg-transformer"))
 
 
 @pytest.mark.parametrize("method", ["linear-probe", "cocoop", "dpl"])
