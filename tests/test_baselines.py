@@ -180,3 +180,18 @@ def test_vit_only_methods_say_why_they_skip_the_default_backbone():
         assert "is a ResNet" in unsupported(factory, BackboneConfig(name="openclip", model="RN50"))
         assert unsupported(factory, BackboneConfig(name="openclip", model="ViT-B-16")) is None
     assert unsupported(REGISTRY.get("method", "vp").factory, BackboneConfig()) is None
+
+
+def test_the_baselines_and_dpspg_run_in_a_suite_and_fill_its_table(tmp_path, capsys):
+    suite = tmp_path / "table.toml"
+    suite.write_text('description = "x"\ntargets = ["photo"]\nmethods = ["linear-probe", "cocoop", "vp", "dpspg"]\n'
+                     'views = 1\n[backbone]\ndevice = "cpu"\n[overrides.digits-dg]\nper_class = 5\n'
+                     '[overrides.cocoop]\nepochs = 1\n[overrides.vp]\nepochs = 1\n[overrides.coop]\nepochs = 1\n'
+                     '[overrides.negative-coop]\nepochs = 1\n[overrides.transformer]\nepochs = 1\n')
+    out = tmp_path / "out"
+    assert benchmarks_run.main(["--suite", str(suite), "--out", str(out), "--quiet"]) == 0
+    records = [json.loads(path.read_text()) for path in (out / "records").glob("*.json")]
+    assert sorted(r["method"] for r in records if r["status"] == "ok") == ["cocoop", "dpspg", "linear-probe", "vp"]
+    rows = [line.split("|")[1].strip() for line in (out / "table.md").read_text().splitlines()
+            if line.startswith("| ") and "photo" not in line and "---" not in line][:4]
+    assert rows == ["linear-probe", "cocoop", "vp", "dpspg"]  # the paper's order, DPSPG last
