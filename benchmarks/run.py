@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import perf, protocols, suites, sweep
+from benchmarks import method_costs, perf, protocols, stability, suites, sweep
 from benchmarks.records import RecordStore, run_jobs
 from promptgen import defaults
 from promptgen.cli import (Parser, add_set_argument, merge_overrides, parse_settings, run_command, setup_logging,
@@ -172,6 +172,13 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     write_text(out / "methods.md", methods + "\n")
     sweep.plot_seed_spread(records, out / "stability.png", f"{suite.name}: one dot per seed")
     text += "\n\nPer method: seed stability, stage II time and generator quality (docs/benchmarks.md)\n\n" + methods
+    if suite.stability and records:
+        rows = stability.study(records, registry, progress=not args.quiet)
+        write_json(out / "records" / "stability.json", {"draws": stability.DRAWS, "rows": rows})
+        write_text(out / "stability.csv", stability.csv(rows))
+        write_text(out / "stability.md", stability.table(rows) + "\n")
+        text += ("\n\nStability of the generated prompts: across seeds and across noise draws of one model "
+                 "(docs/generators.md)\n\n" + stability.table(rows))
     if records and not args.report:
         domains, gaps = sweep.domain_gaps(suite, args.cache_dir, rank_device(suite), registry)
         gap_table = sweep.domain_gap_table(gaps, domains)
@@ -205,16 +212,24 @@ def run_perf(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     if unknown:
         raise ConfigError(f"{suite.path}: perf.measurements: unknown {sorted(unknown)}; "
                           f"measurements: {', '.join(perf.MEASUREMENTS)}")
+    methods = settings.pop("methods", None)  # the per-method costs (benchmarks.method_costs), when listed
     rows = perf.measure(settings, measurements, progress=not args.quiet)
     make_out(out / "records")
     write_json(out / "records" / "perf.json", {"settings": settings, "rows": rows})
     lines = ["measurement,baseline,fast,unit,baseline_rate,fast_rate,ratio,baseline_rss_mb,fast_rss_mb,max_logit_diff"]
     lines += [",".join(str(r.get(key, "")) for key in lines[0].split(",")) for r in rows]
     write_text(out / "table.csv", "\n".join(lines) + "\n")
-    heading = (f"{suite.name}: speed-ups measured side by side, backbone {backbone.name}"
-               f"{' ' + backbone.model if backbone.model else ''}; "
-               f"peak RSS of each arm's own process (torch, backbone and dataset included)")
-    return perf.table(rows, heading), {"suite": suite.name, "rows": len(rows)}
+    model = f"{backbone.name}{' ' + backbone.model if backbone.model else ''}"
+    text = perf.table(rows, f"{suite.name}: speed-ups measured side by side, backbone {model}; peak RSS of each "
+                            f"arm's own process (torch, backbone and dataset included)") if rows else ""
+    if methods is not None:
+        costs = method_costs.measure({**perf.DEFAULTS, **settings, "methods": methods}, progress=not args.quiet)
+        write_json(out / "records" / "methods.json", {"settings": settings, "rows": costs})
+        write_text(out / "methods.csv", method_costs.csv(costs))
+        text += ("\n\n" if text else "") + method_costs.table(
+            costs, f"{suite.name}: what each method costs, backbone {model}, every stage cut to one epoch; "
+                   f"peak memory above what the process held before the phase")
+    return text, {"suite": suite.name, "rows": len(rows)}
 
 
 def run_suite(args) -> int:

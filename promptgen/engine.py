@@ -13,6 +13,7 @@ components (promptgen.protocols.Method). A run
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from pathlib import Path
 
@@ -166,8 +167,13 @@ def run(config: RunConfig, out_dir: str | Path, *, registry: Registry | None = N
     return metrics
 
 
-def evaluate_run(run_dir: str | Path, *, registry: Registry | None = None, progress: bool = True) -> dict:
-    """Re-evaluate a finished run from its directory: the same features, and the method's saved state."""
+@contextlib.contextmanager
+def opened(run_dir: str | Path, *, registry: Registry | None = None, progress: bool = True):
+    """A finished run rebuilt from its directory: ``(method, context)`` with the method's saved state loaded.
+
+    For analyses of trained runs (re-evaluation, the benchmark's stability study). The feature cache
+    stays open and the global torch RNG is seeded from the run's seed (and restored afterwards).
+    """
     registry = registry or default_registry()
     run_dir = Path(run_dir)
     config = rundir.load_config(run_dir)
@@ -180,6 +186,12 @@ def evaluate_run(run_dir: str | Path, *, registry: Registry | None = None, progr
         except (FileNotFoundError, KeyError) as error:
             raise PromptgenError(f"{run_dir}: the {checked.method_name} method's files are incomplete: {error}") \
                 from None
+        yield method, context
+
+
+def evaluate_run(run_dir: str | Path, *, registry: Registry | None = None, progress: bool = True) -> dict:
+    """Re-evaluate a finished run from its directory: the same features, and the method's saved state."""
+    with opened(run_dir, registry=registry, progress=progress) as (method, context):
         scores = _scores(method, context)
         quality = _quality(method, context)
     return {"test_accuracy": {domain: scores[f"test/{domain}"] for domain in context.targets},

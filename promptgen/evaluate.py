@@ -100,6 +100,20 @@ def instance_logits(
     return torch.cat(out) if out else torch.empty(0, classes)
 
 
+def per_draw(score, features: torch.Tensor, draws: int | None) -> torch.Tensor:
+    """``score(features)`` [N, ...] as is (``draws`` None), or for ``draws`` noise draws per image: [draws, N, ...].
+
+    Each image is repeated ``draws`` times in one call, so a generator that draws its noise per row
+    (seeded per call, as promptgen's generators do) gives every copy its own draw, reproducibly.
+    """
+    if draws is None:
+        return score(features)
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    out = score(features.repeat_interleave(draws, dim=0))
+    return out.reshape(len(features), draws, *out.shape[1:]).transpose(0, 1)
+
+
 def instance_accuracy(backbone: Backbone, assembler: PromptAssembler, generator: Generator, features: FeatureSet,
                       name: str = "") -> float:
     return accuracy(instance_logits(backbone, assembler, generator, features.features, name=name), features.labels)

@@ -107,7 +107,11 @@ class Method(Protocol):
     tables; the SPG paper's order), ``deterministic`` (True: the seed changes nothing, sweeps run
     it once), ``presets`` (per-preset option values), ``unsupported(backbone) -> str | None`` (why
     it cannot run on a BackboneConfig, e.g. it needs a ViT image tower: ``methods = ["all"]`` then
-    skips it and says why); on the instance, ``quality(run) -> dict`` (metrics of what it generated).
+    skips it and says why); on the instance, ``quality(run) -> dict`` (metrics of what it generated),
+    and for a method that gives each image its own prompt, ``instance_prompts(run, split, draws=None)``
+    (the prompts [N, n_ctx, D]) with ``logits(run, split, draws=None)`` accepting ``draws`` too
+    ([draws, N, ...]: that many noise draws per image; promptgen.evaluate.per_draw), which the
+    benchmark's stability study compares across seeds and draws.
     """
 
     inputs: str  # "features" or "images"

@@ -195,3 +195,28 @@ def test_the_baselines_and_dpspg_run_in_a_suite_and_fill_its_table(tmp_path, cap
     rows = [line.split("|")[1].strip() for line in (out / "table.md").read_text().splitlines()
             if line.startswith("| ") and "photo" not in line and "---" not in line][:4]
     assert rows == ["linear-probe", "cocoop", "vp", "dpspg"]  # the paper's order, DPSPG last
+
+
+@pytest.mark.slow
+def test_vpt_and_maple_take_a_training_step_on_vit_b_16_the_papers_backbone():
+    """The tower the paper's numbers use (random weights here: no hub): our ViT pass equals open_clip's at
+    224 px, and one VPT and one MaPLe step send gradients to the prompts and to nothing of the backbone."""
+    from promptgen_baselines.maple import MaPLe
+    from promptgen_baselines.visual import VPT, run_blocks, vit_head, vit_tokens
+    from promptgen_openclip.backbone import OpenClipBackbone
+
+    backbone = OpenClipBackbone("ViT-B-16", device="cpu", init_seed=0)
+    visual, classes = backbone.model.visual, ["dog", "elephant", "giraffe"]
+    pixels = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        ours = vit_head(visual, run_blocks(visual.transformer, vit_tokens(visual, pixels)))
+        assert torch.allclose(ours, backbone.model.encode_image(pixels), atol=1e-4)
+    for method in (VPT(tokens=10), MaPLe(n_ctx=2, depth=9)):
+        method.prompts = method.build(backbone, classes)
+        text = method.text_features(backbone, classes)
+        loss = torch.nn.functional.cross_entropy(
+            backbone.logit_scale * method.image_features(backbone, pixels) @ text.T, torch.tensor([0, 2]))
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.prompts.parameters() if p.dim() > 1)
+        assert all(p.grad is None for p in backbone.model.parameters())

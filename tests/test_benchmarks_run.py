@@ -239,6 +239,37 @@ def test_perf_arms_run_in_their_own_processes_with_their_own_peak_memory(tmp_pat
     assert row["max_logit_diff"] <= 1e-3  # logits came back from both processes
 
 
+def test_perf_suite_measures_each_methods_training_and_inference_cost(tmp_path):
+    suite = _perf_suite(tmp_path, 'measurements = []\nmethods = ["zero-shot", "coop"]\nfresh_processes = false')
+    assert run.main(["--suite", suite, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = json.loads((tmp_path / "out" / "records" / "methods.json").read_text())["rows"]
+    assert [row["method"] for row in rows] == ["zero-shot", "coop"]
+    for row in rows:
+        assert row["train_s"] >= 0 and row["train_rss_mb"] >= 0 and row["inference_images_per_s"] > 0
+    assert "| coop | features |" in (tmp_path / "out" / "table.md").read_text()
+    assert (tmp_path / "out" / "methods.csv").read_text().startswith("method,inputs,train_s")
+
+
+def test_method_cost_peak_is_the_blocks_own_memory():
+    from benchmarks.method_costs import Peak
+    with Peak() as small:
+        pass
+    with Peak() as large:
+        block = bytearray(200 * 2**20)
+        block[::4096] = b"x" * len(block[::4096])  # touch every page: resident, not just reserved
+        del block
+    assert small.rss_mb < 50 and large.rss_mb > 150
+
+
+def test_one_epoch_overrides_only_the_components_with_epochs():
+    from benchmarks.method_costs import one_epoch
+    from promptgen.registry import default_registry
+    registry = default_registry()
+    assert one_epoch(registry, "spg-cgan", (("prompt_learner", "coop"), ("generator", "cgan"))) == \
+        {"coop": {"epochs": 1}, "cgan": {"epochs": 1}}
+    assert one_epoch(registry, "zero-shot", ()) == {}
+
+
 def test_perf_suite_names_an_unknown_measurement(tmp_path, capsys):
     assert run.main(["--suite", _perf_suite(tmp_path, 'measurements = ["speed"]'), "--out", str(tmp_path)]) == 2
     assert "perf.toml: perf.measurements: unknown ['speed']" in capsys.readouterr().err
@@ -305,3 +336,34 @@ def test_seed_stability_is_the_spread_of_the_seed_averaged_accuracy(tmp_path):
     assert sweep.seed_stability(sweep.table_rows(records[3:])) is None
     assert sweep.plot_seed_spread(records, tmp_path / "s.png", "t").stat().st_size > 1000
     assert sweep.plot_seed_spread(records[3:], tmp_path / "none.png", "t") is None
+
+
+def test_the_stability_study_compares_prompts_across_seeds_and_noise_draws(tmp_path):
+    """A stochastic generator (CGAN) gives different prompts per draw, so averaging draws can change the score; a
+    deterministic one (the transformer) gives the same prompt each draw. Different seeds give different models."""
+    body = ('methods = ["spg-cgan", "spg-transformer"]\nseeds = [0, 1]\ntargets = ["photo"]\nstability = true\n'
+            'preset = "cpu"\nviews = 1')
+    suite = _suite(tmp_path, body + "\n[overrides.coop]\nepochs = 1\n[overrides.cgan]\nepochs = 1\n"
+                                    "[overrides.transformer]\nepochs = 1")
+    out = tmp_path / "out"
+    assert run.main(["--suite", suite, "--out", str(out), "--quiet"]) == 0
+    rows = {r["method"]: r for r in json.loads((out / "records" / "stability.json").read_text())["rows"]}
+    assert set(rows) == {"spg-cgan", "spg-transformer"}
+    for row in rows.values():
+        assert row["seeds"] == 2 and row["draws"] == 10 and row["seed_distance"] > 0
+        assert row["seed_distance_relative"] == pytest.approx(row["seed_distance"] / row["prompt_norm"])
+        assert 0 <= row["one_draw"] <= 1 and 0 <= row["k_draws"] <= 1
+    assert rows["spg-cgan"]["draw_distance"] > 0 and rows["spg-cgan"]["one_draw_std"] >= 0
+    deterministic = rows["spg-transformer"]
+    assert deterministic["draw_distance"] == 0 and deterministic["one_draw_std"] == 0
+    assert deterministic["k_draws"] == pytest.approx(deterministic["one_draw"])
+    assert "| spg-cgan | photo | 2 |" in (out / "stability.md").read_text()
+    # --report rebuilds the study from the saved runs: the same numbers
+    assert run.main(["--suite", suite, "--out", str(out), "--quiet", "--report"]) == 0
+    again = {r["method"]: r for r in json.loads((out / "records" / "stability.json").read_text())["rows"]}
+    assert again == rows
+
+
+def test_a_suites_stability_key_must_be_a_boolean(tmp_path, capsys):
+    assert run.main(["--suite", _suite(tmp_path, 'stability = "yes"'), "--out", str(tmp_path / "o")]) == 2
+    assert 'tiny.toml: stability: must be true or false, got \'yes\'' in capsys.readouterr().err

@@ -97,3 +97,19 @@ def test_instance_inference_is_chunked_without_changing_results(tiny_backbone):
     chunked = instance_logits(tiny_backbone, assembler, generator, features, prompts_per_chunk=5)
     assert whole.shape == (9, 23)
     assert torch.allclose(chunked, whole, atol=1e-5)
+
+
+def test_per_draw_gives_every_copy_of_an_image_its_own_noise_and_keeps_the_image_order(tiny_backbone):
+    from promptgen.evaluate import per_draw
+
+    generator = CGANGenerator(feature_dim=tiny_backbone.embed_dim, n_ctx=2, ctx_dim=tiny_backbone.ctx_dim, epochs=1)
+    features = torch.nn.functional.normalize(torch.randn(5, tiny_backbone.embed_dim), dim=-1)
+    drawn = per_draw(generator.sample, features, 3)
+    assert drawn.shape == (3, 5, 2, tiny_backbone.ctx_dim)
+    assert not torch.allclose(drawn[0], drawn[1])  # the draws differ
+    assert torch.equal(per_draw(generator.sample, features, 3), drawn)  # reproducibly
+    assert torch.equal(per_draw(generator.sample, features, None), generator.sample(features))
+    same = per_draw(lambda f: f * 2, features, 4)  # a deterministic score: every draw is the image's own row
+    assert all(torch.equal(same[d], features * 2) for d in range(4))
+    with pytest.raises(ValueError, match="draws must be >= 1"):
+        per_draw(generator.sample, features, 0)

@@ -18,7 +18,7 @@ import torch
 from promptgen.checkpoints import check_fingerprint, load_generator, load_prompt_label, save_generator, \
     save_prompt_label
 from promptgen.errors import ConfigError, PromptgenError
-from promptgen.evaluate import accuracy, instance_logits
+from promptgen.evaluate import accuracy, generated_prompts, instance_logits, per_draw
 from promptgen.prompts import PromptAssembler
 from promptgen.training import train_epochs
 
@@ -105,12 +105,24 @@ class DualPath:
         return self._logits_of(run, self.generators[path], self.labels[path][0].n_ctx, features)
 
     @torch.no_grad()
-    def logits(self, run, split: str) -> torch.Tensor:
-        features = run.features(split).features
-        scores = self._path_logits(run, "positive", features)
-        if self.negative:
-            scores = scores - self.alpha * self._path_logits(run, "negative", features)
-        return scores
+    def logits(self, run, split: str, draws: int | None = None) -> torch.Tensor:
+        """[N, C]; with ``draws``: [draws, N, C], one noise draw of each path each (promptgen.evaluate.per_draw)."""
+        def score(features):
+            scores = self._path_logits(run, "positive", features)
+            if self.negative:
+                scores = scores - self.alpha * self._path_logits(run, "negative", features)
+            return scores
+
+        return per_draw(score, run.features(split).features, draws)
+
+    @torch.no_grad()
+    def instance_prompts(self, run, split: str, draws: int | None = None) -> torch.Tensor:
+        """The positive path's prompt [N, n_ctx, D] for each image of ``split`` ([draws, N, ...] with ``draws``):
+        the prompt an image is read with (the negative path's is a correction subtracted from it)."""
+        label = self.labels["positive"][0]
+        return per_draw(lambda features: generated_prompts(self.generators["positive"], features.to(
+            run.backbone.device), label.n_ctx, label.ctx_dim, self.generator_name).cpu(),
+            run.features(split).features, draws)
 
     # --- files ---------------------------------------------------------------------------------------
 

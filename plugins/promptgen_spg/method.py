@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from promptgen.checkpoints import check_fingerprint, load_generator, load_prompt_label, save_generator, save_prompt_label
-from promptgen.evaluate import instance_logits
+from promptgen.evaluate import generated_prompts, instance_logits, per_draw
 from promptgen.prompts import PromptAssembler
 from promptgen.quality import prompt_quality
 
@@ -50,10 +50,20 @@ class SPG:
         return {**report, "stage1": {label.domain: label.metadata for label in self.labels}}
 
     @torch.no_grad()
-    def logits(self, run, split: str) -> torch.Tensor:
+    def logits(self, run, split: str, draws: int | None = None) -> torch.Tensor:
+        """[N, C]; with ``draws``: [draws, N, C], one noise draw each (promptgen.evaluate.per_draw)."""
         assembler = PromptAssembler(run.backbone, run.classes, self.labels[0].n_ctx)
-        return instance_logits(run.backbone, assembler, self.generator, run.features(split).features,
-                               name=self.generator_name)
+        return per_draw(lambda features: instance_logits(run.backbone, assembler, self.generator, features,
+                                                         name=self.generator_name),
+                        run.features(split).features, draws)
+
+    @torch.no_grad()
+    def instance_prompts(self, run, split: str, draws: int | None = None) -> torch.Tensor:
+        """The prompt [N, n_ctx, D] each image of ``split`` gets; with ``draws``: [draws, N, n_ctx, D]."""
+        label = self.labels[0]
+        return per_draw(lambda features: generated_prompts(self.generator, features.to(run.backbone.device),
+                                                           label.n_ctx, label.ctx_dim, self.generator_name).cpu(),
+                        run.features(split).features, draws)
 
     def quality(self, run) -> dict:
         return prompt_quality(run.backbone, self.generator, self.labels, run.features("val"),
