@@ -81,6 +81,13 @@ def _features(backbone_key: str, precision: str, dataset_name: str, per_domain: 
     return dataset.classes, out
 
 
+def _declared(registry, kind: str, name: str, **wanted) -> dict:
+    """The ``wanted`` options that component ``name`` declares: an installed third-party component is given no
+    option it never promised (its hook's arguments are all it can count on)."""
+    declared = registry.get(kind, name).options
+    return {key: value for key, value in wanted.items() if key in declared}
+
+
 def test_any_combination_of_components_keeps_the_contracts(install_plugin, tmp_path):
     install_plugin("promptgen_linear_generator", LINEAR_PLUGIN)
     registry = load_registry()
@@ -114,15 +121,16 @@ def _check_pipeline(registry, generators, data, tmp_path):
         keep = features["train"].domain_ids == domain_id
         part = type(features["train"])(*(t[keep] for t in (features["train"].features, features["train"].labels,
                                                            features["train"].domain_ids)))
-        options = {"ctx_init": None, "n_ctx": n_ctx, "epochs": 1, "batch_size": batch_size, "progress": False} \
-            if learner_name == "coop" else {}
+        options = _declared(registry, "prompt_learner", learner_name, epochs=1, batch_size=batch_size, progress=False)
+        if "n_ctx" in registry.get("prompt_learner", learner_name).options:  # learned from scratch: n_ctx vectors
+            options.update(ctx_init=None, n_ctx=n_ctx)
         label = registry.create("prompt_learner", learner_name, **options).fit(backbone, classes, part, None,
                                                                               str(domain_id))
         assert label.ctx.shape[1] == backbone.ctx_dim and torch.isfinite(label.ctx).all()
         assert label.fingerprint == backbone.fingerprint and tuple(label.class_names) == tuple(classes)
         labels.append(label)
     n = labels[0].n_ctx
-    if learner_name == "coop":  # without an init phrase, CoOp learns n_ctx vectors
+    if "n_ctx" in options:  # a learner without an init phrase learns n_ctx vectors
         assert n == n_ctx
     else:  # the hand-written prompt: one vector per token of "a photo of a"
         assert n == int(backbone.tokenize(["a photo of a"]).eot_index[0]) - 1 == 4
@@ -133,7 +141,7 @@ def _check_pipeline(registry, generators, data, tmp_path):
     train = type(features["train"])(features["train"].features, features["train"].labels,
                                      remap[features["train"].domain_ids])
     options = {"feature_dim": backbone.embed_dim, "n_ctx": n, "ctx_dim": backbone.ctx_dim, "seed": 0}
-    extra = {} if generator_name == "linear" else {"epochs": 1, "batch_size": batch_size, "progress": False}
+    extra = _declared(registry, "generator", generator_name, epochs=1, batch_size=batch_size, progress=False)
     generator = registry.create("generator", generator_name, **options, **extra)
     generator.fit(backbone, train, labels, None)
 
@@ -148,3 +156,57 @@ def _check_pipeline(registry, generators, data, tmp_path):
     save_generator(generator, generator_name, {**options, **extra}, tmp_path / "generator")
     loaded, _, _ = load_generator(tmp_path / "generator", registry)
     assert torch.equal(instance_logits(backbone, assembler, loaded, features["test"].features), logits)
+
+
+def _cheap_overrides(registry, method: str, batch_size: int, backbone: dict) -> dict:
+    """One epoch and a drawn batch size, for the method and each of its components, but only where the
+    component declares the option: a component is given no option it never promised."""
+    from promptgen.config import RunConfig
+    from promptgen.engine import check
+
+    checked = check(RunConfig(targets="-", method=method, backbone=backbone), registry)
+    overrides = {}
+    for kind, name in (("method", checked.method_name), *checked.components):
+        values = _declared(registry, kind, name, epochs=1, batch_size=batch_size)
+        if values:
+            overrides[registry.get(kind, name).name] = values
+    return overrides
+
+
+METHOD_BACKBONES = {"tiny-clip-digits": {"device": "cpu"},
+                    "pg-tiny-vit-w64": {"name": "openclip", "model": "pg-tiny-vit-w64", "device": "cpu"}}
+
+
+def test_any_method_on_any_backbone_and_dataset_trains_scores_and_reloads(install_plugin, tmp_path):
+    """Methods are swapped like components: hypothesis draws a registered method (a third-party generator's
+    spg-<name> included), a backbone it runs on, a dataset and a batch size; the run's scores are accuracies and
+    the run directory re-evaluates to the same numbers."""
+    from promptgen.config import BackboneConfig, RunConfig
+    from promptgen.engine import evaluate_run, run, unsupported
+
+    install_plugin("promptgen_linear_generator", LINEAR_PLUGIN)
+    registry = load_registry()
+    assert "spg-linear" in registry.names("method")
+
+    @settings(max_examples=12, deadline=None)
+    @given(data=st.data())
+    def run_method(data):
+        backbone = data.draw(st.sampled_from(sorted(METHOD_BACKBONES)), label="backbone")
+        runnable = [m for m in registry.names("method")
+                    if not unsupported(registry.get("method", m).factory, BackboneConfig(**METHOD_BACKBONES[backbone]))]
+        method = data.draw(st.sampled_from(runnable), label="method")
+        dataset = data.draw(st.sampled_from(["colors", "digits-dg"]), label="dataset")
+        batch_size = data.draw(st.integers(4, 16), label="batch size")
+        target = registry.create("dataset", dataset).domains[-1]
+        config = RunConfig(targets=target, dataset=dataset, method=method, preset="cpu", views=1,
+                           backbone=METHOD_BACKBONES[backbone], cache_dir=str(tmp_path / "cache"),
+                           overrides={dataset: {"per_class": 5},
+                                      **_cheap_overrides(registry, method, batch_size, METHOD_BACKBONES[backbone])})
+        out = tmp_path / "runs" / f"{method}-{backbone}-{dataset}-{batch_size}"
+        metrics = run(config, out, registry=registry, progress=False, force=True)
+        accuracy = metrics["test_accuracy"][target]
+        assert 0 <= accuracy <= 1 and 0 <= metrics["val_accuracy"] <= 1
+        again = evaluate_run(out, registry=registry, progress=False)
+        assert again["test_accuracy"][target] == accuracy and again["val_accuracy"] == metrics["val_accuracy"]
+
+    run_method()
