@@ -4,6 +4,11 @@
                encoder every step (the official SPG code's structure)
   inference    SPG inference (one generated prompt per image) with EOT-truncated vs full-length text
                encoding, at each class count, with the largest logit difference between the two
+  prefix       the same inference with every prompt encoded whole (EOT-truncated) vs its prefix
+               [SOS] ctx shared by all classes and classes grouped by length; with the floor: the
+               whole-prompt rate scaled to the tokens actually needed (prefix once + each suffix)
+  coop-step    a CoOp training step (one context, all class prompts, backward) with whole prompts
+               vs the shared prefix, at each class count
   extraction   feature extraction from the dataset (decode, transform, loader, encode) vs the bare
                image-encoder forward on tensors already in memory: what the data pipeline costs
   cache        reading features from the LMDB cache vs indexing the same features in memory
@@ -31,10 +36,10 @@ from promptgen.prompts import PromptAssembler
 from promptgen.registry import default_registry
 from promptgen.values import PromptLabel
 
-MEASUREMENTS = ("stage2", "inference", "extraction", "cache")
+MEASUREMENTS = ("stage2", "inference", "prefix", "coop-step", "extraction", "cache")
 DEFAULTS = {"dataset": defaults.DATASET, "target": None, "stage2_steps": 30, "batch_size": 32,
             "generator": defaults.PERF_GENERATOR, "class_names_from": defaults.PERF_CLASS_NAMES,
-            "inference_images": 64, "classes": [10, 345], "extraction_images": 512, "cache_dir": None,
+            "inference_images": 64, "classes": [10, 345], "coop_steps": 3, "extraction_images": 512, "cache_dir": None,
             "fresh_processes": True}  # False: arms share this process (quick checks; peak RSS is then shared too)
 
 
@@ -49,17 +54,34 @@ def class_names(settings: dict, count: int) -> list[str]:
     return names[:count]
 
 
-class FullLength:
-    """A backbone whose text encoder always runs the whole context (CLIP's own behaviour): the baseline arm."""
+class WholePrompts:
+    """A backbone that encodes every class prompt whole (no prefix shared across classes); ``full_length``:
+    over the whole context too, as CLIP itself does. The baseline arms."""
 
-    def __init__(self, backbone):
-        self._backbone = backbone
+    def __init__(self, backbone, full_length: bool = False):
+        self._backbone, self._full_length = backbone, full_length
 
     def __getattr__(self, name):
+        if name == "encode_prompt_set":
+            raise AttributeError(name)
         return getattr(self._backbone, name)
 
     def encode_prompts(self, token_embeddings, eot_index, **_):
-        return self._backbone.encode_prompts(token_embeddings, eot_index, full_length=True)
+        return self._backbone.encode_prompts(token_embeddings, eot_index, full_length=self._full_length)
+
+
+def _text_path(backbone, arm: str):
+    return {"full-length": WholePrompts(backbone, full_length=True), "truncated": WholePrompts(backbone),
+            "whole prompts": WholePrompts(backbone)}.get(arm, backbone)
+
+
+def _tokens(assembler) -> dict:
+    """Token positions per context: encoded whole (every class up to the longest EOT) vs needed (the prefix
+    once, then each class's own suffix up to its EOT)."""
+    prefix = 1 + assembler.n_ctx
+    classes = len(assembler.class_names)
+    return {"whole_tokens": classes * assembler.length,
+            "needed_tokens": prefix + int((assembler.eot_index + 1 - prefix).sum())}
 
 
 def _setup(settings: dict):
@@ -127,7 +149,7 @@ def _inference(settings: dict, arm: str, classes: int) -> dict:
     generator = _generator(backbone, settings)
     features = torch.nn.functional.normalize(torch.randn(settings["inference_images"], backbone.embed_dim), dim=-1)
     assembler = PromptAssembler(backbone, class_names(settings, classes), 4)
-    model = FullLength(backbone) if arm == "full-length" else backbone
+    model = _text_path(backbone, arm)
 
     def infer():
         torch.manual_seed(0)  # the same generated prompts in both arms
@@ -135,7 +157,28 @@ def _inference(settings: dict, arm: str, classes: int) -> dict:
 
     seconds = _timed(infer)
     # numpy, not a tensor: torch would send a tensor through shared memory that dies with this process
-    return {"rate": len(features) / seconds, "unit": "images/s", "logits": infer().numpy()}
+    return {"rate": len(features) / seconds, "unit": "images/s", "logits": infer().numpy(), **_tokens(assembler)}
+
+
+def _coop_step(settings: dict, arm: str, classes: int) -> dict:
+    backbone, _, _ = _setup(settings)
+    assembler = PromptAssembler(backbone, class_names(settings, classes), 4)
+    model, batch = _text_path(backbone, arm), settings["batch_size"]
+    rng = torch.Generator().manual_seed(0)
+    images = torch.nn.functional.normalize(torch.randn(batch, backbone.embed_dim, generator=rng), dim=-1)
+    labels = torch.randint(classes, (batch,), generator=rng)
+    ctx = (0.02 * torch.randn(4, backbone.ctx_dim, generator=rng)).requires_grad_(True)
+    steps = settings["coop_steps"]
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(
+            backbone.logit_scale * images @ assembler.text_features(model, ctx).T, labels)
+        ctx.grad = None
+        loss.backward()
+        return loss
+
+    seconds = _timed(lambda: [step() for _ in range(steps)])
+    return {"rate": steps / seconds, "unit": "steps/s", "logits": ctx.grad.numpy().copy()}
 
 
 def _extraction(settings: dict, arm: str) -> dict:
@@ -174,16 +217,20 @@ def _arm(measurement: str, arm: str, settings: dict, classes: int | None) -> dic
     """One arm, in its own process: its rate and the process's peak RSS."""
     torch.set_num_threads(settings.get("threads") or torch.get_num_threads())
     run = {"stage2": _stage2, "extraction": _extraction, "cache": _cache}.get(measurement)
-    result = run(settings, arm) if run else _inference(settings, arm, classes)
+    per_class = _coop_step if measurement == "coop-step" else _inference
+    result = run(settings, arm) if run else per_class(settings, arm, classes)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     if torch.cuda.is_available():
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
 
 
+PER_CLASS_COUNT = ("inference", "prefix", "coop-step")  # measured at each of settings["classes"]
 ARMS = {  # measurement -> (baseline arm, faster arm)
     "stage2": ("recomputed", "cached"),
     "inference": ("full-length", "truncated"),
+    "prefix": ("truncated", "prefix-shared"),
+    "coop-step": ("whole prompts", "prefix-shared"),
     "extraction": ("pipeline", "encoder only"),
     "cache": ("lmdb", "in-memory"),
 }
@@ -198,7 +245,7 @@ def _in_fresh_process(*args) -> dict:
 def measure(settings: dict, measurements=MEASUREMENTS, progress: bool = True) -> list[dict]:
     """One row per (measurement, class count): both arms' rates, their ratio and peak memory."""
     settings = {**DEFAULTS, **settings}
-    cases = [(m, c) for m in measurements for c in (settings["classes"] if m == "inference" else [None])]
+    cases = [(m, c) for m in measurements for c in (settings["classes"] if m in PER_CLASS_COUNT else [None])]
     rows = []
     for measurement, classes in cases:
         if progress:
@@ -211,8 +258,11 @@ def measure(settings: dict, measurements=MEASUREMENTS, progress: bool = True) ->
                "baseline": baseline_arm, "fast": fast_arm, "unit": baseline["unit"],
                "baseline_rate": baseline["rate"], "fast_rate": fast["rate"], "ratio": fast["rate"] / baseline["rate"],
                "baseline_rss_mb": baseline["peak_rss_mb"], "fast_rss_mb": fast["peak_rss_mb"]}
-        if "logits" in baseline:
+        if "logits" in baseline:  # the logits (or, for a training step, the gradients) of both arms
             row["max_logit_diff"] = float(abs(baseline["logits"] - fast["logits"]).max())
+        if measurement == "prefix":  # the rate if the encoder's cost were the tokens actually needed only
+            row["floor_rate"] = baseline["rate"] * fast["whole_tokens"] / fast["needed_tokens"]
+            row["fast_over_floor"] = fast["rate"] / row["floor_rate"]
         rows.append(row)
     return rows
 
@@ -222,7 +272,10 @@ def table(rows: list[dict], heading: str) -> str:
              "| measurement | baseline → fast | unit | baseline | fast | ratio | peak RSS MB (baseline / fast) | note |",
              "|---|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
-        note = f"max logit diff {r['max_logit_diff']:.1e}" if "max_logit_diff" in r else ""
+        note = f"max {'grad' if r['unit'] == 'steps/s' else 'logit'} diff {r['max_logit_diff']:.1e}" \
+            if "max_logit_diff" in r else ""
+        if "floor_rate" in r:
+            note += f"; floor {r['floor_rate']:,.1f} {r['unit']}, fast = {r['fast_over_floor']:.2f} x floor"
         lines.append(f"| {r['measurement']} | {r['baseline']} → {r['fast']} | {r['unit']} | {r['baseline_rate']:,.1f} "
                      f"| {r['fast_rate']:,.1f} | **{r['ratio']:.2f}x** | {r['baseline_rss_mb']:.0f} / "
                      f"{r['fast_rss_mb']:.0f} | {note} |")

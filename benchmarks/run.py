@@ -216,7 +216,8 @@ def run_perf(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     rows = perf.measure(settings, measurements, progress=not args.quiet)
     make_out(out / "records")
     write_json(out / "records" / "perf.json", {"settings": settings, "rows": rows})
-    lines = ["measurement,baseline,fast,unit,baseline_rate,fast_rate,ratio,baseline_rss_mb,fast_rss_mb,max_logit_diff"]
+    lines = ["measurement,baseline,fast,unit,baseline_rate,fast_rate,ratio,baseline_rss_mb,fast_rss_mb,max_logit_diff,"
+             "floor_rate,fast_over_floor"]
     lines += [",".join(str(r.get(key, "")) for key in lines[0].split(",")) for r in rows]
     write_text(out / "table.csv", "\n".join(lines) + "\n")
     model = f"{backbone.name}{' ' + backbone.model if backbone.model else ''}"

@@ -88,7 +88,18 @@ class PromptAssembler:
         return torch.cat([self.prefix[labels], ctx, self.suffix[labels]], dim=1), self.eot_index[labels.cpu()]
 
     def text_features(self, backbone: Backbone, ctx: torch.Tensor, classes: slice = slice(None)) -> torch.Tensor:
-        """Encoded class prompts: ctx [n_ctx, D] -> [C, E]; ctx [B, n_ctx, D] -> [B, C, E]."""
+        """Encoded class prompts: ctx [n_ctx, D] -> [C, E]; ctx [B, n_ctx, D] -> [B, C, E].
+
+        A backbone with ``encode_prompt_set(prefix, suffixes, eot_index)`` encodes the class-independent
+        prefix ``[SOS] ctx`` once per context and shares it across the classes (exact under causal
+        attention; the openclip backbones do); others get every assembled prompt whole.
+        """
+        encode_set = getattr(backbone, "encode_prompt_set", None)
+        if encode_set is not None and ctx.ndim in (2, 3) and ctx.shape[-2:] == (self.n_ctx, self.prefix.shape[-1]):
+            batch = ctx.reshape(-1, *ctx.shape[-2:]).to(self.prefix.device, self.prefix.dtype)
+            prefix = torch.cat([self.prefix[:1].expand(len(batch), -1, -1), batch], dim=1)  # SOS is every class's
+            features = encode_set(prefix, self.suffix[classes], self.eot_index[classes])
+            return features[0] if ctx.ndim == 2 else features
         embeddings, eot = self.assemble(ctx, classes)
         flat = backbone.encode_prompts(embeddings.reshape(-1, *embeddings.shape[-2:]), eot.reshape(-1))
         return flat.reshape(*eot.shape, -1)

@@ -224,10 +224,15 @@ def test_perf_suite_reports_each_ratio(tmp_path):
     assert run.main(["--suite", _perf_suite(tmp_path, "fresh_processes = false"), "--out", str(tmp_path / "out"),
                      "--quiet"]) == 0
     rows = json.loads((tmp_path / "out" / "records" / "perf.json").read_text())["rows"]
-    assert [row["measurement"] for row in rows] == ["stage2", "inference (3 classes)", "extraction", "cache"]
+    assert [row["measurement"] for row in rows] == ["stage2", "inference (3 classes)", "prefix (3 classes)",
+                                                    "coop-step (3 classes)", "extraction", "cache"]
     for row in rows:
         assert row["ratio"] == pytest.approx(row["fast_rate"] / row["baseline_rate"]) and row["ratio"] > 0
-    assert rows[1]["max_logit_diff"] <= 1e-3
+    assert rows[1]["max_logit_diff"] <= 1e-3 and rows[2]["max_logit_diff"] <= 1e-4  # the same logits
+    assert rows[3]["max_logit_diff"] <= 1e-4  # the same CoOp gradient
+    # the floor: the whole-prompt rate scaled by the tokens encoded whole / the tokens needed (> 1)
+    assert rows[2]["floor_rate"] > rows[2]["baseline_rate"]
+    assert rows[2]["fast_over_floor"] == pytest.approx(rows[2]["fast_rate"] / rows[2]["floor_rate"])
     assert "| inference (3 classes) | full-length → truncated |" in (tmp_path / "out" / "table.md").read_text()
 
 

@@ -13,6 +13,8 @@ from promptgen.device import autocast, resolve_device, resolve_precision
 from promptgen.errors import BackboneLoadError
 from promptgen.values import Tokens
 from promptgen_openclip.loading import load_model
+from promptgen_openclip.prefix import encode_with_prefix
+from promptgen_openclip.prefix import supported as prefix_supported
 
 # Text-pooling types that read the feature at the EOT token.
 _EOT_POOLING = ("argmax", "eos")
@@ -59,6 +61,8 @@ class OpenClipBackbone:
         self.logit_scale = float(self.model.logit_scale.exp().item())
         # Causal attention + pooling at EOT: positions after the longest EOT cannot change any output.
         self.truncates_at_eot = self.text.attn_mask is not None and self.text.pool_type in _EOT_POOLING
+        # Sharing a prompt prefix's work across classes is exact where truncation is (causal attention).
+        self.shares_prefix = self.truncates_at_eot and prefix_supported(self.text)
         self._fingerprint: str | None = None
 
     def _embed_dim(self) -> int:
@@ -142,6 +146,21 @@ class OpenClipBackbone:
             projection = text.text_projection
             if projection is not None:
                 x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+        return F.normalize(x.float(), dim=-1)
+
+    def encode_prompt_set(self, prefix: torch.Tensor, suffixes: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
+        """Features [B, C, E] of every prompt prefix[b] ⊕ suffixes[c] (prefix [B, P, D], suffixes [C, S, D],
+        eot_index [C] into the whole prompt): the prefix is encoded once per b and shared by all C classes
+        (promptgen_openclip.prefix; exact under causal attention), else the plain path."""
+        if not self.shares_prefix:
+            batch, classes = prefix.shape[0], suffixes.shape[0]
+            embeddings = torch.cat([prefix[:, None].expand(-1, classes, -1, -1),
+                                    suffixes.to(prefix.dtype).expand(batch, -1, -1, -1)], dim=2)
+            flat = self.encode_prompts(embeddings.flatten(0, 1), eot_index.repeat(batch))
+            return flat.view(batch, classes, -1)
+        with autocast(self.device, self.autocast_dtype):
+            x = encode_with_prefix(self.text, prefix.to(self.device), suffixes.to(self.device, prefix.dtype),
+                                   eot_index.to(self.device))
         return F.normalize(x.float(), dim=-1)
 
     def _pad_to_context(self, x: torch.Tensor) -> torch.Tensor:
