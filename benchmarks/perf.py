@@ -12,6 +12,8 @@
   extraction   feature extraction from the dataset (decode, transform, loader, encode) vs the bare
                image-encoder forward on tensors already in memory: what the data pipeline costs
   cache        reading features from the LMDB cache vs indexing the same features in memory
+  precision    zero-shot scoring of a batch of images (image encoder + class texts) in fp32 vs bf16
+               autocast, with the largest logit difference and the share of equal predictions
 
 Every arm runs in a fresh process, so its peak RSS (which includes the backbone and the dataset that
 both arms load) is its own. Arms are timed after a warm-up; rates are per second.
@@ -36,7 +38,7 @@ from promptgen.prompts import PromptAssembler
 from promptgen.registry import default_registry
 from promptgen.values import PromptLabel
 
-MEASUREMENTS = ("stage2", "inference", "prefix", "coop-step", "extraction", "cache")
+MEASUREMENTS = ("stage2", "inference", "prefix", "coop-step", "extraction", "cache", "precision")
 DEFAULTS = {"dataset": defaults.DATASET, "target": None, "stage2_steps": 30, "batch_size": 32,
             "generator": defaults.PERF_GENERATOR, "class_names_from": defaults.PERF_CLASS_NAMES,
             "inference_images": 64, "classes": [10, 345], "coop_steps": 3, "extraction_images": 512, "cache_dir": None,
@@ -213,10 +215,26 @@ def _cache(settings: dict, arm: str) -> dict:
     return {"rate": len(samples) / seconds, "unit": "features/s"}
 
 
+def _precision(settings: dict, arm: str) -> dict:
+    settings = {**settings, "backbone": {**settings["backbone"], "precision": arm}}
+    backbone, dataset, samples = _setup(settings)
+    samples = samples[:: max(1, len(samples) // settings["inference_images"])][: settings["inference_images"]]
+    images = SampleImages(dataset, samples, backbone.image_transform(False))
+    pixels = torch.stack([images[i][0] for i in range(len(samples))])
+
+    def score():
+        with torch.no_grad():
+            text = backbone.encode_text([f"a photo of a {name}." for name in dataset.classes])
+            return backbone.logit_scale * backbone.encode_images(pixels) @ text.T
+
+    seconds = _timed(score)
+    return {"rate": len(samples) / seconds, "unit": "images/s", "logits": score().float().cpu().numpy()}
+
+
 def _arm(measurement: str, arm: str, settings: dict, classes: int | None) -> dict:
     """One arm, in its own process: its rate and the process's peak RSS."""
     torch.set_num_threads(settings.get("threads") or torch.get_num_threads())
-    run = {"stage2": _stage2, "extraction": _extraction, "cache": _cache}.get(measurement)
+    run = {"stage2": _stage2, "extraction": _extraction, "cache": _cache, "precision": _precision}.get(measurement)
     per_class = _coop_step if measurement == "coop-step" else _inference
     result = run(settings, arm) if run else per_class(settings, arm, classes)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
@@ -233,6 +251,7 @@ ARMS = {  # measurement -> (baseline arm, faster arm)
     "coop-step": ("whole prompts", "prefix-shared"),
     "extraction": ("pipeline", "encoder only"),
     "cache": ("lmdb", "in-memory"),
+    "precision": ("fp32", "bf16"),
 }
 
 
@@ -260,6 +279,11 @@ def measure(settings: dict, measurements=MEASUREMENTS, progress: bool = True) ->
                "baseline_rss_mb": baseline["peak_rss_mb"], "fast_rss_mb": fast["peak_rss_mb"]}
         if "logits" in baseline:  # the logits (or, for a training step, the gradients) of both arms
             row["max_logit_diff"] = float(abs(baseline["logits"] - fast["logits"]).max())
+        if measurement == "precision":
+            row["same_predictions"] = float((baseline["logits"].argmax(1) == fast["logits"].argmax(1)).mean())
+        for arm, result in (("baseline", baseline), ("fast", fast)):
+            if "peak_cuda_mb" in result:
+                row[f"{arm}_cuda_mb"] = result["peak_cuda_mb"]
         if measurement == "prefix":  # the rate if the encoder's cost were the tokens actually needed only
             row["floor_rate"] = baseline["rate"] * fast["whole_tokens"] / fast["needed_tokens"]
             row["fast_over_floor"] = fast["rate"] / row["floor_rate"]
@@ -274,6 +298,10 @@ def table(rows: list[dict], heading: str) -> str:
     for r in rows:
         note = f"max {'grad' if r['unit'] == 'steps/s' else 'logit'} diff {r['max_logit_diff']:.1e}" \
             if "max_logit_diff" in r else ""
+        if "same_predictions" in r:
+            note += f"; {100 * r['same_predictions']:.1f}% same predictions"
+        if "baseline_cuda_mb" in r:
+            note += f"; peak CUDA MB {r['baseline_cuda_mb']:.0f} / {r['fast_cuda_mb']:.0f}"
         if "floor_rate" in r:
             note += f"; floor {r['floor_rate']:,.1f} {r['unit']}, fast = {r['fast_over_floor']:.2f} x floor"
         lines.append(f"| {r['measurement']} | {r['baseline']} → {r['fast']} | {r['unit']} | {r['baseline_rate']:,.1f} "

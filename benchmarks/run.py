@@ -129,7 +129,9 @@ def rank_device(suite: suites.Suite) -> str | None:
         return None
     import torch
 
-    return f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else None
+    if not torch.cuda.is_available():
+        return None
+    return f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"  # more ranks than GPUs: they share
 
 
 def launcher(args, registry):
@@ -217,7 +219,7 @@ def run_perf(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     make_out(out / "records")
     write_json(out / "records" / "perf.json", {"settings": settings, "rows": rows})
     lines = ["measurement,baseline,fast,unit,baseline_rate,fast_rate,ratio,baseline_rss_mb,fast_rss_mb,max_logit_diff,"
-             "floor_rate,fast_over_floor"]
+             "floor_rate,fast_over_floor,same_predictions,baseline_cuda_mb,fast_cuda_mb"]
     lines += [",".join(str(r.get(key, "")) for key in lines[0].split(",")) for r in rows]
     write_text(out / "table.csv", "\n".join(lines) + "\n")
     model = f"{backbone.name}{' ' + backbone.model if backbone.model else ''}"

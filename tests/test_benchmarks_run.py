@@ -225,7 +225,8 @@ def test_perf_suite_reports_each_ratio(tmp_path):
                      "--quiet"]) == 0
     rows = json.loads((tmp_path / "out" / "records" / "perf.json").read_text())["rows"]
     assert [row["measurement"] for row in rows] == ["stage2", "inference (3 classes)", "prefix (3 classes)",
-                                                    "coop-step (3 classes)", "extraction", "cache"]
+                                                    "coop-step (3 classes)", "extraction", "cache", "precision"]
+    assert 0 <= rows[-1]["same_predictions"] <= 1
     for row in rows:
         assert row["ratio"] == pytest.approx(row["fast_rate"] / row["baseline_rate"]) and row["ratio"] > 0
     assert rows[1]["max_logit_diff"] <= 1e-3 and rows[2]["max_logit_diff"] <= 1e-4  # the same logits

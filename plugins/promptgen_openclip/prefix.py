@@ -5,7 +5,7 @@ a position attends to itself and the positions before it only. So the prefix's h
 its keys and values in every layer, are the same for every class. They are computed once per
 context, and each class runs only its own suffix (class tokens, '.', EOT) through the layers,
 attending to the cached prefix keys and values and causally to itself. Classes are grouped by
-suffix length, so a short class name is not padded to the longest one. The result equals the plain
+suffix length (``length_groups``), so a short class name is not padded to the longest one. The result equals the plain
 encoding up to float rounding (tests/test_prefix_sharing.py); it is used only where it is exact
 (a causal mask and EOT pooling: ``OpenClipBackbone.truncates_at_eot``).
 """
@@ -63,17 +63,34 @@ def suffix_pass(text, cache, suffixes: torch.Tensor, start: int) -> torch.Tensor
     return x
 
 
+def length_groups(lengths: list[int], slack: float = 0.25, min_group: int = 16) -> list[list[int]]:
+    """Classes grouped by suffix length, shortest first: a group grows while it has fewer than ``min_group``
+    classes or padding its members to its longest costs under ``slack`` more tokens than they need (one
+    pass per group: few large passes beat many exact ones, and padding after an EOT changes nothing)."""
+    groups, needed = [], 0
+    for c in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if groups and len(groups[-1]) >= min_group and \
+                (len(groups[-1]) + 1) * lengths[c] > (1 + slack) * (needed + lengths[c]):
+            groups.append([])
+            needed = 0
+        if not groups:
+            groups.append([])
+        groups[-1].append(c)
+        needed += lengths[c]
+    return groups
+
+
 def encode_with_prefix(text, prefix: torch.Tensor, suffixes: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
     """Unnormalised text features [B, C, E] of the prompts prefix[b] ⊕ suffixes[c] cut at eot_index[c] (an index
-    into the whole prompt); one prefix pass, then one suffix pass per group of classes of one suffix length."""
+    into the whole prompt); one prefix pass, then one suffix pass per group of classes of similar length."""
     start = prefix.shape[1]
     cache = prefix_pass(text, prefix)
     lengths = (eot_index - start + 1).tolist()  # each class's suffix up to and including its EOT
     pieces, order = [], []
-    for length in sorted(set(lengths)):
-        group = [c for c, n in enumerate(lengths) if n == length]
-        hidden = suffix_pass(text, cache, suffixes[group, :length], start)  # [B, Cg, length, W]
-        pieces.append(text.ln_final(hidden[:, :, -1]))  # EOT is the group's last position
+    for group in length_groups(lengths):
+        ends = torch.tensor([lengths[c] - 1 for c in group], device=suffixes.device)
+        hidden = suffix_pass(text, cache, suffixes[group, : int(ends.max()) + 1], start)  # [B, Cg, S, W]
+        pieces.append(text.ln_final(hidden[:, torch.arange(len(group), device=ends.device), ends]))  # at each EOT
         order += group
     pooled = torch.cat(pieces, dim=1)[:, torch.tensor(order).argsort()]  # back to the classes' order
     projection = text.text_projection
