@@ -41,7 +41,7 @@ from promptgen.values import PromptLabel
 MEASUREMENTS = ("stage2", "inference", "prefix", "coop-step", "extraction", "cache", "precision")
 DEFAULTS = {"dataset": defaults.DATASET, "target": None, "stage2_steps": 30, "batch_size": 32,
             "generator": defaults.PERF_GENERATOR, "class_names_from": defaults.PERF_CLASS_NAMES,
-            "inference_images": 64, "classes": [10, 345], "coop_steps": 3, "extraction_images": 512, "cache_dir": None,
+            "inference_images": 64, "classes": [10, 345], "coop_steps": 3, "extraction_images": 512, "extraction_workers": [0], "cache_dir": None,
             "fresh_processes": True}  # False: arms share this process (quick checks; peak RSS is then shared too)
 
 
@@ -183,11 +183,12 @@ def _coop_step(settings: dict, arm: str, classes: int) -> dict:
     return {"rate": steps / seconds, "unit": "steps/s", "logits": ctx.grad.numpy().copy()}
 
 
-def _extraction(settings: dict, arm: str) -> dict:
+def _extraction(settings: dict, arm: str, workers: int) -> dict:
     backbone, dataset, samples = _setup(settings)
     samples = samples[: settings["extraction_images"]]
-    if arm == "pipeline":
-        seconds = _timed(lambda: extract_features(backbone, dataset, samples, batch_size=128, progress=False))
+    if arm == "pipeline":  # decode + transform in `workers` loader processes, overlapping the encoder
+        seconds = _timed(lambda: extract_features(backbone, dataset, samples, batch_size=128, num_workers=workers,
+                                                  progress=False))
     else:
         pixels = torch.stack([SampleImages(dataset, samples, backbone.image_transform(False))[i][0]
                               for i in range(len(samples))])
@@ -231,19 +232,27 @@ def _precision(settings: dict, arm: str) -> dict:
     return {"rate": len(samples) / seconds, "unit": "images/s", "logits": score().float().cpu().numpy()}
 
 
-def _arm(measurement: str, arm: str, settings: dict, classes: int | None) -> dict:
+def _arm(measurement: str, arm: str, settings: dict, variant: int | None) -> dict:
     """One arm, in its own process: its rate and the process's peak RSS."""
     torch.set_num_threads(settings.get("threads") or torch.get_num_threads())
-    run = {"stage2": _stage2, "extraction": _extraction, "cache": _cache, "precision": _precision}.get(measurement)
-    per_class = _coop_step if measurement == "coop-step" else _inference
-    result = run(settings, arm) if run else per_class(settings, arm, classes)
+    run = {"stage2": _stage2, "cache": _cache, "precision": _precision}.get(measurement)
+    varied = {"coop-step": _coop_step, "inference": _inference, "prefix": _inference, "extraction": _extraction}
+    result = run(settings, arm) if run else varied[measurement](settings, arm, variant)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     if torch.cuda.is_available():
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
 
 
-PER_CLASS_COUNT = ("inference", "prefix", "coop-step")  # measured at each of settings["classes"]
+VARIANTS = {"classes": ("inference", "prefix", "coop-step"), "extraction_workers": ("extraction",)}
+LABELS = {"classes": "classes", "extraction_workers": "loader workers"}
+
+
+def _variants(settings: dict, measurement: str) -> list:
+    for key, measurements in VARIANTS.items():
+        if measurement in measurements:
+            return [(value, f"{value} {LABELS[key]}") for value in settings[key]]
+    return [(None, None)]
 ARMS = {  # measurement -> (baseline arm, faster arm)
     "stage2": ("recomputed", "cached"),
     "inference": ("full-length", "truncated"),
@@ -264,16 +273,17 @@ def _in_fresh_process(*args) -> dict:
 def measure(settings: dict, measurements=MEASUREMENTS, progress: bool = True) -> list[dict]:
     """One row per (measurement, class count): both arms' rates, their ratio and peak memory."""
     settings = {**DEFAULTS, **settings}
-    cases = [(m, c) for m in measurements for c in (settings["classes"] if m in PER_CLASS_COUNT else [None])]
+    cases = [(m, value, label) for m in measurements for value, label in _variants(settings, m)]
     rows = []
-    for measurement, classes in cases:
+    for measurement, variant, label in cases:
+        name = measurement + (f" ({label})" if label else "")
         if progress:
-            print(f"perf: {measurement}{f' ({classes} classes)' if classes else ''} ...", flush=True)
+            print(f"perf: {name} ...", flush=True)
         baseline_arm, fast_arm = ARMS[measurement]
         call = _in_fresh_process if settings["fresh_processes"] else _arm
-        baseline = call(measurement, baseline_arm, settings, classes)
-        fast = call(measurement, fast_arm, settings, classes)
-        row = {"measurement": measurement + (f" ({classes} classes)" if classes else ""),
+        baseline = call(measurement, baseline_arm, settings, variant)
+        fast = call(measurement, fast_arm, settings, variant)
+        row = {"measurement": name,
                "baseline": baseline_arm, "fast": fast_arm, "unit": baseline["unit"],
                "baseline_rate": baseline["rate"], "fast_rate": fast["rate"], "ratio": fast["rate"] / baseline["rate"],
                "baseline_rss_mb": baseline["peak_rss_mb"], "fast_rss_mb": fast["peak_rss_mb"]}

@@ -225,7 +225,8 @@ def test_perf_suite_reports_each_ratio(tmp_path):
                      "--quiet"]) == 0
     rows = json.loads((tmp_path / "out" / "records" / "perf.json").read_text())["rows"]
     assert [row["measurement"] for row in rows] == ["stage2", "inference (3 classes)", "prefix (3 classes)",
-                                                    "coop-step (3 classes)", "extraction", "cache", "precision"]
+                                                    "coop-step (3 classes)", "extraction (0 loader workers)", "cache",
+                                                    "precision"]
     assert 0 <= rows[-1]["same_predictions"] <= 1
     for row in rows:
         assert row["ratio"] == pytest.approx(row["fast_rate"] / row["baseline_rate"]) and row["ratio"] > 0
@@ -373,3 +374,15 @@ def test_the_stability_study_compares_prompts_across_seeds_and_noise_draws(tmp_p
 def test_a_suites_stability_key_must_be_a_boolean(tmp_path, capsys):
     assert run.main(["--suite", _suite(tmp_path, 'stability = "yes"'), "--out", str(tmp_path / "o")]) == 2
     assert 'tiny.toml: stability: must be true or false, got \'yes\'' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_gpu_checks_cpu_path_passes(tmp_path):
+    """benchmarks.gpu_check --cpu: the script a lent GPU runs, on a tiny ViT; its exact paths hold and the two
+    torchrun ranks' records join into one table."""
+    from benchmarks import gpu_check
+
+    assert gpu_check.main(["--cpu", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "perf" / "records" / "perf.json").read_text())["rows"]
+    assert {r["measurement"] for r in rows} >= {"precision", "stage2", "prefix (345 classes)", "coop-step (7 classes)"}
+    assert json.loads((tmp_path / "shards" / "summary.json").read_text())["ok"] == 2
