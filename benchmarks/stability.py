@@ -47,7 +47,10 @@ def _one_model(run_dir: str, target: str, draws: int, registry) -> dict:
         torch.manual_seed(0)  # for a generator that draws from the global RNG: every model sees the same stream
         prompts = method.instance_prompts(run, split, draws=2).flatten(2).float()  # [2, N, P]
         torch.manual_seed(0)
-        scores = method.logits(run, split, draws=draws).float()  # [draws, N, C]
+        # a generator whose two draws agree is deterministic: one draw is every draw
+        deterministic = torch.equal(prompts[0], prompts[1])
+        scores = method.logits(run, split, draws=1 if deterministic else draws).float()  # [draws, N, C]
+        scores = scores.expand(draws, -1, -1) if deterministic else scores
     single = [accuracy(s, labels) for s in scores]
     return {"prompts": prompts[0], "norm": float(prompts[0].norm(dim=1).mean()),
             "draw_distance": float((prompts[0] - prompts[1]).norm(dim=1).mean()),

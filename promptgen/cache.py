@@ -335,6 +335,35 @@ class FeatureCache:
                 self.env = _OPEN[self.path][0]
         return {**result, "rebuilt": True}
 
+    def merge_from(self, other: FeatureCache, batch: int = 4096) -> dict:
+        """Copy every intact entry of ``other`` (a shard) into this cache, in transactions of ``batch`` entries.
+
+        Each entry passes the checks ``verify`` applies (checksum, width, finite values) before it is
+        copied; a bad one is left out (a later run computes it again). Returns {"copied", "damaged"}.
+        """
+        if self.readonly:
+            raise CacheError(f"feature cache {self.path} is read-only: nothing can be merged into it here")
+        problems, bad, damaged = other._check()
+        if damaged:
+            raise CacheError(f"shard {other.path}: {problems[-1]}; run `promptgen cache verify --repair --cache-dir "
+                             f"{other.path.parent}` first")
+        bad, copied = set(bad), 0
+        with other._begin_read() as txn:
+            pending = []
+            for key, value in _scan(txn):
+                if key in bad:
+                    continue
+                pending.append((key, bytes(value)))  # out of the read transaction's memory
+                if len(pending) == batch:
+                    copied += self._put_all(pending)
+                    pending = []
+            copied += self._put_all(pending)
+        return {"copied": copied, "damaged": len(bad)}
+
+    def _put_all(self, entries: list[tuple[bytes, bytes]]) -> int:
+        self._write(lambda txn: [txn.put(key, value) for key, value in entries])
+        return sum(key.startswith(FEATURE_TAG) for key, _ in entries)
+
     def clear(self, fingerprint: str | None = None, dataset: str | None = None) -> int:
         """Delete the feature entries whose fingerprint starts with ``fingerprint`` and whose dataset is ``dataset``
         (None: any); return how many. Without a dataset, the matching backbones' metadata goes too.

@@ -231,6 +231,66 @@ def merge_overrides(*parts: dict) -> dict:
     return merged
 
 
+def cmd_cache_extract(args: argparse.Namespace) -> int:
+    """Compute a dataset's features ahead of the runs: whole, one shard (--shard I/N, or torchrun's RANK and
+    WORLD_SIZE), or --shards N run by a launcher (processes, ray) and merged."""
+    import os
+
+    import attrs
+
+    from promptgen.device import resolve_device
+    from promptgen.errors import ConfigError
+    from promptgen.extraction import ExtractJob, extract, merge
+    from promptgen.presets import resolve_preset, run_preset
+    from promptgen.registry import default_registry
+
+    registry = default_registry()
+    if not registry.has("dataset", args.dataset):
+        raise ConfigError(f"unknown dataset {args.dataset!r}; registered: {', '.join(registry.names('dataset'))}")
+    spec = args.shard or (f"{os.environ.get('RANK', '0')}/{os.environ['WORLD_SIZE']}" if "WORLD_SIZE" in os.environ
+                          else None)
+    if spec and args.shards:
+        raise ConfigError("cache extract: --shard I/N runs one shard; --shards N runs them all: choose one")
+    try:
+        shard, shards = (int(part) for part in spec.split("/")) if spec else (0, args.shards or 1)
+    except ValueError:
+        raise ConfigError(f"--shard must be I/N, got {spec!r}") from None
+    backbone = _backbone_config(args)
+    views = args.views or run_preset(resolve_preset("auto", resolve_device(backbone.device).type))["views"]
+    job = ExtractJob(dataset=args.dataset, backbone=attrs.asdict(backbone), cache_dir=args.cache_dir,
+                     data_root=args.data_root, dataset_options=parse_settings(args.set).get(args.dataset, {}),
+                     domains=tuple(args.domains) if args.domains else None, views=views, shard=shard, shards=shards,
+                     num_workers=args.workers, progress=not args.quiet)
+    if spec or shards == 1:  # this process's part
+        result = extract(job, registry)
+        print(f"{args.dataset}: {result['features']} features of {result['samples']} samples in {result['root']}"
+              + (f" (shard {shard}/{shards}; `promptgen cache merge` once every shard is done)" if spec else ""))
+        return 0
+    launcher = registry.create("launcher", args.launcher, **{k: v for k, v in (
+        ("workers", args.launcher_workers), ("address", args.ray_address), ("progress", not args.quiet))
+        if v is not None and k in registry.get("launcher", args.launcher).options})
+    jobs = [attrs.evolve(job, shard=i, progress=False) for i in range(shards)]
+    results = launcher.run(extract, jobs)
+    merged = merge(args.cache_dir)
+    print(f"{args.dataset}: {sum(r['features'] for r in results)} features in {shards} shards ({args.launcher}); "
+          f"merged {merged['copied']} entries into the cache" + (f", {merged['damaged']} damaged left out"
+                                                                 if merged["damaged"] else ""))
+    return 0
+
+
+def cmd_cache_merge(args: argparse.Namespace) -> int:
+    """Fold the shards that `promptgen cache extract --shard` wrote into the cache (each entry checked)."""
+    from promptgen.extraction import merge
+
+    result = merge(args.cache_dir, keep=args.keep)
+    if not result["shards"]:
+        print("no shards to merge")
+        return 0
+    print(f"merged {result['shards']} shard(s): {result['copied']} entries"
+          + (f"; {result['damaged']} damaged entries left out (those shards are kept)" if result["damaged"] else ""))
+    return 1 if result["damaged"] else 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one DG run of a method (e.g. SPG: stage I -> stage II -> test on each target) and write its directory."""
     from pathlib import Path
@@ -327,7 +387,29 @@ def build_parser() -> argparse.ArgumentParser:
     cache_clear.add_argument("--dataset", metavar="NAME", help="a dataset name, e.g. digits-dg")
     cache_clear.add_argument("--all", action="store_true", help="delete every entry (required without a filter)")
     cache_clear.set_defaults(run=cmd_cache_clear)
-    for action in (cache_info, cache_verify, cache_clear):
+    cache_extract = actions.add_parser("extract", help=cmd_cache_extract.__doc__, description=cmd_cache_extract.__doc__)
+    cache_extract.add_argument("--dataset", default=defaults.DATASET, help="dataset plugin (default: %(default)s)")
+    cache_extract.add_argument("--domains", nargs="+", metavar="DOMAIN", help="only these domains (default: all)")
+    cache_extract.add_argument("--views", type=int, default=None, help="train views (default: the preset's)")
+    cache_extract.add_argument("--shard", metavar="I/N", help="compute shard I of N into its own LMDB under "
+                               "<cache>/shards/ (default: torchrun's RANK/WORLD_SIZE when set)")
+    cache_extract.add_argument("--shards", type=int, metavar="N", help="run all N shards with --launcher, then merge")
+    cache_extract.add_argument("--launcher", default="processes", help="launcher plugin for --shards: processes "
+                               "(default) or ray")
+    cache_extract.add_argument("--launcher-workers", type=int, default=None, metavar="W",
+                               help="processes launcher: worker processes (default: 2)")
+    cache_extract.add_argument("--ray-address", default=None, help="ray launcher: a running cluster (default: a "
+                               "local Ray instance); every node must see --cache-dir (shared storage)")
+    cache_extract.add_argument("--data-root", default=None, help="where the dataset lives")
+    cache_extract.add_argument("--workers", type=int, default=0, help="DataLoader workers per shard")
+    cache_extract.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_set_argument(cache_extract)
+    add_backbone_arguments(cache_extract)
+    cache_extract.set_defaults(run=cmd_cache_extract)
+    cache_merge = actions.add_parser("merge", help=cmd_cache_merge.__doc__, description=cmd_cache_merge.__doc__)
+    cache_merge.add_argument("--keep", action="store_true", help="keep the shards after merging them")
+    cache_merge.set_defaults(run=cmd_cache_merge)
+    for action in (cache_info, cache_verify, cache_clear, cache_extract, cache_merge):
         action.add_argument("--cache-dir", metavar="DIR", default=None,
                             help="cache root (default: $PROMPTGEN_CACHE_DIR, else ~/.cache/promptgen)")
 

@@ -1,0 +1,112 @@
+"""Feature extraction ahead of the runs, whole or in shards across processes, torchrun ranks or Ray tasks.
+
+A run computes the features it needs on first use; for a large dataset (DomainNet: ~586k images)
+that is better done once, up front, in parallel. ``promptgen cache extract`` computes every feature
+a run of the dataset can ask for: each domain's train split (train transform, ``views`` views) and
+its val and test splits (eval transform). With ``shard = I, shards = N`` a worker takes every N-th
+sample of each split from the I-th and writes its **own** LMDB
+(``<cache>/shards/<dataset>-<fingerprint>-of-<N>/<I>/``): one writer per database, which is what
+LMDB on network storage needs. ``merge`` then folds the shards into the main cache, each entry
+checked (checksum, width, finite) on the way. A shard commits every batch, so a killed worker loses
+at most one batch: running its shard again computes only the entries it lacks.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import attrs
+
+from promptgen.cache import FeatureCache
+from promptgen.config import BackboneConfig
+from promptgen.errors import ConfigError
+from promptgen.paths import cache_root
+
+SPLITS = ("train", "val", "test")
+
+
+@attrs.frozen
+class ExtractJob:
+    """One shard of a dataset's features (``shards = 1``: all of them, straight into the main cache)."""
+
+    dataset: str
+    backbone: dict  # BackboneConfig fields
+    cache_dir: str | None = None
+    data_root: str | None = None
+    dataset_options: dict = attrs.field(factory=dict)
+    domains: tuple[str, ...] | None = None  # None: every domain
+    views: int = 1
+    shard: int = 0
+    shards: int = 1
+    batch_size: int = 128
+    num_workers: int = 0
+    progress: bool = True
+
+    def __attrs_post_init__(self):
+        if not (isinstance(self.shards, int) and self.shards >= 1 and 0 <= self.shard < self.shards):
+            raise ConfigError(f"shard must be I/N with 0 <= I < N, got {self.shard}/{self.shards}")
+        if self.views < 1:
+            raise ConfigError(f"views must be >= 1, got {self.views}")
+
+
+def shard_root(job: ExtractJob, fingerprint: str) -> Path:
+    """Where shard ``job.shard`` of ``job.shards`` writes: its own cache root under the main cache's."""
+    return cache_root(job.cache_dir) / "shards" / f"{job.dataset}-{fingerprint}-of-{job.shards}" / str(job.shard)
+
+
+def _parts(dataset, job: ExtractJob):
+    """(train transform?, views, samples of this shard) for every domain and split, in a fixed order."""
+    domains = job.domains or dataset.domains
+    unknown = set(domains) - set(dataset.domains)
+    if unknown:
+        raise ConfigError(f"unknown domains {sorted(unknown)} of {job.dataset}; domains: {', '.join(dataset.domains)}")
+    for domain in domains:
+        for split in SPLITS:
+            samples = list(dataset.samples(domain, split))[job.shard :: job.shards]
+            train = split == "train"
+            yield f"{domain}/{split}", train, job.views if train else 1, samples
+
+
+def extract(job: ExtractJob, registry=None) -> dict:
+    """Compute (or find) this shard's features; return {"root", "features", "samples"} (features and samples as
+    the splits ask for them: a sample in two splits, e.g. a domain's val and test, counts twice)."""
+    from promptgen.registry import default_registry
+
+    registry = registry or default_registry()
+    backbone = BackboneConfig(**job.backbone).build(registry)
+    dataset = registry.create("dataset", job.dataset, root=job.data_root, **job.dataset_options)
+    root = shard_root(job, backbone.fingerprint) if job.shards > 1 else cache_root(job.cache_dir)
+    features = samples = 0
+    with FeatureCache(root) as cache:
+        for name, train, views, part in _parts(dataset, job):
+            cache.get(backbone, dataset, job.dataset, part, train=train, views=views, batch_size=job.batch_size,
+                      num_workers=job.num_workers, progress=job.progress)
+            features, samples = features + views * len(part), samples + len(part)
+    return {"root": str(root), "features": features, "samples": samples, "shard": job.shard, "shards": job.shards}
+
+
+def shard_dirs(cache_dir: str | None = None) -> list[Path]:
+    """Every shard's cache root under the main cache (``<cache>/shards/*/<I>/``), in order."""
+    base = cache_root(cache_dir) / "shards"
+    return sorted(path.parent for path in base.glob("*/*/features.lmdb")) if base.is_dir() else []
+
+
+def merge(cache_dir: str | None = None, keep: bool = False) -> dict:
+    """Fold every shard into the main cache; a shard is deleted once merged (unless ``keep``).
+
+    Returns {"shards", "copied", "damaged"}. A shard with damaged entries is merged without them and
+    kept, so that nothing is lost unseen.
+    """
+    shards, copied, damaged = shard_dirs(cache_dir), 0, 0
+    with FeatureCache(cache_dir) as main:
+        for root in shards:
+            with FeatureCache(root) as shard:
+                result = main.merge_from(shard)
+            copied, damaged = copied + result["copied"], damaged + result["damaged"]
+            if not keep and not result["damaged"]:
+                shutil.rmtree(root)
+    for group in {root.parent for root in shards}:
+        if group.is_dir() and not any(group.iterdir()):
+            group.rmdir()
+    return {"shards": len(shards), "copied": copied, "damaged": damaged}
