@@ -412,6 +412,16 @@ def test_image_check_is_cached_until_a_file_changes(create, tmp_path, cache, mon
     assert len(checked) == 4 * 35  # any change: the whole dataset is checked again
 
 
+def test_the_image_scan_in_worker_processes_finds_what_the_serial_scan_finds(tmp_path, cache, monkeypatch):
+    root = pacs_tree(tmp_path / "PACS")
+    make_bad_images(root)
+    paths = sorted(str(p) for p in root.rglob("*") if p.is_file())
+    serial, _, _ = imagecheck.find_bad_images("pacs", paths, progress=False)
+    monkeypatch.setattr(imagecheck, "PARALLEL_FROM", 1)  # a large dataset: both cores
+    parallel, _, _ = imagecheck.find_bad_images("pacs", paths, progress=False)
+    assert parallel == serial and len(serial) >= 2
+
+
 def test_check_images_false_skips_the_scan(create, tmp_path, cache):
     root = pacs_tree(tmp_path / "PACS")
     junk = make_bad_images(root)[0]

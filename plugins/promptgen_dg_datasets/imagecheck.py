@@ -7,11 +7,13 @@ file changes.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
+import multiprocessing
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from PIL import Image
 from tqdm.auto import tqdm
@@ -20,6 +22,7 @@ from promptgen.paths import cache_root
 
 FORMAT_VERSION = 1  # bump when the check changes: old results are then ignored
 JPEG_END = b"\xff\xd9"
+PARALLEL_FROM = 5000  # images; below that, starting worker processes costs more than it saves
 
 
 def check_image(path: str) -> str | None:
@@ -75,13 +78,24 @@ def find_bad_images(dataset: str, paths: Sequence[str], *, progress: bool = True
             return json.loads(path.read_text())["bad"], path, True
         except (OSError, ValueError, KeyError):
             pass  # an unreadable cache entry: check again and overwrite it
-    bad = []
-    for image in tqdm(paths, desc=f"checking {dataset} images (once)", unit="img", disable=not progress,
-                      mininterval=1.0):
-        reason = check_image(image)
-        if reason:
-            bad.append([image, reason])
+    workers = min(os.cpu_count() or 1, 8) if len(paths) >= PARALLEL_FROM else 1
+    reasons = _reasons(paths, workers)
+    bad = [[image, reason] for image, reason in
+           zip(paths, tqdm(reasons, total=len(paths), desc=f"checking {dataset} images (once, {workers} "
+                           f"process{'es' if workers > 1 else ''})", unit="img", disable=not progress,
+                           mininterval=1.0)) if reason]
     return bad, path, False
+
+
+def _reasons(paths: Sequence[str], workers: int) -> Iterator[str | None]:
+    """check_image of every path, in order: in ``workers`` processes for a large dataset (the check is
+    CPU-bound Python, so threads would share one core)."""
+    if workers <= 1:
+        yield from map(check_image, paths)
+        return
+    context = multiprocessing.get_context("spawn")  # safe beside torch's threads
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield from pool.map(check_image, paths, chunksize=256)
 
 
 def document(dataset: str, paths: Sequence[str], bad: list[list[str]]) -> dict:
