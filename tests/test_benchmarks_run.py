@@ -369,6 +369,18 @@ def test_the_stability_study_compares_prompts_across_seeds_and_noise_draws(tmp_p
     assert run.main(["--suite", suite, "--out", str(out), "--quiet", "--report"]) == 0
     again = {r["method"]: r for r in json.loads((out / "records" / "stability.json").read_text())["rows"]}
     assert again == rows
+    _every_json_is_strict(out)
+
+
+def _every_json_is_strict(root):
+    """Every JSON file under ``root`` parses with a strict parser: no NaN or Infinity (JavaScript and jq refuse them)."""
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    files = sorted(root.rglob("*.json"))
+    assert len(files) > 10  # a sweep's records, summary, study, and each run's config, metrics, history, manifest
+    for path in files:
+        json.loads(path.read_text(), parse_constant=refuse)
 
 
 def test_a_suites_stability_key_must_be_a_boolean(tmp_path, capsys):
