@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--shard", help="I/N: run every N-th job from the I-th (0-based); default from torchrun's "
                        "RANK and WORLD_SIZE when set")
     where.add_argument("--report", action="store_true", help="only rebuild the table from the records already written")
+    where.add_argument("--domain-gap", action="store_true", help="also the domain-gap table: FID/KID between the "
+                       "image features of every pair of domains (up to 500 test images per domain)")
     where.add_argument("--quiet", action="store_true", help="no progress bars")
     where.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return parser
@@ -181,8 +183,9 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
         write_text(out / "stability.md", stability.table(rows) + "\n")
         text += ("\n\nStability of the generated prompts: across seeds and across noise draws of one model "
                  "(docs/generators.md)\n\n" + stability.table(rows))
-    if records and not args.report:
-        domains, gaps = sweep.domain_gaps(suite, args.cache_dir, rank_device(suite), registry)
+    if records and args.domain_gap:
+        domains, gaps = sweep.domain_gaps(suite, args.cache_dir, rank_device(suite), registry,
+                                          progress=not args.quiet)
         gap_table = sweep.domain_gap_table(gaps, domains)
         write_text(out / "domain_gap.md", gap_table + "\n")
         write_json(out / "domain_gap.json", gaps)

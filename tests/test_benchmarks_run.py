@@ -398,3 +398,12 @@ def test_the_gpu_checks_cpu_path_passes(tmp_path):
     rows = json.loads((tmp_path / "perf" / "records" / "perf.json").read_text())["rows"]
     assert {r["measurement"] for r in rows} >= {"precision", "stage2", "prefix (345 classes)", "coop-step (7 classes)"}
     assert json.loads((tmp_path / "shards" / "summary.json").read_text())["ok"] == 2
+
+
+def test_the_domain_gap_table_is_opt_in(tmp_path):
+    suite = _suite(tmp_path, 'methods = ["zero-shot"]\ntargets = ["photo"]')
+    assert run.main(["--suite", suite, "--out", str(tmp_path / "plain"), "--quiet"]) == 0
+    assert not (tmp_path / "plain" / "domain_gap.md").exists()
+    assert run.main(["--suite", suite, "--out", str(tmp_path / "gap"), "--quiet", "--domain-gap"]) == 0
+    gaps = json.loads((tmp_path / "gap" / "domain_gap.json").read_text())
+    assert "FID above the diagonal" in (tmp_path / "gap" / "table.md").read_text() and gaps
