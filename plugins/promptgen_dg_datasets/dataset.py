@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import warnings
 from pathlib import Path
 
 import attrs
@@ -16,7 +16,19 @@ from promptgen_dg_datasets import imagecheck, splits
 from promptgen_dg_datasets.layout import Layout, Spec, locate
 from promptgen_dg_datasets.listing import IMAGE_EXTENSIONS, list_domain
 
+log = logging.getLogger(__name__)
+
 BAD_IMAGES = ("fail", "skip")
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """One log line per distinct message per process: a dataset built twice (a sweep plans, then runs) says it once."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
 
 
 @attrs.frozen
@@ -192,15 +204,17 @@ class FolderTreeDataset:
                     f"{self.spec.name}: domain '{domain}' has no images: {folder} holds no <class>/<image> files "
                     f"({', '.join(sorted(IMAGE_EXTENSIONS))}) of the classes {', '.join(self.class_folders[:10])}"
                     + (", ..." if len(self.class_folders) > 10 else ""))
+        missing = []
         for folder in self.class_folders:
             for domain in self.domains:
                 if counts[domain][folder] == 0:
                     per_domain = ", ".join(f"{d} {counts[d][folder]}" for d in self.domains)
-                    problem = (f"class '{folder}' has no images in domain '{domain}' "
-                               f"({self.layout.domain_dirs[domain] / folder}); images per domain: {per_domain}")
-                    # stacklevel: point at the code that called samples() / info()
-                    warnings.warn(f"{self.spec.name}: {problem}", stacklevel=5)
-                    problems.append(problem)
+                    missing.append(f"class '{folder}' has no images in domain '{domain}' "
+                                   f"({self.layout.domain_dirs[domain] / folder}); images per domain: {per_domain}")
+        problems.extend(missing)
+        if missing:
+            _warn_once(f"{self.spec.name} at {self.layout.base}: {len(missing)} (class, domain) pair(s) have no images "
+                       f"(first: {missing[0]}); `promptgen data info` lists them all")
         return files, ignored
 
     def _drop_bad_images(self, files, ignored, problems, writes) -> None:
