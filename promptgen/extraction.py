@@ -3,8 +3,8 @@
 A run computes the features it needs on first use; for a large dataset (DomainNet: ~586k images)
 that is better done once, up front, in parallel. ``promptgen cache extract`` computes every feature
 a run of the dataset can ask for: each domain's train split (train transform, ``views`` views) and
-its val and test splits (eval transform). With ``shard = I, shards = N`` a worker takes every N-th
-sample of each split from the I-th and writes its **own** LMDB
+its val and test splits (eval transform). With ``shard = I, shards = N`` a worker takes the samples
+whose key hashes to I (mod N) and writes its **own** LMDB
 (``<cache>/shards/<dataset>-<fingerprint>-of-<N>/<I>/``): one writer per database, which is what
 LMDB on network storage needs. ``merge`` then folds the shards into the main cache, each entry
 checked (checksum, width, finite) on the way. A shard commits every batch, so a killed worker loses
@@ -14,6 +14,7 @@ at most one batch: running its shard again computes only the entries it lacks.
 from __future__ import annotations
 
 import shutil
+import zlib
 from pathlib import Path
 
 import attrs
@@ -55,6 +56,12 @@ def shard_root(job: ExtractJob, fingerprint: str) -> Path:
     return cache_root(job.cache_dir) / "shards" / f"{job.dataset}-{fingerprint}-of-{job.shards}" / str(job.shard)
 
 
+def _shard_of(key: str, shards: int) -> int:
+    """A sample's shard, from its key: a sample in two splits (a domain's val and test) lands in one shard, so
+    it is computed once."""
+    return zlib.crc32(key.encode()) % shards
+
+
 def _parts(dataset, job: ExtractJob):
     """(train transform?, views, samples of this shard) for every domain and split, in a fixed order."""
     domains = job.domains or dataset.domains
@@ -63,7 +70,7 @@ def _parts(dataset, job: ExtractJob):
         raise ConfigError(f"unknown domains {sorted(unknown)} of {job.dataset}; domains: {', '.join(dataset.domains)}")
     for domain in domains:
         for split in SPLITS:
-            samples = list(dataset.samples(domain, split))[job.shard :: job.shards]
+            samples = [s for s in dataset.samples(domain, split) if _shard_of(s.key, job.shards) == job.shard]
             train = split == "train"
             yield f"{domain}/{split}", train, job.views if train else 1, samples
 
