@@ -350,6 +350,30 @@ def test_runs_killed_in_extraction_stage_ii_and_writing_rerun_to_the_uninterrupt
             r["entries"] for r in fresh.info())
 
 
+def test_ctrl_c_in_a_sweep_says_one_line_exits_130_and_the_rerun_resumes(tmp_path):
+    suite = tmp_path / "interrupted.toml"
+    suite.write_text('description = "ctrl-c"\nmethods = ["zero-shot", "coop"]\nseeds = [0, 1, 2]\n'
+                     'targets = ["photo"]\nviews = 1\n[backbone]\ndevice = "cpu"\n'
+                     '[overrides.digits-dg]\nper_class = 10\n[overrides.coop]\nepochs = 2\n')
+    out, env = tmp_path / "out", {**os.environ, "PROMPTGEN_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "benchmarks.run", "--suite", str(suite), "--out", str(out), "--quiet"]
+    sweep = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             cwd=Path(__file__).parent.parent)
+    deadline = time.time() + 120
+    while not list((out / "records").glob("*.json")) and time.time() < deadline:  # the first job finished
+        time.sleep(0.2)
+    sweep.send_signal(signal.SIGINT)
+    assert sweep.wait(60) == 130
+    lines = sweep.stderr.read().decode().strip().splitlines()
+    assert lines[-1] == "benchmarks.run: interrupted; rerun the same command to resume"
+    assert not any("Traceback" in line for line in lines)
+    done = len(list((out / "records").glob("*.json")))
+    assert 1 <= done < 4
+    again = subprocess.run(command, env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert again.returncode == 0, again.stderr
+    assert f"4 jobs, {done} already done" in again.stdout
+
+
 # --- plugins ----------------------------------------------------------------------------------------------------
 
 COMMANDS_RAISE = '''
