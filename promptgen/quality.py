@@ -8,7 +8,12 @@ label, the generated one is the generator's prompt for it:
   precision    share of generated features inside the reference manifold (k-NN balls, k = 3)
   recall       share of reference features inside the generated manifold
   diversity    mean pairwise L2 distance between prompts drawn for the same image under different
-               noise, relative to the mean distance between the domains' prompt labels (0: deterministic)
+               noise, relative to the mean norm of those prompts: in [0, 2] (0: deterministic), so it
+               cannot explode when the domains' prompt labels are close to one another
+
+FID and KID are distances, but estimated: FID's matrix square root and KID's unbiased estimate
+can come out slightly below 0 for two sets that match. The reported values are clamped at 0; the
+estimates themselves are kept as ``fid_raw`` and ``kid_raw``.
 
 The reference set holds few distinct points (domains x classes), so precision and recall use its
 distinct points only: duplicates would give k-NN balls of radius zero.
@@ -105,20 +110,23 @@ def prompt_quality(backbone, generator, prompt_labels: Sequence[PromptLabel], fe
     draws_per_image = draws_per_image.reshape(len(images), draws, -1)
     pairs = torch.cdist(draws_per_image, draws_per_image)  # [M, draws, draws]
     spread = pairs.sum(dim=(1, 2)) / (draws * (draws - 1))
-    flat = labels.reshape(len(labels), -1)
-    label_distance = torch.pdist(flat).mean() if len(flat) > 1 else torch.tensor(float("nan"))
+    norm = draws_per_image.norm(dim=-1).mean()
     return {
-        "fid": fid(generated, reference),
-        "kid": kid(generated, reference),
+        **distances(generated, reference),
         "precision": precision,
         "recall": recall,
-        "diversity": float(spread.mean() / label_distance),
+        "diversity": float(spread.mean() / norm) if norm > 0 else 0.0,
         "images": len(features),
         "reference_points": len(distinct),
     }
 
 
+def distances(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    """FID and KID between two feature sets, clamped at 0 (both are distances), with the raw estimates."""
+    raw = {"fid_raw": fid(a, b), "kid_raw": kid(a, b)}
+    return {"fid": max(0.0, raw["fid_raw"]), "kid": max(0.0, raw["kid_raw"]), **raw}
+
+
 def domain_gap(features: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
     """{"a|b": {"fid", "kid"}} for every pair of domains' image features [N_d, E]."""
-    return {f"{a}|{b}": {"fid": fid(features[a], features[b]), "kid": kid(features[a], features[b])}
-            for a, b in itertools.combinations(features, 2)}
+    return {f"{a}|{b}": distances(features[a], features[b]) for a, b in itertools.combinations(features, 2)}

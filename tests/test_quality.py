@@ -61,8 +61,9 @@ def test_prompt_quality_of_a_perfect_and_of_a_deterministic_generator(tiny_backb
             return torch.stack([labels[d].ctx for d in domain_ids[index]])
 
     quality = prompt_quality(tiny_backbone, Perfect(), labels, features, draws=4, diversity_images=10)
-    # KID is unbiased: for two copies of one set its estimate sits just below 0
-    assert quality["fid"] == pytest.approx(0.0, abs=1e-4) and abs(quality["kid"]) < 1e-2
+    # KID is unbiased: for two copies of one set its estimate sits just below 0; the reported value is clamped
+    assert quality["fid"] == pytest.approx(0.0, abs=1e-4) and 0 <= quality["kid"] < 1e-2
+    assert quality["fid"] == max(0.0, quality["fid_raw"]) and quality["kid"] == max(0.0, quality["kid_raw"])
     assert quality["precision"] == 1.0 and quality["recall"] == 1.0
     assert quality["diversity"] == 0.0 and quality["images"] == 60
 
@@ -73,3 +74,22 @@ def test_domain_gap_is_zero_for_a_domain_with_itself_and_grows_with_the_shift():
     gaps = domain_gap({"a": a, "b": b, "c": c})
     assert set(gaps) == {"a|b", "a|c", "b|c"}
     assert gaps["a|c"]["fid"] > gaps["a|b"]["fid"] and gaps["a|c"]["kid"] > gaps["a|b"]["kid"]
+
+
+def test_diversity_stays_bounded_when_the_domain_labels_nearly_coincide(tiny_backbone):
+    """The old definition divided by the distance between domain labels: 25,959 for two near-copies. Relative to
+    the prompts' own norm it lies in [0, 2] whatever the labels are."""
+    base = 0.1 * torch.randn(2, tiny_backbone.ctx_dim)
+    labels = [PromptLabel(ctx=base + 1e-6 * d, fingerprint=tiny_backbone.fingerprint, domain=str(d),
+                          class_names=["a", "b", "c"]) for d in range(2)]
+    features = FeatureSet(torch.nn.functional.normalize(torch.randn(30, tiny_backbone.embed_dim), dim=1),
+                          torch.arange(30) % 3, torch.arange(30) % 2)
+
+    class Noisy:  # the label plus noise as large as the label itself
+        def sample(self, x):
+            return base + 0.1 * torch.randn(len(x), *base.shape)
+
+    quality = prompt_quality(tiny_backbone, Noisy(), labels, features, draws=4, diversity_images=10)
+    assert 0.5 < quality["diversity"] <= 2.0
+    for pair in domain_gap({"a": features.features[:15], "b": features.features[15:]}).values():
+        assert pair["fid"] >= 0 and pair["kid"] >= 0 and {"fid_raw", "kid_raw"} <= set(pair)
