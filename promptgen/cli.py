@@ -168,6 +168,16 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
         print(f"the cache could not be read ({error}); deleted its files in {path}")
         return 0
     print(f"removed {removed} entries from {cache.path}")
+    if args.all:  # every stored stage-I prompt label goes with the features
+        import shutil
+
+        from promptgen.label_store import store_dir
+
+        labels = store_dir(args.cache_dir)
+        if labels.is_dir():
+            count = sum(1 for _ in labels.iterdir())
+            shutil.rmtree(labels)
+            print(f"removed {count} stored prompt labels from {labels}")
     return 0
 
 

@@ -166,14 +166,23 @@ class RunContext:
 
     def prompt_labels(self, learner: str, domains: Sequence[str] | None = None) -> list[PromptLabel]:
         """Stage I: one prompt label per source domain (``domains``, default all sources), each learned by
-        prompt learner ``learner`` on that domain's train features, selected on its val features."""
-        train, val = self.features("train"), self.features("val")
+        prompt learner ``learner`` on that domain's train features, selected on its val features, or loaded
+        from the label store when a run already computed the same (promptgen.label_store)."""
+        from promptgen import label_store
+
+        train_samples, val_samples = self.samples("train"), self.samples("val")
         labels = []
         for domain in domains or self.sources:
             index = self.sources.index(domain)
-            learner_object = self.create("prompt_learner", learner)
-            labels.append(learner_object.fit(self.backbone, self.classes, train.of_domain(index),
-                                             val.of_domain(index), domain))
+            key = label_store.label_key(self, learner, domain, [s for s in train_samples if s.domain == domain],
+                                        [s for s in val_samples if s.domain == domain])
+
+            def fit(index=index, domain=domain):
+                train, val = self.features("train"), self.features("val")
+                return self.create("prompt_learner", learner).fit(self.backbone, self.classes, train.of_domain(index),
+                                                                  val.of_domain(index), domain)
+
+            labels.append(label_store.fetch_or_fit(self, learner, domain, key, fit))
         return labels
 
     # --- time -----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ from the records, launchers run the same sweep, and the perf suite measures its 
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -407,3 +408,23 @@ def test_the_domain_gap_table_is_opt_in(tmp_path):
     assert run.main(["--suite", suite, "--out", str(tmp_path / "gap"), "--quiet", "--domain-gap"]) == 0
     gaps = json.loads((tmp_path / "gap" / "domain_gap.json").read_text())
     assert "FID above the diagonal" in (tmp_path / "gap" / "table.md").read_text() and gaps
+
+
+def test_two_spg_methods_in_one_sweep_train_stage_i_once(tmp_path):
+    """spg-cgan and spg-cvae of one target and seed need the same CoOp labels: the second job loads them."""
+    body = ('methods = ["spg-cgan", "spg-cvae"]\ntargets = ["photo"]\npreset = "cpu"\nviews = 1\n'
+            '[overrides.coop]\nepochs = 2\n[overrides.cgan]\nepochs = 1\n[overrides.cvae]\nepochs = 1')
+    out = tmp_path / "out"
+    assert run.main(["--suite", _suite(tmp_path, body), "--out", str(out), "--quiet",
+                     "--cache-dir", str(tmp_path / "cache")]) == 0
+    records = {r["job"]["method"]: r for r in RecordStore(out).records()}
+    first, second = (json.loads((Path(records[m]["run_dir"]) / "metrics.json").read_text())
+                     for m in ("spg-cgan", "spg-cvae"))
+    for domain, label in first["fit"]["stage1"].items():
+        reused = second["fit"]["stage1"][domain]["stage1_store"]
+        assert label["stage1_store"]["reused"] is False and reused["reused"] is True
+        assert reused["from"] == label["stage1_store"]["from"]  # the run says where its labels came from
+    assert second["seconds"]["stage1"] < 0.2 * first["seconds"]["stage1"]
+    for domain in first["fit"]["stage1"]:
+        a, b = (Path(records[m]["run_dir"]) / "prompt_labels" / f"{domain}.safetensors" for m in ("spg-cgan", "spg-cvae"))
+        assert a.read_bytes() == b.read_bytes()
