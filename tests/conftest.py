@@ -11,6 +11,25 @@ import pytest
 from promptgen_openclip.backbone import OpenClipBackbone
 
 
+TEST_INSTALLER = "promptgen-tests"  # the INSTALLER of the distributions install_plugin writes
+
+
+def pytest_configure(config):
+    """The suite sees promptgen's own plugins and those its tests install, never the environment's: a third-party
+    plugin someone installed can neither break a test nor change what it checks. (Before collection: some test
+    modules build a registry when imported.)"""
+    import promptgen.registry as registry
+
+    everything = registry._entry_points
+
+    def ours():
+        return [ep for ep in everything() if ep.dist is not None and (
+            ep.dist.name == "promptgen" or (ep.dist.read_text("INSTALLER") or "").strip() == TEST_INSTALLER)]
+
+    registry._entry_points = ours
+    registry.default_registry.cache_clear()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def private_cache_dir(tmp_path_factory):
     """Generated data and caches go to a temporary directory, never the user's cache."""
@@ -62,6 +81,7 @@ def install_plugin(tmp_path, monkeypatch, request):
         dist.mkdir()
         (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module_name.replace('_', '-')}\nVersion: 0.1\n")
         (dist / "entry_points.txt").write_text(f"[promptgen]\n{entry_point or module_name} = {module_name}\n")
+        (dist / "INSTALLER").write_text(TEST_INSTALLER + "\n")  # pip writes "pip" here; ours marks the tests' own
         request.addfinalizer(lambda: sys.modules.pop(module_name, None))
         default_registry.cache_clear()
         return entry_point or module_name

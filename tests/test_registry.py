@@ -303,3 +303,49 @@ class MeanPromptForTests:
 
     def load_state_dict(self, state):
         pass
+
+
+ODD_PLUGIN = '''
+from promptgen import hookimpl
+
+
+class Odd:
+    def __init__(self, must_have):  # an option without a default, that no test would ever pass
+        self.must_have = must_have
+
+
+@hookimpl
+def register_generators(register):
+    register("aaa-odd", Odd)
+
+
+@hookimpl
+def register_prompt_learners(register):
+    register("coop", Odd)  # the name of a built-in
+'''
+
+
+@pytest.mark.slow
+def test_an_installed_third_party_plugin_changes_nothing_in_the_test_suite(tmp_path):
+    """A plugin installed in the environment (here: odd on purpose: a built-in's name, an option without a
+    default) is visible to users but not to the tests, which build their registry from promptgen's own plugins
+    and the ones they install themselves: the engine tests pass beside it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    site = tmp_path / "site"
+    (site / "odd_plugin-0.1.dist-info").mkdir(parents=True)
+    (site / "odd_plugin.py").write_text(ODD_PLUGIN)
+    (site / "odd_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: odd-plugin\nVersion: 0.1\n")
+    (site / "odd_plugin-0.1.dist-info" / "entry_points.txt").write_text("[promptgen]\nodd = odd_plugin\n")
+    (site / "odd_plugin-0.1.dist-info" / "INSTALLER").write_text("pip\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    seen = subprocess.run([sys.executable, "-m", "promptgen", "plugins"], env=env, capture_output=True, text=True)
+    assert "odd" in seen.stdout + seen.stderr  # users see it (here: as a name conflict)
+    root = Path(__file__).parent.parent
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                            str(root / "tests" / "test_engine.py")], env=env, capture_output=True, text=True, cwd=root)
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-3000:]
