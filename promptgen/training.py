@@ -123,14 +123,16 @@ def train_epochs(
     best = {"val_accuracy": -1.0, "epoch": -1, "state": None}
     history = []
     total, warmup = epochs * steps, warmup_epochs * steps
-    bar = tqdm(range(epochs), desc=name, unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
+    # by step (with a rate), not by epoch: an epoch can take minutes on a loaded machine
+    bar = tqdm(total=total, desc=name, unit="step", disable=not progress, leave=False)
+    for epoch in range(epochs):
         for module in modules:
             module.train()
         order = torch.randperm(len(train), generator=rng).to(device)
         losses = {}
         for index_of_step in range(steps):
             index = order[index_of_step * batch_size : (index_of_step + 1) * batch_size]
+            bar.update(1)
             if len(index) < min_batch:
                 continue  # BatchNorm needs two samples
             for optimizer in optimizers:
@@ -145,7 +147,8 @@ def train_epochs(
         history.append({"epoch": epoch, "val_accuracy": result, **losses})
         if not result <= best["val_accuracy"]:  # NaN (no val) keeps the last epoch
             best = {"val_accuracy": result, "epoch": epoch, "state": copy.deepcopy(generator.state_dict())}
-        bar.set_postfix(val=f"{result:.3f}", **{key: f"{value:.3f}" for key, value in losses.items()})
+        bar.set_postfix(epoch=epoch, val=f"{result:.3f}", **{key: f"{value:.3f}" for key, value in losses.items()})
+    bar.close()
     generator.load_state_dict(best["state"])
     return {"best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "history": history}
 
