@@ -10,6 +10,7 @@ See docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--shard", help="I/N: run every N-th job from the I-th (0-based); default from torchrun's "
                        "RANK and WORLD_SIZE when set")
     where.add_argument("--report", action="store_true", help="only rebuild the table from the records already written")
+    where.add_argument("--dry-run", action="store_true", help="print the jobs and the first job resolved (sample "
+                       "counts, options, estimated cost); run and write nothing")
     where.add_argument("--domain-gap", action="store_true", help="also the domain-gap table: FID/KID between the "
                        "image features of every pair of domains (up to 500 test images per domain)")
     where.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -154,6 +157,8 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     mine = shard(jobs, args.shard)  # checked before anything is written
     for method, reason in skipped:
         print(f"methods = all: skipping {method}: {reason}", flush=True)
+    if args.dry_run:
+        return dry_run(suite, jobs, mine, out, registry), {"suite": suite.name, "jobs": len(jobs), "dry_run": True}
     make_out(out)
     store = RecordStore(out)
     if not args.report:
@@ -202,6 +207,25 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     return text, summary
 
 
+def dry_run(suite: suites.Suite, jobs: list, mine: list, out: Path, registry) -> str:
+    """The jobs the suite expands into, how many are done, and the first job resolved (promptgen.dry_run)."""
+    from promptgen import dry_run as resolved
+    from promptgen.engine import check, plan_run
+
+    store = RecordStore(out) if out.is_dir() else None
+    done = sum(1 for job in mine if store is not None and store.done(job))
+    lines = [f"dry run: suite {suite.name}: {len(jobs)} jobs ({len(mine)} in this shard, {done} already done), "
+             f"outputs under {out}"]
+    lines += [f"  {job.id}" for job in mine[:20]] + ([f"  ... and {len(mine) - 20} more"] if len(mine) > 20 else [])
+    if mine:
+        config = mine[0].config
+        checked = check(config, registry)
+        summary = resolved.describe(config, registry, checked, plan_run(config, registry, checked, False),
+                                    out / "runs" / mine[0].id)
+        lines += ["", "the first job:", resolved.text(summary)]
+    return "\n".join(lines)
+
+
 def make_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -245,7 +269,14 @@ def run_suite(args) -> int:
     out = args.out or Path("results") / suite.name
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a directory")
+    if args.dry_run and suite.kind == "perf":
+        print(f"dry run: perf suite {suite.name}: settings {json.dumps(suite.perf)}; backbone "
+              f"{json.dumps(suite.template.get('backbone', {}))}; outputs under {out}")
+        return 0
     text, summary = (run_perf if suite.kind == "perf" else run_accuracy)(args, suite, out)
+    if summary.get("dry_run"):
+        print(text)
+        return 0
     seconds = time.perf_counter() - start
     write_text(out / "table.md", text + "\n")
     write_json(out / "summary.json", {**summary, "seconds": round(seconds, 1)})

@@ -320,6 +320,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                        num_workers=args.workers)
     targets = "+".join(args.target)
     out = Path(args.out) if args.out else Path("runs") / args.dataset / targets / f"{args.method}-seed{args.seed}"
+    if args.dry_run:
+        from promptgen import dry_run
+        from promptgen.engine import check, plan_run
+
+        checked = check(config, registry)
+        print(dry_run.text(dry_run.describe(config, registry, checked, plan_run(config, registry, checked, False), out)))
+        return 0
     metrics = run(config, out, registry=registry, progress=not args.quiet, force=args.force)
     stages = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in metrics["seconds"].items())
     tested = ", ".join(f"{domain} {100 * value:.2f}%" for domain, value in metrics["test_accuracy"].items())
@@ -442,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cpu, gpu (the official hyperparameters) or auto (gpu on CUDA, else cpu)")
     train.add_argument("--views", type=int, default=None, help="augmented views per training image (default: preset)")
     add_set_argument(train)
+    train.add_argument("--dry-run", action="store_true", help="print the resolved run (splits, sample counts, every "
+                       "component's options, outputs) and its estimated cost; train nothing")
     train.add_argument("--out", default=None, help="run directory (default: runs/DATASET/TARGETS/METHOD-seedN)")
     train.add_argument("--force", action="store_true", help="replace the run directory if it exists (whole)")
     train.add_argument("--data-root", default=None, help="where the dataset lives (datasets that read from disk)")

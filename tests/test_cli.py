@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from promptgen import cli
 
 
@@ -49,3 +51,21 @@ def test_backbone_info_and_errors_without_traceback(capsys):
     err = capsys.readouterr().err
     assert err.startswith("promptgen: error: checkpoint file not found: /missing.safetensors")
     assert "Traceback" not in err
+
+
+def test_dry_run_resolves_the_run_and_trains_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    from benchmarks import run as benchmarks_run
+    from promptgen import engine
+
+    monkeypatch.setattr(engine, "prepare", lambda *a, **k: pytest.fail("the dry run built the backbone"))
+    out = tmp_path / "run"
+    assert cli.main(["train", "--target", "photo", "--method", "spg", "--dry-run", "--set", "coop.epochs=2",
+                 "--set", "digits-dg.per_class=10", "--seed", "3", "--out", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "sources handwritten, typeset, sketch -> targets photo" in shown and "test/photo 20" in shown
+    assert "prompt learner coop: " in shown and "epochs=2" in shown and "seed=3" in shown
+    assert "stage I (coop)" in shown and f"would write: {out}" in shown and not out.exists()
+    suite_out = tmp_path / "suite"
+    assert benchmarks_run.main(["--dry-run", "--out", str(suite_out), "--set", "digits-dg.per_class=10"]) == 0
+    shown = capsys.readouterr().out
+    assert "dry run: suite default: 32 jobs" in shown and "the first job:" in shown and not suite_out.exists()

@@ -1,0 +1,73 @@
+"""A run resolved but not trained: what it would read, build and write, and what it would cost.
+
+``promptgen train --dry-run`` (and ``python -m benchmarks.run --dry-run``, for a suite's first job)
+checks the config, plans the domains and classes and counts the samples of every split, then prints
+every component's resolved options and an estimate of the text-encoder work: the class prompts each
+stage encodes. Nothing heavy is built (no backbone, no features), nothing is written.
+
+The estimate counts what promptgen's built-in components do, from their options: a prompt learner
+(stage I, per source domain) encodes C prompts per step, ``epochs`` x ceil(train images x views /
+``batch_size``) steps; a generator (stage II) scores the val split every epoch (val images x C);
+scoring a split with per-image prompts encodes images x C prompts. A component without ``epochs``
+and ``batch_size`` options is listed with its options and no estimate.
+"""
+
+from __future__ import annotations
+
+import math
+
+from promptgen.context import resolve_options
+from promptgen.presets import run_preset
+
+
+def _effective(registry, kind: str, name: str, preset: str, config) -> dict:
+    """Every option's value as the component will get it: its default, then the preset's, then the overrides."""
+    declared = registry.get(kind, name).options
+    values = {key: option.default for key, option in declared.items()
+              if not option.required and key not in ("progress", "cache_dir")}
+    if "seed" in declared:  # the run's seed, as RunContext.options gives it
+        values["seed"] = config.seed
+    return {**values, **resolve_options(registry, kind, name, preset, config.dataset, config.overrides)}
+
+
+def describe(config, registry, checked, plan, out) -> dict:
+    """The resolved run as a JSON-able dict (see the module docstring)."""
+    dataset, views = plan.dataset, config.views if config.views is not None else run_preset(checked.preset)["views"]
+    counts = {f"train/{d}": len(dataset.samples(d, "train")) for d in plan.sources}
+    counts.update({f"val/{d}": len(dataset.samples(d, "val")) for d in plan.sources})
+    counts.update({f"test/{d}": len(plan.target_dataset.samples(d, "test")) for d in plan.targets})
+    classes = len(plan.classes)
+    options = {"method": {checked.method_name: _effective(registry, "method", checked.method_name, checked.preset,
+                                                          config)}}
+    stages = {}
+    val = sum(counts[f"val/{d}"] for d in plan.sources)
+    for kind, name in checked.components:
+        values = _effective(registry, kind, name, checked.preset, config)
+        options.setdefault(kind, {})[name] = values
+        if not {"epochs", "batch_size"} <= set(values):
+            continue
+        if kind == "prompt_learner":
+            steps = sum(math.ceil(counts[f"train/{d}"] * views / values["batch_size"]) for d in plan.sources)
+            stages[f"stage I ({name})"] = values["epochs"] * steps * classes
+        elif kind == "generator":
+            stages[f"stage II ({name}, val scoring)"] = values["epochs"] * val * classes
+    stages["test (per-image prompts)"] = sum(counts[f"test/{d}"] for d in plan.targets) * classes
+    return {"method": checked.method_name, "preset": checked.preset, "dataset": config.dataset,
+            "sources": list(plan.sources), "targets": list(plan.targets), "classes": classes, "views": views,
+            "samples": counts, "components": options, "prompts_encoded_estimate": stages, "out": str(out)}
+
+
+def text(summary: dict) -> str:
+    """The summary as lines for a terminal."""
+    lines = [f"dry run: {summary['method']} ({summary['preset']} preset) on {summary['dataset']}: sources "
+             f"{', '.join(summary['sources'])} -> targets {', '.join(summary['targets'])}; {summary['classes']} "
+             f"classes, {summary['views']} train view(s) per image",
+             "samples: " + ", ".join(f"{split} {n}" for split, n in summary["samples"].items())]
+    for kind, components in summary["components"].items():
+        for name, values in components.items():
+            shown = ", ".join(f"{k}={v}" for k, v in values.items()) or "no options"
+            lines.append(f"{kind.replace('_', ' ')} {name}: {shown}")
+    lines.append("class prompts the text encoder would encode (estimate): " + ", ".join(
+        f"{stage} {count:,}" for stage, count in summary["prompts_encoded_estimate"].items()))
+    lines.append(f"would write: {summary['out']} (nothing was trained or written)")
+    return "\n".join(lines)
