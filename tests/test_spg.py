@@ -41,6 +41,22 @@ def test_coop_beats_zero_shot_on_its_own_domain(digits_backbone, typeset):
         digits_backbone, zero_shot, split["val"]) + 0.01
 
 
+def test_coop_with_the_cpu_preset_visibly_learns_on_digits_dg(digits_backbone, typeset):
+    """The cpu preset's schedule (no lr raised by hand): the train loss falls epoch by epoch, the val accuracy
+    moves, and the saved config says how many context vectors the label has."""
+    from promptgen.presets import component_preset
+    from promptgen_coop.learner import CoOpPrompt
+
+    dataset, split = typeset
+    options = {**component_preset(CoOpPrompt, "cpu", "digits-dg"), "progress": False}
+    label = create("prompt_learner", "coop", **options).fit(digits_backbone, dataset.classes, split["train"],
+                                                              split["val"], "typeset")
+    history = label.metadata["history"]
+    assert len(history) == options["epochs"] and history[-1]["train_loss"] < history[0]["train_loss"]
+    assert len({round(row["val_accuracy"], 6) for row in history}) > 1
+    assert label.metadata["config"]["n_ctx"] == label.n_ctx == 4  # "a photo of a": 4 vectors, whatever n_ctx says
+
+
 @settings(max_examples=25, deadline=None)
 @given(batch=st.integers(1, 70), n_ctx=st.integers(1, 8), ctx_dim=st.sampled_from([8, 64]), feature_dim=st.sampled_from([16, 128]))
 def test_generator_output_has_the_prompt_shape(batch, n_ctx, ctx_dim, feature_dim):
