@@ -2,7 +2,8 @@
 
 The perf suite's ``methods`` measurement. Every method runs in a fresh process (its memory is its
 own) on one leave-one-out split of the suite's dataset, every stage cut to one epoch (each
-component's ``epochs`` option set to 1: a cost per epoch, not a trained model). Per method:
+component's ``epochs`` option set to 1: a cost per epoch, not a trained model), stage I trained, not
+loaded from the label store. Per method:
 
   train        seconds of ``fit`` and its peak memory above what the process held before it
                (the backbone, the dataset and the split's cached features are loaded first)
@@ -24,7 +25,7 @@ import attrs
 import torch
 
 from benchmarks import protocols
-from promptgen import engine
+from promptgen import engine, label_store
 from promptgen.cache import FeatureCache
 from promptgen.config import BackboneConfig, RunConfig
 from promptgen.errors import ConfigError
@@ -77,6 +78,7 @@ def one_epoch(registry, method: str, names) -> dict:
 def _cost(settings: dict, method: str) -> dict:
     """One method in this process: fit (one epoch per stage) and score the target's test split."""
     torch.set_num_threads(settings.get("threads") or torch.get_num_threads())
+    label_store.ENABLED = False  # a method's cost includes its stage I: never load labels another method trained
     registry = default_registry()
     config = RunConfig(targets=(settings["target"],), dataset=settings["dataset"], method=method,
                        backbone=settings["backbone"], preset=settings["preset"], views=1,
