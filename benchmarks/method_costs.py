@@ -78,7 +78,14 @@ def one_epoch(registry, method: str, names) -> dict:
 def _cost(settings: dict, method: str) -> dict:
     """One method in this process: fit (one epoch per stage) and score the target's test split."""
     torch.set_num_threads(settings.get("threads") or torch.get_num_threads())
-    label_store.ENABLED = False  # a method's cost includes its stage I: never load labels another method trained
+    enabled, label_store.ENABLED = label_store.ENABLED, False  # a method's cost includes its stage I: never load
+    try:                                                        # labels another method trained
+        return _measured(settings, method)
+    finally:
+        label_store.ENABLED = enabled
+
+
+def _measured(settings: dict, method: str) -> dict:
     registry = default_registry()
     config = RunConfig(targets=(settings["target"],), dataset=settings["dataset"], method=method,
                        backbone=settings["backbone"], preset=settings["preset"], views=1,
