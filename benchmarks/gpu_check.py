@@ -23,35 +23,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-CPU_SUITE = '''description = "the GPU check's CPU path: a tiny ViT"
-kind = "perf"
-[backbone]
-name = "openclip"
-model = "pg-tiny-vit-w64"
-device = "cpu"
-[perf]
-dataset = "digits-dg"
-target = "photo"
-measurements = ["precision", "stage2", "inference", "prefix", "coop-step", "extraction"]
-stage2_steps = 3
-batch_size = 8
-inference_images = 8
-classes = [7, 345]
-coop_steps = 1
-extraction_images = 32
-fresh_processes = false
-'''
+from benchmarks import suites
 
-SHARD_SUITE = '''description = "the GPU check's torchrun shard test: zero-shot on two held-out domains"
-methods = ["zero-shot"]
-targets = ["photo", "sketch"]
-[backbone]
-name = "openclip"
-model = "{model}"
-device = "{device}"
-[overrides.digits-dg]
-per_class = 10
-'''
+SUITES = Path(__file__).parent / "suites"
 
 # (measurement row, the largest difference an exact path may show)
 EXACT = {"prefix": 1e-3, "coop-step": 1e-3}  # fp32 on GPUs may use TF32 kernels: 1e-3, not 1e-5
@@ -69,11 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/gpu-check"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.cpu:
-        suite, model, device = args.out / "gpu-check-cpu.toml", "pg-tiny-vit-w64", "cpu"
-        suite.write_text(CPU_SUITE)
-    else:
-        suite, model, device = Path(__file__).parent / "suites" / "gpu-check.toml", "ViT-B-16", "auto"
+    suite = SUITES / ("gpu-check-cpu.toml" if args.cpu else "gpu-check.toml")
     python = sys.executable
     _run([python, "-m", "benchmarks.run", "--suite", str(suite), "--out", str(args.out / "perf"), "--quiet"])
     rows = json.loads((args.out / "perf" / "records" / "perf.json").read_text())["rows"]
@@ -81,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
                 for row in rows for name, limit in EXACT.items()
                 if row["measurement"].startswith(name + " ") and row["max_logit_diff"] > limit]
 
-    shard_suite = args.out / "gpu-check-shards.toml"
-    shard_suite.write_text(SHARD_SUITE.format(model=model, device=device))
-    sweep = [str(shard_suite), "--out", str(args.out / "shards"), "--quiet"]
+    # the CPU path: its perf suite's backbone for the shards too; on a GPU: the shard suite's ViT-B-16
+    cpu = suites.load(str(suite)).template["backbone"] if args.cpu else {}
+    backbone = ["--model", cpu["model"], "--device", cpu["device"]] if args.cpu else []
+    sweep = [str(SUITES / "gpu-check-shards.toml"), "--out", str(args.out / "shards"), "--quiet", *backbone]
     _run([python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "benchmarks.run",
           "--suite", *sweep], env={"OMP_NUM_THREADS": "1"})
     _run([python, "-m", "benchmarks.run", "--suite", *sweep, "--report"])

@@ -411,8 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     cache_extract.add_argument("--shard", metavar="I/N", help="compute shard I of N into its own LMDB under "
                                "<cache>/shards/ (default: torchrun's RANK/WORLD_SIZE when set)")
     cache_extract.add_argument("--shards", type=int, metavar="N", help="run all N shards with --launcher, then merge")
-    cache_extract.add_argument("--launcher", default="processes", help="launcher plugin for --shards: processes "
-                               "(default) or ray")
+    cache_extract.add_argument("--launcher", default=defaults.EXTRACT_LAUNCHER,
+                               help="launcher plugin for --shards (default: %(default)s; or ray)")
     cache_extract.add_argument("--launcher-workers", type=int, default=None, metavar="W",
                                help="processes launcher: worker processes (default: 2)")
     cache_extract.add_argument("--ray-address", default=None, help="ray launcher: a running cluster (default: a "

@@ -11,3 +11,4 @@ METHOD = "spg"  # the reference method (SPG with its CGAN)
 LAUNCHER = "local"  # one job after another in this process
 PERF_GENERATOR = "cgan"  # the generator the perf suite times (SPG's)
 PERF_CLASS_NAMES = "domainnet"  # the dataset whose class names give the perf suite realistic prompts (345)
+EXTRACT_LAUNCHER = "processes"  # runs `promptgen cache extract --shards N` here, one process per shard

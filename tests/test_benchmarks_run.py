@@ -258,15 +258,27 @@ def test_perf_suite_measures_each_methods_training_and_inference_cost(tmp_path):
     assert (tmp_path / "out" / "methods.csv").read_text().startswith("method,inputs,train_s")
 
 
-def test_method_cost_peak_is_the_blocks_own_memory():
+def _peaks() -> tuple[float, float]:
     from benchmarks.method_costs import Peak
+
     with Peak() as small:
         pass
     with Peak() as large:
         block = bytearray(200 * 2**20)
         block[::4096] = b"x" * len(block[::4096])  # touch every page: resident, not just reserved
         del block
-    assert small.rss_mb < 50 and large.rss_mb > 150
+    return small.rss_mb, large.rss_mb
+
+
+def test_method_cost_peak_is_the_blocks_own_memory():
+    """In a fresh process, as the perf suite measures: a long-lived process (this test session) may serve a block
+    from memory it freed earlier and still holds, which no resident-set measure can see."""
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        small, large = pool.submit(_peaks).result()
+    assert small < 50 and large > 150
 
 
 def test_one_epoch_overrides_only_the_components_with_epochs():
