@@ -182,7 +182,7 @@ class RunContext:
                 return self.create("prompt_learner", learner).fit(self.backbone, self.classes, train.of_domain(index),
                                                                   val.of_domain(index), domain)
 
-            labels.append(label_store.fetch_or_fit(self, learner, domain, key, fit))
+            labels.append(label_store.fetch_or_fit(self, key, fit))
         return labels
 
     # --- time -----------------------------------------------------------------------------------

@@ -49,3 +49,8 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def cuda_devices() -> list[int]:
+    """Every CUDA device (for ``torch.random.fork_rng``): none on a machine without CUDA."""
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []

@@ -24,7 +24,7 @@ from promptgen import __version__, rundir
 from promptgen.cache import FeatureCache
 from promptgen.config import RunConfig
 from promptgen.context import RunContext, check_overrides, resolve_options
-from promptgen.device import resolve_device
+from promptgen.device import cuda_devices, resolve_device
 from promptgen.errors import ConfigError, PromptgenError
 from promptgen.evaluate import accuracy
 from promptgen.plan import make_plan
@@ -128,10 +128,6 @@ def _quality(method, context: RunContext):
         return quality(context)
 
 
-def _cuda_devices() -> list[int]:
-    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-
-
 def run(config: RunConfig, out_dir: str | Path, *, registry: Registry | None = None, progress: bool = True,
         force: bool = False) -> dict:
     """Train and test one run; write its directory ``out_dir`` and return its metrics.
@@ -146,7 +142,7 @@ def run(config: RunConfig, out_dir: str | Path, *, registry: Registry | None = N
     plan = plan_run(config, registry, checked, progress)  # loaded or written before they hold
     work = rundir.start(out, force=force)
     try:
-        with torch.random.fork_rng(devices=_cuda_devices()), FeatureCache(config.cache_dir) as cache:
+        with torch.random.fork_rng(devices=cuda_devices()), FeatureCache(config.cache_dir) as cache:
             torch.manual_seed(config.seed)
             checked, context = prepare(config, registry, progress, cache, checked, plan)
             method = checked.method
@@ -177,7 +173,7 @@ def opened(run_dir: str | Path, *, registry: Registry | None = None, progress: b
     registry = registry or default_registry()
     run_dir = Path(run_dir)
     config = rundir.load_config(run_dir)
-    with torch.random.fork_rng(devices=_cuda_devices()), FeatureCache(config.cache_dir) as cache:
+    with torch.random.fork_rng(devices=cuda_devices()), FeatureCache(config.cache_dir) as cache:
         torch.manual_seed(config.seed)
         checked, context = prepare(config, registry, progress, cache)
         method = checked.method

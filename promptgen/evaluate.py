@@ -114,6 +114,13 @@ def per_draw(score, features: torch.Tensor, draws: int | None) -> torch.Tensor:
     return out.reshape(len(features), draws, *out.shape[1:]).transpose(0, 1)
 
 
+def drawn_prompts(generator: Generator, features: torch.Tensor, n_ctx: int, ctx_dim: int, name: str,
+                  draws: int | None, device) -> torch.Tensor:
+    """The checked prompts [N, n_ctx, D] a generator gives ``features`` (on the CPU); with ``draws``:
+    [draws, N, n_ctx, D] (``per_draw``). What a method's optional ``instance_prompts`` returns."""
+    return per_draw(lambda f: generated_prompts(generator, f.to(device), n_ctx, ctx_dim, name).cpu(), features, draws)
+
+
 def instance_accuracy(backbone: Backbone, assembler: PromptAssembler, generator: Generator, features: FeatureSet,
                       name: str = "") -> float:
     return accuracy(instance_logits(backbone, assembler, generator, features.features, name=name), features.labels)

@@ -72,7 +72,7 @@ def _parts(dataset, job: ExtractJob):
         for split in SPLITS:
             samples = [s for s in dataset.samples(domain, split) if _shard_of(s.key, job.shards) == job.shard]
             train = split == "train"
-            yield f"{domain}/{split}", train, job.views if train else 1, samples
+            yield train, job.views if train else 1, samples
 
 
 def extract(job: ExtractJob, registry=None) -> dict:
@@ -86,7 +86,7 @@ def extract(job: ExtractJob, registry=None) -> dict:
     root = shard_root(job, backbone.fingerprint) if job.shards > 1 else cache_root(job.cache_dir)
     features = samples = 0
     with FeatureCache(root) as cache:
-        for name, train, views, part in _parts(dataset, job):
+        for train, views, part in _parts(dataset, job):
             cache.get(backbone, dataset, job.dataset, part, train=train, views=views, batch_size=job.batch_size,
                       num_workers=job.num_workers, progress=job.progress)
             features, samples = features + views * len(part), samples + len(part)

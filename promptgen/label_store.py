@@ -25,6 +25,7 @@ import torch
 
 from promptgen import __version__
 from promptgen.checkpoints import load_prompt_label, save_prompt_label
+from promptgen.device import cuda_devices
 from promptgen.paths import cache_root
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,10 @@ def store_dir(cache_dir: str | None) -> Path:
 ENABLED = True  # False: every label is trained (what a cost measurement needs: benchmarks/method_costs.py)
 
 
-def fetch_or_fit(run, learner: str, domain: str, key: str, fit):
+def fetch_or_fit(run, key: str, fit):
     """The stored label named ``key``, or ``fit()``'s, stored; its metadata records which."""
     if not ENABLED:
-        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []):
+        with torch.random.fork_rng(devices=cuda_devices()):
             return fit()
     folder = store_dir(run.config.cache_dir) / key
     stem = folder / "label"
@@ -71,7 +72,7 @@ def fetch_or_fit(run, learner: str, domain: str, key: str, fit):
         except Exception as error:  # a damaged entry is trained again and replaced, never trusted
             log.warning("stored prompt label %s is unreadable (%s); training it again", folder, error)
         shutil.rmtree(folder, ignore_errors=True)
-    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []):
+    with torch.random.fork_rng(devices=cuda_devices()):
         label = fit()
     _store(label, folder)
     return attrs.evolve(label, metadata={**label.metadata,

@@ -18,7 +18,7 @@ import torch
 from promptgen.checkpoints import check_fingerprint, load_generator, load_prompt_label, save_generator, \
     save_prompt_label
 from promptgen.errors import ConfigError, PromptgenError
-from promptgen.evaluate import accuracy, generated_prompts, instance_logits, per_draw
+from promptgen.evaluate import accuracy, drawn_prompts, instance_logits, per_draw
 from promptgen.prompts import PromptAssembler
 from promptgen.training import train_epochs
 
@@ -120,9 +120,8 @@ class DualPath:
         """The positive path's prompt [N, n_ctx, D] for each image of ``split`` ([draws, N, ...] with ``draws``):
         the prompt an image is read with (the negative path's is a correction subtracted from it)."""
         label = self.labels["positive"][0]
-        return per_draw(lambda features: generated_prompts(self.generators["positive"], features.to(
-            run.backbone.device), label.n_ctx, label.ctx_dim, self.generator_name).cpu(),
-            run.features(split).features, draws)
+        return drawn_prompts(self.generators["positive"], run.features(split).features, label.n_ctx, label.ctx_dim,
+                             self.generator_name, draws, run.backbone.device)
 
     # --- files ---------------------------------------------------------------------------------------
 

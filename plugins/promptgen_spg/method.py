@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from promptgen.checkpoints import check_fingerprint, load_generator, load_prompt_label, save_generator, save_prompt_label
-from promptgen.evaluate import generated_prompts, instance_logits, per_draw
+from promptgen.evaluate import drawn_prompts, instance_logits, per_draw
 from promptgen.prompts import PromptAssembler
 from promptgen.quality import prompt_quality
 
@@ -61,9 +61,8 @@ class SPG:
     def instance_prompts(self, run, split: str, draws: int | None = None) -> torch.Tensor:
         """The prompt [N, n_ctx, D] each image of ``split`` gets; with ``draws``: [draws, N, n_ctx, D]."""
         label = self.labels[0]
-        return per_draw(lambda features: generated_prompts(self.generator, features.to(run.backbone.device),
-                                                           label.n_ctx, label.ctx_dim, self.generator_name).cpu(),
-                        run.features(split).features, draws)
+        return drawn_prompts(self.generator, run.features(split).features, label.n_ctx, label.ctx_dim,
+                             self.generator_name, draws, run.backbone.device)
 
     def quality(self, run) -> dict:
         return prompt_quality(run.backbone, self.generator, self.labels, run.features("val"),
