@@ -2,7 +2,8 @@
 
 from promptgen.hookspecs import hookimpl
 from promptgen.errors import PromptgenError
+from promptgen.lazy import lazy
 
 __version__ = "0.1.0"
 
-__all__ = ["hookimpl", "PromptgenError", "__version__"]
+__all__ = ["hookimpl", "lazy", "PromptgenError", "__version__"]

@@ -27,18 +27,24 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     registry = default_registry()
     if args.options:
         return _print_options(registry, args.options, args.json)
-    rows = [(c.kind, c.name + "".join(f" (= {a})" for a in c.aliases), c.plugin, c.description) for c in registry]
+    def source(plugin: str) -> tuple[str, str]:  # from the entry point's metadata: nothing is imported for it
+        return registry.distributions.get(plugin, ("", ""))
+
     if args.json:
         print(dumps({
             "components": [{"kind": c.kind, "name": c.name, "aliases": list(c.aliases), "plugin": c.plugin,
+                            "distribution": source(c.plugin)[0], "version": source(c.plugin)[1],
                             "description": c.description} for c in registry],
             "errors": [str(error) for error in registry.errors],
         }, indent=2))
     else:
-        widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(("kind", "name", "plugin"))]
-        print(f"{'kind':<{widths[0]}}  {'name':<{widths[1]}}  {'plugin':<{widths[2]}}  description")
-        for kind, name, plugin, description in rows:
-            print(f"{kind:<{widths[0]}}  {name:<{widths[1]}}  {plugin:<{widths[2]}}  {description}")
+        headings = ("kind", "name", "plugin", "distribution")
+        rows = [(c.kind, c.name + "".join(f" (= {a})" for a in c.aliases), c.plugin,
+                 " ".join(filter(None, source(c.plugin))), c.description) for c in registry]
+        widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headings)]
+        print("  ".join(f"{h:<{w}}" for h, w in zip(headings, widths)) + "  description")
+        for *cells, description in rows:
+            print("  ".join(f"{cell:<{w}}" for cell, w in zip(cells, widths)) + f"  {description}")
         for error in registry.errors:
             print(f"error: {error}", file=sys.stderr)
         for name in registry.disabled:
@@ -305,8 +311,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train one DG run of a method (e.g. SPG: stage I -> stage II -> test on each target) and write its directory."""
     from pathlib import Path
 
-    from promptgen.config import RunConfig
-    from promptgen.engine import run
+    from promptgen.config import RunConfig, check_names
     from promptgen.registry import default_registry
 
     registry = default_registry()
@@ -318,6 +323,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                        preset=args.preset, backbone=_backbone_config(args), views=args.views,
                        overrides=overrides, cache_dir=args.cache_dir, data_root=args.data_root,
                        num_workers=args.workers)
+    check_names(config, registry)  # a misspelt name fails here, before torch and the backbone load
+    from promptgen.engine import run
+
     targets = "+".join(args.target)
     out = Path(args.out) if args.out else Path("runs") / args.dataset / targets / f"{args.method}-seed{args.seed}"
     if args.dry_run:
@@ -327,7 +335,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         checked = check(config, registry)
         print(dry_run.text(dry_run.describe(config, registry, checked, plan_run(config, registry, checked, False), out)))
         return 0
+    if args.log == "tensorboard":
+        from promptgen.curves import require_tensorboard
+
+        require_tensorboard()  # before training, not after it
     metrics = run(config, out, registry=registry, progress=not args.quiet, force=args.force)
+    if args.log == "tensorboard":
+        from promptgen.curves import TENSORBOARD_DIR, write_tensorboard
+
+        if write_tensorboard(out, out / TENSORBOARD_DIR):
+            print(f"TensorBoard events: tensorboard --logdir {out / TENSORBOARD_DIR}")
     stages = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in metrics["seconds"].items())
     tested = ", ".join(f"{domain} {100 * value:.2f}%" for domain, value in metrics["test_accuracy"].items())
     print(f"{args.method} on {args.dataset}, sources {'+'.join(metrics['sources'])}: test accuracy {tested} "
@@ -419,7 +436,6 @@ def build_parser() -> argparse.ArgumentParser:
                                "local Ray instance); every node must see --cache-dir (shared storage)")
     cache_extract.add_argument("--data-root", default=None, help="where the dataset lives")
     cache_extract.add_argument("--workers", type=int, default=0, help="DataLoader workers per shard")
-    cache_extract.add_argument("--quiet", action="store_true", help="no progress bars")
     add_set_argument(cache_extract)
     add_backbone_arguments(cache_extract)
     cache_extract.set_defaults(run=cmd_cache_extract)
@@ -453,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "component's options, outputs) and its estimated cost; train nothing")
     train.add_argument("--out", default=None, help="run directory (default: runs/DATASET/TARGETS/METHOD-seedN)")
     train.add_argument("--force", action="store_true", help="replace the run directory if it exists (whole)")
+    add_log_argument(train)
     train.add_argument("--data-root", default=None, help="where the dataset lives (datasets that read from disk)")
     train.add_argument("--workers", type=int, default=0, help="DataLoader workers for feature extraction")
     add_backbone_arguments(train)
@@ -461,11 +478,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cache-dir", default=None,
                        help="feature cache root (default: $PROMPTGEN_CACHE_DIR, else ~/.cache/promptgen)")
     for command, run in ((train, cmd_train), (evaluate, cmd_evaluate)):
-        command.add_argument("--quiet", action="store_true", help="no progress bars")
         command.set_defaults(run=run)
 
     add_plugin_commands(commands)
+    for command in leaf_parsers(parser):
+        add_output_arguments(command)
     return parser
+
+
+def leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser of a command that runs (``cache info``, ``train``, a plugin's ``world``), not the groups."""
+    groups = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    if not groups:
+        return [parser]
+    return [leaf for group in groups for child in dict.fromkeys(group.choices.values()) for leaf in leaf_parsers(child)]
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """-v/--verbose and --quiet on every command (one place, so a plugin's commands get them too)."""
+    taken = {option for action in parser._actions for option in action.option_strings}
+    if "--quiet" not in taken:
+        parser.add_argument("--quiet", action="store_true", help="no progress bars; errors only")
+    if "--verbose" not in taken:
+        parser.add_argument("-v", "--verbose", action="store_true", help="also log progress notes (INFO)")
 
 
 def add_plugin_commands(commands) -> None:
@@ -480,6 +515,12 @@ def add_plugin_commands(commands) -> None:
         except Exception as error:  # a broken plugin must not take --help and every other command with it
             registry.errors.append(PluginError(f"plugin '{impl.plugin_name}' raised in add_commands: "
                                                f"{type(error).__name__}: {error}; its commands are left out"))
+
+
+def add_log_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log", choices=("tensorboard",), default=None,
+                        help="also write the per-epoch curves as TensorBoard events into <run dir>/tensorboard "
+                             "(needs: pip install tensorboard); every run writes curves.png and history.json")
 
 
 def add_set_argument(parser: argparse.ArgumentParser) -> None:
@@ -522,6 +563,11 @@ def run_command(prog: str, function, args, *, debug: bool, flags: dict[str, str]
 
     try:
         return function(args)
+    except BrokenPipeError:  # the reader of our output went away (`promptgen plugins | head`): nothing is wrong
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail again
+        return 0
     except (Exception, KeyboardInterrupt) as error:
         if debug:
             raise
@@ -548,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 0
-    setup_logging(quiet=getattr(args, "quiet", False))
+    setup_logging(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
     if args.run is not cmd_plugins:  # `promptgen plugins` lists the errors itself
         warn_about_plugins()
     return run_command("promptgen", args.run, args, debug=debug, flags=FLAGS)

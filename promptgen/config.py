@@ -178,3 +178,21 @@ def from_dict(cls: type, data: dict) -> Any:
     if missing:
         raise ConfigError(f"{cls.__name__}: missing field(s) {', '.join(missing)}")
     return cls(**data)
+
+
+def check_names(config: RunConfig, registry) -> None:
+    """Every component ``config`` names is registered (its dataset(s), backbone, method, override sections).
+
+    Names only, so it imports no component: a misspelling is reported before torch is loaded.
+    """
+    for what, kind, name in (("dataset", "dataset", config.dataset),
+                             ("target dataset", "dataset", config.target_dataset),
+                             ("backbone", "backbone", config.backbone.name),
+                             ("method", "method", config.method)):
+        if name is not None and not registry.has(kind, name):
+            raise ConfigError(f"unknown {what} {name!r}; registered: {', '.join(registry.names(kind)) or 'none'}")
+    known = {name for component in registry for name in (component.name, *component.aliases)}
+    for section in config.overrides:
+        if section not in known:
+            raise ConfigError(f"overrides: no component is named {section!r}; components: "
+                              f"{', '.join(sorted({c.name for c in registry}))}")

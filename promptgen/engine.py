@@ -22,7 +22,7 @@ import torch
 
 from promptgen import __version__, rundir
 from promptgen.cache import FeatureCache
-from promptgen.config import RunConfig
+from promptgen.config import RunConfig, check_names
 from promptgen.context import RunContext, check_overrides, resolve_options
 from promptgen.device import cuda_devices, resolve_device
 from promptgen.errors import ConfigError, PromptgenError
@@ -55,12 +55,7 @@ def unsupported(method, backbone) -> str | None:
 
 def check(config: RunConfig, registry: Registry) -> Checked:
     """Check every name and option of ``config`` against ``registry``, building nothing heavy."""
-    for what, kind, name in (("dataset", "dataset", config.dataset),
-                             ("target dataset", "dataset", config.target_dataset),
-                             ("backbone", "backbone", config.backbone.name),
-                             ("method", "method", config.method)):
-        if name is not None and not registry.has(kind, name):
-            raise ConfigError(f"unknown {what} {name!r}; registered: {', '.join(registry.names(kind)) or 'none'}")
+    check_names(config, registry)
     check_overrides(registry, config.overrides)
     preset = resolve_preset(config.preset, resolve_device(config.backbone.device).type)
     method_name = registry.canonical("method", config.method)

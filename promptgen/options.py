@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 import attrs
 
 from promptgen.errors import ConfigError
+from promptgen.lazy import resolve
 
 # What each kind's hook specification passes to the factory (promptgen/hookspecs.py): never options.
 HOOKSPEC_ARGUMENTS: dict[str, tuple[str, ...]] = {
@@ -102,6 +103,7 @@ def _types_of(annotation: Any, default: Any) -> tuple[type, ...] | None:
 def _target(factory: Callable) -> tuple[Callable, dict]:
     """The callable whose signature declares the options, and the keywords a functools.partial fixed."""
     fixed: dict = {}
+    factory = resolve(factory)
     while isinstance(factory, functools.partial):
         fixed = {**factory.keywords, **fixed}
         factory = factory.func

@@ -8,11 +8,12 @@ declared (class attribute, property, annotation or attrs field).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
-import torch
+if TYPE_CHECKING:  # annotations only: checking a plugin against these imports no torch
+    import torch
 
-from promptgen.values import FeatureSet, PromptLabel, Sample, Tokens
+    from promptgen.values import FeatureSet, PromptLabel, Sample, Tokens
 
 
 class Backbone(Protocol):

@@ -29,6 +29,7 @@ from promptgen.errors import (
     ProtocolError,
     UnknownComponentError,
 )
+from promptgen.lazy import LazyFactory
 from promptgen.options import Option, declared_options
 from promptgen.protocols import PROTOCOLS, missing_members
 
@@ -57,6 +58,8 @@ class Component:
     @property
     def description(self) -> str:
         factory = self.factory
+        if isinstance(factory, LazyFactory):  # read from its source: listing plugins imports none of them
+            return factory.description
         while isinstance(factory, functools.partial):  # a partial's own __doc__ is functools' text
             factory = factory.func
         doc = (getattr(factory, "__doc__", None) or "").strip()
@@ -82,6 +85,7 @@ class Registry:
     aliases: dict[tuple[str, str], str] = attrs.field(factory=dict)  # (kind, alias) -> name
     errors: list[PluginError] = attrs.field(factory=list)  # what non-strict loading left out, and why
     disabled: list[str] = attrs.field(factory=list)  # plugins the user turned off
+    distributions: dict[str, tuple[str, str]] = attrs.field(factory=dict)  # plugin -> (distribution, version)
 
     def get(self, kind: str, name: str) -> Component:
         _check_kind(kind)
@@ -200,6 +204,7 @@ def load_registry(
         ours = hookspecs.PROJECT_NAME
         for ep in sorted(_entry_points(), key=lambda ep: (ep.dist is None or ep.dist.name != ours)):
             distribution = ep.dist.name if ep.dist is not None else "unknown"
+            registry.distributions[ep.name] = (distribution, ep.dist.version if ep.dist is not None else "")
             if ep.name in disabled or distribution in disabled:
                 registry.disabled.append(ep.name)
                 continue

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from promptgen.errors import BackboneLoadError
 from promptgen.prompts import PromptAssembler
-from promptgen_openclip import OpenClipBackbone
+from promptgen_openclip.backbone import OpenClipBackbone
 from promptgen_openclip.loading import add_tiny_configs
 
 words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=12)

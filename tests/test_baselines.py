@@ -72,7 +72,7 @@ def test_cocoop_and_dpl_learn_their_loss_falls(tmp_path):
 def test_dpl_scores_a_block_of_test_images_with_one_domain_prompt(tiny_backbone):
     from promptgen.evaluate import prompt_logits
     from promptgen.prompts import PromptAssembler
-    from promptgen_baselines import DPL
+    from promptgen_baselines.cocoop_dpl import DPL
     from promptgen_baselines.conditional import MLPPrompt
 
     torch.manual_seed(0)

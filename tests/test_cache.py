@@ -10,7 +10,7 @@ from promptgen import cli
 from promptgen.cache import FeatureCache, encode_entry, feature_key, transform_id
 from promptgen.data import extract_features
 from promptgen.errors import CacheError, ConfigError
-from promptgen_colors import ColorsDataset
+from promptgen_colors.dataset import ColorsDataset
 
 DATASET = ColorsDataset(per_class=5)
 SAMPLES = [s for domain in DATASET.domains for s in DATASET.samples(domain, "train")]  # 72 = 3 domains x 8 x 3

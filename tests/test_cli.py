@@ -69,3 +69,63 @@ def test_dry_run_resolves_the_run_and_trains_and_writes_nothing(tmp_path, capsys
     assert benchmarks_run.main(["--dry-run", "--out", str(suite_out), "--set", "digits-dg.per_class=10"]) == 0
     shown = capsys.readouterr().out
     assert "dry run: suite default: 32 jobs" in shown and "the first job:" in shown and not suite_out.exists()
+
+
+HEAVY = ("torch", "torchvision", "open_clip")
+STARTS = {  # argv -> expected exit status; each imports none of HEAVY (checked in a fresh interpreter)
+    ("--help",): 0,
+    ("plugins",): 0,
+    ("plugins", "--json"): 0,
+    ("train", "--help"): 0,
+    ("cache", "info", "--help"): 0,
+    ("train", "--dataset", "digit-dg", "--target", "photo"): 2,  # a misspelt name: reported before torch
+    ("train", "--method", "spg-cgn", "--target", "photo"): 2,
+    ("train", "--set", "cgn.epochs=2", "--target", "photo"): 2,
+}
+
+
+@pytest.mark.parametrize("argv", list(STARTS), ids=" ".join)
+def test_cli_starts_without_torch(argv):
+    code = ("import sys\nfrom promptgen.cli import main\n"
+            f"try:\n    status = main({list(argv)!r})\nexcept SystemExit as exit:\n    status = exit.code or 0\n"
+            f"loaded = [m for m in {HEAVY!r} if m in sys.modules]\n"
+            "print('LOADED', loaded, 'STATUS', status, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    report = done.stderr.strip().splitlines()[-1]
+    assert report == f"LOADED [] STATUS {STARTS[argv]}", done.stderr[-2000:]
+
+
+def test_plugins_lists_distribution_and_version(capsys):
+    from importlib.metadata import version
+
+    assert cli.main(["plugins", "--json"]) == 0
+    components = json.loads(capsys.readouterr().out)["components"]
+    ours = [c for c in components if c["plugin"] == "openclip"]
+    assert ours and ours[0]["distribution"] == "promptgen" and ours[0]["version"] == version("promptgen")
+    assert all(c["description"] for c in components if c["distribution"] == "promptgen")  # read without importing
+
+
+def test_every_command_takes_verbose_and_quiet():
+    parser = cli.build_parser()
+    leaves = cli.leaf_parsers(parser)
+    assert len(leaves) >= 10  # plugins, backbone, cache x5, train, evaluate, the plugins' commands
+    for leaf in leaves:
+        options = {option for action in leaf._actions for option in action.option_strings}
+        assert {"-v", "--verbose", "--quiet"} <= options, leaf.prog
+
+
+def test_verbose_logs_info_and_quiet_only_errors():
+    import logging
+
+    cli.setup_logging(verbose=True)
+    assert logging.getLogger().level == logging.INFO
+    cli.setup_logging(quiet=True)
+    assert logging.getLogger().level == logging.ERROR
+    cli.setup_logging()
+    assert logging.getLogger().level == logging.WARNING
+
+
+def test_a_closed_pipe_is_not_an_error():
+    done = subprocess.run(f"{sys.executable} -m promptgen plugins | head -1", shell=True, capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.startswith("kind") and "error" not in done.stderr.lower(), done.stderr

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from promptgen.errors import ConfigError
-from promptgen_colors import ColorsDataset
+from promptgen_colors.dataset import ColorsDataset
 
 
 def test_splits_are_disjoint_cover_every_image_and_depend_on_the_seed():

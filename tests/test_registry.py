@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -123,7 +126,7 @@ def test_two_plugins_registering_the_same_name_is_an_error_naming_both():
 def test_third_party_plugin_reusing_a_builtin_name_names_both_plugins(install_plugin):
     source = """
         from promptgen import hookimpl
-        from promptgen_openclip import OpenClipBackbone
+        from promptgen_openclip.backbone import OpenClipBackbone
 
         @hookimpl
         def register_backbones(register):
@@ -349,3 +352,40 @@ def test_an_installed_third_party_plugin_changes_nothing_in_the_test_suite(tmp_p
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                             str(root / "tests" / "test_engine.py")], env=env, capture_output=True, text=True, cwd=root)
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-3000:]
+
+
+def test_a_lazy_factory_imports_its_target_only_when_used(tmp_path, monkeypatch):
+    import pickle
+
+    from promptgen import lazy
+    from promptgen.errors import PluginError
+
+    (tmp_path / "pg_lazy_target.py").write_text(
+        'IMPORTS = []\nIMPORTS.append(1)\n\n\nclass Thing:\n    """A thing: made on demand.\n\n    More text."""\n\n'
+        '    presets = {"cpu": {"size": 2}}\n\n    def __init__(self, size: int = 1, colour: str = "red"):\n'
+        '        self.size, self.colour = size, colour\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "pg_lazy_target", raising=False)
+    factory = lazy("pg_lazy_target:Thing", colour="blue")
+    factory.rank = 7
+    registry = load_registry(entry_points=False)
+    registry._add("dataset", "thing", factory, "test")
+    component = registry.get("dataset", "thing")
+    assert component.description == "A thing: made on demand." and factory.rank == 7
+    assert "pg_lazy_target" not in sys.modules  # described, named and ranked without importing it
+    assert set(component.options) == {"size", "colour"} and component.options["colour"].default == "blue"
+    assert "pg_lazy_target" in sys.modules  # options need the signature: now it is imported
+    assert factory.presets == {"cpu": {"size": 2}}  # what the class declares, through the reference
+    built = pickle.loads(pickle.dumps(factory))(size=3)  # pickles by name, with its keywords and attributes
+    assert (built.size, built.colour) == (3, "blue") and pickle.loads(pickle.dumps(factory)).rank == 7
+    with pytest.raises(PluginError, match="pg_lazy_target:Missing.*cannot be loaded"):
+        lazy("pg_lazy_target:Missing")()
+    with pytest.raises(PluginError, match="expected 'package.module:Attribute'"):
+        lazy("no_colon")
+
+
+def test_every_builtin_plugin_registers_without_importing_torch():
+    code = ("import sys\nfrom promptgen.registry import load_registry\nregistry = load_registry(strict=True)\n"
+            "assert len(list(registry)) > 30\nprint(sorted(m for m in ('torch', 'open_clip') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stderr[-2000:]

@@ -386,7 +386,7 @@ def add_commands(commands):
 
 CLASHES = '''
 from promptgen import hookimpl
-from promptgen_cgan import CGANGenerator
+from promptgen_cgan.generator import CGANGenerator
 
 @hookimpl
 def register_generators(register):

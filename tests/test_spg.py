@@ -13,7 +13,7 @@ from promptgen.evaluate import instance_logits, prompt_accuracy
 from promptgen.prompts import PromptAssembler
 from promptgen.registry import create
 from promptgen.values import FeatureSet, PromptLabel
-from promptgen_cgan import CGANGenerator
+from promptgen_cgan.generator import CGANGenerator
 
 
 @pytest.fixture(scope="module")

@@ -7,94 +7,15 @@ ViT image towers. Each is a method registered through ``register_methods``, exac
 package would; see docs/methods.md for what each learns and where we differ from the reference code.
 """
 
-from __future__ import annotations
-
-import torch
-
-from promptgen import hookimpl
-from promptgen.evaluate import logits as cosine_logits
-from promptgen_baselines.conditional import ConditionalPromptMethod, MetaNetPrompt, MLPPrompt
-from promptgen_baselines.linear_probe import LinearProbe
-from promptgen_baselines.maple import MaPLe
-from promptgen_baselines.visual import VP, VPT
-
-# The SPG baselines' schedule (configs/trainers/BASELINE/b32_ep50.yaml, train_baseline.py): SGD,
-# lr 2e-3, momentum 0.9, weight decay 1e-4, batch 32, 50 epochs, one constant warm-up epoch at 1e-5.
-OFFICIAL = {"epochs": 50, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 1}
-CPU = {"epochs": 2, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 0}
-
-
-class CoCoOp(ConditionalPromptMethod):
-    """CoCoOp: CoOp's context plus a per-image shift from a meta-net (Linear E->E/16, ReLU, Linear ->D)."""
-
-    rank = 30
-    presets = {"gpu": OFFICIAL, "cpu": CPU}
-
-    def __init__(self, ctx_init: str | None = "a photo of a", n_ctx: int = 4, reduction: int = 16, epochs: int = 50,
-                 batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 1, warmup_lr: float = 1e-5,
-                 momentum: float = 0.9, weight_decay: float = 1e-4):
-        super().__init__(ctx_init=ctx_init, n_ctx=n_ctx, epochs=epochs, batch_size=batch_size, lr=lr,
-                         warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, momentum=momentum,
-                         weight_decay=weight_decay, name="cocoop")
-        self.reduction = reduction
-
-    def build(self, backbone, ctx):
-        return MetaNetPrompt(ctx, backbone.embed_dim, self.reduction)
-
-
-class DPL(ConditionalPromptMethod):
-    """DPL: an MLP maps image features to the prompt's n_ctx tokens, averaged over a batch of one domain.
-
-    The prompt is a *domain* prompt: training batches hold one source domain each, and at test time
-    the tokens are the mean over each block of ``test_batch`` target images (the official test batch
-    is 100), so a prediction depends on the other images of its block, as in the reference code.
-    """
-
-    rank = 40
-    presets = {"gpu": OFFICIAL, "cpu": CPU}
-
-    def __init__(self, ctx_init: str | None = "a photo of a", n_ctx: int = 4, width: int = 512, depth: int = 3,
-                 dropout: float = 0.1, test_batch: int = 100, epochs: int = 50, batch_size: int = 32,
-                 lr: float = 2e-3, warmup_epochs: int = 1, warmup_lr: float = 1e-5, momentum: float = 0.9,
-                 weight_decay: float = 1e-4):
-        super().__init__(ctx_init=ctx_init, n_ctx=n_ctx, epochs=epochs, batch_size=batch_size, lr=lr,
-                         warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, momentum=momentum,
-                         weight_decay=weight_decay, name="dpl")
-        self.width, self.depth, self.dropout, self.test_batch = width, depth, dropout, test_batch
-
-    def build(self, backbone, ctx):
-        # ctx_init only fixes n_ctx (its token count): DPL's tokens all come from the MLP.
-        return MLPPrompt(backbone.embed_dim, ctx.shape[0], backbone.ctx_dim, self.width, self.depth, self.dropout)
-
-    def batches(self, train, batch_size: int):
-        domains = [torch.nonzero(train.domain_ids == d).flatten() for d in torch.unique(train.domain_ids)]
-
-        def draw(rng):
-            out = []
-            for rows in domains:
-                rows = rows[torch.randperm(len(rows), generator=rng)]
-                out += [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
-            return [out[i] for i in torch.randperm(len(out), generator=rng)]
-        return draw
-
-    def contexts(self, features):
-        return self.net.sample(features).mean(dim=0, keepdim=True).expand(len(features), -1, -1)
-
-    @torch.no_grad()
-    def _logits(self, backbone, assembler, features):
-        out = []
-        for start in range(0, len(features), self.test_batch):
-            block = features[start:start + self.test_batch].to(backbone.device)
-            text = assembler.text_features(backbone, self.net.sample(block).mean(dim=0))  # one prompt per block
-            out.append(cosine_logits(block, text, backbone.logit_scale).cpu())
-        return torch.cat(out) if out else torch.empty(0, len(assembler.class_names))
+from promptgen import hookimpl, lazy
 
 
 @hookimpl
 def register_methods(register):
-    register("linear-probe", LinearProbe)
-    register("cocoop", CoCoOp)
-    register("dpl", DPL)
-    register("vp", VP)
-    register("vpt", VPT)
-    register("maple", MaPLe)
+    # lazy: listing or checking names imports no torch (promptgen.lazy)
+    register("linear-probe", lazy("promptgen_baselines.linear_probe:LinearProbe"))
+    register("cocoop", lazy("promptgen_baselines.cocoop_dpl:CoCoOp"))
+    register("dpl", lazy("promptgen_baselines.cocoop_dpl:DPL"))
+    register("vp", lazy("promptgen_baselines.visual:VP"))
+    register("vpt", lazy("promptgen_baselines.visual:VPT"))
+    register("maple", lazy("promptgen_baselines.maple:MaPLe"))

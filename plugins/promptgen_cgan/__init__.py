@@ -1,9 +1,8 @@
 """Built-in plugin: the ``cgan`` prompt generator (stage II of SPG)."""
 
-from promptgen import hookimpl
-from promptgen_cgan.generator import CGANGenerator
+from promptgen import hookimpl, lazy
 
 
 @hookimpl
 def register_generators(register):
-    register("cgan", CGANGenerator)
+    register("cgan", lazy("promptgen_cgan.generator:CGANGenerator"))

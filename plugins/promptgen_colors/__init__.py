@@ -1,9 +1,8 @@
 """Built-in plugin: the ``colors`` dataset, procedural colour swatches for demos and tests."""
 
-from promptgen import hookimpl
-from promptgen_colors.dataset import ColorsDataset
+from promptgen import hookimpl, lazy
 
 
 @hookimpl
 def register_datasets(register):
-    register("colors", ColorsDataset)
+    register("colors", lazy("promptgen_colors.dataset:ColorsDataset"))

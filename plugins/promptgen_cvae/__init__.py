@@ -1,9 +1,8 @@
 """Built-in plugin: the ``cvae`` prompt generator (a conditional VAE for stage II)."""
 
-from promptgen import hookimpl
-from promptgen_cvae.generator import CVAEGenerator
+from promptgen import hookimpl, lazy
 
 
 @hookimpl
 def register_generators(register):
-    register("cvae", CVAEGenerator)
+    register("cvae", lazy("promptgen_cvae.generator:CVAEGenerator"))

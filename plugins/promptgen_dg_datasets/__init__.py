@@ -1,18 +1,17 @@
 """Built-in plugin: the standard DG datasets (pacs, vlcs, office-home, terra-incognita, domainnet), the generic
 `folder` dataset, and `promptgen data info`. Preparing the data: docs/datasets.md."""
 
-from promptgen import hookimpl
-from promptgen_dg_datasets.catalog import PACS, VLCS, DomainNet, FolderDataset, OfficeHome, TerraIncognita
+from promptgen import hookimpl, lazy
 
 
 @hookimpl
 def register_datasets(register):
-    register("pacs", PACS)
-    register("vlcs", VLCS)
-    register("office-home", OfficeHome)
-    register("terra-incognita", TerraIncognita)
-    register("domainnet", DomainNet)
-    register("folder", FolderDataset)
+    register("pacs", lazy("promptgen_dg_datasets.catalog:PACS"))
+    register("vlcs", lazy("promptgen_dg_datasets.catalog:VLCS"))
+    register("office-home", lazy("promptgen_dg_datasets.catalog:OfficeHome"))
+    register("terra-incognita", lazy("promptgen_dg_datasets.catalog:TerraIncognita"))
+    register("domainnet", lazy("promptgen_dg_datasets.catalog:DomainNet"))
+    register("folder", lazy("promptgen_dg_datasets.catalog:FolderDataset"))
 
 
 @hookimpl

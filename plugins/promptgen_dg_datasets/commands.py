@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from promptgen_dg_datasets.splits import SPLITS
 
 JSON_KEYS = ("domains", "classes", "splits", "split_source", "problems")
 
@@ -44,6 +43,8 @@ def run_info(args) -> int:
 
 def generic_info(dataset) -> dict:
     """The same facts for a dataset plugin without ``info()``, from the Dataset protocol alone."""
+    from promptgen_dg_datasets.splits import SPLITS  # here, not at the top: the parser must not import torch
+
     return {
         "domains": list(dataset.domains),
         "classes": list(dataset.classes),

@@ -1,9 +1,8 @@
 """Built-in plugin: the ``diffusion`` prompt generator (a conditional denoising diffusion model for stage II)."""
 
-from promptgen import hookimpl
-from promptgen_diffusion.generator import DiffusionGenerator
+from promptgen import hookimpl, lazy
 
 
 @hookimpl
 def register_generators(register):
-    register("diffusion", DiffusionGenerator)
+    register("diffusion", lazy("promptgen_diffusion.generator:DiffusionGenerator"))

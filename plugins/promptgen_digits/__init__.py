@@ -1,20 +1,17 @@
 """Built-in plugin: the digits world — the `digits-dg` and `digits-c` datasets, the `tiny-clip-digits` backbone, `promptgen world`."""
 
-from promptgen import hookimpl
-from promptgen_digits.backbone import TinyClipDigits
-from promptgen_digits.corrupted import DigitsC
-from promptgen_digits.dataset import DigitsDG
+from promptgen import hookimpl, lazy
 
 
 @hookimpl
 def register_datasets(register):
-    register("digits-dg", DigitsDG)
-    register("digits-c", DigitsC)
+    register("digits-dg", lazy("promptgen_digits.dataset:DigitsDG"))
+    register("digits-c", lazy("promptgen_digits.corrupted:DigitsC"))
 
 
 @hookimpl
 def register_backbones(register):
-    register("tiny-clip-digits", TinyClipDigits)
+    register("tiny-clip-digits", lazy("promptgen_digits.backbone:TinyClipDigits"))
 
 
 @hookimpl

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from promptgen.errors import BackboneLoadError, ConfigError
-from promptgen_openclip import OpenClipBackbone
+from promptgen_openclip.backbone import OpenClipBackbone
 
 MODEL_NAME = "tiny-clip-digits"
 CONFIG_DIR = Path(__file__).parent / "model_configs"

@@ -73,7 +73,7 @@ def pretrain(config: PretrainConfig, out_dir: Path, *, device: str = "auto", pro
     """Train from random weights, save ``tiny-clip-digits.safetensors`` (fp16) and return the training facts."""
     from open_clip import get_model_preprocess_cfg
 
-    from promptgen_openclip import OpenClipBackbone
+    from promptgen_openclip.backbone import OpenClipBackbone
 
     add_model_config()
     start = time.perf_counter()

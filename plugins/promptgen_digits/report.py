@@ -14,7 +14,7 @@ from promptgen.data import extract_features
 from promptgen.evaluate import prompt_accuracy
 from promptgen.values import FeatureSet
 from promptgen_digits.dataset import DigitsDG
-from promptgen_zeroshot import ZeroShotPrompt
+from promptgen_zeroshot.method import ZeroShotPrompt
 
 ZERO_SHOT_PHRASE = "a photo of a"  # with the class word and '.': "a photo of a seven."
 SUBSET_STRIDE = 8  # the card's fixed subset: every 8th test sample of each domain

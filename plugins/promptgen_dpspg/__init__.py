@@ -9,28 +9,23 @@
 Registered through the same entry point and hooks as a third-party package; see docs/methods.md.
 """
 
-import functools
-
-from promptgen import hookimpl
-from promptgen_dpspg.method import DualPath
-from promptgen_dpspg.negative import NegativeCoOp
-from promptgen_dpspg.transformer import TransformerGenerator
+from promptgen import hookimpl, lazy
 
 PAPER_GENERATOR = "transformer"
 
 
 @hookimpl
 def register_prompt_learners(register):
-    register("negative-coop", NegativeCoOp)
+    register("negative-coop", lazy("promptgen_dpspg.negative:NegativeCoOp"))
 
 
 @hookimpl
 def register_generators(register):
-    register(PAPER_GENERATOR, TransformerGenerator)
+    register(PAPER_GENERATOR, lazy("promptgen_dpspg.transformer:TransformerGenerator"))
 
 
 def _variant(rank: int, **bound):
-    factory = functools.partial(DualPath, **bound)
+    factory = lazy("promptgen_dpspg.method:DualPath", **bound)
     factory.rank = rank
     return factory
 

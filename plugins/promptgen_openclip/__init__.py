@@ -1,9 +1,8 @@
 """Built-in plugin: the ``openclip`` backbone (any open_clip_torch model)."""
 
-from promptgen import hookimpl
-from promptgen_openclip.backbone import OpenClipBackbone
+from promptgen import hookimpl, lazy
 
 
 @hookimpl
 def register_backbones(register):
-    register("openclip", OpenClipBackbone)
+    register("openclip", lazy("promptgen_openclip.backbone:OpenClipBackbone"))

@@ -24,8 +24,7 @@ GENERATOR = "generator"
 class SPG:
     """SPG: a prompt label per source domain (stage I), a generator from image feature to prompt (stage II)."""
 
-    inputs = "features"
-    rank = 80  # after the baselines, as in the SPG paper's table
+    inputs = "features"  # its table rank is set where it is registered (promptgen_spg)
 
     def __init__(self, generator: str, learner: str = "coop"):
         self.generator_name = generator

@@ -1,48 +1,13 @@
 """Built-in plugin: the ``zeroshot`` prompt learner (a hand-written prompt, no training) and the ``zero-shot`` method."""
 
-from promptgen import hookimpl
-from promptgen.methods import SharedPromptMethod
-from promptgen.prompts import phrase_embedding
-from promptgen.values import PromptLabel
-
-
-class ZeroShotPrompt:
-    """Zero-shot CLIP: the words of a phrase ("a photo of a") as the context, learned from nothing."""
-
-    def __init__(self, ctx_init: str = "a photo of a"):
-        self.ctx_init = ctx_init
-
-    def fit(self, backbone, class_names, train, val, domain) -> PromptLabel:
-        return PromptLabel(
-            ctx=phrase_embedding(backbone, self.ctx_init).float().cpu(),
-            fingerprint=backbone.fingerprint,
-            domain=domain,
-            class_names=tuple(class_names),
-            metadata={"learner": "zeroshot", "ctx_init": self.ctx_init},
-        )
-
-
-class ZeroShot(SharedPromptMethod):
-    """Zero-shot CLIP: the hand-written prompt "a photo of a {class}." for every image; learns nothing."""
-
-    rank = 0  # first row of the tables, as in the SPG paper
-    deterministic = True  # no seed changes it: benchmark sweeps run it once
-
-    def __init__(self, learner: str = "zeroshot"):
-        super().__init__(learner)
-
-    def fit(self, run) -> dict:
-        # A hand-written prompt reads no training data: no training features are computed.
-        with run.timed("stage1"):
-            self.label = run.create("prompt_learner", self.learner).fit(run.backbone, run.classes, None, None, "all")
-        return {}
+from promptgen import hookimpl, lazy
 
 
 @hookimpl
 def register_prompt_learners(register):
-    register("zeroshot", ZeroShotPrompt)
+    register("zeroshot", lazy("promptgen_zeroshot.method:ZeroShotPrompt"))
 
 
 @hookimpl
 def register_methods(register):
-    register("zero-shot", ZeroShot)
+    register("zero-shot", lazy("promptgen_zeroshot.method:ZeroShot"))

@@ -1,0 +1,12 @@
+"""The ``coop`` method: one CoOp prompt learned on the source domains pooled."""
+
+from promptgen.methods import SharedPromptMethod
+
+
+class CoOp(SharedPromptMethod):
+    """CoOp (Zhou et al., IJCV 2022): one learned prompt for every image, trained on the source domains pooled."""
+
+    rank = 20  # the SPG paper's table: zero-shot, linear probe, CoOp, CoCoOp, DPL, VP, VPT, MaPLe, SPG
+
+    def __init__(self, learner: str = "coop"):
+        super().__init__(learner)

@@ -1,0 +1,37 @@
+"""Zero-shot CLIP: the hand-written prompt as a prompt learner that learns nothing, and as a method."""
+
+from promptgen.methods import SharedPromptMethod
+from promptgen.prompts import phrase_embedding
+from promptgen.values import PromptLabel
+
+
+class ZeroShotPrompt:
+    """Zero-shot CLIP: the words of a phrase ("a photo of a") as the context, learned from nothing."""
+
+    def __init__(self, ctx_init: str = "a photo of a"):
+        self.ctx_init = ctx_init
+
+    def fit(self, backbone, class_names, train, val, domain) -> PromptLabel:
+        return PromptLabel(
+            ctx=phrase_embedding(backbone, self.ctx_init).float().cpu(),
+            fingerprint=backbone.fingerprint,
+            domain=domain,
+            class_names=tuple(class_names),
+            metadata={"learner": "zeroshot", "ctx_init": self.ctx_init},
+        )
+
+
+class ZeroShot(SharedPromptMethod):
+    """Zero-shot CLIP: the hand-written prompt "a photo of a {class}." for every image; learns nothing."""
+
+    rank = 0  # first row of the tables, as in the SPG paper
+    deterministic = True  # no seed changes it: benchmark sweeps run it once
+
+    def __init__(self, learner: str = "zeroshot"):
+        super().__init__(learner)
+
+    def fit(self, run) -> dict:
+        # A hand-written prompt reads no training data: no training features are computed.
+        with run.timed("stage1"):
+            self.label = run.create("prompt_learner", self.learner).fit(run.backbone, run.classes, None, None, "all")
+        return {}

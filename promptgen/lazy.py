@@ -1,0 +1,109 @@
+"""Lazy factories: register a component by the dotted path of its class, imported when first used.
+
+A plugin's module is imported whenever promptgen loads its plugins -- for ``promptgen --help``,
+``promptgen plugins`` and the name checks of every command. A plugin whose ``__init__`` imports its
+classes makes all of that pay for torch and open_clip (seconds and ~800 MB). Registering
+``lazy("my_plugin.generator:MyGenerator")`` instead keeps the import for the first time the
+component is built, its options are read or one of its attributes is asked for. Its description
+(the first line of the docstring) is read from the source without importing it.
+
+    @promptgen.hookimpl
+    def register_generators(register):
+        register("my-generator", lazy("my_plugin.generator:MyGenerator"))
+
+Keywords fix arguments, like ``functools.partial``: ``lazy("promptgen_spg.method:SPG", generator="cgan")``.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib
+import importlib.util
+from typing import Any
+
+from promptgen.errors import PluginError
+
+
+class LazyFactory:
+    """A factory known by ``"package.module:Attribute"``; the module is imported on first use."""
+
+    def __init__(self, target: str, **keywords: Any):
+        module, _, attribute = target.partition(":")
+        if not module or not attribute:
+            raise PluginError(f"lazy factory {target!r}: expected 'package.module:Attribute'")
+        self.target, self.keywords = target, keywords
+
+    def resolve(self) -> Any:
+        """The factory itself: the imported attribute, as a functools.partial when keywords are fixed."""
+        found = _import(self.target)
+        return functools.partial(found, **self.keywords) if self.keywords else found
+
+    def __call__(self, *args: Any, **options: Any) -> Any:
+        return self.resolve()(*args, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for what the instance lacks (presets, rank, classes, unsupported...): the class answers.
+        if name.startswith("__") or name in ("target", "keywords"):
+            raise AttributeError(name)
+        return getattr(_import(self.target), name)
+
+    @property
+    def description(self) -> str:
+        """The first line of the target's docstring, read from its source file (nothing imported)."""
+        return _docstring_line(self.target)
+
+    def __reduce__(self):  # pickles by name (process pools, Ray tasks), with what was set on it
+        return _rebuild, (self.target, self.keywords, {k: v for k, v in vars(self).items()
+                                                       if k not in ("target", "keywords")})
+
+    def __repr__(self) -> str:
+        fixed = "".join(f", {key}={value!r}" for key, value in self.keywords.items())
+        return f"lazy({self.target!r}{fixed})"
+
+
+def lazy(target: str, **keywords: Any) -> LazyFactory:
+    """A factory for ``register(name, ...)`` that imports ``target`` ("package.module:Attribute") when first used."""
+    return LazyFactory(target, **keywords)
+
+
+def resolve(factory: Any) -> Any:
+    """``factory`` itself, or what a lazy one stands for."""
+    return factory.resolve() if isinstance(factory, LazyFactory) else factory
+
+
+def _rebuild(target: str, keywords: dict, attributes: dict) -> LazyFactory:
+    factory = LazyFactory(target, **keywords)
+    vars(factory).update(attributes)
+    return factory
+
+
+@functools.cache
+def _import(target: str) -> Any:
+    module_name, _, attribute = target.partition(":")
+    try:
+        found = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as error:
+        raise PluginError(f"lazy factory {target!r} cannot be loaded: {type(error).__name__}: {error}") from error
+    return found
+
+
+@functools.cache
+def _docstring_line(target: str) -> str:
+    module_name, _, attribute = target.partition(":")
+    try:
+        spec = importlib.util.find_spec(module_name)
+        source = open(spec.origin, encoding="utf-8").read() if spec and spec.origin else ""
+        tree = ast.parse(source)
+    except (ImportError, OSError, SyntaxError, ValueError):
+        return ""
+    node: Any = tree
+    for part in attribute.split("."):
+        node = next((child for child in getattr(node, "body", ())
+                     if isinstance(child, (ast.ClassDef, ast.FunctionDef)) and child.name == part), None)
+        if node is None:
+            return ""
+    doc = (ast.get_docstring(node) or "").strip()
+    return doc.splitlines()[0] if doc else ""
