@@ -2,11 +2,12 @@
 
 Output directory (``--out``, default results/<suite>/):
   records/<job id>.json   one per job: status, accuracy per target, val accuracy, stage times, versions
-  runs/<job id>/          the engine's run directory (prompt labels, generator, metrics)
+  runs/<job id>/          the engine's run directory (prompt labels, generator, metrics, curves.png)
   table.md, table.csv     rows = methods, columns = domains + avg, mean ± std over seeds
   table.png               bars per domain, error bars = std over seeds
   methods.md              per method: seed stability, stage II time, generator quality (FID, KID, P/R, diversity)
   domain_gap.md           FID and KID between the image features of every pair of domains
+  index.html              all of the above on one self-contained page (benchmarks.report)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from benchmarks.records import Job
 from benchmarks.suites import Suite
 from benchmarks.tables import Table, accuracy_table
 from promptgen.cache import FeatureCache
+from promptgen.curves import TENSORBOARD_DIR, write_tensorboard
 from promptgen.device import resolve_device
 from promptgen.engine import build_dataset, run
 from promptgen.presets import resolve_preset
@@ -41,6 +43,7 @@ class JobRunner:
     cache_dir: str | None = None
     progress: bool = True
     device: str | None = None
+    log: str | None = None  # "tensorboard": also each run's curves as TensorBoard events
 
     def __call__(self, job: Job) -> dict:
         config = attrs.evolve(job.config, cache_dir=self.cache_dir)
@@ -48,6 +51,8 @@ class JobRunner:
             config = attrs.evolve(config, backbone=attrs.evolve(config.backbone, device=self.device))
         run_dir = self.out / "runs" / job.id
         metrics = run(config, run_dir, progress=self.progress, force=True)  # a job run again replaces its run
+        if self.log == "tensorboard":
+            write_tensorboard(run_dir, run_dir / TENSORBOARD_DIR)
         return {**metrics, "run_dir": str(run_dir)}
 
 

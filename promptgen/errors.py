@@ -54,13 +54,17 @@ class GeneratorError(PromptgenError):
     """A component produced output that breaks its contract (e.g. a generator's prompts are NaN or misshapen)."""
 
 
+class MissingDependencyError(PromptgenError, ImportError):
+    """An optional package that a feature needs is not installed; the message says what to install."""
+
+
 class RunDirectoryError(PromptgenError):
     """A run directory is incomplete, mixed from two runs, or cannot be written."""
 
 
 # Exit codes: bad input the user can fix in the command or its files, and failures of the run itself.
 BAD_INPUT, FAILURE, INTERRUPTED = 2, 1, 130
-_BAD_INPUT_TYPES = (ConfigError, PluginError, BackboneLoadError, DatasetError)
+_BAD_INPUT_TYPES = (ConfigError, PluginError, BackboneLoadError, DatasetError, MissingDependencyError)
 
 _OS_ERRORS = {  # errno name -> how to say it
     "ENOSPC": "no space left on the disk holding {path}: free some space, or write elsewhere (--out, --cache-dir)",

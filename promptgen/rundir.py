@@ -5,6 +5,7 @@
     <method files> whatever the method's ``save`` writes (prompt labels, generator, ...)
     metrics.json   accuracies, stage seconds, sizes, the method's fit report, generator quality, versions
     history.json   the per-epoch history of the method's fit report, when it has one
+    curves.png     those per-epoch losses and accuracies plotted (promptgen.curves), when the run has any
     manifest.json  the run's id and every other file's size and hash: written last
 
 A run writes into a temporary directory beside its ``--out`` (``.<name>.partial-<pid>-...``) and
@@ -17,12 +18,14 @@ against its manifest before it is read. Every JSON file is written atomically an
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
 
+from promptgen import curves
 from promptgen.config import RunConfig, from_dict
 from promptgen.errors import ConfigError, PromptgenError, RunDirectoryError
 from promptgen.files import read_json, write_json
@@ -160,6 +163,10 @@ def write_metrics(out: Path, metrics: dict, history) -> None:
     write_json(out / METRICS, metrics)
     if history is not None:
         write_json(out / HISTORY, history)
+    try:  # curves.png is only a view of the files above: a plot that fails must not lose the run
+        curves.plot_curves(out)
+    except Exception as error:
+        logging.getLogger(__name__).warning("%s: could not plot the training curves: %s", out, error)
 
 
 def load_config(run_dir: Path) -> RunConfig:
