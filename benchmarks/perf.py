@@ -14,6 +14,8 @@
   cache        reading features from the LMDB cache vs indexing the same features in memory
   precision    zero-shot scoring of a batch of images (image encoder + class texts) in fp32 vs bf16
                autocast, with the largest logit difference and the share of equal predictions
+  startup      a `promptgen` command (--help, plugins) vs `python -c "import torch"`, each a new
+               interpreter: a ratio above 1 is a CLI that starts faster than torch alone imports
 
 Every arm runs in a fresh process, so its peak RSS (which includes the backbone and the dataset that
 both arms load) is its own. Arms are timed after a warm-up; rates are per second.
@@ -24,6 +26,8 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import resource
+import subprocess
+import sys
 import time
 
 import torch
@@ -38,10 +42,11 @@ from promptgen.prompts import PromptAssembler
 from promptgen.registry import default_registry
 from promptgen.values import PromptLabel
 
-MEASUREMENTS = ("stage2", "inference", "prefix", "coop-step", "extraction", "cache", "precision")
-DEFAULTS = {"dataset": defaults.DATASET, "target": None, "stage2_steps": 30, "batch_size": 32,
+MEASUREMENTS = ("stage2", "inference", "prefix", "coop-step", "extraction", "cache", "precision", "startup")
+DEFAULTS = {"dataset": defaults.DATASET, "target": None, "stage2_steps": 30, "stage2_images": None, "batch_size": 32,
             "generator": defaults.PERF_GENERATOR, "class_names_from": defaults.PERF_CLASS_NAMES,
             "inference_images": 64, "classes": [10, 345], "coop_steps": 3, "extraction_images": 512, "extraction_workers": [0], "cache_dir": None,
+            "startup_commands": ["--help", "plugins"],
             "fresh_processes": True}  # False: arms share this process (quick checks; peak RSS is then shared too)
 
 
@@ -117,6 +122,8 @@ def _timed(fn, repeats: int = 1) -> float:
 
 def _stage2(settings: dict, arm: str) -> dict:
     backbone, dataset, samples = _setup(settings)
+    # the cached arm needs these images' features in the cache first: a few hundred keep ViT-B-16 on a CPU short
+    samples = samples[: settings["stage2_images"]] if settings["stage2_images"] else samples
     with FeatureCache(settings["cache_dir"]) as cache:
         cached = cache.get(backbone, dataset, settings["dataset"], samples, train=True, views=1, progress=False)
     labels = [PromptLabel(ctx=0.02 * torch.randn(4, backbone.ctx_dim), fingerprint=backbone.fingerprint,
@@ -232,26 +239,51 @@ def _precision(settings: dict, arm: str) -> dict:
     return {"rate": len(samples) / seconds, "unit": "images/s", "logits": score().float().cpu().numpy()}
 
 
+# The interpreter reports its own peak RSS as it exits, as VmHWM (per address space, so new at exec):
+# getrusage's ru_maxrss, its own or as a child, would count the pages this torch-loaded process shared
+# with it between fork and exec.
+REPORT_PEAK = ("import atexit, sys; atexit.register(lambda: sys.stderr.write('peak_kb=%s\\n' % "
+                "[l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])); ")
+
+
+def _startup(settings: dict, arm: str, command: str) -> dict:
+    """Best of 3 wall times of a new interpreter running ``arm``, and its peak RSS."""
+    code = "import torch" if arm == "import torch" else \
+        f"sys.argv = ['promptgen', *{command.split()!r}]; import runpy; runpy.run_module('promptgen', run_name='__main__')"
+    times, peaks = [], []
+    for _ in range(3):
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", REPORT_PEAK + code], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        times.append(time.perf_counter() - start)
+        if done.returncode != 0:
+            raise RuntimeError(f"perf startup: {arm} {command} failed: {done.stderr[-500:]}")
+        peaks.append(int(done.stderr.rsplit("peak_kb=", 1)[1].split()[0]) / 1024)
+    return {"rate": 1 / min(times), "unit": "starts/s", "peak_rss_mb": max(peaks)}
+
+
 def _arm(measurement: str, arm: str, settings: dict, variant: int | None) -> dict:
     """One arm, in its own process: its rate and the process's peak RSS."""
     torch.set_num_threads(settings.get("threads") or torch.get_num_threads())
     run = {"stage2": _stage2, "cache": _cache, "precision": _precision}.get(measurement)
-    varied = {"coop-step": _coop_step, "inference": _inference, "prefix": _inference, "extraction": _extraction}
+    varied = {"coop-step": _coop_step, "inference": _inference, "prefix": _inference, "extraction": _extraction,
+              "startup": _startup}
     result = run(settings, arm) if run else varied[measurement](settings, arm, variant)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    result.setdefault("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # kB on Linux
     if torch.cuda.is_available():
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
 
 
-VARIANTS = {"classes": ("inference", "prefix", "coop-step"), "extraction_workers": ("extraction",)}
-LABELS = {"classes": "classes", "extraction_workers": "loader workers"}
+VARIANTS = {"classes": ("inference", "prefix", "coop-step"), "extraction_workers": ("extraction",),
+            "startup_commands": ("startup",)}
+LABELS = {"classes": "classes", "extraction_workers": "loader workers", "startup_commands": ""}
 
 
 def _variants(settings: dict, measurement: str) -> list:
     for key, measurements in VARIANTS.items():
         if measurement in measurements:
-            return [(value, f"{value} {LABELS[key]}") for value in settings[key]]
+            return [(value, f"{value} {LABELS[key]}".strip()) for value in settings[key]]
     return [(None, None)]
 ARMS = {  # measurement -> (baseline arm, faster arm)
     "stage2": ("recomputed", "cached"),
@@ -261,6 +293,7 @@ ARMS = {  # measurement -> (baseline arm, faster arm)
     "extraction": ("pipeline", "encoder only"),
     "cache": ("lmdb", "in-memory"),
     "precision": ("fp32", "bf16"),
+    "startup": ("import torch", "promptgen"),
 }
 
 

@@ -16,11 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import method_costs, perf, protocols, stability, suites, sweep
+from benchmarks import method_costs, perf, protocols, report, scale, stability, suites, sweep
 from benchmarks.records import RecordStore, run_jobs
 from promptgen import defaults
-from promptgen.cli import (Parser, add_set_argument, merge_overrides, parse_settings, run_command, setup_logging,
+from promptgen.cli import (Parser, add_log_argument, add_set_argument, merge_overrides, parse_settings, run_command, setup_logging,
                            warn_about_plugins)
+from promptgen.curves import require_tensorboard
 from promptgen.errors import ConfigError, PromptgenError
 from promptgen.files import write_json, write_text
 from promptgen.presets import PRESET_CHOICES
@@ -63,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "counts, options, estimated cost); run and write nothing")
     where.add_argument("--domain-gap", action="store_true", help="also the domain-gap table: FID/KID between the "
                        "image features of every pair of domains (up to 500 test images per domain)")
-    where.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_log_argument(where)
+    where.add_argument("--quiet", action="store_true", help="no progress bars; errors only")
+    where.add_argument("-v", "--verbose", action="store_true", help="also log progress notes (INFO)")
     where.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return parser
 
@@ -166,8 +169,10 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
         print(f"suite {suite.name}: {len(jobs)} jobs, {len(mine) - len(pending)} already done, "
               f"running {len(pending)} with the {args.launcher} launcher", flush=True)
         # Within-job progress bars only when jobs run one at a time in this process.
+        if args.log == "tensorboard":
+            require_tensorboard()  # before the sweep, not after its first job
         runner = sweep.JobRunner(out, args.cache_dir, progress=not args.quiet and args.launcher == defaults.LAUNCHER,
-                                 device=rank_device(suite))
+                                 device=rank_device(suite), log=args.log)
         run_jobs(pending, runner, store, force=True, launcher=launcher(args, registry))
     records = store.records(jobs)
     table = sweep.suite_table(suite, jobs, records)
@@ -273,15 +278,16 @@ def run_suite(args) -> int:
         print(f"dry run: perf suite {suite.name}: settings {json.dumps(suite.perf)}; backbone "
               f"{json.dumps(suite.template.get('backbone', {}))}; outputs under {out}")
         return 0
-    text, summary = (run_perf if suite.kind == "perf" else run_accuracy)(args, suite, out)
+    text, summary = {"perf": run_perf, "scale": scale.run}.get(suite.kind, run_accuracy)(args, suite, out)
     if summary.get("dry_run"):
         print(text)
         return 0
     seconds = time.perf_counter() - start
     write_text(out / "table.md", text + "\n")
     write_json(out / "summary.json", {**summary, "seconds": round(seconds, 1)})
+    report.write_report(out)
     print("\n" + text)
-    print(f"\nwrote {out}/table.md, table.csv{', table.png' if (out / 'table.png').exists() else ''} "
+    print(f"\nwrote {out}/table.md, table.csv{', table.png' if (out / 'table.png').exists() else ''}, index.html "
           f"and records/ ({seconds:.0f} s)")
     return 1 if summary.get("failed") else 0
 
@@ -293,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         list_suites()
         return 0
-    setup_logging(quiet=args.quiet)
+    setup_logging(quiet=args.quiet, verbose=args.verbose)
     warn_about_plugins()
     return run_command("benchmarks.run", run_suite, args, debug=debug)
 

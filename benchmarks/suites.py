@@ -2,7 +2,8 @@
 
 A suite file has suite keys (what to sweep) and a run template (how each run is set up):
 
-    description = "..."            # suite keys: description, kind, protocol, targets, methods, seeds, prepare, perf, stability
+    description = "..."            # suite keys: description, kind, protocol, targets, methods, seeds, prepare,
+                                   # perf, scale, stability
     protocol = "multi-source"
     methods = ["all"]
     seeds = [0, 1, 2]
@@ -35,8 +36,9 @@ else:  # pragma: no cover - Python 3.10
 
 SUITES_DIR = Path(__file__).parent / "suites"
 PROTOCOLS = ("multi-source", "single-source", "cross-dataset")
-KINDS = ("accuracy", "perf")
-SUITE_KEYS = ("description", "kind", "protocol", "targets", "methods", "seeds", "prepare", "perf", "stability")
+KINDS = ("accuracy", "perf", "scale")
+SUITE_KEYS = ("description", "kind", "protocol", "targets", "methods", "seeds", "prepare", "perf", "scale",
+              "stability")
 # RunConfig fields a suite sets once for all its runs; the protocol, methods and seeds set the others.
 TEMPLATE_KEYS = ("dataset", "target_dataset", "backbone", "preset", "views", "overrides", "data_root", "num_workers")
 
@@ -54,6 +56,7 @@ class Suite:
     seeds: tuple[int, ...] = (0,)
     prepare: str | None = None  # how to get the data, shown when data_root is missing
     perf: dict = attrs.field(factory=dict)  # kind = "perf": the measurements' settings
+    scale: dict = attrs.field(factory=dict)  # kind = "scale": the generated tree (benchmarks.scale)
     stability: bool = False  # the stability study of generated prompts (benchmarks.stability) after the sweep
 
     def run_config(self, **fields) -> RunConfig:
@@ -145,16 +148,17 @@ def parse(values: dict, path: Path) -> Suite:
     seeds = values.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(type(s) is int and s >= 0 for s in seeds):
         fail("seeds", f"must be a non-empty list of integers >= 0, got {seeds!r}")
-    perf = values.get("perf", {})
-    if not isinstance(perf, dict):
-        fail("perf", "must be a table")
+    perf, scale = values.get("perf", {}), values.get("scale", {})
+    for key, table in (("perf", perf), ("scale", scale)):
+        if not isinstance(table, dict):
+            fail(key, "must be a table")
     stability = values.get("stability", False)
     if not isinstance(stability, bool):
         fail("stability", f"must be true or false, got {stability!r}")
     template = {key: values[key] for key in TEMPLATE_KEYS if key in values}
     suite = Suite(name=path.stem, path=path, description=text("description", optional=False), template=template,
                   kind=kind, protocol=protocol, targets=names("targets"), methods=names("methods") or ("all",),
-                  seeds=tuple(seeds), prepare=text("prepare"), perf=perf,
+                  seeds=tuple(seeds), prepare=text("prepare"), perf=perf, scale=scale,
                   stability=stability)
     check_template(suite)
     return suite

@@ -33,11 +33,11 @@ def train_prompts(module: torch.nn.Module, *, batches: Callable[[], Iterable[Any
     """Train ``module``'s parameters; leave it in its best epoch's state (eval mode).
 
     batches() gives one epoch's batches (``steps`` of them); loss(batch) their loss; score() the
-    epoch's score. Returns {"best_epoch", "score", "history"}.
+    epoch's score. Returns {"best_epoch", "score", "history", "steps"} (steps: optimizer steps taken).
     """
     optimizer = torch.optim.SGD(module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     best = {"score": float("-inf"), "epoch": -1, "state": copy.deepcopy(module.state_dict())}
-    history = []
+    history, taken = [], 0
     bar = tqdm(total=epochs * steps, desc=desc, unit="step", disable=not progress, leave=False)
     for epoch in range(epochs):
         for group in optimizer.param_groups:
@@ -50,6 +50,7 @@ def train_prompts(module: torch.nn.Module, *, batches: Callable[[], Iterable[Any
             value.backward()
             optimizer.step()
             losses.append(value.item())
+            taken += 1
             bar.update()
             bar.set_postfix(epoch=epoch, loss=f"{value.item():.3f}")
         module.eval()
@@ -62,7 +63,7 @@ def train_prompts(module: torch.nn.Module, *, batches: Callable[[], Iterable[Any
     bar.close()
     module.load_state_dict(best["state"])
     module.eval()
-    return {"best_epoch": best["epoch"], "score": best["score"], "history": history}
+    return {"best_epoch": best["epoch"], "score": best["score"], "history": history, "steps": taken}
 
 
 class _Context(torch.nn.Module):

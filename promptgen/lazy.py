@@ -11,7 +11,7 @@ component is built, its options are read or one of its attributes is asked for. 
     def register_generators(register):
         register("my-generator", lazy("my_plugin.generator:MyGenerator"))
 
-Keywords fix arguments, like ``functools.partial``: ``lazy("promptgen_spg.method:SPG", generator="cgan")``.
+Keywords fix arguments, like ``functools.partial``: ``lazy("my_plugin.method:MyMethod", generator="my-generator")``.
 """
 
 from __future__ import annotations

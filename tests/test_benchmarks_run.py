@@ -227,8 +227,10 @@ def test_perf_suite_reports_each_ratio(tmp_path):
     rows = json.loads((tmp_path / "out" / "records" / "perf.json").read_text())["rows"]
     assert [row["measurement"] for row in rows] == ["stage2", "inference (3 classes)", "prefix (3 classes)",
                                                     "coop-step (3 classes)", "extraction (0 loader workers)", "cache",
-                                                    "precision"]
-    assert 0 <= rows[-1]["same_predictions"] <= 1
+                                                    "precision", "startup (--help)", "startup (plugins)"]
+    assert 0 <= rows[6]["same_predictions"] <= 1
+    for row in rows[7:]:  # a new interpreter each: `import torch` holds torch; `promptgen --help` must not
+        assert row["unit"] == "starts/s" and row["fast_rss_mb"] < row["baseline_rss_mb"] / 3
     for row in rows:
         assert row["ratio"] == pytest.approx(row["fast_rate"] / row["baseline_rate"]) and row["ratio"] > 0
     assert rows[1]["max_logit_diff"] <= 1e-3 and rows[2]["max_logit_diff"] <= 1e-4  # the same logits
@@ -440,3 +442,36 @@ def test_two_spg_methods_in_one_sweep_train_stage_i_once(tmp_path):
     for domain in first["fit"]["stage1"]:
         a, b = (Path(records[m]["run_dir"]) / "prompt_labels" / f"{domain}.safetensors" for m in ("spg-cgan", "spg-cvae"))
         assert a.read_bytes() == b.read_bytes()
+
+
+def _tiny_scale_suite(tmp_path: Path) -> Path:
+    """The shipped domainnet-scale suite with 2 images per class and domain (4,140 images) and half for val."""
+    text = (suites.SUITES_DIR / "domainnet-scale.toml").read_text()
+    text = text.replace("per_class = 12", "per_class = 2").replace("val_fraction = 0.05", "val_fraction = 0.5")
+    path = tmp_path / "tiny-scale.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.slow
+def test_the_scale_suite_runs_every_stage_on_a_generated_tree_and_projects_the_real_dataset(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run.main(["--suite", str(_tiny_scale_suite(tmp_path)), "--out", str(out), "--quiet"]) == 0
+    table = (out / "table.md").read_text()
+    for stage in ("generate the tree", "data info", "cache extract", "train: stage1", "train: test"):
+        assert f"| {stage} |" in table, table
+    record = json.loads((out / "records" / "scale.json").read_text())
+    assert record["tree"]["files"] == 6 * 345 * 2
+    assert record["sizes"]["test/sketch"] == 345 * 2  # the full held-out domain, every class folder found
+    assert all(rate > 0 for rate in record["rates"].values())
+    real = sum(suites.load(str(_tiny_scale_suite(tmp_path))).scale["sizes"].values())
+    for projection in record["projection"].values():  # the real dataset's work, at the measured rates
+        assert projection["extracted_images"] >= real and projection["inference_s"] > 0
+    assert (out / "index.html").exists() and (out / "runs" / "spg-cgan-sketch" / "metrics.json").exists()
+
+
+def test_a_scale_suite_names_what_it_lacks(tmp_path):
+    path = _tiny_scale_suite(tmp_path)
+    path.write_text(path.read_text().replace('dir_name = "domain_net"', 'dir_nam = "domain_net"'))
+    with pytest.raises(ConfigError, match=r"scale: unknown key\(s\) \['dir_nam'\]"):
+        run.main(["--suite", str(path), "--out", str(tmp_path / "out"), "--debug"])

@@ -77,6 +77,6 @@ class CoOpPrompt:
             domain=domain,
             class_names=tuple(class_names),
             metadata={"learner": self.name, "val_accuracy": result["score"], "best_epoch": result["best_epoch"],
-                      "selected_on": result["selected_on"], "config": {**o, "n_ctx": n_ctx},
+                      "selected_on": result["selected_on"], "steps": result["steps"], "config": {**o, "n_ctx": n_ctx},
                       "history": result["history"]},
         )

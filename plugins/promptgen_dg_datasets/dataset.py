@@ -58,10 +58,11 @@ class FolderTreeDataset:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         # A dataset whose classes are fixed is known by them before any data is read (e.g. the perf
-        # suite's realistic class names); instances set the same tuple again.
+        # suite's realistic class names, the scale suite's folders); instances set the same tuples again.
         if cls.spec is not None and cls.spec.class_folders is not None:
             cls.domains = tuple(domain for domain, _ in cls.spec.domains)
-            cls.classes = tuple(cls.spec.prompt_name(folder) for folder in sorted(cls.spec.class_folders))
+            cls.class_folders = tuple(sorted(cls.spec.class_folders))
+            cls.classes = tuple(cls.spec.prompt_name(folder) for folder in cls.class_folders)
 
     def __init__(self, root=None, seed: int = 0, *, val_fraction: float = 0.2, bad_images: str = "fail",
                  check_images: bool = True, content_hash: bool = False, progress: bool = True,
