@@ -246,20 +246,29 @@ REPORT_PEAK = ("import atexit, sys; atexit.register(lambda: sys.stderr.write('pe
                 "[l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])); ")
 
 
+def promptgen_code(argv: list[str]) -> str:
+    """Python source that runs ``promptgen argv`` as the console script would."""
+    return f"sys.argv = ['promptgen', *{argv!r}]; import runpy; runpy.run_module('promptgen', run_name='__main__')"
+
+
+def measured_interpreter(code: str, what: str) -> dict:
+    """Run ``code`` in a new interpreter: {"seconds", "peak_rss_mb", "stdout"}; a failure names ``what``."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", REPORT_PEAK + code], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise ConfigError(f"{what} failed ({done.returncode}): {done.stderr[-3000:]}")
+    return {"seconds": seconds, "peak_rss_mb": int(done.stderr.rsplit("peak_kb=", 1)[1].split()[0]) / 1024,
+            "stdout": done.stdout}
+
+
 def _startup(settings: dict, arm: str, command: str) -> dict:
     """Best of 3 wall times of a new interpreter running ``arm``, and its peak RSS."""
-    code = "import torch" if arm == "import torch" else \
-        f"sys.argv = ['promptgen', *{command.split()!r}]; import runpy; runpy.run_module('promptgen', run_name='__main__')"
-    times, peaks = [], []
-    for _ in range(3):
-        start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", REPORT_PEAK + code], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-        times.append(time.perf_counter() - start)
-        if done.returncode != 0:
-            raise RuntimeError(f"perf startup: {arm} {command} failed: {done.stderr[-500:]}")
-        peaks.append(int(done.stderr.rsplit("peak_kb=", 1)[1].split()[0]) / 1024)
-    return {"rate": 1 / min(times), "unit": "starts/s", "peak_rss_mb": max(peaks)}
+    code = "import torch" if arm == "import torch" else promptgen_code(command.split())
+    runs = [measured_interpreter(code, f"perf startup: {arm} {command}") for _ in range(3)]
+    return {"rate": 1 / min(r["seconds"] for r in runs), "unit": "starts/s",
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
 
 
 def _arm(measurement: str, arm: str, settings: dict, variant: int | None) -> dict:

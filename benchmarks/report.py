@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import re
 from pathlib import Path
 from urllib.parse import quote
 
 from promptgen.curves import PNG as CURVES
-from promptgen.files import write_text
+from promptgen.files import read_json_or_none, write_text
 
 TABLES = ("table.md", "methods.md", "stability.md", "domain_gap.md")
 FIRST_PLOTS = ("table.png", "stability.png")
@@ -48,7 +47,7 @@ window.addEventListener("load", function () {
 def write_report(out: Path) -> Path:
     """Write ``<out>/index.html`` from the outputs in ``out``; returns its path."""
     out = Path(out)
-    summary = _json(out / "summary.json")
+    summary = read_json_or_none(out / "summary.json")
     summary = summary if isinstance(summary, dict) else {}
     title = str(summary.get("suite") or out.name)
     body = [f"<h1>{_e(title)}</h1>"]
@@ -70,13 +69,6 @@ def write_report(out: Path) -> Path:
 
 def _e(text) -> str:
     return html.escape(str(text), quote=True)
-
-
-def _json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 # --- the tables: the pipe tables the project writes, with the title lines above them --------------------------------
@@ -182,7 +174,7 @@ def _plots(out: Path) -> list[str]:
 
 def _records(out: Path) -> list[dict]:
     """Job records (records/<id>.json with a job), in the table's method order; perf suites have none."""
-    records = [r for r in map(_json, sorted((out / "records").glob("*.json")))
+    records = [r for r in map(read_json_or_none, sorted((out / "records").glob("*.json")))
                if isinstance(r, dict) and isinstance(r.get("job"), dict) and r["job"].get("id")]
     order = []
     csv = out / "table.csv"

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.perf import REPORT_PEAK
+from benchmarks.perf import measured_interpreter, promptgen_code
 from promptgen.errors import ConfigError
-from promptgen.files import write_json, write_text
+from promptgen.files import write_json
 from promptgen.registry import default_registry
 
 SETTINGS = {"per_class": 12, "image_size": 32, "dir_name": None, "sizes": None, "val_fraction": 0.2,
@@ -76,14 +74,8 @@ def generate(root: Path, classes, domains, per_class: int, size: int) -> dict:
 
 def command(argv: list[str]) -> dict:
     """``promptgen argv`` in a new interpreter: its wall time and peak RSS (VmHWM, as benchmarks.perf)."""
-    code = REPORT_PEAK + (f"sys.argv = ['promptgen', *{argv!r}]; import runpy; "
-                          f"runpy.run_module('promptgen', run_name='__main__')")
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise ConfigError(f"scale: promptgen {' '.join(argv)} failed ({done.returncode}): {done.stderr[-3000:]}")
-    return {"seconds": seconds, "peak_rss_mb": int(done.stderr.rsplit("peak_kb=", 1)[1].split()[0]) / 1024}
+    measured = measured_interpreter(promptgen_code(argv), f"scale: promptgen {' '.join(argv)}")
+    return {"seconds": measured["seconds"], "peak_rss_mb": measured["peak_rss_mb"]}
 
 
 def size_of(path: Path) -> int:

@@ -9,11 +9,11 @@ Rows that carry a "path" key (two training paths logged in one list) are split i
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from promptgen.errors import MissingDependencyError
+from promptgen.files import read_json_or_none
 
 PNG = "curves.png"
 X = "epoch"
@@ -28,21 +28,13 @@ def curve_sets(run_dir: str | Path) -> dict[str, list[dict]]:
     """
     run_dir = Path(run_dir)
     sets: dict[str, list[dict]] = {}
-    history = _read(run_dir / "history.json")
+    history = read_json_or_none(run_dir / "history.json")  # missing or damaged: no curves
     if isinstance(history, list):
         _add(sets, "fit", history)
-    metrics = _read(run_dir / "metrics.json")
+    metrics = read_json_or_none(run_dir / "metrics.json")
     if isinstance(metrics, dict):
         _walk(metrics.get("fit"), [], sets)
     return sets
-
-
-def _read(path: Path):
-    # A missing or damaged file means no curves, not a failed run: the curves are only a view of the run.
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _walk(value, keys: list[str], sets: dict) -> None:

@@ -53,6 +53,15 @@ def write_json(path: str | Path, value: Any) -> Path:
     return write_text(path, dumps(value, indent=2, default=str) + "\n")
 
 
+def read_json_or_none(path: str | Path) -> Any:
+    """The JSON in ``path``, or None when it is missing, unreadable or not JSON: for views of a run (its
+    curves, a report page) that show what is there rather than fail the run."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def read_json(path: str | Path, what: str = "file") -> Any:
     """The JSON in ``path``; a PromptgenError naming the file when it is missing, empty or not JSON."""
     path = Path(path)
