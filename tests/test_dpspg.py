@@ -11,6 +11,7 @@ import torch
 from promptgen import cli
 from promptgen.config import RunConfig
 from promptgen.engine import evaluate_run, run
+from promptgen.prompts import phrase_embedding
 from promptgen.registry import load_registry
 from promptgen.values import FeatureSet
 
@@ -31,28 +32,42 @@ def test_the_plugin_registers_its_parts_through_the_hooks():
     assert REGISTRY.get("generator", "transformer").plugin == "dpspg"
 
 
-def test_the_negative_learner_lowers_its_loss_and_scores_by_the_class_it_matches_least(tiny_backbone):
-    """A toy problem: each image feature is its class's text feature plus noise. The BCE against the
-    complementary labels falls; whether the learned context then ranks the true class *last* depends on
-    the text encoder understanding "without" (a shared context shifts every class's logit alike), which
-    random weights do not: that is measured in the notes, not asserted here."""
+def test_the_negative_learner_learns_to_rank_the_true_class_last_on_a_toy_problem(tiny_backbone):
+    """A toy problem: each image feature is its class's text feature plus noise, so the initial
+    "a photo without a" ranks the true class *first* (a random text encoder does not know "without").
+    The BCE against the complementary labels must fall and the learned context must rank the true class
+    last on images it never saw (chance: 1 in 5). It takes a small step and many epochs: with lr 0.02 the
+    context only shifts every logit alike (measured: the argmin accuracy stays at 0.00-0.20)."""
+    from promptgen.evaluate import prompt_logits
+    from promptgen.prompts import PromptAssembler
     from promptgen_dpspg.negative import NegativeCoOp
 
     classes = ["cat", "dog", "bird", "fish", "frog"]
-    g = torch.Generator().manual_seed(0)
     text = tiny_backbone.encode_text([f"a photo of a {name}." for name in classes])
-    labels = torch.arange(200) % len(classes)
-    features = torch.nn.functional.normalize(text[labels] + 0.05 * torch.randn(200, text.shape[1], generator=g), dim=1)
-    train = FeatureSet(features, labels, torch.zeros(200, dtype=torch.long))
-    label = NegativeCoOp(epochs=6, warmup_epochs=0, lr=0.2, progress=False).fit(tiny_backbone, classes, train, None,
-                                                                               "toy")
+
+    def images(n: int, seed: int) -> FeatureSet:
+        g = torch.Generator().manual_seed(seed)
+        labels = torch.arange(n) % len(classes)
+        noisy = text[labels] + 0.05 * torch.randn(n, text.shape[1], generator=g)
+        return FeatureSet(torch.nn.functional.normalize(noisy, dim=1), labels, torch.zeros(n, dtype=torch.long))
+
+    train, val, test = images(200, 0), images(200, 1), images(200, 2)
+    learner = NegativeCoOp(epochs=40, warmup_epochs=0, lr=1e-3, progress=False)
+    label = learner.fit(tiny_backbone, classes, train, val, "toy")
     history = label.metadata["history"]
-    assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
     assert label.metadata["config"]["n_ctx"] == label.n_ctx == 4  # "a photo without a"
+    assembler = PromptAssembler(tiny_backbone, classes, label.n_ctx)
+    with torch.no_grad():
+        logits = prompt_logits(tiny_backbone, assembler, label.ctx, test.features)
+        initial = prompt_logits(tiny_backbone, assembler, phrase_embedding(tiny_backbone, "a photo without a"),
+                                test.features)
+    assert NegativeCoOp.score(initial, test.labels) < 0.2  # the untrained prompt ranks the true class first
+    assert NegativeCoOp.score(logits, test.labels) > 0.5  # learned: last, 2.5x chance or better
     # the score: the class whose "not" logit is lowest is the prediction
-    logits = torch.tensor([[3.0, -1.0, 2.0], [0.5, 1.0, -2.0]])
-    assert NegativeCoOp.score(logits, torch.tensor([1, 2])) == 1.0
-    assert NegativeCoOp.score(logits, torch.tensor([0, 0])) == 0.0
+    toy = torch.tensor([[3.0, -1.0, 2.0], [0.5, 1.0, -2.0]])
+    assert NegativeCoOp.score(toy, torch.tensor([1, 2])) == 1.0
+    assert NegativeCoOp.score(toy, torch.tensor([0, 0])) == 0.0
 
 
 def test_dpspg_trains_saves_and_reloads_to_the_same_scores(tmp_path):
