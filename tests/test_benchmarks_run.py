@@ -48,9 +48,12 @@ def _zero_shot(tmp_path, domains) -> dict:
 def test_every_shipped_suite_parses():
     names = suites.available()
     assert {"default", "digits-dg", "perf", "pacs", "vlcs", "office-home", "terra-incognita", "domainnet"} <= set(names)
+    registry = default_registry()
     for name in names:
         suite = suites.load(name)
         assert suite.description and suite.kind in suites.KINDS
+        for method in set(suite.methods) - {"all"}:  # a misspelt method would fail only when the suite runs
+            registry.canonical("method", method)
 
 
 def test_list_prints_one_line_per_suite(capsys):
