@@ -112,6 +112,12 @@ def decode_entry(value, dim: int | None = None) -> tuple[int, str, np.ndarray]:
     return label, domain, np.frombuffer(value, _FLOAT16, offset=start)
 
 
+def image_fingerprint(backbone: Backbone) -> str:
+    """What keys a backbone's image features: its image tower's fingerprint where it has one (a retrained
+    text tower then changes no image feature), else the fingerprint of all its weights."""
+    return getattr(backbone, "image_fingerprint", None) or backbone.fingerprint
+
+
 class FeatureCache:
     """Image features per (backbone fingerprint, transform, view, dataset, sample) in ``<root>/features.lmdb``.
 
@@ -164,7 +170,7 @@ class FeatureCache:
         """
         if views < 1 or (not train and views != 1):
             raise ConfigError(f"FeatureCache.get: views must be >= 1, and 1 for the eval transform; got {views}")
-        fingerprint, transform = backbone.fingerprint, transform_id(backbone, train)
+        fingerprint, transform = image_fingerprint(backbone), transform_id(backbone, train)
         for what, name in (("backbone fingerprint", fingerprint), ("dataset name", dataset_name)):
             if "|" in name:
                 raise CacheError(f"feature cache: the {what} {name!r} contains '|', which separates key fields")
@@ -227,7 +233,7 @@ class FeatureCache:
 
     def _encode(self, backbone, images: SampleImages, keys, rows, out, *, batch_size, num_workers, progress, desc):
         """Encode ``images`` into ``out[rows]`` batch by batch, committing each batch in one write transaction."""
-        meta_key = META_TAG + backbone.fingerprint.encode()
+        meta_key = META_TAG + image_fingerprint(backbone).encode()
         meta = json.dumps({"embed_dim": out.shape[1]}).encode()
         start = 0
         batches = encode_batches(backbone, images, batch_size=batch_size, num_workers=num_workers, progress=progress,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import attrs
 
-from promptgen.cache import FeatureCache
+from promptgen.cache import FeatureCache, image_fingerprint
 from promptgen.config import BackboneConfig
 from promptgen.errors import ConfigError
 from promptgen.paths import cache_root
@@ -83,7 +83,7 @@ def extract(job: ExtractJob, registry=None) -> dict:
     registry = registry or default_registry()
     backbone = BackboneConfig(**job.backbone).build(registry)
     dataset = registry.create("dataset", job.dataset, root=job.data_root, **job.dataset_options)
-    root = shard_root(job, backbone.fingerprint) if job.shards > 1 else cache_root(job.cache_dir)
+    root = shard_root(job, image_fingerprint(backbone)) if job.shards > 1 else cache_root(job.cache_dir)
     features = samples = 0
     with FeatureCache(root) as cache:
         for train, views, part in _parts(dataset, job):

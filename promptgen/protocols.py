@@ -17,9 +17,14 @@ if TYPE_CHECKING:  # annotations only: checking a plugin against these imports n
 
 
 class Backbone(Protocol):
-    """A frozen CLIP-style image and text encoder."""
+    """A frozen CLIP-style image and text encoder.
 
-    fingerprint: str  # model name + hash of the weights; part of every cache key
+    Optional: ``image_fingerprint`` (model name + hash of the image tower's weights alone), which
+    keys the feature cache instead of ``fingerprint``, so that a backbone whose text tower alone was
+    retrained reuses every cached image feature.
+    """
+
+    fingerprint: str  # model name + hash of all the weights: what prompt labels and runs are tied to
     ctx_dim: int  # width of the text token embeddings (the space prompts live in)
     embed_dim: int  # width of the joint image-text feature space
     context_length: int  # maximum number of text tokens

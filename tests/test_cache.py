@@ -102,7 +102,7 @@ def test_a_full_map_grows_and_keeps_everything(tiny_backbone, tmp_path):
 
 
 def test_verify_reports_each_damaged_entry_and_get_recomputes_it(tiny_backbone, tmp_path):
-    fingerprint = tiny_backbone.fingerprint
+    fingerprint = tiny_backbone.image_fingerprint
     with FeatureCache(tmp_path) as cache:
         intact = get(cache, tiny_backbone, samples=SAMPLES[:4]).features
         assert cache.verify() == []
@@ -137,7 +137,7 @@ def test_clear_by_dataset_and_by_fingerprint_prefix(tiny_backbone, tiny_backbone
         assert {(r["fingerprint"][:15], r["dataset"]) for r in cache.info()} == {
             ("pg-tiny-vit-w64", "colors"), ("pg-tiny-vit-w12", "colors")}
         assert cache.clear(fingerprint="pg-tiny-vit-w64") == 5
-        assert [r["fingerprint"] for r in cache.info()] == [tiny_backbone_wide.fingerprint]
+        assert [r["fingerprint"] for r in cache.info()] == [tiny_backbone_wide.image_fingerprint]
         assert cache.verify() == []
 
 

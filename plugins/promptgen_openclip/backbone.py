@@ -64,6 +64,7 @@ class OpenClipBackbone:
         # Sharing a prompt prefix's work across classes is exact where truncation is (causal attention).
         self.shares_prefix = self.truncates_at_eot and prefix_supported(self.text)
         self._fingerprint: str | None = None
+        self._image_fingerprint: str | None = None
 
     def _embed_dim(self) -> int:
         projection = self.text.text_projection
@@ -77,6 +78,13 @@ class OpenClipBackbone:
         if self._fingerprint is None:
             self._fingerprint = f"{self.model_name}@{weights_hash(self.model.state_dict())}"
         return self._fingerprint
+
+    @property
+    def image_fingerprint(self) -> str:
+        """Model name + a hash of the image tower's weights: what the feature cache keys image features by."""
+        if self._image_fingerprint is None:
+            self._image_fingerprint = f"{self.model_name}@image-{weights_hash(self.model.visual.state_dict())}"
+        return self._image_fingerprint
 
     # --- images -------------------------------------------------------------------------------
 
