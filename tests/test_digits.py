@@ -123,11 +123,16 @@ def test_pretraining_is_reproducible_from_its_seed(tmp_path):
 
 
 def test_report_tables_show_every_number():
-    from promptgen_digits.report import markdown
+    from promptgen_digits.report import TEMPLATES, markdown
 
     matrix = {"a": {"a": 1.0, "b": 0.5}, "b": {"a": 0.2, "b": 0.9}}
-    text = markdown({"zero_shot": {"a": 0.5, "b": 0.25}, "linear_probe": matrix, "pixel_probe": matrix,
-                     "domain_classifier": 0.8})
-    assert "| 50.0 | 25.0 | 37.5 |" in text
-    assert text.count("| b | 20.0 | 90.0 |") == 2
+    part = {"zero_shot": {"a": 0.5, "b": 0.25}, "in_domain_probe": {"a": 1.0, "b": 0.9},
+            "cross_domain_probe": {"a": 0.2, "b": 0.5}, "templates": {key: {"a": 0.1, "b": 0.3} for key in TEMPLATES},
+            "linear_probe": matrix, "pixel_probe": matrix, "domain_classifier": 0.8}
+    text = markdown({"datasets": {"digits-dg": part, "digits-traps": part}})
+    assert text.count("## digits-") == 2
+    assert text.count("| zero-shot | 50.0 | 25.0 | 37.5 |") == 2
+    assert text.count("| in-domain probe | 100.0 | 90.0 | 95.0 |") == 2
+    assert text.count('| "a handwritten {word}." | 10.0 | 30.0 | 20.0 |') == 2
+    assert text.count("| b | 20.0 | 90.0 |") == 4
     assert "Domain classifier on image features: 80.0% (chance 50%)" in text

@@ -11,6 +11,7 @@ from pathlib import Path
 from promptgen.config import BackboneConfig
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+WORLD_DATASETS = ("digits-dg", "digits-traps")
 
 
 def add_world_command(commands) -> None:
@@ -23,14 +24,26 @@ def add_world_command(commands) -> None:
     _dataset_arguments(preview)
     preview.set_defaults(run=run_preview)
 
-    pretrain = actions.add_parser("pretrain", help="pretrain tiny-clip-digits from scratch and write its weights and card")
-    pretrain.add_argument("--steps", type=int, default=2000)
+    pretrain = actions.add_parser(
+        "pretrain", help="pretrain tiny-clip-digits and write its weights and card: the whole CLIP from scratch "
+                         "(first edition), or --text-only (LiT: the text tower against a locked image tower)")
+    pretrain.add_argument("--text-only", action="store_true",
+                          help="LiT: lock the image tower of --image-weights and train only the text tower, against "
+                               "cached image features of a fixed pool (the second edition; resumes from its checkpoint)")
+    pretrain.add_argument("--steps", type=int, default=None, help="default: 2000 (whole CLIP) or 600 (--text-only)")
     pretrain.add_argument("--batch-size", type=int, default=256)
     pretrain.add_argument("--lr", type=float, default=1e-3)
     pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--captions", choices=("templates", "web"), default=None,
+                          help="caption recipe (docs/world.md): 'templates' (first edition, every caption names the "
+                               "digit) or 'web' (second edition); default: templates, or web with --text-only")
+    pretrain.add_argument("--pool-size", type=int, default=30_000, help="--text-only: images in the LiT pool")
+    pretrain.add_argument("--image-weights", type=Path, default=None,
+                          help="--text-only: the weights whose image tower is locked (default: the shipped ones)")
     pretrain.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
     pretrain.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output directory (default: the shipped weights)")
-    pretrain.add_argument("--cache-dir", default=None, help="where digits-dg is generated (for the card's evaluation)")
+    pretrain.add_argument("--cache-dir", default=None,
+                          help="where the datasets and the LiT pool are generated and their features cached")
     pretrain.set_defaults(run=run_pretrain)
 
     report = actions.add_parser("report", help="zero-shot, cross-domain linear probe and domain-classifier tables")
@@ -39,6 +52,8 @@ def add_world_command(commands) -> None:
     report.add_argument("--pretrained", default=None)
     report.add_argument("--device", default="auto")
     report.add_argument("--json", action="store_true", help="print the numbers as JSON instead of markdown")
+    report.add_argument("--dataset", action="append", choices=WORLD_DATASETS, default=None,
+                        help="a dataset of the digits world (repeatable; default: all of them)")
     _dataset_arguments(report)
     report.set_defaults(run=run_report)
 
@@ -57,12 +72,18 @@ def run_preview(args) -> int:
     return 0
 
 
+def world_datasets(names, seed: int, cache_dir) -> dict:
+    from promptgen.registry import create
+
+    return {name: create("dataset", name, seed=seed, cache_dir=cache_dir) for name in names}
+
+
 def run_report(args) -> int:
-    from promptgen_digits.dataset import DigitsDG
     from promptgen_digits.report import build_report, markdown
 
     backbone = BackboneConfig(model=args.model, pretrained=args.pretrained, name=args.backbone, device=args.device).build()
-    report = build_report(backbone, DigitsDG(seed=args.seed, cache_dir=args.cache_dir))
+    datasets = world_datasets(args.dataset or WORLD_DATASETS, args.seed, args.cache_dir)
+    report = build_report(backbone, datasets, cache_dir=args.cache_dir)
     print(json.dumps(report, indent=2) if args.json else markdown(report))
     return 0
 
@@ -70,21 +91,25 @@ def run_report(args) -> int:
 def run_pretrain(args) -> int:
     from promptgen_digits import glyphs, styles
     from promptgen_digits.backbone import TinyClipDigits
-    from promptgen_digits.dataset import DigitsDG
-    from promptgen_digits.pretrain import PretrainConfig, pretrain, write_card
-    from promptgen_digits.report import SUBSET_STRIDE, ZERO_SHOT_PHRASE, domain_features, zero_shot
+    from promptgen_digits.report import SUBSET_STRIDE, ZERO_SHOT_PHRASE, build_report, domain_features, zero_shot
 
-    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    facts = pretrain(config, args.out, device=args.device)
+    command = "promptgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.text_only:
+        facts, recipe = _text_only(args)
+    else:
+        facts, recipe = _whole_clip(args)
     backbone = TinyClipDigits(pretrained=str(args.out / facts["weights"]), device="cpu")
-    dataset = DigitsDG(seed=0, cache_dir=args.cache_dir)
+    datasets = world_datasets(WORLD_DATASETS, 0, args.cache_dir)
+    subset = domain_features(backbone, datasets["digits-dg"], "test", stride=SUBSET_STRIDE)
     card = {
         "model": "tiny-clip-digits",
-        "command": "promptgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "edition": 2 if args.text_only else 1,
+        "command": command,
         **facts,
         "fingerprint": backbone.fingerprint,
+        "image_fingerprint": backbone.image_fingerprint,
         "data_recipe": {
-            "pretraining_pairs": f"{config.steps * config.batch_size} generated on the fly (seed {config.seed})",
+            **recipe,
             "styles": "plain, handwritten, typeset (grey-tinted ground and ink, either polarity), photo (MNIST-M), sketch (outline only)",
             "pretrain_fonts": list(glyphs.PRETRAIN_FONTS),
             "held_out_fonts": list(glyphs.HELD_OUT_FONTS),
@@ -94,13 +119,44 @@ def run_pretrain(args) -> int:
             "held_out_styles": "ruled paper and red ink; saturated colour-on-colour type; hatched sketches",
         },
         "zero_shot_prompt": f"{ZERO_SHOT_PHRASE} {{digit}}.",
-        "zero_shot_test": zero_shot(backbone, dataset, domain_features(backbone, dataset, "test")),
         "zero_shot_subset": {
             "rule": f"digits-dg seed 0, test split, every {SUBSET_STRIDE}th sample of each domain, device cpu",
-            "accuracy": zero_shot(backbone, dataset, domain_features(backbone, dataset, "test", stride=SUBSET_STRIDE)),
+            "accuracy": zero_shot(backbone, datasets["digits-dg"], subset),
         },
+        # `promptgen world report --json` on the same weights gives these numbers (tests/test_digits.py).
+        "world_report": build_report(backbone, datasets, cache_dir=args.cache_dir)["datasets"],
     }
     path = write_card(args.out, card)
-    print(json.dumps(card["zero_shot_test"], indent=2))
+    print(json.dumps({name: part["zero_shot"] for name, part in card["world_report"].items()}, indent=2))
     print(f"wrote {args.out / facts['weights']} and {path}")
     return 0
+
+
+def _whole_clip(args) -> tuple[dict, dict]:
+    from promptgen_digits.pretrain import PretrainConfig, pretrain
+
+    captions = args.captions or "templates"
+    config = PretrainConfig(steps=args.steps or 2000, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                            captions=captions)
+    facts = pretrain(config, args.out, device=args.device)
+    return facts, {"pretraining_pairs": f"{config.steps * config.batch_size} generated on the fly (seed {config.seed})",
+                   "captions": captions}
+
+
+def _text_only(args) -> tuple[dict, dict]:
+    from promptgen_digits.lit import LitConfig, train_text_tower
+
+    captions = args.captions or "web"
+    config = LitConfig(steps=args.steps or 600, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       pool_size=args.pool_size, captions=captions)
+    facts = train_text_tower(config, args.out, image_weights=args.image_weights, cache_dir=args.cache_dir)
+    return facts, {"pretraining_pairs": f"{config.steps * config.batch_size} (pool images with a caption drawn per step)",
+                   "captions": captions}
+
+
+def write_card(out_dir: Path, card: dict) -> Path:
+    from promptgen_digits.backbone import MODEL_NAME
+
+    path = out_dir / f"{MODEL_NAME}.json"
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return path

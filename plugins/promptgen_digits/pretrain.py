@@ -1,6 +1,6 @@
 """Contrastive pretraining of `tiny-clip-digits` on image-caption pairs of the digits world.
 
-Pairs are generated on the fly from the pretraining distribution (world.pretraining_pair) in a
+Pairs are generated on the fly from the pretraining distribution (world.pretraining_image, captioned by the chosen recipe) in a
 DataLoader worker, seeded, so a run sees fresh pairs every step and is reproducible. Captions that
 are identical within a batch are indistinguishable, so they count as positives of each other.
 """
@@ -36,6 +36,7 @@ class PretrainConfig:
     weight_decay: float = attrs.field(default=0.1, validator=number(0.0))
     seed: int = attrs.field(default=0, validator=integer(0))
     image_size: int = attrs.field(default=32, validator=integer(8))
+    captions: str = attrs.field(default="templates", validator=attrs.validators.in_(tuple(world.CAPTION_RECIPES)))
 
 
 class PairStream(torch.utils.data.IterableDataset):
@@ -48,9 +49,13 @@ class PairStream(torch.utils.data.IterableDataset):
         c = self.config
         rng = np.random.default_rng([c.seed, 7])
         for _ in range(c.steps):
-            pairs = [world.pretraining_pair(rng) for _ in range(c.batch_size)]
-            images = np.stack([styles.finish(image, c.image_size) for image, _, _ in pairs])
-            yield torch.from_numpy(images), [caption for _, caption, _ in pairs]
+            caption = world.CAPTION_RECIPES[c.captions]
+            pairs = []
+            for _ in range(c.batch_size):
+                image, label, style, font = world.pretraining_image(rng)
+                pairs.append((image, caption(label, style, font, rng)))
+            images = np.stack([styles.finish(image, c.image_size) for image, _ in pairs])
+            yield torch.from_numpy(images), [text for _, text in pairs]
 
 
 def normalise_pixels(images: torch.Tensor, mean, std) -> torch.Tensor:
@@ -121,9 +126,3 @@ def pretrain(config: PretrainConfig, out_dir: Path, *, device: str = "auto", pro
         "python": sys.version.split()[0],
         "machine": platform.machine(),
     }
-
-
-def write_card(out_dir: Path, card: dict) -> Path:
-    path = out_dir / f"{MODEL_NAME}.json"
-    path.write_text(json.dumps(card, indent=2) + "\n")
-    return path

@@ -71,8 +71,8 @@ STYLE_CAPTIONS = {
 }
 
 
-def pretraining_pair(rng) -> tuple[np.ndarray, str, int]:
-    """(canvas-size RGB image, caption, label) drawn from the pretraining distribution."""
+def pretraining_image(rng) -> tuple[np.ndarray, int, str, str]:
+    """(canvas-size RGB image, label, style, font) drawn from the pretraining distribution."""
     label = int(rng.integers(10))
     style = PRETRAIN_STYLES[int(rng.choice(len(PRETRAIN_STYLES), p=PRETRAIN_STYLE_WEIGHTS))]
     font = glyphs.PRETRAIN_FONTS[int(rng.integers(len(glyphs.PRETRAIN_FONTS)))]
@@ -95,8 +95,64 @@ def pretraining_pair(rng) -> tuple[np.ndarray, str, int]:
         image = styles.on_photo(glyph(), rng, photos=styles.PRETRAIN_PHOTOS)
     else:
         image = styles.sketch(glyph(), rng, hatched=False)
+    return image, label, style, font
+
+
+def template_caption(label: int, style: str, font: str, rng) -> str:
+    """The first edition's captions: every one names the digit; 30% are generic ones, the evaluation prompt among them."""
     templates = GENERIC_CAPTIONS if rng.random() < 0.3 else STYLE_CAPTIONS[style]
-    caption = templates[int(rng.integers(len(templates)))].format(
+    return templates[int(rng.integers(len(templates)))].format(
         word=CLASSES[label], num=label, font=glyphs.FONT_DESCRIPTIONS[font]
     )
-    return image, caption, label
+
+
+def pretraining_pair(rng) -> tuple[np.ndarray, str, int]:
+    """(canvas-size RGB image, caption, label) of the first edition (the same draws, in the same order)."""
+    image, label, style, font = pretraining_image(rng)
+    return image, template_caption(label, style, font, rng), label
+
+
+# second edition: captions like the web's (docs/world.md says why each choice) -----------------------
+
+# Half the captions describe the picture without naming the digit, as alt text often does.
+UNNAMED_CAPTIONS = {
+    "plain": ("black print on white paper.", "a printed character.", "a plain black symbol."),
+    "handwritten": ("a page of handwriting.", "a scan of a handwritten note.", "ink on paper.",
+                    "something my kid wrote."),
+    "typeset": ("some {font} type.", "a printed character in {font}.", "a grey print sample.", "a font specimen."),
+    "photo": ("graffiti on a wall.", "street photography.", "a painted sign on a photo.", "spray paint over a picture."),
+    "sketch": ("a pencil sketch.", "an outline drawing.", "a quick doodle.", "pencil lines on paper."),
+}
+# The digit named the way each kind of picture is described: as a numeral or as a word.
+NAMED_CAPTIONS = {
+    "plain": ("a black {word} on a white background.", "the number {num} printed in black.", "{num} in black ink."),
+    "handwritten": ("a handwritten {word}.", "the number {num} written by hand.", "my kid's {word}.",
+                    "a scan of a hand-drawn {num}."),
+    "typeset": ("the number {num} in a {font} font.", "a printed {word} in {font} type.", "{num} set in {font}.",
+                "a typeset {word}."),
+    "photo": ("a {word} painted on a wall.", "graffiti of the number {num}.", "a street sign with a {word}.",
+              "a big {num} sprayed on a photo."),
+    "sketch": ("a sketch of a {word}.", "a pencil drawing of the number {num}.", "an outline of a {word}.",
+               "a doodled {num}."),
+}
+# Captions with no style, as short as web captions get; none is "a photo of a {word}." or a near-copy of it.
+BARE_CAPTIONS = ("the digit {num}.", "number {word}.", "{num}.", "{word}!")
+WEB_CAPTION_MIX = {"unnamed": 0.5, "wrong": 0.1, "named": 0.4}  # of all captions
+EVALUATION_PROMPT = "a photo of a {word}."
+
+
+def web_caption(label: int, style: str, font: str, rng) -> str:
+    """A web-like caption: 50% name no digit, 10% name a wrong one, 40% the right one (a fifth of those bare)."""
+    kind = ("unnamed", "wrong", "named")[int(rng.choice(3, p=tuple(WEB_CAPTION_MIX.values())))]
+    if kind == "unnamed":
+        templates = UNNAMED_CAPTIONS[style]
+    else:
+        templates = BARE_CAPTIONS if rng.random() < 0.2 else NAMED_CAPTIONS[style]
+    if kind == "wrong":
+        label = (label + int(rng.integers(1, 10))) % 10  # label noise: any other digit
+    return templates[int(rng.integers(len(templates)))].format(
+        word=CLASSES[label], num=label, font=glyphs.FONT_DESCRIPTIONS[font]
+    )
+
+
+CAPTION_RECIPES = {"templates": template_caption, "web": web_caption}
