@@ -1,4 +1,4 @@
-"""Built-in plugin: the digits world — the `digits-dg` and `digits-c` datasets, the `tiny-clip-digits` backbone, `promptgen world`."""
+"""Built-in plugin: the digits world — the `digits-dg`, `digits-c` and `digits-traps` datasets, the `tiny-clip-digits` backbone, `promptgen world`."""
 
 from promptgen import hookimpl, lazy
 
@@ -7,6 +7,7 @@ from promptgen import hookimpl, lazy
 def register_datasets(register):
     register("digits-dg", lazy("promptgen_digits.dataset:DigitsDG"))
     register("digits-c", lazy("promptgen_digits.corrupted:DigitsC"))
+    register("digits-traps", lazy("promptgen_digits.traps:DigitsTraps"))
 
 
 @hookimpl

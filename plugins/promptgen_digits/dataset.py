@@ -28,19 +28,21 @@ FORMAT_VERSION = 1  # bump when generation changes: old caches are then ignored,
 class DigitsDG:
     """Ten digits in four domains (handwritten, typeset, photo, sketch) from real handwriting, fonts and photos."""
 
+    name = "digits-dg"  # in messages and the cache path; a subclass (digits-traps) sets its own
+    format_version = FORMAT_VERSION
     domains = world.DOMAINS
     classes = world.CLASSES
 
     def __init__(self, root=None, seed: int = 0, per_class: int = 200, image_size: int = 32, cache_dir=None):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ConfigError(f"digits-dg: seed must be an int, got {seed!r} ({type(seed).__name__})")
+            raise ConfigError(f"{self.name}: seed must be an int, got {seed!r} ({type(seed).__name__})")
         if not isinstance(per_class, int) or per_class < 5:
-            raise ConfigError(f"digits-dg: per_class must be an int >= 5, got {per_class!r}")
+            raise ConfigError(f"{self.name}: per_class must be an int >= 5, got {per_class!r}")
         self.seed = int(seed)
         self.per_class = per_class
         self.image_size = image_size
-        base = cache_root(cache_dir or root) / "digits-dg"
-        self.directory = base / f"v{FORMAT_VERSION}-seed{self.seed}-n{per_class}-px{image_size}"
+        base = cache_root(cache_dir or root) / self.name
+        self.directory = base / f"v{self.format_version}-seed{self.seed}-n{per_class}-px{image_size}"
         self._arrays: dict[str, dict[str, np.ndarray]] = {}
 
     # --- the Dataset protocol -----------------------------------------------------------------
@@ -69,13 +71,16 @@ class DigitsDG:
         if domain not in self._arrays:
             path = self.directory / f"{domain}.npz"
             if not path.exists():
-                self._write(path, generate_domain(domain, self.seed, self.per_class, self.image_size))
+                self._write(path, self._generate(domain))
             with np.load(path) as data:
                 self._arrays[domain] = {key: data[key] for key in ("image", "label", "split")}
         return self._arrays[domain]
 
+    def _generate(self, domain: str) -> dict[str, np.ndarray]:
+        return generate_domain(domain, self.seed, self.per_class, self.image_size)
+
     def _write(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
-        writable_dir(path.parent, "digits-dg cache directory")
+        writable_dir(path.parent, f"{self.name} cache directory")
         # Write then rename: a run killed mid-write never leaves a half file that looks complete.
         handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
         with os.fdopen(handle, "wb") as file:
@@ -85,9 +90,9 @@ class DigitsDG:
 
     def _check(self, domain: str, split: str) -> None:
         if domain not in self.domains:
-            raise ConfigError(f"digits-dg: unknown domain {domain!r}; domains: {', '.join(self.domains)}")
+            raise ConfigError(f"{self.name}: unknown domain {domain!r}; domains: {', '.join(self.domains)}")
         if split not in SPLITS:
-            raise ConfigError(f"digits-dg: unknown split {split!r}; splits: {', '.join(SPLITS)}")
+            raise ConfigError(f"{self.name}: unknown split {split!r}; splits: {', '.join(SPLITS)}")
 
 
 def split_sizes(per_class: int) -> list[int]:
@@ -97,7 +102,14 @@ def split_sizes(per_class: int) -> list[int]:
 
 def generate_domain(domain: str, seed: int, per_class: int, image_size: int) -> dict[str, np.ndarray]:
     """Every image of one domain, deterministic for (domain, seed, per_class, image_size)."""
-    domain_index = world.DOMAINS.index(domain)
+    return generate(lambda label, rng, sources: world.dg_image(domain, label, rng, sources),
+                    world.DOMAINS.index(domain), seed, per_class, image_size)
+
+
+def generate(render, domain_index: int, seed: int, per_class: int, image_size: int) -> dict[str, np.ndarray]:
+    """Every image of one domain: ``render(label, rng, uci_sources)`` draws one canvas-size RGB image.
+
+    Seeded by (seed, domain_index, label, split), so a domain's images do not depend on the other domains."""
     images, labels, splits = [], [], []
     for label in range(len(world.CLASSES)):
         # Split the UCI source digits of this class first, so that each split draws on its own writers' digits.
@@ -108,7 +120,7 @@ def generate_domain(domain: str, seed: int, per_class: int, image_size: int) -> 
             sources = order[cut[split] : cut[split + 1]]
             rng = np.random.default_rng([seed, domain_index, label, split + 1])
             for _ in range(count):
-                images.append(styles.finish(world.dg_image(domain, label, rng, sources), image_size))
+                images.append(styles.finish(render(label, rng, sources), image_size))
                 labels.append(label)
                 splits.append(split)
     return {"image": np.stack(images), "label": np.array(labels, np.int64), "split": np.array(splits, np.int8)}
