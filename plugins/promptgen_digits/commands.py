@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from promptgen.config import BackboneConfig
@@ -15,11 +16,12 @@ WORLD_DATASETS = ("digits-dg", "digits-traps")
 
 
 def add_world_command(commands) -> None:
-    world = commands.add_parser("world", help="the digits world: preview digits-dg, pretrain tiny-clip-digits, report")
+    world = commands.add_parser("world", help="the digits world: preview its datasets, pretrain tiny-clip-digits, report")
     actions = world.add_subparsers(dest="world_command", metavar="ACTION", required=True)
 
-    preview = actions.add_parser("preview", help="write a PNG grid of digits-dg (rows = domains, columns = classes)")
-    preview.add_argument("--out", type=Path, default=Path("digits-dg-preview.png"), help="PNG path (default: %(default)s)")
+    preview = actions.add_parser("preview", help="write a PNG grid of a world dataset (rows = domains, columns = classes)")
+    preview.add_argument("--dataset", choices=WORLD_DATASETS, default="digits-dg", help="(default: %(default)s)")
+    preview.add_argument("--out", type=Path, default=None, help="PNG path (default: <dataset>-preview.png)")
     preview.add_argument("--per-cell", type=int, default=3, help="images per domain and class (default: %(default)s)")
     _dataset_arguments(preview)
     preview.set_defaults(run=run_preview)
@@ -64,10 +66,10 @@ def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_preview(args) -> int:
-    from promptgen_digits.dataset import DigitsDG
     from promptgen_digits.report import preview
 
-    path = preview(DigitsDG(seed=args.seed, cache_dir=args.cache_dir), args.out, per_cell=args.per_cell)
+    dataset = world_datasets([args.dataset], args.seed, args.cache_dir)[args.dataset]
+    path = preview(dataset, args.out or Path(f"{args.dataset}-preview.png"), per_cell=args.per_cell)
     print(f"wrote {path}")
     return 0
 
@@ -93,6 +95,7 @@ def run_pretrain(args) -> int:
     from promptgen_digits.backbone import TinyClipDigits
     from promptgen_digits.report import SUBSET_STRIDE, ZERO_SHOT_PHRASE, build_report, domain_features, zero_shot
 
+    start = time.perf_counter()
     command = "promptgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.text_only:
         facts, recipe = _text_only(args)
@@ -126,6 +129,7 @@ def run_pretrain(args) -> int:
         # `promptgen world report --json` on the same weights gives these numbers (tests/test_digits.py).
         "world_report": build_report(backbone, datasets, cache_dir=args.cache_dir)["datasets"],
     }
+    card["command_wall_time_s"] = round(time.perf_counter() - start, 1)  # training, pool and the card's report
     path = write_card(args.out, card)
     print(json.dumps({name: part["zero_shot"] for name, part in card["world_report"].items()}, indent=2))
     print(f"wrote {args.out / facts['weights']} and {path}")
@@ -133,6 +137,7 @@ def run_pretrain(args) -> int:
 
 
 def _whole_clip(args) -> tuple[dict, dict]:
+    from promptgen_digits import world
     from promptgen_digits.pretrain import PretrainConfig, pretrain
 
     captions = args.captions or "templates"
@@ -140,10 +145,11 @@ def _whole_clip(args) -> tuple[dict, dict]:
                             captions=captions)
     facts = pretrain(config, args.out, device=args.device)
     return facts, {"pretraining_pairs": f"{config.steps * config.batch_size} generated on the fly (seed {config.seed})",
-                   "captions": captions}
+                   "captions": world.caption_recipe(captions)}
 
 
 def _text_only(args) -> tuple[dict, dict]:
+    from promptgen_digits import world
     from promptgen_digits.lit import LitConfig, train_text_tower
 
     captions = args.captions or "web"
@@ -151,7 +157,7 @@ def _text_only(args) -> tuple[dict, dict]:
                        pool_size=args.pool_size, captions=captions)
     facts = train_text_tower(config, args.out, image_weights=args.image_weights, cache_dir=args.cache_dir)
     return facts, {"pretraining_pairs": f"{config.steps * config.batch_size} (pool images with a caption drawn per step)",
-                   "captions": captions}
+                   "captions": world.caption_recipe(captions)}
 
 
 def write_card(out_dir: Path, card: dict) -> Path:

@@ -156,3 +156,16 @@ def web_caption(label: int, style: str, font: str, rng) -> str:
 
 
 CAPTION_RECIPES = {"templates": template_caption, "web": web_caption}
+
+
+def caption_recipe(name: str) -> dict:
+    """What a model card says of a caption recipe: its mix, its templates, whether the evaluation prompt is a caption."""
+    if name == "templates":
+        return {"name": name, "generic_share": 0.3, "generic": list(GENERIC_CAPTIONS),
+                "per_style": {k: list(v) for k, v in STYLE_CAPTIONS.items()},
+                "evaluation_prompt_is_a_caption": EVALUATION_PROMPT in GENERIC_CAPTIONS}
+    return {"name": name, "mix": dict(WEB_CAPTION_MIX), "bare_share_of_named": 0.2, "bare": list(BARE_CAPTIONS),
+            "unnamed": {k: list(v) for k, v in UNNAMED_CAPTIONS.items()},
+            "named": {k: list(v) for k, v in NAMED_CAPTIONS.items()},
+            "label_noise": "a tenth of all captions name a uniformly drawn wrong digit",
+            "evaluation_prompt_is_a_caption": False}
