@@ -95,6 +95,8 @@ def expand(suite: Suite, registry, methods: Sequence[str] | None = None, skipped
 
     skipped: a list that receives (method, reason) for each method "all" leaves out.
     """
+    if suite.datasets:
+        return [job for part in suite.parts() for job in expand(part, registry, methods, skipped)]
     where = f"{suite.path}"
     example = suite.example()
     for key, name in (("dataset", example.dataset), ("target_dataset", example.target_dataset)):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from benchmarks import method_costs, perf, protocols, report, scale, stability, suites, sweep
 from benchmarks.records import RecordStore, run_jobs
+from benchmarks.tables import average_over_datasets
 from promptgen import defaults
 from promptgen.cli import (Parser, add_log_argument, add_set_argument, merge_overrides, parse_settings, run_command, setup_logging,
                            warn_about_plugins)
@@ -98,6 +99,8 @@ def resolve_suite(args) -> suites.Suite:
         template["backbone"] = backbone
     if args.set:
         template["overrides"] = merge_overrides(suite.template.get("overrides", {}), parse_settings(args.set))
+    if args.dataset or args.target_dataset:
+        suite = suites.with_changes(suite, datasets=())  # the command line names the one dataset to run
     suite = suites.with_changes(suite, template=template, protocol=args.protocol,
                                 methods=args.methods and tuple(args.methods), seeds=args.seeds and tuple(args.seeds),
                                 targets=args.targets and tuple(args.targets))
@@ -158,7 +161,7 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     skipped: list = []
     jobs = protocols.expand(suite, registry, skipped=skipped)
     mine = shard(jobs, args.shard)  # checked before anything is written
-    for method, reason in skipped:
+    for method, reason in dict.fromkeys(skipped):  # a multi-dataset suite skips a method once per dataset
         print(f"methods = all: skipping {method}: {reason}", flush=True)
     if args.dry_run:
         return dry_run(suite, jobs, mine, out, registry), {"suite": suite.name, "jobs": len(jobs), "dry_run": True}
@@ -175,13 +178,8 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
                                  device=rank_device(suite), log=args.log)
         run_jobs(pending, runner, store, force=True, launcher=launcher(args, registry))
     records = store.records(jobs)
-    table = sweep.suite_table(suite, jobs, records)
     fingerprints = sorted({r["fingerprint"] for r in records if r.get("status") == "ok"})
-    heading = sweep.title(suite, suite.seeds, ", ".join(fingerprints) or "-")
-    write_text(out / "table.csv", table.csv())
-    if table.cells:
-        sweep.plot(table, out / "table.png", f"{suite.name}: test accuracy (%), mean ± std over seeds")
-    text = table.markdown(heading)
+    text = accuracy_tables(suite, jobs, records, ", ".join(fingerprints) or "-", out)
     methods = sweep.method_table(jobs, records)
     write_text(out / "methods.md", methods + "\n")
     sweep.plot_seed_spread(records, out / "stability.png", f"{suite.name}: one dot per seed")
@@ -210,6 +208,35 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     summary = {"suite": suite.name, "jobs": len(jobs), "ok": len(records) - len(failed), "failed": len(failed),
                "missing": missing}
     return text, summary
+
+
+def accuracy_tables(suite: suites.Suite, jobs: list, records: list, backbone: str, out: Path) -> str:
+    """The DomainBed-style table (markdown, table.csv, table.png); a multi-dataset suite's table per dataset
+    (table.<dataset>.csv/png) after the one averaged over datasets (table.csv/png)."""
+    plot_title = f"{suite.name}: test accuracy (%), mean ± std over seeds"
+    if not suite.datasets:
+        table = sweep.suite_table(suite, jobs, records)
+        write_text(out / "table.csv", table.csv())
+        if table.cells:
+            sweep.plot(table, out / "table.png", plot_title)
+        return table.markdown(sweep.title(suite, suite.seeds, backbone))
+    texts, rows = [], {}
+    for part in suite.parts():
+        mine = [job for job in jobs if job.dataset == part.dataset]
+        ok = [record for record in records if record["job"]["dataset"] == part.dataset]
+        table = sweep.suite_table(part, mine, ok)
+        rows[part.dataset] = sweep.table_rows(ok)
+        write_text(out / f"table.{part.dataset}.csv", table.csv())
+        if table.cells:
+            sweep.plot(table, out / f"table.{part.dataset}.png", f"{suite.name}, {part.dataset}: {plot_title.split(': ')[1]}")
+        texts.append(table.markdown(sweep.title(part, suite.seeds, backbone)))
+    average = average_over_datasets(rows, list(dict.fromkeys(job.method for job in jobs)))
+    write_text(out / "table.csv", average.csv())
+    if average.cells:
+        sweep.plot(average, out / "table.png", f"{suite.name}: average test accuracy (%) per dataset")
+    heading = (f"Average test accuracy (%) over each dataset's held-out domains (column = dataset); mean ± std over "
+               f"seeds {','.join(map(str, suite.seeds))}; backbone {backbone}; best in bold")
+    return "\n\n".join([average.markdown(heading), *texts])
 
 
 def dry_run(suite: suites.Suite, jobs: list, mine: list, out: Path, registry) -> str:

@@ -8,6 +8,8 @@ A suite file has suite keys (what to sweep) and a run template (how each run is 
     methods = ["all"]
     seeds = [0, 1, 2]
     dataset = "my-dataset"         # the run template: promptgen.config.RunConfig's fields, read by the same
+                                   # (or `datasets = ["a", "b"]`: the sweep once per dataset, a table each
+                                   # and one averaged over datasets, as SPG's Table 1)
     preset = "cpu"                 # from_dict that reads a run directory's config.json
     [backbone]
     name = "my-backbone"
@@ -38,7 +40,7 @@ SUITES_DIR = Path(__file__).parent / "suites"
 PROTOCOLS = ("multi-source", "single-source", "cross-dataset")
 KINDS = ("accuracy", "perf", "scale")
 SUITE_KEYS = ("description", "kind", "protocol", "targets", "methods", "seeds", "prepare", "perf", "scale",
-              "stability")
+              "stability", "datasets")
 # RunConfig fields a suite sets once for all its runs; the protocol, methods and seeds set the others.
 TEMPLATE_KEYS = ("dataset", "target_dataset", "backbone", "preset", "views", "overrides", "data_root", "num_workers")
 
@@ -58,6 +60,14 @@ class Suite:
     perf: dict = attrs.field(factory=dict)  # kind = "perf": the measurements' settings
     scale: dict = attrs.field(factory=dict)  # kind = "scale": the generated tree (benchmarks.scale)
     stability: bool = False  # the stability study of generated prompts (benchmarks.stability) after the sweep
+    datasets: tuple[str, ...] | None = None  # several datasets: the template's dataset is the first
+
+    def parts(self) -> list[Suite]:
+        """One single-dataset suite per dataset (this suite alone where it names one dataset)."""
+        if not self.datasets:
+            return [self]
+        return [attrs.evolve(self, datasets=None, template={**self.template, "dataset": name})
+                for name in self.datasets]
 
     def run_config(self, **fields) -> RunConfig:
         """A RunConfig of this suite: the template with ``fields`` (targets, sources, method, seed, ...)."""
@@ -156,10 +166,17 @@ def parse(values: dict, path: Path) -> Suite:
     if not isinstance(stability, bool):
         fail("stability", f"must be true or false, got {stability!r}")
     template = {key: values[key] for key in TEMPLATE_KEYS if key in values}
+    datasets = names("datasets")
+    if datasets is not None:
+        if "dataset" in values:
+            fail("datasets", "give either dataset (one) or datasets (several), not both")
+        if kind != "accuracy" or protocol == "cross-dataset":
+            fail("datasets", "several datasets go with kind = \"accuracy\" and a multi- or single-source protocol")
+        template["dataset"] = datasets[0]
     suite = Suite(name=path.stem, path=path, description=text("description", optional=False), template=template,
                   kind=kind, protocol=protocol, targets=names("targets"), methods=names("methods") or ("all",),
                   seeds=tuple(seeds), prepare=text("prepare"), perf=perf, scale=scale,
-                  stability=stability)
+                  stability=stability, datasets=datasets)
     check_template(suite)
     return suite
 

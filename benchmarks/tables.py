@@ -70,24 +70,41 @@ def accuracy_table(records: Iterable[dict], targets: Sequence[str] | None = None
                 cells[(method, target)] = _cell(list(by_cell[(method, target)].values()))
         per_seed = _average_over_targets({t: by_cell.get((method, t), {}) for t in targets})
         if per_seed:
-            cells[(method, "avg")] = _cell(per_seed)
+            cells[(method, "avg")] = _cell(list(per_seed.values()))
     return Table(tuple(methods), (*targets, "avg"), cells)
 
 
-def _average_over_targets(by_target: dict[str, dict[int, float]]) -> list[float]:
+def average_over_datasets(rows_by_dataset: dict[str, list[dict]], methods: Sequence[str] | None = None) -> Table:
+    """SPG's Table 1: rows = methods, columns = datasets + avg; a dataset's cell is its 'avg' over target domains
+    (per seed, then mean ± std over seeds), 'avg' the per-seed mean over datasets. ``rows_by_dataset``: each
+    dataset's table rows (what accuracy_table reads) with its target domains."""
+    averaged = []
+    for dataset, rows in rows_by_dataset.items():
+        by_cell: dict[tuple[str, str], dict[int, float]] = {}
+        for row in rows:
+            by_cell.setdefault((row["method"], row["target"]), {})[row.get("seed", 0)] = row["test_accuracy"]
+        targets = list(dict.fromkeys(target for _, target in by_cell))
+        for method in dict.fromkeys(method for method, _ in by_cell):
+            per_seed = _average_over_targets({t: by_cell.get((method, t), {}) for t in targets})
+            averaged += [{"method": method, "target": dataset, "seed": seed, "test_accuracy": value}
+                         for seed, value in per_seed.items()]
+    return accuracy_table(averaged, targets=list(rows_by_dataset), methods=methods)
+
+
+def _average_over_targets(by_target: dict[str, dict[int, float]]) -> dict[int, float]:
     """Per seed, the mean over every target; empty if a target has no result.
 
     A target run once (a deterministic method such as zero-shot) lends its one value to every seed;
     a seed missing from a target that was run several times is left out.
     """
     if not by_target or any(not values for values in by_target.values()):
-        return []
-    averages = []
+        return {}
+    averages = {}
     for seed in sorted(set().union(*by_target.values())):
         row = [values.get(seed, next(iter(values.values())) if len(values) == 1 else None)
                for values in by_target.values()]
         if None not in row:
-            averages.append(statistics.mean(row))
+            averages[seed] = statistics.mean(row)
     return averages
 
 

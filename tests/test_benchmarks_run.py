@@ -68,6 +68,10 @@ def test_list_prints_one_line_per_suite(capsys):
     ('protocol = "cross-dataset"', "target_dataset: is required by, and only by"),
     ("views = 0", "views: RunConfig.views must be an integer >= 1"),
     ('[backbone]\nweights = "x"', "backbone: BackboneConfig: unknown field(s) weights"),
+    ('dataset = "digits-dg"\ndatasets = ["digits-dg"]', "datasets: give either dataset (one) or datasets (several)"),
+    ('datasets = ["digits-dg", "digits-c"]\nprotocol = "cross-dataset"\ntarget_dataset = "digits-c"',
+     "datasets: several datasets go with kind"),
+    ("datasets = []", "datasets: must be a non-empty list of strings"),
 ])
 def test_a_bad_suite_key_is_named_with_its_file(tmp_path, body, message):
     path = tmp_path / "bad.toml"
@@ -153,6 +157,38 @@ def test_sweep_writes_records_and_a_table_made_from_them_then_resumes(tmp_path, 
     assert {p.name: p.stat().st_mtime_ns for p in (out / "records").iterdir()} == before
     assert run.main(["--suite", suite, "--out", str(out), "--quiet", "--methods", "zero-shot", "--force"]) == 0
     assert "1 jobs, 0 already done, running 1" in capsys.readouterr().out
+
+
+def test_a_suite_of_several_datasets_has_a_table_each_and_one_averaged_over_them(tmp_path, capsys):
+    path = tmp_path / "two.toml"
+    path.write_text('description = "two datasets"\ndatasets = ["digits-dg", "digits-traps"]\nmethods = ["zero-shot"]\n'
+                    '[backbone]\ndevice = "cpu"\n[overrides.digits-dg]\nper_class = 10\n'
+                    '[overrides.digits-traps]\nper_class = 10\n')
+    suite = suites.load(str(path))
+    jobs = protocols.expand(suite, default_registry())
+    assert [(job.dataset, job.targets) for job in jobs][3:5] == [("digits-dg", ("sketch",)), ("digits-traps", (
+        default_registry().create("dataset", "digits-traps").domains[0],))]
+    out = tmp_path / "out"
+    assert run.main(["--suite", str(path), "--out", str(out), "--quiet"]) == 0
+    records = RecordStore(out).records()
+    assert sorted({r["job"]["dataset"] for r in records}) == ["digits-dg", "digits-traps"] and len(records) == 8
+    table = (out / "table.md").read_text()
+    assert table.index("Average test accuracy (%) over each dataset's held-out domains") < table.index(
+        "digits-dg, leave one domain out") < table.index("digits-traps, leave one domain out")
+    averages = {}
+    for name in ("digits-dg", "digits-traps"):
+        rows = [r for r in records if r["job"]["dataset"] == name]
+        averages[name] = 100 * sum(r["test_accuracy"][r["job"]["targets"][0]] for r in rows) / 4
+        assert (out / f"table.{name}.csv").read_text().startswith("method,")
+        assert (out / f"table.{name}.png").stat().st_size > 0
+    row = next(line for line in table.splitlines() if line.startswith("| zero-shot |"))
+    assert f"{averages['digits-dg']:.1f} ± 0.0 | {averages['digits-traps']:.1f} ± 0.0 | " \
+           f"{sum(averages.values()) / 2:.1f} ± 0.0" in row.replace("**", "")
+    assert (out / "table.csv").read_text().startswith("method,digits-dg_mean,digits-dg_std,digits-traps_mean")
+    # the command line's --dataset runs that one dataset of the suite
+    assert run.main(["--suite", str(path), "--out", str(tmp_path / "one"), "--quiet", "--dataset", "digits-traps",
+                     "--targets", "dusk"]) == 0
+    assert [r["job"]["dataset"] for r in RecordStore(tmp_path / "one").records()] == ["digits-traps"]
 
 
 def test_a_failing_job_is_recorded_the_sweep_goes_on_and_a_rerun_retries_it(tmp_path, capsys, monkeypatch):

@@ -37,3 +37,19 @@ def test_markdown_bolds_the_best_of_each_column_and_csv_has_every_number():
 def test_missing_cells_show_a_dash_and_no_average():
     table = accuracy_table(_records()[:1], targets=["photo", "sketch"])
     assert table.markdown().splitlines()[-1] == "| spg | **80.0 ± 0.0** | – | – |"
+
+
+def test_average_over_datasets_is_each_datasets_avg_per_seed_then_over_datasets():
+    from benchmarks.tables import average_over_datasets
+
+    other = [{"method": "spg", "target": "day", "seed": seed, "test_accuracy": value}
+             for seed, value in enumerate([0.40, 0.50])]
+    other.append({"method": "zero-shot", "target": "day", "seed": 0, "test_accuracy": 0.30})
+    table = average_over_datasets({"digits-dg": _records(), "digits-traps": other})
+    assert table.columns == ("digits-dg", "digits-traps", "avg")
+    assert table.cells[("spg", "digits-dg")].mean == pytest.approx(75.0)  # seeds 70, 80: the dataset's own avg
+    assert table.cells[("spg", "digits-traps")].mean == pytest.approx(45.0)
+    # per seed: (70 + 40) / 2 = 55, (80 + 50) / 2 = 65
+    assert table.cells[("spg", "avg")].mean == pytest.approx(60.0)
+    assert table.cells[("spg", "avg")].std == pytest.approx(7.0711, abs=1e-3)
+    assert table.cells[("zero-shot", "avg")].mean == pytest.approx(55.0)  # (80 + 30) / 2, run once
