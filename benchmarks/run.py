@@ -53,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--out", type=Path, help="output directory (default: results/SUITE)")
     where.add_argument("--cache-dir", help="feature cache root (default: $PROMPTGEN_CACHE_DIR, else ~/.cache/promptgen)")
     where.add_argument("--force", action="store_true", help="rerun jobs that already have a finished record")
-    where.add_argument("--launcher", default=defaults.LAUNCHER,
-                       help="launcher plugin, e.g. local, processes or ray (default: %(default)s)")
-    where.add_argument("--workers", type=int, default=2, help="processes launcher: worker processes (default: 2)")
+    where.add_argument("--launcher", help=f"launcher plugin, e.g. local, processes or ray (default: the suite's "
+                                          f"launcher, else {defaults.LAUNCHER})")
+    where.add_argument("--workers", type=int, help="processes launcher: worker processes (default: the suite's, else 2)")
     where.add_argument("--ray-address", help="ray launcher: a running cluster (ray://host:10001 or auto); "
                        "default: start a local Ray instance")
     where.add_argument("--shard", help="I/N: run every N-th job from the I-th (0-based); default from torchrun's "
@@ -101,6 +101,9 @@ def resolve_suite(args) -> suites.Suite:
         template["overrides"] = merge_overrides(suite.template.get("overrides", {}), parse_settings(args.set))
     if args.dataset or args.target_dataset:
         suite = suites.with_changes(suite, datasets=())  # the command line names the one dataset to run
+    # The suite's launcher and workers unless the command line names them (every later step reads args).
+    args.launcher = args.launcher or suite.launcher or defaults.LAUNCHER
+    args.workers = args.workers or suite.workers or 2
     suite = suites.with_changes(suite, template=template, protocol=args.protocol,
                                 methods=args.methods and tuple(args.methods), seeds=args.seeds and tuple(args.seeds),
                                 targets=args.targets and tuple(args.targets))

@@ -40,7 +40,7 @@ SUITES_DIR = Path(__file__).parent / "suites"
 PROTOCOLS = ("multi-source", "single-source", "cross-dataset")
 KINDS = ("accuracy", "perf", "scale")
 SUITE_KEYS = ("description", "kind", "protocol", "targets", "methods", "seeds", "prepare", "perf", "scale",
-              "stability", "datasets")
+              "stability", "datasets", "launcher", "workers")
 # RunConfig fields a suite sets once for all its runs; the protocol, methods and seeds set the others.
 TEMPLATE_KEYS = ("dataset", "target_dataset", "backbone", "preset", "views", "overrides", "data_root", "num_workers")
 
@@ -61,6 +61,8 @@ class Suite:
     scale: dict = attrs.field(factory=dict)  # kind = "scale": the generated tree (benchmarks.scale)
     stability: bool = False  # the stability study of generated prompts (benchmarks.stability) after the sweep
     datasets: tuple[str, ...] | None = None  # several datasets: the template's dataset is the first
+    launcher: str | None = None  # how the suite's jobs run when --launcher is not given (default: local)
+    workers: int | None = None  # the processes launcher's workers when --workers is not given
 
     def parts(self) -> list[Suite]:
         """One single-dataset suite per dataset (this suite alone where it names one dataset)."""
@@ -173,10 +175,13 @@ def parse(values: dict, path: Path) -> Suite:
         if kind != "accuracy" or protocol == "cross-dataset":
             fail("datasets", "several datasets go with kind = \"accuracy\" and a multi- or single-source protocol")
         template["dataset"] = datasets[0]
+    workers = values.get("workers")
+    if workers is not None and (type(workers) is not int or workers < 1):
+        fail("workers", f"must be an integer >= 1, got {workers!r}")
     suite = Suite(name=path.stem, path=path, description=text("description", optional=False), template=template,
                   kind=kind, protocol=protocol, targets=names("targets"), methods=names("methods") or ("all",),
                   seeds=tuple(seeds), prepare=text("prepare"), perf=perf, scale=scale,
-                  stability=stability, datasets=datasets)
+                  stability=stability, datasets=datasets, launcher=text("launcher"), workers=workers)
     check_template(suite)
     return suite
 

@@ -55,6 +55,19 @@ def test_every_shipped_suite_parses():
         protocols.resolve_methods(suite.methods, name, registry)  # a misspelt method: refused here, not at run time
 
 
+def test_a_suite_names_its_launcher_and_the_command_line_overrides_it(tmp_path):
+    path = _suite(tmp_path, 'launcher = "processes"\nworkers = 3')
+    args = run.build_parser().parse_args(["--suite", path])
+    run.resolve_suite(args)
+    assert (args.launcher, args.workers) == ("processes", 3)
+    args = run.build_parser().parse_args(["--suite", path, "--launcher", "local", "--workers", "1"])
+    run.resolve_suite(args)
+    assert (args.launcher, args.workers) == ("local", 1)
+    args = run.build_parser().parse_args(["--suite", _suite(tmp_path, "", name="plain")])
+    run.resolve_suite(args)
+    assert args.launcher == "local"
+
+
 def test_list_prints_one_line_per_suite(capsys):
     assert run.main(["--list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -72,6 +85,7 @@ def test_list_prints_one_line_per_suite(capsys):
     ('datasets = ["digits-dg", "digits-c"]\nprotocol = "cross-dataset"\ntarget_dataset = "digits-c"',
      "datasets: several datasets go with kind"),
     ("datasets = []", "datasets: must be a non-empty list of strings"),
+    ("workers = 0", "workers: must be an integer >= 1, got 0"),
 ])
 def test_a_bad_suite_key_is_named_with_its_file(tmp_path, body, message):
     path = tmp_path / "bad.toml"
