@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
+import attrs
+
 from benchmarks.records import Job
 from benchmarks.suites import Suite
 from promptgen.device import resolve_device
@@ -96,7 +98,7 @@ def expand(suite: Suite, registry, methods: Sequence[str] | None = None, skipped
     skipped: a list that receives (method, reason) for each method "all" leaves out.
     """
     if suite.datasets:
-        return [job for part in suite.parts() for job in expand(part, registry, methods, skipped)]
+        return [job for part in _parts_with_targets(suite, registry) for job in expand(part, registry, methods, skipped)]
     where = f"{suite.path}"
     example = suite.example()
     for key, name in (("dataset", example.dataset), ("target_dataset", example.target_dataset)):
@@ -126,6 +128,25 @@ def expand(suite: Suite, registry, methods: Sequence[str] | None = None, skipped
         except PromptgenError as error:
             raise ConfigError(f"{where}: {error}") from None
     return jobs
+
+
+def _parts_with_targets(suite: Suite, registry) -> list[Suite]:
+    """A multi-dataset suite's datasets; with ``targets``, each keeps the targets that are its domains, and a
+    dataset with none of them is left out (``--targets photo`` on digits-dg + digits-traps runs digits-dg)."""
+    if not suite.targets:
+        return suite.parts()
+    parts, matched = [], set()
+    for part in suite.parts():
+        domains = _domains(part, registry, part.dataset)
+        mine = tuple(target for target in suite.targets if target in domains)
+        matched.update(mine)
+        if mine:
+            parts.append(attrs.evolve(part, targets=mine))
+    unknown = [target for target in suite.targets if target not in matched]
+    if unknown:
+        raise ConfigError(f"{suite.path}: targets: unknown domain {unknown[0]!r}: no domain of "
+                          f"{', '.join(suite.datasets)}")
+    return parts
 
 
 def _check_targets(suite: Suite, domains: Sequence[str]) -> None:

@@ -226,6 +226,8 @@ def accuracy_tables(suite: suites.Suite, jobs: list, records: list, backbone: st
     texts, rows = [], {}
     for part in suite.parts():
         mine = [job for job in jobs if job.dataset == part.dataset]
+        if not mine:  # --targets left this dataset out
+            continue
         ok = [record for record in records if record["job"]["dataset"] == part.dataset]
         table = sweep.suite_table(part, mine, ok)
         rows[part.dataset] = sweep.table_rows(ok)

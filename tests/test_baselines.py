@@ -136,12 +136,15 @@ def test_all_skips_a_method_that_cannot_run_on_the_backbone_and_says_why(tmp_pat
 VIT = ["--backbone", "openclip", "--model", "pg-tiny-vit-w64"]  # random weights: a ViT tower to prompt
 
 
-@pytest.mark.parametrize("method, backbone", [("vp", []), ("vp", VIT), ("vpt", VIT), ("maple", VIT)])
+# VP on tiny-clip-digits: 5 epochs, not 3: with the second-edition text tower its loss on these 150 images
+# rises in epoch 3 (1.02, 0.89, 1.04) before it falls (0.93, 0.83)
+@pytest.mark.parametrize("method, backbone, epochs", [("vp", [], 5), ("vp", VIT, 3), ("vpt", VIT, 3),
+                                                      ("maple", VIT, 3)])
 def test_each_image_side_method_trains_on_pixels_and_evaluates_to_the_same_numbers(tmp_path, capsys, method,
-                                                                                   backbone):
+                                                                                   backbone, epochs):
     out = tmp_path / method
     assert cli.main(["train", "--method", method, "--target", "photo", *backbone, "--quiet", "--out", str(out),
-                     "--set", "digits-dg.per_class=5", "--set", f"{method}.epochs=3"]) == 0
+                     "--set", "digits-dg.per_class=5", "--set", f"{method}.epochs={epochs}"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     history = json.loads((out / "history.json").read_text())
     assert metrics["seconds"]["train"] > 0 and "features" not in metrics["seconds"]  # pixels, not the cache

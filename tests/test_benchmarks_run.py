@@ -205,6 +205,16 @@ def test_a_suite_of_several_datasets_has_a_table_each_and_one_averaged_over_them
     assert [r["job"]["dataset"] for r in RecordStore(tmp_path / "one").records()] == ["digits-traps"]
 
 
+def test_targets_of_a_several_dataset_suite_pick_the_datasets_that_have_them(tmp_path):
+    suite = suites.with_changes(suites.load("default"), targets=("photo", "dusk"))
+    jobs = protocols.expand(suite, default_registry(), methods=["zero-shot"])
+    assert [(job.dataset, job.targets) for job in jobs] == [("digits-dg", ("photo",)), ("digits-traps", ("dusk",))]
+    only = protocols.expand(suites.with_changes(suite, targets=("photo",)), default_registry(), methods=["zero-shot"])
+    assert [job.dataset for job in only] == ["digits-dg"]
+    with pytest.raises(ConfigError, match="targets: unknown domain 'attic': no domain of digits-dg, digits-traps"):
+        protocols.expand(suites.with_changes(suite, targets=("photo", "attic")), default_registry())
+
+
 def test_a_failing_job_is_recorded_the_sweep_goes_on_and_a_rerun_retries_it(tmp_path, capsys, monkeypatch):
     suite = _suite(tmp_path, 'targets = ["photo", "sketch"]\nmethods = ["zero-shot"]')
     out, engine_run = tmp_path / "out", sweep.run

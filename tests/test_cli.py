@@ -68,7 +68,7 @@ def test_dry_run_resolves_the_run_and_trains_and_writes_nothing(tmp_path, capsys
     suite_out = tmp_path / "suite"
     assert benchmarks_run.main(["--dry-run", "--out", str(suite_out), "--set", "digits-dg.per_class=10"]) == 0
     shown = capsys.readouterr().out
-    assert "dry run: suite default: 32 jobs" in shown and "the first job:" in shown and not suite_out.exists()
+    assert "dry run: suite default: 64 jobs" in shown and "the first job:" in shown and not suite_out.exists()
 
 
 HEAVY = ("torch", "torchvision", "open_clip")

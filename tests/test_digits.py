@@ -106,6 +106,10 @@ def test_world_preview_writes_a_png(digits_cache, tmp_path, capsys):
     out = tmp_path / "grid.png"
     assert cli.main(["world", "preview", "--cache-dir", str(digits_cache), "--out", str(out), "--per-cell", "1"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    traps = tmp_path / "traps.png"
+    assert cli.main(["world", "preview", "--dataset", "digits-traps", "--cache-dir", str(tmp_path), "--out", str(traps),
+                     "--per-cell", "1"]) == 0
+    assert traps.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "digits-traps").is_dir()
 
 
 def test_pretraining_is_reproducible_from_its_seed(tmp_path):
