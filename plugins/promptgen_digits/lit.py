@@ -33,7 +33,7 @@ from promptgen.schedules import warmup_cosine
 from promptgen_digits import glyphs, world
 from promptgen_digits.backbone import MODEL_NAME, TinyClipDigits, add_model_config
 from promptgen_digits.pool import PretrainPool
-from promptgen_digits.pretrain import clip_loss
+from promptgen_digits.pretrain import clip_loss, clip_optimizer
 
 CHECKPOINT = "lit-checkpoint.pt"
 
@@ -91,13 +91,11 @@ def text_parameters(model) -> list[tuple[str, torch.nn.Parameter]]:
 
 
 def make_optimizer(model, config: LitConfig) -> torch.optim.AdamW:
+    """The first edition's optimizer over the text tower (and temperature) alone."""
     named = text_parameters(model)
-    decay = [p for n, p in named if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in named if not (p.ndim >= 2 and "embedding" not in n)]
     for _, p in named:
         p.requires_grad_(True)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+    return clip_optimizer(named, config.lr, config.weight_decay)
 
 
 def _save_atomic(obj, path: Path) -> None:

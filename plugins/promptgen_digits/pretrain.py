@@ -64,6 +64,14 @@ def normalise_pixels(images: torch.Tensor, mean, std) -> torch.Tensor:
     return (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
+def clip_optimizer(named_parameters, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """CLIP's AdamW (betas 0.9/0.98, eps 1e-6): weight decay on matrices only, not on embeddings, biases or norms."""
+    decay = [p for n, p in named_parameters if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in named_parameters if not (p.ndim >= 2 and "embedding" not in n)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98), eps=1e-6)
+
+
 def clip_loss(image_features, text_features, logit_scale, captions) -> torch.Tensor:
     """Symmetric InfoNCE where identical captions are positives of each other."""
     logits = logit_scale * image_features @ text_features.T
@@ -86,12 +94,7 @@ def pretrain(config: PretrainConfig, out_dir: Path, *, device: str = "auto", pro
     backbone = OpenClipBackbone(MODEL_NAME, device=device, precision="auto", init_seed=config.seed)
     model = backbone.model.train().requires_grad_(True)
     preprocess = get_model_preprocess_cfg(model)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, betas=(0.9, 0.98), eps=1e-6,
-    )
+    optimizer = clip_optimizer(list(model.named_parameters()), config.lr, config.weight_decay)
     loader = torch.utils.data.DataLoader(PairStream(config), batch_size=None, num_workers=1, prefetch_factor=4)
     losses = []
     bar = tqdm(loader, total=config.steps, desc="pretrain tiny-clip-digits", unit="step", disable=not progress)
