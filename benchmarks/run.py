@@ -233,7 +233,8 @@ def accuracy_tables(suite: suites.Suite, jobs: list, records: list, backbone: st
         rows[part.dataset] = sweep.table_rows(ok)
         write_text(out / f"table.{part.dataset}.csv", table.csv())
         if table.cells:
-            sweep.plot(table, out / f"table.{part.dataset}.png", f"{suite.name}, {part.dataset}: {plot_title.split(': ')[1]}")
+            sweep.plot(table, out / f"table.{part.dataset}.png",
+                       f"{suite.name}, {part.dataset}: test accuracy (%), mean ± std over seeds")
         texts.append(table.markdown(sweep.title(part, suite.seeds, backbone)))
     average = average_over_datasets(rows, list(dict.fromkeys(job.method for job in jobs)))
     write_text(out / "table.csv", average.csv())

@@ -591,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
     parser = build_parser()
     args = parser.parse_args([a for a in argv if a != "--debug"])
+    args.command_line = argv  # what the user typed after `promptgen`, for commands that record it
     if not getattr(args, "run", None):
         parser.print_help()
         return 0

@@ -96,7 +96,7 @@ def run_pretrain(args) -> int:
     from promptgen_digits.report import SUBSET_STRIDE, ZERO_SHOT_PHRASE, build_report, domain_features, zero_shot
 
     start = time.perf_counter()
-    command = "promptgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "promptgen " + " ".join(shlex.quote(a) for a in getattr(args, "command_line", sys.argv[1:]))
     if args.text_only:
         facts, recipe = _text_only(args)
     else:

@@ -1,4 +1,4 @@
-"""What makes digits-dg a benchmark: zero-shot accuracy, cross-domain linear probes, domain separability.
+"""What makes the digits world's datasets benchmarks: zero-shot, templates, probes, domain separability.
 
 Also the preview grid (rows = domains, columns = classes) a person looks at.
 """
