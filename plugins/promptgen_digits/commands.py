@@ -126,7 +126,7 @@ def run_pretrain(args) -> int:
             "rule": f"digits-dg seed 0, test split, every {SUBSET_STRIDE}th sample of each domain, device cpu",
             "accuracy": zero_shot(backbone, datasets["digits-dg"], subset),
         },
-        # `promptgen world report --json` on the same weights gives these numbers (tests/test_digits.py).
+        # `promptgen world report --json` on the same weights gives these numbers (tests/test_lit.py).
         "world_report": build_report(backbone, datasets, cache_dir=args.cache_dir)["datasets"],
     }
     card["command_wall_time_s"] = round(time.perf_counter() - start, 1)  # training, pool and the card's report

@@ -80,19 +80,24 @@ class DigitsDG:
         return generate_domain(domain, self.seed, self.per_class, self.image_size)
 
     def _write(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
-        writable_dir(path.parent, f"{self.name} cache directory")
-        # Write then rename: a run killed mid-write never leaves a half file that looks complete.
-        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
+        write_npz(path, arrays, f"{self.name} cache directory")
 
     def _check(self, domain: str, split: str) -> None:
         if domain not in self.domains:
             raise ConfigError(f"{self.name}: unknown domain {domain!r}; domains: {', '.join(self.domains)}")
         if split not in SPLITS:
             raise ConfigError(f"{self.name}: unknown split {split!r}; splits: {', '.join(SPLITS)}")
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray], what: str) -> None:
+    """Write ``arrays`` to ``path`` atomically (``what`` names the directory in the error when it is not writable)."""
+    writable_dir(path.parent, what)
+    # Write then rename: a run killed mid-write never leaves a half file that looks complete.
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    with os.fdopen(handle, "wb") as file:
+        np.savez(file, **arrays)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
 
 
 def split_sizes(per_class: int) -> list[int]:

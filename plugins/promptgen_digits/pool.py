@@ -7,15 +7,13 @@ once per image tower and reused by every text-tower retrain. Each image keeps wh
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 from PIL import Image
 
-from promptgen.paths import cache_root, writable_dir
+from promptgen.paths import cache_root
 from promptgen.values import Sample
 from promptgen_digits import glyphs, styles, world
+from promptgen_digits.dataset import write_npz
 
 FORMAT_VERSION = 1  # bump when the pretraining distribution changes
 
@@ -40,11 +38,7 @@ class PretrainPool:
         if self._arrays is None:
             path = self.directory / "pool.npz"
             if not path.exists():
-                writable_dir(path.parent, "LiT pool cache directory")
-                handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-                with os.fdopen(handle, "wb") as file:
-                    np.savez(file, **generate_pool(self.seed, self.size, self.image_size))
-                os.replace(temporary, path)
+                write_npz(path, generate_pool(self.seed, self.size, self.image_size), "LiT pool cache directory")
             with np.load(path) as data:
                 self._arrays = {key: data[key] for key in ("image", "label", "style", "font")}
         return self._arrays
