@@ -3,8 +3,9 @@
 Output directory (``--out``, default results/<suite>/):
   records/<job id>.json   one per job: status, accuracy per target, val accuracy, stage times, versions
   runs/<job id>/          the engine's run directory (prompt labels, generator, metrics, curves.png)
-  table.md, table.csv     rows = methods, columns = domains + avg, mean ± std over seeds
-  table.png               bars per domain, error bars = std over seeds
+  table.md, table.csv     rows = methods, columns = domains + avg, mean over seeds with a 95% interval over
+                          seeds and test images, and a paired test against each column's best (benchmarks.tables)
+  table.png               bars per domain, error bars = those intervals
   methods.md              per method: seed stability, stage II time, generator quality (FID, KID, P/R, diversity)
   domain_gap.md           FID and KID between the image features of every pair of domains
   index.html              all of the above on one self-contained page (benchmarks.report)
@@ -69,11 +70,22 @@ def table_rows(records: Sequence[dict]) -> list[dict]:
         job, accuracy = record["job"], record["test_accuracy"]
         base = {"method": job["method"], "seed": job["seed"]}
         if job["protocol"] == "single-source":
-            rows.append({**base, "target": job["sources"][0],
-                         "test_accuracy": sum(accuracy.values()) / len(accuracy)})
+            rows.append({**base, "target": job["sources"][0], "test_accuracy": sum(accuracy.values()) / len(accuracy),
+                         "parts": [_part(record, domain, 1 / len(accuracy)) for domain in accuracy]})
         else:
-            rows += [{**base, "target": target, "test_accuracy": value} for target, value in accuracy.items()]
+            rows += [{**base, "target": target, "test_accuracy": value, "parts": [_part(record, target, 1.0)]}
+                     for target, value in accuracy.items()]
     return rows
+
+
+def _part(record: dict, domain: str, weight: float) -> dict:
+    """One test domain of a record as a table cell reads it (benchmarks.tables): its accuracy, its number of test
+    images (from the per-image predictions, else from the run's split sizes: older records have no
+    predictions) and the predictions for the paired test."""
+    predictions = (record.get("test_predictions") or {}).get(domain)
+    images = predictions["images"] if predictions else (record.get("sizes") or {}).get(f"test/{domain}")
+    return {"key": domain, "accuracy": record["test_accuracy"][domain], "images": images, "weight": weight,
+            "predictions": predictions}
 
 
 def suite_table(suite: Suite, jobs: Sequence[Job], records: Sequence[dict]) -> Table:
@@ -90,12 +102,14 @@ def title(suite: Suite, seeds: Sequence[int], backbone: str) -> str:
         "single-source": f"{suite.dataset}, single source (column = source domain; mean over the other domains)",
         "cross-dataset": f"trained on {suite.dataset}, tested on {suite.target_dataset} (column = target domain)",
     }[suite.protocol]
-    return (f"Test accuracy (%) — {what}; mean ± std over seeds {','.join(map(str, seeds))}; "
+    return (f"Test accuracy (%) — {what}; mean over seeds {','.join(map(str, seeds))} [95% interval]; "
             f"backbone {backbone}; best in bold")
 
 
 def plot(table: Table, path: Path, heading: str) -> Path:
-    """Grouped bars: one group per column (domain, avg), one bar per method, error bars = std over seeds."""
+    """Grouped bars: one group per column (domain, avg), one bar per method, error bars = the cells' 95% intervals
+    (the std over seeds where a cell has none). The y axis starts at a round value below every interval, and its
+    label says where: a bar's height is then not mistaken for its share of 100 %."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,14 +119,18 @@ def plot(table: Table, path: Path, heading: str) -> Path:
     figure, axes = plt.subplots(figsize=(2.6 + 1.3 * len(table.columns), 3.6))
     for index, method in enumerate(table.rows):
         cells = [table.cells.get((method, column)) for column in table.columns]
+        below = [cell.mean - (cell.low if cell.low is not None else cell.mean - cell.std) if cell else 0
+                 for cell in cells]
+        above = [(cell.high if cell.high is not None else cell.mean + cell.std) - cell.mean if cell else 0
+                 for cell in cells]
         axes.bar([c + (index - (len(table.rows) - 1) / 2) * width for c in range(len(table.columns))],
-                 [cell.mean if cell else 0 for cell in cells], width, yerr=[cell.std if cell else 0 for cell in cells],
-                 capsize=2, label=method)
-    means = [cell.mean for cell in table.cells.values()]
-    low = max(0.0, min(means) - 10) if means else 0.0
-    axes.set_ylim(low, min(100.0, max(means) + 5) if means else 100.0)
+                 [cell.mean if cell else 0 for cell in cells], width, yerr=[below, above], capsize=2, label=method)
+    lows = [cell.low if cell.low is not None else cell.mean - cell.std for cell in table.cells.values()]
+    highs = [cell.high if cell.high is not None else cell.mean + cell.std for cell in table.cells.values()]
+    start = max(0.0, 10 * ((min(lows) - 5) // 10)) if lows else 0.0
+    axes.set_ylim(start, min(100.0, max(highs) + 3) if highs else 100.0)
     axes.set_xticks(range(len(table.columns)), table.columns)
-    axes.set_ylabel("test accuracy (%)")
+    axes.set_ylabel(f"test accuracy (%), axis from {start:.0f}")
     axes.set_title(heading, fontsize=9)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     axes.grid(axis="y", alpha=0.3)
@@ -185,10 +203,10 @@ def seed_stability(rows: Sequence[dict]) -> dict[str, float] | None:
 
 def method_table(jobs: Sequence[Job], records: Sequence[dict]) -> str:
     """Per method: seed stability (the mean over columns of the std of accuracy over seeds; the seed-averaged
-    accuracy's mean, std across seeds and worst seed), stage II time and the generator quality metrics
-    (mean ± std over every target and seed)."""
+    accuracy's mean, std across seeds and worst seed), stage II seconds and the generator quality metrics
+    (each mean ± std over the method's jobs: every target and seed, not seeds alone)."""
     ok = [r for r in records if r.get("status") == "ok"]
-    lines = ["| method | seed std (points) | mean over seeds | std across seeds | worst seed | stage II s | "
+    lines = ["| method | seed std (points) | mean over seeds | std across seeds | worst seed | stage II s per job | "
              + " | ".join(title for _, title, _ in QUALITY) + " |",
              "|---|" + "---:|" * (5 + len(QUALITY))]
     for method in dict.fromkeys(job.method for job in jobs):

@@ -1,5 +1,13 @@
 """Result tables derived from run records, DomainBed style: rows = methods, columns = target domains + avg,
-mean ± std over seeds, the best mean of each column in bold."""
+the mean over seeds with a 95% interval that counts the test set's own sampling error (benchmarks.stats),
+the best mean of each column in bold, and each other row marked where a paired test over the same test
+images says it is below the best.
+
+A row of input (what ``accuracy_table`` reads) is one run's contribution to one cell: ``method``,
+``target`` (the column), ``seed``, ``test_accuracy`` (a fraction) and, where the record has them,
+``parts``: one entry per test domain the value averages, ``{"key", "accuracy", "images", "weight",
+"predictions"}`` (``predictions``: promptgen.evaluate.pack_correct's per-image record, or None).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +15,37 @@ import statistics
 from typing import Iterable, Sequence
 
 import attrs
+import numpy as np
+
+from benchmarks import stats
+from promptgen.evaluate import unpack_correct
+
+LEGEND = ("[low, high]: 95% interval over seeds and test images (Wilson for one seed on one domain; else t with "
+          "Welch–Satterthwaite df: benchmarks/stats.py); †: below the column's best by a paired sign-flip test over "
+          f"the same test images at p < {stats.ALPHA} (exact McNemar with one seed each); (1 seed): one run, so no "
+          "seed spread is in the interval")
 
 
 @attrs.frozen
 class Cell:
-    mean: float
-    std: float
-    count: int
+    mean: float  # percent
+    std: float  # over seeds
+    count: int  # seeds
+    low: float | None = None  # the 95% interval (percent); None when the test image counts are unknown
+    high: float | None = None
+    p_vs_best: float | None = None  # the paired test against the column's best row; None for it and where untested
+
+    @property
+    def below_best(self) -> bool:
+        return self.p_vs_best is not None and self.p_vs_best < stats.ALPHA
 
     def text(self, bold: bool = False) -> str:
-        value = f"{self.mean:.1f} ± {self.std:.1f}"
-        return f"**{value}**" if bold else value
+        value = f"**{self.mean:.1f}**" if bold else f"{self.mean:.1f}"
+        if self.low is not None:
+            value += f" [{self.low:.1f}, {self.high:.1f}]"
+        elif self.count > 1:
+            value += f" ± {self.std:.1f}"
+        return value + ("†" if self.below_best else "") + (" (1 seed)" if self.count == 1 else "")
 
 
 @attrs.frozen
@@ -38,40 +66,54 @@ class Table:
             texts = [self.cells[(row, c)].text(bold=best[c] == row) if (row, c) in self.cells else "–"
                      for c in self.columns]
             lines.append(f"| {row} | " + " | ".join(texts) + " |")
-        return "\n".join(lines)
+        return "\n".join(lines + ["", LEGEND] if self.cells else lines)
 
     def csv(self) -> str:
-        lines = ["method," + ",".join(f"{c}_mean,{c}_std" for c in self.columns)]
+        fields = ("mean", "std", "low", "high", "seeds", "p_vs_best")
+        lines = ["method," + ",".join(f"{c}_{field}" for c in self.columns for field in fields)]
         for row in self.rows:
             values = []
             for column in self.columns:
                 cell = self.cells.get((row, column))
-                values += [f"{cell.mean:.4f}", f"{cell.std:.4f}"] if cell else ["", ""]
+                values += ([_number(cell.mean), _number(cell.std), _number(cell.low), _number(cell.high),
+                            str(cell.count), _number(cell.p_vs_best, 6)] if cell else [""] * len(fields))
             lines.append(f"{row}," + ",".join(values))
         return "\n".join(lines) + "\n"
 
 
+def _number(value: float | None, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
 def accuracy_table(records: Iterable[dict], targets: Sequence[str] | None = None, methods: Sequence[str] | None = None,
                    value: str = "test_accuracy") -> Table:
-    """Group records (each with 'method', 'target' and ``value`` as a fraction) into percentages.
+    """Group rows (each with 'method', 'target' and ``value`` as a fraction) into percentages.
 
-    Each cell is the mean ± sample std over the records' seeds; 'avg' is, per seed, the mean over
-    targets, then mean ± std over seeds — the convention of the DG papers' tables.
+    Each cell is the mean ± sample std over the rows' seeds with its interval; 'avg' is, per seed, the mean
+    over targets, then mean over seeds — the convention of the DG papers' tables.
     """
-    by_cell: dict[tuple[str, str], dict[int, float]] = {}
+    by_cell: dict[tuple[str, str], dict[int, dict]] = {}
     for record in records:
-        by_cell.setdefault((record["method"], record["target"]), {})[record.get("seed", 0)] = 100 * record[value]
+        by_cell.setdefault((record["method"], record["target"]), {})[record.get("seed", 0)] = \
+            {**record, "test_accuracy": record[value]}
     methods = list(methods or dict.fromkeys(method for method, _ in by_cell))
     targets = list(targets or dict.fromkeys(target for _, target in by_cell))
-    cells = {}
     for method in methods:
-        for target in targets:
-            if (method, target) in by_cell:
-                cells[(method, target)] = _cell(list(by_cell[(method, target)].values()))
-        per_seed = _average_over_targets({t: by_cell.get((method, t), {}) for t in targets})
+        per_seed = average_rows({t: by_cell.get((method, t), {}) for t in targets})
         if per_seed:
-            cells[(method, "avg")] = _cell(list(per_seed.values()))
-    return Table(tuple(methods), (*targets, "avg"), cells)
+            by_cell[(method, "avg")] = per_seed
+    columns = (*targets, "avg")
+    cells = {key: _cell(rows) for key, rows in by_cell.items() if key[0] in methods and key[1] in columns}
+    for column in columns:
+        present = [m for m in methods if (m, column) in cells]
+        if len(present) < 2:
+            continue
+        best = max(present, key=lambda m: cells[(m, column)].mean)
+        for method in present:
+            if method != best:
+                p = paired_test(by_cell[(best, column)], by_cell[(method, column)])
+                cells[(method, column)] = attrs.evolve(cells[(method, column)], p_vs_best=p)
+    return Table(tuple(methods), columns, cells)
 
 
 def average_over_datasets(rows_by_dataset: dict[str, list[dict]], methods: Sequence[str] | None = None) -> Table:
@@ -80,33 +122,81 @@ def average_over_datasets(rows_by_dataset: dict[str, list[dict]], methods: Seque
     dataset's table rows (what accuracy_table reads) with its target domains."""
     averaged = []
     for dataset, rows in rows_by_dataset.items():
-        by_cell: dict[tuple[str, str], dict[int, float]] = {}
+        by_cell: dict[tuple[str, str], dict[int, dict]] = {}
         for row in rows:
-            by_cell.setdefault((row["method"], row["target"]), {})[row.get("seed", 0)] = row["test_accuracy"]
+            by_cell.setdefault((row["method"], row["target"]), {})[row.get("seed", 0)] = row
         targets = list(dict.fromkeys(target for _, target in by_cell))
         for method in dict.fromkeys(method for method, _ in by_cell):
-            per_seed = _average_over_targets({t: by_cell.get((method, t), {}) for t in targets})
-            averaged += [{"method": method, "target": dataset, "seed": seed, "test_accuracy": value}
-                         for seed, value in per_seed.items()]
+            per_seed = average_rows({t: by_cell.get((method, t), {}) for t in targets}, prefix=f"{dataset}/")
+            averaged += [{**row, "method": method, "target": dataset, "seed": seed} for seed, row in per_seed.items()]
     return accuracy_table(averaged, targets=list(rows_by_dataset), methods=methods)
 
 
-def _average_over_targets(by_target: dict[str, dict[int, float]]) -> dict[int, float]:
-    """Per seed, the mean over every target; empty if a target has no result.
+def average_rows(by_target: dict[str, dict[int, dict]], prefix: str = "") -> dict[int, dict]:
+    """Per seed, one row averaging every target's row (its parts weighted by 1/targets); empty if a target has
+    no result.
 
-    A target run once (a deterministic method such as zero-shot) lends its one value to every seed;
+    A target run once (a deterministic method such as zero-shot) lends its one row to every seed;
     a seed missing from a target that was run several times is left out.
     """
-    if not by_target or any(not values for values in by_target.values()):
+    if not by_target or any(not rows for rows in by_target.values()):
         return {}
     averages = {}
     for seed in sorted(set().union(*by_target.values())):
-        row = [values.get(seed, next(iter(values.values())) if len(values) == 1 else None)
-               for values in by_target.values()]
-        if None not in row:
-            averages[seed] = statistics.mean(row)
+        chosen = {target: rows.get(seed, next(iter(rows.values())) if len(rows) == 1 else None)
+                  for target, rows in by_target.items()}
+        if None in chosen.values():
+            continue
+        share = 1 / len(chosen)
+        parts = [[{**part, "key": f"{prefix}{target}:{part['key']}", "weight": part["weight"] * share}
+                  for part in row["parts"]] if row.get("parts") else None for target, row in chosen.items()]
+        averages[seed] = {"test_accuracy": statistics.mean(row["test_accuracy"] for row in chosen.values()),
+                          "parts": None if None in parts else [part for group in parts for part in group]}
     return averages
 
 
-def _cell(values: list[float]) -> Cell:
-    return Cell(statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+def _cell(rows: dict[int, dict]) -> Cell:
+    values = [100 * row["test_accuracy"] for row in rows.values()]
+    mean, std = statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    parts = _parts_over_seeds(rows)
+    if parts is None:
+        return Cell(mean, std, len(values))
+    low, high = stats.interval([v / 100 for v in values],
+                               [(statistics.mean(p["accuracy"] for p in group), group[0]["images"], group[0]["weight"])
+                                for group in parts.values()])
+    return Cell(mean, std, len(values), 100 * low, 100 * high)
+
+
+def _parts_over_seeds(rows: dict[int, dict]) -> dict[str, list[dict]] | None:
+    """Each test domain's parts, one per seed; None unless every row names its test domains and image counts."""
+    grouped: dict[str, list[dict]] = {}
+    for row in rows.values():
+        if not row.get("parts") or any(not part.get("images") for part in row["parts"]):
+            return None
+        for part in row["parts"]:
+            grouped.setdefault(part["key"], []).append(part)
+    return grouped
+
+
+def paired_test(best: dict[int, dict], other: dict[int, dict]) -> float | None:
+    """The paired sign-flip test's p value between two cells' runs (benchmarks.stats.sign_flip), over every test
+    image the cells share; None when a run kept no per-image predictions or the two saw other images."""
+    mine, theirs = _parts_over_seeds(best), _parts_over_seeds(other)
+    if mine is None or theirs is None or set(mine) != set(theirs):
+        return None
+    differences, weights = [], []
+    for key, group in mine.items():
+        a, b = _correct_over_seeds(group), _correct_over_seeds(theirs[key])
+        if a is None or b is None or group[0]["predictions"]["samples"] != theirs[key][0]["predictions"]["samples"]:
+            return None
+        differences.append(a - b)
+        weights.append(np.full(len(a), group[0]["weight"] / len(a)))
+    return stats.sign_flip(np.concatenate(differences), np.concatenate(weights))
+
+
+def _correct_over_seeds(parts: list[dict]) -> np.ndarray | None:
+    """Per test image, the fraction of a cell's seeds that got it right; None unless every seed saw the same images."""
+    packed = [part.get("predictions") for part in parts]
+    if any(p is None for p in packed) or len({p["samples"] for p in packed}) != 1:
+        return None
+    return np.mean([unpack_correct(p) for p in packed], axis=0)

@@ -7,9 +7,13 @@ encode B x C prompts per chunk of B images, with B chosen so that a chunk holds 
 
 from __future__ import annotations
 
+import base64
+import hashlib
+
+import numpy as np
 import torch
 
-from promptgen.errors import GeneratorError
+from promptgen.errors import GeneratorError, MethodError
 from promptgen.prompts import PromptAssembler
 from promptgen.protocols import Backbone, Generator
 from promptgen.values import FeatureSet, PromptLabel
@@ -30,6 +34,32 @@ def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
     if len(labels) == 0:
         return float("nan")
     return (scores.argmax(dim=-1).cpu() == labels.cpu()).float().mean().item()
+
+
+def correct_predictions(scores: torch.Tensor, labels: torch.Tensor, who: str) -> torch.Tensor:
+    """Whether each image's top-1 class is its label (bool [N]); a MethodError naming ``who`` when a logit is
+    NaN or infinite, which an argmax would otherwise turn into a plausible-looking accuracy."""
+    finite = torch.isfinite(scores)
+    if not finite.all():
+        rows = int((~finite.flatten(1).all(dim=1)).sum()) if scores.ndim > 1 else int((~finite).sum())
+        raise MethodError(f"{who}: {rows} of {len(scores)} images have NaN or infinite logits: the training "
+                          f"diverged (a learning rate too large, or a NaN in the data); the run was not saved")
+    return scores.argmax(dim=-1).cpu() == labels.cpu()
+
+
+def pack_correct(correct: torch.Tensor, sample_keys: list[str]) -> dict:
+    """Per-image correctness as a record keeps it: paired tests between methods need which images each got
+    right, not only how many. ``samples`` hashes the images' keys in order, so only predictions of the same
+    images in the same order are ever paired."""
+    bits = np.packbits(correct.numpy().astype(np.uint8))
+    keys = hashlib.blake2b("\n".join(sample_keys).encode(), digest_size=8).hexdigest()
+    return {"images": len(correct), "samples": keys, "correct": base64.b64encode(bits.tobytes()).decode()}
+
+
+def unpack_correct(packed: dict) -> np.ndarray:
+    """The bool [N] array ``pack_correct`` stored."""
+    bits = np.frombuffer(base64.b64decode(packed["correct"]), np.uint8)
+    return np.unpackbits(bits, count=int(packed["images"])).astype(bool)
 
 
 @torch.no_grad()
