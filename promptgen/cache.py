@@ -15,6 +15,7 @@ one, and counted (``FeatureCache.recomputed``).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -505,14 +506,18 @@ def _open(path: Path, map_size: int, readonly: bool = False) -> lmdb.Environment
     # environment; a separate lock=False reader would be safe only while no process writes. A
     # read-only cache cannot hold a lock file: no one writes it, so reading without one is safe.
     if not _as_recorded(path):
-        problem = lmdbcheck.problem(path / "data.mdb")
+        problem = lmdbcheck.problem(path / "data.mdb") or _emptied(path)
         if problem and not _as_recorded(path):  # (unless a writer of ours committed while it was read)
             raise DamagedCacheError(f"the feature cache at {path} is damaged: {problem}; run `promptgen cache verify "
                                     f"--repair` (keeps every intact entry) or `promptgen cache clear --all`")
+    if not readonly:
+        _reserve_lock_file(path)
     try:
         environment = lmdb.open(str(path), subdir=True, map_size=map_size, readahead=False, max_dbs=0,
                                 lock=not readonly, readonly=readonly)
     except lmdb.Error as error:
+        if _low_on_space(path):
+            raise _no_space(path) from None
         damaged = (path / "data.mdb").is_file() and (path / "data.mdb").stat().st_size > 0
         raise (DamagedCacheError if damaged else CacheError)(
             f"cannot open the feature cache at {path}: {error}; run `promptgen cache verify --repair` (keeps every "
@@ -538,14 +543,31 @@ def _file_state(path: Path) -> dict | None:
     return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+def _recorded_state(path: Path) -> dict | None:
+    try:
+        state = json.loads((path / STATE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
 def _as_recorded(path: Path) -> bool:
     state = _file_state(path)
-    if state is None or state["bytes"] == 0:
+    if state is None:
         return True  # nothing to read yet
-    try:
-        return json.loads((path / STATE).read_text()) == state
-    except (OSError, ValueError):
-        return False
+    if state["bytes"] == 0:  # a file LMDB is creating this moment, unless promptgen had committed to it
+        return not (_recorded_state(path) or {}).get("bytes")
+    return _recorded_state(path) == state
+
+
+def _emptied(path: Path) -> str | None:
+    """Why an empty data.mdb is damage: promptgen had committed features to it (LMDB never empties its file)."""
+    held = (_recorded_state(path) or {}).get("bytes")
+    state = _file_state(path)
+    if state is not None and state["bytes"] == 0 and held:
+        return (f"data.mdb is empty (0 bytes) though it held {held:,} bytes after promptgen's last commit: it was "
+                f"cut or replaced, and its features are gone")
+    return None
 
 
 def _record_state(path: Path) -> None:
@@ -559,7 +581,8 @@ def salvage_files(root: str | Path | None = None) -> dict:
     """Rebuild a cache whose file LMDB must not map: every intact entry that sound pages still reach is copied
     into a fresh file, which takes the damaged one's place. Returns {"kept", "dropped"}."""
     path = (cache_root(root) / "features.lmdb").absolute()
-    entries = list(lmdbcheck.salvage(path / "data.mdb"))
+    emptied = (path / "data.mdb").is_file() and (path / "data.mdb").stat().st_size == 0
+    entries = [] if emptied else list(lmdbcheck.salvage(path / "data.mdb"))
     dims = {key[len(META_TAG):].decode(errors="replace"): _embed_dim(value) for key, value in entries
             if key.startswith(META_TAG) and _embed_dim(value) is not None}
     fresh_dir = path.with_name(path.name + ".rebuild")
@@ -588,15 +611,54 @@ def salvage_files(root: str | Path | None = None) -> dict:
     return {"kept": kept, "dropped": dropped}
 
 
+LOCK_FILE_BYTES = 8 * 2**10  # LMDB's reader table at its default 126 readers (a larger file would only hold more)
+
+
+def _reserve_lock_file(path: Path) -> None:
+    """Allocate lock.mdb's blocks before LMDB maps it. LMDB extends the file with ftruncate and writes it through
+    the map: on a full disk that write has no block to land on, and the kernel kills the process (SIGBUS) with
+    no message and the run's partial directory left behind. Allocated here, a full disk is an error we can name."""
+    lock = path / "lock.mdb"
+    created = not lock.exists()
+    try:
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return  # LMDB opens it itself and reports what is wrong
+    try:
+        os.posix_fallocate(descriptor, 0, LOCK_FILE_BYTES)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            os.close(descriptor)
+            descriptor = None
+            if created:
+                lock.unlink(missing_ok=True)
+            raise _no_space(path) from None
+        # a file system without fallocate: LMDB extends the file as before
+    finally:
+        if descriptor is not None:
+            os.close(descriptor)
+
+
+def _low_on_space(path: Path) -> bool:
+    try:
+        return shutil.disk_usage(path).free < 64 * 2**20
+    except OSError:
+        return False
+
+
+def _no_space(path: Path) -> CacheError:
+    try:
+        free = f" ({shutil.disk_usage(path).free / 2**20:.1f} MiB free)"
+    except OSError:
+        free = ""
+    return CacheError(f"no space left on the disk holding the feature cache {path}{free}: free some space or pass "
+                      f"--cache-dir elsewhere; features already stored stay valid")
+
+
 def _write_error(path: Path, error: lmdb.Error) -> CacheError:
     """A failed write: say 'disk full' when it is, else that the cache is damaged."""
-    try:
-        free = shutil.disk_usage(path).free
-    except OSError:
-        free = None
-    if free is not None and free < 64 * 2**20:
-        return CacheError(f"no space left on the disk holding the feature cache {path} ({free / 2**20:.0f} MiB free): "
-                          f"free some space or pass --cache-dir elsewhere; features already stored stay valid")
+    if _low_on_space(path):
+        return _no_space(path)
     return CacheError(f"cannot write to the feature cache at {path} ({type(error).__name__}: {error}); features "
                       f"already stored stay valid: run `promptgen cache verify` to check it")
 

@@ -8,12 +8,13 @@ with strict parsers (JavaScript's, jq's), not only Python's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterator
 
 from promptgen.errors import PromptgenError
 
@@ -33,19 +34,33 @@ def dumps(value: Any, **options) -> str:
     return json.dumps(strict(value), allow_nan=False, **options)
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temporary file + rename)."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """A file object whose contents become ``path`` (mode 0644) only when the block ends without error.
+
+    It writes a temporary file beside ``path`` and renames it into place; on any error the temporary
+    file is removed and ``path`` is left as it was. An OSError that names no file (a full disk met
+    while flushing) is raised again naming ``path``, so the message says where the write failed.
+    """
     path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
+        with os.fdopen(handle, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as file:
+            yield file
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno is not None and not error.filename:
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
-    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (temporary file + rename)."""
+    with atomic_file(path) as file:
+        file.write(text)
+    return Path(path)
 
 
 def write_json(path: str | Path, value: Any) -> Path:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import types
 import typing
 from typing import Any, Callable, Mapping
 
 import attrs
 
-from promptgen.errors import ConfigError
+from promptgen.errors import ConfigError, suggestion
 from promptgen.lazy import resolve
 
 # What each kind's hook specification passes to the factory (promptgen/hookspecs.py): never options.
@@ -52,7 +53,14 @@ class Option:
         return self.default is _MISSING
 
     def check(self, value: Any, where: str) -> Any:
-        """``value`` if this option accepts it (an int for a float, a list for a tuple), else a ConfigError."""
+        """``value`` if this option accepts it (an int for a float, a list for a tuple), else a ConfigError.
+
+        NaN and infinities are refused whatever the type: no setting means them, and a NaN learning rate
+        would train a run of NaNs and save it as a good one.
+        """
+        if not _finite(value):
+            raise ConfigError(f"{where}: option '{self.name}' must be a finite number, got {value!r} (a number "
+                              f"beyond ±1.8e308 reads as inf); give a finite value")
         if self.types is None or _accepts(self.types, value):
             return tuple(value) if isinstance(value, list) and tuple in self.types and list not in self.types else value
         raise ConfigError(f"{where}: option '{self.name}' must be {self.type_text()}, got {value!r} "
@@ -66,6 +74,16 @@ class Option:
 
     def default_text(self) -> str:
         return "(required)" if self.required else repr(self.default)
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(map(_finite, value))
+    if isinstance(value, dict):
+        return all(map(_finite, value.values()))
+    return True
 
 
 def _accepts(accepted: tuple[type, ...], value: Any) -> bool:
@@ -140,5 +158,5 @@ def check_values(options: Mapping[str, Option], values: Mapping[str, Any], where
         settable = [name for name in options if name not in RUN_VALUES]
         listed = ", ".join(settable) if settable else "none"
         raise ConfigError(f"{where}: unknown option{'s' if len(unknown) > 1 else ''} "
-                          f"{', '.join(repr(u) for u in unknown)}; its options: {listed}")
+                          f"{', '.join(repr(u) for u in unknown)}; its options: {listed}{suggestion(unknown[0], settable)}")
     return {name: options[name].check(value, where) for name, value in values.items()}

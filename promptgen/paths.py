@@ -14,7 +14,10 @@ def cache_root(override: str | os.PathLike | None = None) -> Path:
     """The cache root: ``override``, else $PROMPTGEN_CACHE_DIR, else $XDG_CACHE_HOME/promptgen (~/.cache/promptgen)."""
     if override is not None:
         return Path(override).expanduser()
-    if os.environ.get(ENV_VAR):
+    if ENV_VAR in os.environ:
+        if not os.environ[ENV_VAR].strip():
+            raise ConfigError(f"${ENV_VAR} is set but empty: unset it to use the default cache "
+                              f"(~/.cache/promptgen), or set it to a directory")
         return Path(os.environ[ENV_VAR]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "promptgen"
 
@@ -32,3 +35,13 @@ def writable_dir(path: Path, what: str) -> Path:
             f"choose another directory (--cache-dir or ${ENV_VAR})"
         ) from None
     return path
+
+
+def check_outside_cache(out: str | os.PathLike, cache_dir: str | os.PathLike | None, flag: str = "--out") -> None:
+    """Refuse an output directory inside the feature cache's LMDB directory, whose files LMDB alone may own
+    (`cache clear --all` deletes them, a stray file there confuses repair)."""
+    lmdb_dir = (cache_root(cache_dir) / "features.lmdb").resolve()
+    target = Path(out).expanduser().resolve()
+    if target == lmdb_dir or lmdb_dir in target.parents:
+        raise ConfigError(f"{flag} {out} is inside the feature cache's database directory {lmdb_dir}, which only "
+                          f"LMDB may write: choose an --out elsewhere")

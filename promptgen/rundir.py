@@ -46,8 +46,14 @@ def start(out: Path, *, force: bool = False) -> Path:
     out = Path(out).absolute()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise ConfigError(f"--out {out} already holds a run; pass --force to replace it, or choose another --out")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held:
+        if not is_run(out):  # --force replaces a run, never a folder of someone's files
+            shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+            raise ConfigError(f"--out {out} is not empty and is not a run directory (it holds {shown}); promptgen "
+                              f"replaces only a run it wrote, even with --force: choose another --out")
+        if not force:
+            raise ConfigError(f"--out {out} already holds a run; pass --force to replace it, or choose another --out")
     try:
         missing = [parent for parent in out.parents if not parent.exists()]
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +65,12 @@ def start(out: Path, *, force: bool = False) -> Path:
         raise ConfigError(f"--out {out}: a parent of it is a file, not a directory") from None
     except NotADirectoryError:
         raise ConfigError(f"--out {out}: a parent of it is a file, not a directory") from None
+
+
+def is_run(directory: Path) -> bool:
+    """Whether ``directory`` is a run promptgen wrote: it has the manifest written last, or (a run of a promptgen
+    before 0.2, which wrote no manifest) its config.json."""
+    return (directory / MANIFEST).is_file() or (directory / CONFIG).is_file()
 
 
 def _remove_stale_partials(out: Path) -> None:

@@ -9,7 +9,7 @@ import torch
 from promptgen import cli
 from promptgen.cache import FeatureCache, encode_entry, feature_key, transform_id
 from promptgen.data import extract_features
-from promptgen.errors import CacheError, ConfigError
+from promptgen.errors import ConfigError
 from promptgen_colors.dataset import ColorsDataset
 
 DATASET = ColorsDataset(per_class=5)

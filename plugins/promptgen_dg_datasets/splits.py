@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import attrs
@@ -22,6 +20,7 @@ import numpy as np
 
 from promptgen.data import stable_int_hash
 from promptgen.errors import DatasetError
+from promptgen.files import atomic_file
 from promptgen.paths import cache_root, writable_dir
 from promptgen.plan import class_key
 from promptgen_dg_datasets.listing import SPLIT_DIR
@@ -196,8 +195,5 @@ def seeded_document(train, val, *, folder_name: str, label_of: dict[str, int], d
 def write_json(path: Path, document: dict) -> None:
     """Write then rename: a killed run never leaves a half file that looks complete."""
     writable_dir(path.parent, "promptgen dataset cache")
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
-    with os.fdopen(handle, "w") as file:
+    with atomic_file(path) as file:
         json.dump(document, file, indent=1)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)

@@ -8,14 +8,13 @@ shared between train, val and test.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from promptgen.errors import ConfigError
+from promptgen.files import atomic_file
 from promptgen.paths import cache_root, writable_dir
 from promptgen.values import Sample
 from promptgen_digits import styles, world
@@ -92,12 +91,8 @@ class DigitsDG:
 def write_npz(path: Path, arrays: dict[str, np.ndarray], what: str) -> None:
     """Write ``arrays`` to ``path`` atomically (``what`` names the directory in the error when it is not writable)."""
     writable_dir(path.parent, what)
-    # Write then rename: a run killed mid-write never leaves a half file that looks complete.
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    with os.fdopen(handle, "wb") as file:
+    with atomic_file(path, "wb") as file:  # a run killed mid-write never leaves a half file that looks complete
         np.savez(file, **arrays)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
 
 
 def split_sizes(per_class: int) -> list[int]:

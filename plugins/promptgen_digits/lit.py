@@ -12,10 +12,8 @@ uninterrupted one does.
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,9 +24,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from promptgen.cache import FeatureCache, image_fingerprint
+from promptgen.cache import FeatureCache
 from promptgen.config import integer, number
 from promptgen.errors import ConfigError
+from promptgen.files import atomic_file
 from promptgen.schedules import warmup_cosine
 from promptgen_digits import glyphs, world
 from promptgen_digits.backbone import MODEL_NAME, TinyClipDigits, add_model_config
@@ -99,10 +98,8 @@ def make_optimizer(model, config: LitConfig) -> torch.optim.AdamW:
 
 
 def _save_atomic(obj, path: Path) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
+    with atomic_file(path, "wb") as file:
+        torch.save(obj, file)
 
 
 def train_text_tower(config: LitConfig, out_dir: Path, *, image_weights: Path | None = None, cache_dir=None,

@@ -7,7 +7,6 @@ are identical within a batch are indistinguishable, so they count as positives o
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
