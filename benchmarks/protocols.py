@@ -20,7 +20,7 @@ from benchmarks.records import Job
 from benchmarks.suites import Suite
 from promptgen.device import resolve_device
 from promptgen.engine import build_dataset, check
-from promptgen.errors import ConfigError, PromptgenError
+from promptgen.errors import ConfigError, PromptgenError, suggestion
 from promptgen.presets import resolve_preset
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ def resolve_methods(methods: Sequence[str], where: str, registry, backbone=None,
     resolved = []
     for method in methods:
         if method != "all" and not registry.has("method", method):
-            raise ConfigError(f"{where}: unknown method {method!r}; methods: all, {', '.join(aliases + list(known))}")
+            raise ConfigError(f"{where}: unknown method {method!r}; methods: all, {', '.join(aliases + list(known))}"
+                              f"{registry.unknown_hint('method', method)}")
         for name in known if method == "all" else (registry.canonical("method", method),):
             ask = method_attribute(registry, name, "unsupported", None) if method == "all" and backbone else None
             reason = ask(backbone) if callable(ask) else None
@@ -104,7 +105,7 @@ def expand(suite: Suite, registry, methods: Sequence[str] | None = None, skipped
     for key, name in (("dataset", example.dataset), ("target_dataset", example.target_dataset)):
         if name is not None and not registry.has("dataset", name):
             raise ConfigError(f"{where}: {key}: unknown dataset {name!r}; registered: "
-                              f"{', '.join(registry.names('dataset'))}")
+                              f"{', '.join(registry.names('dataset'))}{registry.unknown_hint('dataset', name)}")
     methods = resolve_methods(methods or suite.methods, f"{where}: methods", registry, example.backbone, skipped)
     domains = _domains(suite, registry, example.dataset)
     if suite.protocol == "cross-dataset":
@@ -135,9 +136,10 @@ def _parts_with_targets(suite: Suite, registry) -> list[Suite]:
     dataset with none of them is left out (``--targets photo`` on digits-dg + digits-traps runs digits-dg)."""
     if not suite.targets:
         return suite.parts()
-    parts, matched = [], set()
+    parts, matched, every = [], set(), []
     for part in suite.parts():
         domains = _domains(part, registry, part.dataset)
+        every += domains
         mine = tuple(target for target in suite.targets if target in domains)
         matched.update(mine)
         if mine:
@@ -145,7 +147,7 @@ def _parts_with_targets(suite: Suite, registry) -> list[Suite]:
     unknown = [target for target in suite.targets if target not in matched]
     if unknown:
         raise ConfigError(f"{suite.path}: targets: unknown domain {unknown[0]!r}: no domain of "
-                          f"{', '.join(suite.datasets)}")
+                          f"{', '.join(suite.datasets)}{suggestion(unknown[0], every)}")
     return parts
 
 
@@ -154,4 +156,4 @@ def _check_targets(suite: Suite, domains: Sequence[str]) -> None:
         if target not in domains:
             dataset = suite.target_dataset or suite.dataset
             raise ConfigError(f"{suite.path}: targets: unknown domain {target!r}; domains of {dataset}: "
-                              f"{', '.join(domains)}")
+                              f"{', '.join(domains)}{suggestion(target, domains)}")

@@ -10,6 +10,7 @@ See docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -21,10 +22,11 @@ from benchmarks.records import RecordStore, run_jobs
 from benchmarks.tables import average_over_datasets
 from promptgen import defaults
 from promptgen.cli import (Parser, add_log_argument, add_set_argument, merge_overrides, parse_settings, run_command, setup_logging,
-                           warn_about_plugins)
+                           sigterm_raises, warn_about_plugins)
 from promptgen.curves import require_tensorboard
-from promptgen.errors import ConfigError, PromptgenError
+from promptgen.errors import ConfigError, PromptgenError, suggestion
 from promptgen.files import write_json, write_text
+from promptgen.paths import check_outside_cache
 from promptgen.presets import PRESET_CHOICES
 from promptgen.registry import default_registry
 
@@ -56,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--launcher", help=f"launcher plugin, e.g. local, processes or ray (default: the suite's "
                                           f"launcher, else {defaults.LAUNCHER})")
     where.add_argument("--workers", type=int, help="processes launcher: worker processes (default: the suite's, else 2)")
+    where.add_argument("--threads", type=int, metavar="N", help="torch threads of each job: per worker with the "
+                       "processes launcher (default: its share of the usable cores), else of this process (default: "
+                       "torch's, one per core); on a machine busy with other work, 1")
     where.add_argument("--ray-address", help="ray launcher: a running cluster (ray://host:10001 or auto); "
                        "default: start a local Ray instance")
     where.add_argument("--shard", help="I/N: run every N-th job from the I-th (0-based); default from torchrun's "
@@ -88,6 +93,10 @@ def resolve_suite(args) -> suites.Suite:
     for seed in args.seeds or ():
         if not 0 <= seed <= SEED_LIMIT:
             raise ConfigError(f"--seeds: every seed must be an integer from 0 to {SEED_LIMIT}, got {seed}")
+    for flag, values in (("--targets", args.targets), ("--methods", args.methods), ("--seeds", args.seeds)):
+        twice = suites.listed_twice(values or ())
+        if twice is not None:  # the same job twice, or two sweeps' worth of one
+            raise ConfigError(f"{flag}: {twice!r} is listed twice; list each once")
     suite = suites.load(args.suite)
     backbone = {**suite.template.get("backbone", {}),
                 **{k: v for k, v in (("name", args.backbone), ("model", args.model), ("pretrained", args.pretrained),
@@ -124,9 +133,15 @@ def check_data_root(suite: suites.Suite) -> None:
                           f"{steps}\nSee docs/benchmarks.md#real-datasets.")
 
 
-def shard(jobs: list, spec: str | None) -> list:
+def shard_spec(spec: str | None) -> str | None:
+    """This process's shard, "I/N": --shard, else torchrun's RANK/WORLD_SIZE, else None (every job)."""
     if spec is None and "WORLD_SIZE" in os.environ:  # launched by torchrun: one shard per rank
         spec = f"{os.environ.get('RANK', '0')}/{os.environ['WORLD_SIZE']}"
+    return spec
+
+
+def shard(jobs: list, spec: str | None) -> list:
+    spec = shard_spec(spec)
     if spec is None:
         return jobs
     try:
@@ -151,7 +166,8 @@ def rank_device(suite: suites.Suite) -> str | None:
 def launcher(args, registry):
     """The launcher plugin, given the command-line options it declares (progress, workers, address)."""
     component = registry.get("launcher", args.launcher)
-    wanted = {"progress": not args.quiet, "workers": args.workers, "address": args.ray_address}
+    wanted = {"progress": not args.quiet, "workers": args.workers, "address": args.ray_address,
+              "threads_per_worker": args.threads}
     options = {key: value for key, value in wanted.items() if key in component.options and value is not None}
     return registry.create("launcher", args.launcher, **options)
 
@@ -166,11 +182,14 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     mine = shard(jobs, args.shard)  # checked before anything is written
     for method, reason in dict.fromkeys(skipped):  # a multi-dataset suite skips a method once per dataset
         print(f"methods = all: skipping {method}: {reason}", flush=True)
+    if not args.report:
+        registry.get("launcher", args.launcher)  # a misspelt --launcher: refused before --out is made
     if args.dry_run:
         return dry_run(suite, jobs, mine, out, registry), {"suite": suite.name, "jobs": len(jobs), "dry_run": True}
     make_out(out)
     store = RecordStore(out)
     if not args.report:
+        args.hold(sweep_lock(out, shard_spec(args.shard)))  # until the sweep's outputs are written (run_suite)
         pending = [job for job in mine if args.force or not store.done(job)]
         print(f"suite {suite.name}: {len(jobs)} jobs, {len(mine) - len(pending)} already done, "
               f"running {len(pending)} with the {args.launcher} launcher", flush=True)
@@ -181,12 +200,17 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
                                  device=rank_device(suite), log=args.log)
         run_jobs(pending, runner, store, force=True, launcher=launcher(args, registry))
     records = store.records(jobs)
+    if args.report and not records and store.records():
+        raise ConfigError(f"--report: none of the {len(store.records())} records under {store.directory} is a job of "
+                          f"suite '{suite.name}' (another suite's, or other settings'); nothing was rewritten: give the "
+                          f"suite and settings that wrote them")
     fingerprints = sorted({r["fingerprint"] for r in records if r.get("status") == "ok"})
     text = accuracy_tables(suite, jobs, records, ", ".join(fingerprints) or "-", out)
     methods = sweep.method_table(jobs, records)
     write_text(out / "methods.md", methods + "\n")
     sweep.plot_seed_spread(records, out / "stability.png", f"{suite.name}: one dot per seed")
-    text += "\n\nPer method: seed stability, stage II time and generator quality (docs/benchmarks.md)\n\n" + methods
+    text += ("\n\nPer method: seed stability, stage II time and generator quality; the last six columns are mean ± std "
+             "over the method's jobs, every target and seed (docs/benchmarks.md)\n\n" + methods)
     if suite.stability and records:
         rows = stability.study(records, registry, progress=not args.quiet)
         write_json(out / "records" / "stability.json", {"draws": stability.DRAWS, "rows": rows})
@@ -216,7 +240,7 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
 def accuracy_tables(suite: suites.Suite, jobs: list, records: list, backbone: str, out: Path) -> str:
     """The DomainBed-style table (markdown, table.csv, table.png); a multi-dataset suite's table per dataset
     (table.<dataset>.csv/png) after the one averaged over datasets (table.csv/png)."""
-    plot_title = f"{suite.name}: test accuracy (%), mean ± std over seeds"
+    plot_title = f"{suite.name}: test accuracy (%), mean over seeds, 95% intervals"
     if not suite.datasets:
         table = sweep.suite_table(suite, jobs, records)
         write_text(out / "table.csv", table.csv())
@@ -234,13 +258,13 @@ def accuracy_tables(suite: suites.Suite, jobs: list, records: list, backbone: st
         write_text(out / f"table.{part.dataset}.csv", table.csv())
         if table.cells:
             sweep.plot(table, out / f"table.{part.dataset}.png",
-                       f"{suite.name}, {part.dataset}: test accuracy (%), mean ± std over seeds")
+                       f"{suite.name}, {part.dataset}: test accuracy (%), mean over seeds, 95% intervals")
         texts.append(table.markdown(sweep.title(part, suite.seeds, backbone)))
     average = average_over_datasets(rows, list(dict.fromkeys(job.method for job in jobs)))
     write_text(out / "table.csv", average.csv())
     if average.cells:
         sweep.plot(average, out / "table.png", f"{suite.name}: average test accuracy (%) per dataset")
-    heading = (f"Average test accuracy (%) over each dataset's held-out domains (column = dataset); mean ± std over "
+    heading = (f"Average test accuracy (%) over each dataset's held-out domains (column = dataset); mean over "
                f"seeds {','.join(map(str, suite.seeds))}; backbone {backbone}; best in bold")
     return "\n\n".join([average.markdown(heading), *texts])
 
@@ -264,6 +288,36 @@ def dry_run(suite: suites.Suite, jobs: list, mine: list, out: Path, registry) ->
     return "\n".join(lines)
 
 
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def sweep_lock(out: Path, shard: str | None = None):
+    """Hold ``<out>/.lock`` while a sweep runs jobs and writes into ``out``: a second sweep on the same --out is
+    refused, naming the first one's pid. An advisory flock, which the kernel releases when the process ends,
+    however it ends: a killed sweep blocks nobody. The shards of one sweep (``--shard I/N``, torchrun's ranks)
+    run side by side: each holds its own ``.lock.shard-I-of-N``. --report and --dry-run take none."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not a POSIX system: no lock
+        yield
+        return
+    name = LOCK if shard is None else f"{LOCK}.shard-{shard.replace('/', '-of-')}"
+    with open(out / name, "a+", encoding="utf-8") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "unknown"
+            which = f" as shard {shard}" if shard else ""
+            raise ConfigError(f"another sweep is running on {out}{which} (pid {holder}); wait for it to finish or "
+                              f"choose another --out") from None
+        file.truncate(0)
+        file.write(f"{os.getpid()}\n")
+        file.flush()
+        yield
+
+
 def make_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -278,7 +332,8 @@ def run_perf(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     unknown = set(measurements) - set(perf.MEASUREMENTS)
     if unknown:
         raise ConfigError(f"{suite.path}: perf.measurements: unknown {sorted(unknown)}; "
-                          f"measurements: {', '.join(perf.MEASUREMENTS)}")
+                          f"measurements: {', '.join(perf.MEASUREMENTS)}"
+                          f"{suggestion(sorted(unknown)[0], perf.MEASUREMENTS)}")
     methods = settings.pop("methods", None)  # the per-method costs (benchmarks.method_costs), when listed
     rows = perf.measure(settings, measurements, progress=not args.quiet)
     make_out(out / "records")
@@ -300,25 +355,48 @@ def run_perf(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     return text, {"suite": suite.name, "rows": len(rows)}
 
 
+def check_out_is_this_suites(out: Path, suite: suites.Suite) -> None:
+    """Refuse an --out that holds another suite's results: its tables would be overwritten by this one's."""
+    from promptgen.files import read_json_or_none
+
+    summary = read_json_or_none(out / "summary.json")
+    held = summary.get("suite") if isinstance(summary, dict) else None
+    if held is not None and held != suite.name:
+        raise ConfigError(f"--out {out} holds the results of suite '{held}' (its summary.json); running or reporting "
+                          f"suite '{suite.name}' there would overwrite its tables: pass --suite {held}, or choose "
+                          f"another --out")
+
+
 def run_suite(args) -> int:
     """Run the suite the arguments name, write its outputs, print its table."""
     start = time.perf_counter()
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be an integer >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     suite = resolve_suite(args)
     out = args.out or Path("results") / suite.name
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a directory")
+    if not args.dry_run:
+        check_outside_cache(out, args.cache_dir)
+        check_out_is_this_suites(out, suite)
     if args.dry_run and suite.kind == "perf":
         print(f"dry run: perf suite {suite.name}: settings {json.dumps(suite.perf)}; backbone "
               f"{json.dumps(suite.template.get('backbone', {}))}; outputs under {out}")
         return 0
-    text, summary = {"perf": run_perf, "scale": scale.run}.get(suite.kind, run_accuracy)(args, suite, out)
-    if summary.get("dry_run"):
-        print(text)
-        return 0
-    seconds = time.perf_counter() - start
-    write_text(out / "table.md", text + "\n")
-    write_json(out / "summary.json", {**summary, "seconds": round(seconds, 1)})
-    report.write_report(out)
+    with contextlib.ExitStack() as held:  # what the sweep holds until its outputs are written: its lock on --out
+        args.hold = held.enter_context
+        text, summary = {"perf": run_perf, "scale": scale.run}.get(suite.kind, run_accuracy)(args, suite, out)
+        if summary.get("dry_run"):
+            print(text)
+            return 0
+        seconds = time.perf_counter() - start
+        write_text(out / "table.md", text + "\n")
+        write_json(out / "summary.json", {**summary, "seconds": round(seconds, 1)})
+        report.write_report(out)
     print("\n" + text)
     print(f"\nwrote {out}/table.md, table.csv{', table.png' if (out / 'table.png').exists() else ''}, index.html "
           f"and records/ ({seconds:.0f} s)")
@@ -334,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     setup_logging(quiet=args.quiet, verbose=args.verbose)
     warn_about_plugins()
-    return run_command("benchmarks.run", run_suite, args, debug=debug)
+    with sigterm_raises():
+        return run_command("benchmarks.run", run_suite, args, debug=debug)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 import attrs
 
 from promptgen.config import RunConfig, from_dict
-from promptgen.errors import ConfigError, PromptgenError
+from promptgen.errors import ConfigError, PromptgenError, suggestion
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -101,8 +101,20 @@ def suite_path(name: str) -> Path:
         return path
     path = SUITES_DIR / f"{name}.toml"
     if not path.is_file():
-        raise ConfigError(f"unknown suite {name!r}; suites: {', '.join(available())} (or a path to a .toml file)")
+        raise ConfigError(f"unknown suite {name!r}; suites: {', '.join(available())} (or a path to a .toml file)"
+                          f"{suggestion(name, available())}")
     return path
+
+
+def listed_twice(values) -> object | None:
+    """The first value that ``values`` holds twice (a target, method or seed that would run the same jobs
+    twice), else None."""
+    seen = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
 
 
 def available() -> list[str]:
@@ -128,7 +140,8 @@ def parse(values: dict, path: Path) -> Suite:
 
     for key in values:
         if key not in SUITE_KEYS and key not in TEMPLATE_KEYS:
-            fail(key, f"unknown key; suite keys: {', '.join(sorted(SUITE_KEYS + TEMPLATE_KEYS))}")
+            fail(key, f"unknown key; suite keys: {', '.join(sorted(SUITE_KEYS + TEMPLATE_KEYS))}"
+                      f"{suggestion(key, SUITE_KEYS + TEMPLATE_KEYS)}")
     if "description" not in values:
         fail("description", "missing (one line saying what the suite measures)")
 
@@ -147,6 +160,9 @@ def parse(values: dict, path: Path) -> Suite:
         value = [value] if isinstance(value, str) else value
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
             fail(key, f"must be a non-empty list of strings, got {value!r}")
+        twice = listed_twice(value)
+        if twice is not None:  # the same jobs twice
+            fail(key, f"{twice!r} is listed twice; list each once")
         return tuple(value)
 
     kind = text("kind") or "accuracy"
@@ -160,6 +176,8 @@ def parse(values: dict, path: Path) -> Suite:
     seeds = values.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(type(s) is int and s >= 0 for s in seeds):
         fail("seeds", f"must be a non-empty list of integers >= 0, got {seeds!r}")
+    if listed_twice(seeds) is not None:
+        fail("seeds", f"{listed_twice(seeds)!r} is listed twice; list each once")
     perf, scale = values.get("perf", {}), values.get("scale", {})
     for key, table in (("perf", perf), ("scale", scale)):
         if not isinstance(table, dict):
@@ -193,7 +211,7 @@ def check_template(suite: Suite) -> None:
     except PromptgenError as error:
         message = str(error)
         for key in TEMPLATE_KEYS:
-            if f"RunConfig.{key}" in message or f"BackboneConfig" in message and key == "backbone":
+            if f"RunConfig.{key}" in message or "BackboneConfig" in message and key == "backbone":
                 raise ConfigError(f"{suite.path}: {key}: {message}") from None
         raise ConfigError(f"{suite.path}: {message}") from None
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 
 from promptgen import __version__, defaults
-from promptgen.errors import PromptgenError
 from promptgen.presets import PRESET_CHOICES
 
 DESCRIPTION = """\
@@ -54,12 +55,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def _print_options(registry, name: str, as_json: bool) -> int:
     """Every component called ``name``: its options with type, default and the presets' values."""
-    from promptgen.errors import UnknownComponentError
+    from promptgen.errors import UnknownComponentError, suggestion
     from promptgen.presets import declared_presets
 
     found = [c for c in registry if c.name == name or name in c.aliases]
     if not found:
-        raise UnknownComponentError(f"no component is named {name!r}; run `promptgen plugins` for the list")
+        raise UnknownComponentError(f"no component is named {name!r}; run `promptgen plugins` for the list"
+                                    f"{suggestion(name, [n for c in registry for n in (c.name, *c.aliases)])}")
     listing = []
     for component in found:
         presets = declared_presets(component.factory)
@@ -194,14 +196,25 @@ def _backbone_config(args: argparse.Namespace):
                           precision=args.precision)
 
 
+# --learner and --generator: the kind of component each names
+COMPONENT_FLAGS = {"learner": "prompt_learner", "generator": "generator"}
+
+
 def method_overrides(registry, method: str, components: dict[str, str | None]) -> dict:
-    """``--learner`` / ``--generator`` as options of the method, which must declare them."""
+    """``--learner`` / ``--generator`` as options of the method, which must declare them; the names they give
+    must be registered (checked here, before torch loads)."""
     from promptgen.errors import ConfigError
 
     chosen = {option: name for option, name in components.items() if name is not None}
     if not chosen:
         return {}
     component = registry.get("method", method)
+    for option, name in chosen.items():  # names first: reading the method's options imports it (and torch)
+        kind = COMPONENT_FLAGS[option]
+        if not registry.has(kind, name):
+            raise ConfigError(f"--{option}: method {component.name!r} uses {kind.replace('_', ' ')} {name!r}, which is "
+                              f"not registered; registered: {', '.join(registry.names(kind)) or 'none'}"
+                              f"{registry.unknown_hint(kind, name)}")
     for option in chosen:
         if option not in component.options:
             raise ConfigError(f"method {method!r} takes no --{option}; its options: "
@@ -262,7 +275,8 @@ def cmd_cache_extract(args: argparse.Namespace) -> int:
 
     registry = default_registry()
     if not registry.has("dataset", args.dataset):
-        raise ConfigError(f"unknown dataset {args.dataset!r}; registered: {', '.join(registry.names('dataset'))}")
+        raise ConfigError(f"unknown dataset {args.dataset!r}; registered: {', '.join(registry.names('dataset'))}"
+                          f"{registry.unknown_hint('dataset', args.dataset)}")
     spec = args.shard or (f"{os.environ.get('RANK', '0')}/{os.environ['WORLD_SIZE']}" if "WORLD_SIZE" in os.environ
                           else None)
     if spec and args.shards:
@@ -558,8 +572,8 @@ FLAGS = {"RunConfig.seed": "--seed", "RunConfig.views": "--views", "RunConfig.ta
 
 def run_command(prog: str, function, args, *, debug: bool, flags: dict[str, str] | None = None) -> int:
     """Run a command; any error becomes one line on stderr and an exit code (2 bad input, 1 failure, 130
-    interrupted). ``--debug`` shows the traceback instead."""
-    from promptgen.errors import describe
+    interrupted, 143 terminated by SIGTERM). ``--debug`` shows the traceback instead."""
+    from promptgen.errors import INTERRUPTED, TERMINATED, Terminated, describe
 
     try:
         return function(args)
@@ -568,14 +582,47 @@ def run_command(prog: str, function, args, *, debug: bool, flags: dict[str, str]
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail again
         return 0
-    except (Exception, KeyboardInterrupt) as error:
+    except (Exception, KeyboardInterrupt, Terminated) as error:
         if debug:
             raise
         message, code = describe(error)
         for field, flag in (flags or {}).items():
             message = message.replace(field, flag)
-        print(f"{prog}: {'error: ' if code != 130 else ''}{message}", file=sys.stderr)
+        print(f"{prog}: {'error: ' if code not in (INTERRUPTED, TERMINATED) else ''}{message}", file=sys.stderr)
         return code
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """While a command runs, SIGTERM (``kill PID``, a job scheduler's stop) ends it as Ctrl-C does: it raises
+    :class:`~promptgen.errors.Terminated` in the main thread, so a run's partial directory is removed, finished
+    runs and records stay, and run_command prints one line and exits 143. A second SIGTERM kills at once, and the
+    worker processes this one started (a process pool) get it too, as a terminal's Ctrl-C reaches them all."""
+    import signal
+    import threading
+
+    from promptgen.errors import Terminated
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    owner = os.getpid()
+
+    def terminate(number, frame):
+        signal.signal(number, signal.SIG_DFL)  # the next one kills, cleanup or not
+        if os.getpid() != owner:  # a forked child that inherited the handler: end as SIGTERM says
+            os.kill(os.getpid(), number)
+            return
+        if "multiprocessing" in sys.modules:
+            for child in sys.modules["multiprocessing"].active_children():
+                child.terminate()
+        raise Terminated(number)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def warn_about_plugins() -> None:
@@ -598,7 +645,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
     if args.run is not cmd_plugins:  # `promptgen plugins` lists the errors itself
         warn_about_plugins()
-    return run_command("promptgen", args.run, args, debug=debug, flags=FLAGS)
+    with sigterm_raises():
+        return run_command("promptgen", args.run, args, debug=debug, flags=FLAGS)
 
 
 if __name__ == "__main__":

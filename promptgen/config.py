@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import attrs
 
 from promptgen import defaults
-from promptgen.errors import ConfigError
+from promptgen.errors import ConfigError, suggestion
 from promptgen.presets import PRESET_CHOICES
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
@@ -75,6 +75,9 @@ def names(instance, attribute, value):
         return
     if not value or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{_where(instance, attribute)} must be one or more non-empty names, got {value!r}")
+    twice = next((v for i, v in enumerate(value) if v in value[:i]), None)
+    if twice is not None:  # a target twice is tested twice
+        raise ConfigError(f"{_where(instance, attribute)} lists {twice!r} twice; name each once")
 
 
 def device_name(instance, attribute, value):
@@ -172,7 +175,8 @@ def from_dict(cls: type, data: dict) -> Any:
     fields = attrs.fields_dict(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(fields)}")
+        raise ConfigError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(fields)}"
+                          f"{suggestion(unknown[0], fields)}")
     missing = sorted(name for name, field in fields.items()
                      if field.default is attrs.NOTHING and name not in data)
     if missing:
@@ -190,9 +194,10 @@ def check_names(config: RunConfig, registry) -> None:
                              ("backbone", "backbone", config.backbone.name),
                              ("method", "method", config.method)):
         if name is not None and not registry.has(kind, name):
-            raise ConfigError(f"unknown {what} {name!r}; registered: {', '.join(registry.names(kind)) or 'none'}")
+            raise ConfigError(f"unknown {what} {name!r}; registered: {', '.join(registry.names(kind)) or 'none'}"
+                              f"{registry.unknown_hint(kind, name)}")
     known = {name for component in registry for name in (component.name, *component.aliases)}
     for section in config.overrides:
         if section not in known:
             raise ConfigError(f"overrides: no component is named {section!r}; components: "
-                              f"{', '.join(sorted({c.name for c in registry}))}")
+                              f"{', '.join(sorted({c.name for c in registry}))}{registry.unknown_hint(None, section)}")

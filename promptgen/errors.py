@@ -1,6 +1,20 @@
 """Error types: every failure a user can act on is a PromptgenError with a message that says what and where."""
 
 
+DISABLE_VARIABLE = "PROMPTGEN_DISABLE_PLUGINS"  # plugins to skip, by entry-point or distribution name
+
+
+def suggestion(name: str, choices) -> str:
+    """"; did you mean 'x'?" for the choice closest to a misspelt ``name`` (difflib), else "". Every message that
+    refuses an unknown name ends with it, after the list of the names there are."""
+    import difflib
+
+    choices = [str(choice) for choice in choices]
+    folded = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(str(name).lower(), list(folded), n=1, cutoff=0.6)
+    return f"; did you mean {folded[close[0]]!r}?" if close and folded[close[0]] != name else ""
+
+
 class PromptgenError(Exception):
     """Base class. The CLI prints the message of these without a traceback."""
 
@@ -22,7 +36,8 @@ class PluginLoadError(PluginError):
         self.cause = cause
         super().__init__(
             f"plugin entry point '{entry_point}' (from distribution '{distribution}') failed to import: "
-            f"{type(cause).__name__}: {cause}"
+            f"{type(cause).__name__}: {cause}; commands that need it fail, the others work: fix its installation "
+            f"or skip it with {DISABLE_VARIABLE}={entry_point}"
         )
 
 
@@ -54,6 +69,10 @@ class GeneratorError(PromptgenError):
     """A component produced output that breaks its contract (e.g. a generator's prompts are NaN or misshapen)."""
 
 
+class MethodError(PromptgenError):
+    """A method's outputs cannot be trusted (non-finite logits): the run fails instead of being saved."""
+
+
 class MissingDependencyError(PromptgenError, ImportError):
     """An optional package that a feature needs is not installed; the message says what to install."""
 
@@ -62,8 +81,18 @@ class RunDirectoryError(PromptgenError):
     """A run directory is incomplete, mixed from two runs, or cannot be written."""
 
 
+class Terminated(BaseException):
+    """The process received SIGTERM. Raised in the main thread (see promptgen.cli.sigterm_raises) so that a
+    command stops as on Ctrl-C: what it was writing is discarded, what it finished stays. A BaseException,
+    like KeyboardInterrupt, so that no ``except Exception`` takes it for a failure of one job."""
+
+    def __init__(self, signal_number: int = 15):
+        self.signal_number = signal_number
+        super().__init__(f"signal {signal_number}")
+
+
 # Exit codes: bad input the user can fix in the command or its files, and failures of the run itself.
-BAD_INPUT, FAILURE, INTERRUPTED = 2, 1, 130
+BAD_INPUT, FAILURE, INTERRUPTED, TERMINATED = 2, 1, 130, 143  # 128 + SIGINT, 128 + SIGTERM
 _BAD_INPUT_TYPES = (ConfigError, PluginError, BackboneLoadError, DatasetError, MissingDependencyError)
 
 _OS_ERRORS = {  # errno name -> how to say it
@@ -87,6 +116,9 @@ def describe(error: BaseException) -> tuple[str, int]:
 
     if isinstance(error, KeyboardInterrupt):
         return "interrupted; rerun the same command to resume", INTERRUPTED
+    if isinstance(error, Terminated):
+        return ("interrupted by SIGTERM: the unfinished run was discarded (no partial directory is left) and "
+                "finished ones are kept; rerun the same command to resume"), TERMINATED
     if isinstance(error, PromptgenError):
         return str(error), BAD_INPUT if isinstance(error, _BAD_INPUT_TYPES) else FAILURE
     if isinstance(error, OSError) and error.errno is not None:
@@ -97,7 +129,7 @@ def describe(error: BaseException) -> tuple[str, int]:
         return f"{error.strerror or error}: {path}", FAILURE
     if isinstance(error, UnicodeDecodeError):
         return f"a file is not UTF-8 text ({error.reason} at byte {error.start})", BAD_INPUT
-    if isinstance(error, MemoryError):
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":  # torch's CUDA one too
         return "out of memory: use a smaller batch, fewer views or fewer classes per chunk", FAILURE
     module = type(error).__module__.split(".")[0]
     if module == "lmdb":
@@ -105,5 +137,11 @@ def describe(error: BaseException) -> tuple[str, int]:
                 f"keeps what is readable, `promptgen cache clear --all` starts afresh"), FAILURE
     if module == "safetensors" or type(error).__name__ == "SafetensorError":
         return f"not a readable .safetensors file ({error})", BAD_INPUT
+    from promptgen.registry import plugin_at_fault  # here: the registry imports this module
+
+    culprit = plugin_at_fault(error)
+    if culprit:
+        return (f"{culprit} raised {type(error).__name__}: {error}; this is a bug in that plugin: run again with "
+                f"--debug for the traceback and report it to its authors"), FAILURE
     return (f"unexpected {type(error).__name__}: {error} (run again with --debug for the traceback, and please "
             f"report it)"), FAILURE

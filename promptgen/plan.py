@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import attrs
 
-from promptgen.errors import ConfigError
+from promptgen.errors import ConfigError, suggestion
 
 
 def class_key(name: str) -> str:
@@ -60,11 +60,11 @@ def make_plan(dataset_name: str, dataset, target_dataset_name: str | None, targe
     for domain in targets:
         if domain not in target_dataset.domains:
             raise ConfigError(f"unknown target domain {domain!r}; domains of {target_dataset_name}: "
-                              f"{', '.join(target_dataset.domains)}")
+                              f"{', '.join(target_dataset.domains)}{suggestion(domain, target_dataset.domains)}")
     for domain in sources or ():
         if domain not in dataset.domains:
             raise ConfigError(f"unknown source domain {domain!r}; domains of {dataset_name}: "
-                              f"{', '.join(dataset.domains)}")
+                              f"{', '.join(dataset.domains)}{suggestion(domain, dataset.domains)}")
     cross = target_dataset is not dataset
     if sources is None:
         sources = tuple(dataset.domains) if cross else tuple(d for d in dataset.domains if d not in targets)

@@ -13,9 +13,13 @@ loaded once per process, for callers that pass none.
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib.metadata
+import importlib.util
 import os
+import sys
+import traceback
 from typing import Any, Callable, Iterable, Iterator
 
 import attrs
@@ -23,11 +27,13 @@ import pluggy
 
 from promptgen import hookspecs
 from promptgen.errors import (
+    DISABLE_VARIABLE,
     DuplicateComponentError,
     PluginError,
     PluginLoadError,
     ProtocolError,
     UnknownComponentError,
+    suggestion,
 )
 from promptgen.lazy import LazyFactory
 from promptgen.options import Option, declared_options
@@ -85,6 +91,7 @@ class Registry:
     aliases: dict[tuple[str, str], str] = attrs.field(factory=dict)  # (kind, alias) -> name
     errors: list[PluginError] = attrs.field(factory=list)  # what non-strict loading left out, and why
     disabled: list[str] = attrs.field(factory=list)  # plugins the user turned off
+    disabled_modules: dict[str, str] = attrs.field(factory=dict)  # disabled plugin -> its entry point's module
     distributions: dict[str, tuple[str, str]] = attrs.field(factory=dict)  # plugin -> (distribution, version)
 
     def get(self, kind: str, name: str) -> Component:
@@ -95,11 +102,28 @@ class Registry:
         except KeyError:
             available = ", ".join(self.names(kind)) or "none registered"
             hint = "" if self.names(kind) else " (is promptgen installed? run: pip install -e .)"
-            if self.errors:
-                hint += f" ({len(self.errors)} plugin error(s) left components out: run `promptgen plugins`)"
-            if self.disabled:
-                hint += f" (disabled by ${DISABLE_VARIABLE}: {', '.join(self.disabled)})"
-            raise UnknownComponentError(f"unknown {kind} '{name}'; available: {available}{hint}") from None
+            raise UnknownComponentError(f"unknown {kind} '{name}'; available: {available}{hint}"
+                                        f"{self.unknown_hint(kind, name)}") from None
+
+    def unknown_hint(self, kind: str | None, name: str) -> str:
+        """The end of a message refusing ``name`` of ``kind`` (None: of any kind): why it may be missing (a disabled
+        plugin, a plugin that failed to load), else the registered name closest to it ("; did you mean ...?")."""
+        hint = ""
+        if self.disabled:
+            variable = f"{DISABLE_VARIABLE}={','.join(self.disabled)}"
+            providers = [plugin for plugin in self.disabled
+                         if name == plugin or name in _registered_names(self.disabled_modules.get(plugin))]
+            if providers:
+                return (f"; {name!r} comes from plugin {providers[0]!r}, which {variable} disables: remove it from "
+                        f"{DISABLE_VARIABLE} to use it")
+            # A name made from a plugin's (spg-cvae, of the disabled cvae), else any disabled plugin.
+            maybe = next((f"the disabled plugin {plugin!r}" for plugin in self.disabled if plugin in name),
+                         "a disabled plugin")
+            hint = f" ({variable} is set; {name!r} may come from {maybe})"
+        if self.errors:
+            hint += f" ({len(self.errors)} plugin error(s) left components out: run `promptgen plugins`)"
+        names = [n for (k, n) in [*self.components, *self.aliases] if kind is None or k == kind]
+        return hint + suggestion(name, names)
 
     def create(self, kind: str, name: str, **options: Any) -> Any:
         """Build the component ``name`` of ``kind`` with ``options`` passed to its factory."""
@@ -156,6 +180,20 @@ class Registry:
             self.aliases[(kind, alias)] = name
 
 
+def _registered_names(module: str | None) -> set[str]:
+    """The names a plugin module registers as string literals (``register("name", ...)``), read from its source
+    without importing it: how a message knows that a disabled plugin provides a name."""
+    try:
+        spec = importlib.util.find_spec(module) if module and "." not in module else None
+        with open(spec.origin, encoding="utf-8") as file:
+            tree = ast.parse(file.read())
+    except (ImportError, OSError, SyntaxError, ValueError, TypeError, AttributeError):
+        return set()
+    return {call.args[0].value for call in ast.walk(tree)
+            if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "register"
+            and call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)}
+
+
 def _check_kind(kind: str) -> None:
     if kind not in HOOKS:
         raise PluginError(f"unknown component kind '{kind}'; kinds: {', '.join(KINDS)}")
@@ -163,9 +201,6 @@ def _check_kind(kind: str) -> None:
 
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
     return list(importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP))
-
-
-DISABLE_VARIABLE = "PROMPTGEN_DISABLE_PLUGINS"
 
 
 def disabled_plugins() -> set[str]:
@@ -207,6 +242,7 @@ def load_registry(
             registry.distributions[ep.name] = (distribution, ep.dist.version if ep.dist is not None else "")
             if ep.name in disabled or distribution in disabled:
                 registry.disabled.append(ep.name)
+                registry.disabled_modules[ep.name] = ep.module
                 continue
             try:
                 module = ep.load()
@@ -270,3 +306,67 @@ def default_registry() -> Registry:
 def create(kind: str, name: str, **options: Any) -> Any:
     """Shortcut: build a component from the installed plugins."""
     return default_registry().create(kind, name, **options)
+
+
+def plugin_at_fault(error: BaseException) -> str | None:
+    """How a message names the plugin whose code raised ``error`` (an error promptgen did not expect):
+    "plugin 'x' (distribution x-dist 1.0; dataset 'y') at file.py:12"; None when promptgen's own code raised it.
+
+    The innermost frame of the traceback that is promptgen's or an installed plugin's decides; library frames
+    (torch, numpy, ...) are passed over. Nothing is imported for it: the plugins are those the command loaded.
+    """
+    try:
+        registry = default_registry()
+    except Exception:  # naming a culprit must never hide the error itself
+        return None
+    modules = {}  # a plugin's module -> the plugin's name
+    for name, plugin in registry.plugin_manager.list_name_plugin():
+        module = plugin.__name__ if isinstance(plugin, type(sys)) else type(plugin).__module__
+        modules[module] = name
+    frames = list(traceback.walk_tb(error.__traceback__))[::-1]  # innermost first
+    for index, (frame, line) in enumerate(frames):
+        module = frame.f_globals.get("__name__", "")
+        if module.split(".")[0] in ("promptgen", "benchmarks"):
+            return None  # promptgen's own code raised it (called by a plugin or not)
+        owner = _owner(module, modules)
+        if owner is not None:
+            break
+    else:
+        return None
+    distribution, version = registry.distributions.get(owner, ("", ""))
+    facts = [f"distribution {distribution} {version}".rstrip()] if distribution else []
+    component = _component_raising(registry, owner, [outer for outer, _ in frames[index:]])
+    if component is not None:
+        facts.append(f"{component.kind.replace('_', ' ')} {component.name!r}")
+    where = f"{os.path.basename(frame.f_code.co_filename)}:{line}"
+    return f"plugin {owner!r}" + (f" ({'; '.join(facts)})" if facts else "") + f" at {where}"
+
+
+def _owner(module: str, modules: dict[str, str]) -> str | None:
+    """The plugin whose module is ``module`` or a package holding it (the longest such), else a plugin of the same
+    top-level package (a plugin registered as ``acme.plugin`` owns ``acme.datasets`` too), else None."""
+    inside = [m for m in modules if module == m or module.startswith(m + ".")]
+    if inside:
+        return modules[max(inside, key=len)]
+    top = module.split(".")[0]
+    return next((plugin for m, plugin in sorted(modules.items()) if m.split(".")[0] == top), None)
+
+
+def _component_raising(registry: Registry, plugin: str, frames: list) -> Component | None:
+    """The component of ``plugin`` whose method raised: the class of a ``self`` in the frames, innermost first."""
+    classes = {}
+    for component in registry:
+        if component.plugin == plugin:
+            factory = component.factory
+            if isinstance(factory, LazyFactory):  # only if imported already: naming it imports nothing
+                module, _, attribute = factory.target.partition(":")
+                factory = getattr(sys.modules.get(module), attribute, None)
+            while isinstance(factory, functools.partial):
+                factory = factory.func
+            if isinstance(factory, type):
+                classes.setdefault(factory, component)
+    for frame in frames:
+        owner = frame.f_locals.get("self")
+        if owner is not None and type(owner) in classes:
+            return classes[type(owner)]
+    return None

@@ -67,6 +67,8 @@ class DomainNet(FolderTreeDataset):
 class FolderDataset(FolderTreeDataset):
     """Any DIR/<domain>/<class>/<image> tree: domains and classes are its sorted folder names."""
 
+    empty_class_folder_is_an_error = True  # its folders are its classes: an empty one is a copy that went wrong
+
     def make_spec(self, root) -> Spec:
         if root is None:
             raise ConfigError("folder: no data root given; pass --data-root DIR, a folder of <domain>/<class>/<image>")

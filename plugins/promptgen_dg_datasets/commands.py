@@ -27,12 +27,14 @@ def add_data_command(commands) -> None:
 
 def run_info(args) -> int:
     """Build the dataset, list and check it, and show its domains, classes, splits and problems."""
-    from promptgen.registry import load_registry
+    from promptgen.registry import default_registry
 
     options = {name: value for name, value in (("seed", args.seed), ("val_fraction", args.val_fraction),
                                                ("bad_images", args.bad_images), ("check_images", args.check_images))
                if value is not None}  # only what was given: other dataset plugins may not take these
-    dataset = load_registry().create("dataset", args.dataset, root=args.data_root, **options)
+    # The installed plugins as every command sees them: one that fails to import was warned about and left out,
+    # and the datasets of the others still work.
+    dataset = default_registry().create("dataset", args.dataset, root=args.data_root, **options)
     info = dataset.info() if hasattr(dataset, "info") else generic_info(dataset)
     if args.json:
         print(json.dumps({key: info[key] for key in JSON_KEYS}, indent=2))

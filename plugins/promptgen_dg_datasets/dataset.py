@@ -10,7 +10,7 @@ from pathlib import Path
 import attrs
 from PIL import Image
 
-from promptgen.errors import ConfigError, DatasetError
+from promptgen.errors import ConfigError, DatasetError, suggestion
 from promptgen.values import Sample
 from promptgen_dg_datasets import imagecheck, splits
 from promptgen_dg_datasets.layout import Layout, Spec, locate
@@ -19,6 +19,7 @@ from promptgen_dg_datasets.listing import IMAGE_EXTENSIONS, list_domain
 log = logging.getLogger(__name__)
 
 BAD_IMAGES = ("fail", "skip")
+OPTIONS = ("seed", "val_fraction", "bad_images", "check_images", "content_hash", "progress", "cache_dir")
 
 
 _WARNED: set[str] = set()
@@ -54,6 +55,9 @@ class FolderTreeDataset:
     domains: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()
     spec: Spec | None = None  # set by each dataset class (the folder dataset builds its own)
+    # A class folder that exists but holds no image: a (class, domain) pair with no images, warned about (the
+    # standard datasets' class lists are fixed), or an error where the folders themselves are the class list.
+    empty_class_folder_is_an_error = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -70,7 +74,8 @@ class FolderTreeDataset:
         name = self.spec.name if self.spec else "folder"
         if unknown:
             raise ConfigError(f"{name}: unknown option(s) {', '.join(sorted(unknown))}; options: seed, val_fraction, "
-                              f"bad_images, check_images, content_hash, progress, cache_dir")
+                              f"bad_images, check_images, content_hash, progress, cache_dir"
+                              f"{suggestion(sorted(unknown)[0], OPTIONS)}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"{name}: seed must be an int, got {seed!r}")
         if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
@@ -102,7 +107,8 @@ class FolderTreeDataset:
 
     def samples(self, domain: str, split: str) -> list[Sample]:
         if domain not in self.domains:
-            raise ConfigError(f"{self.spec.name}: unknown domain {domain!r}; domains: {', '.join(self.domains)}")
+            raise ConfigError(f"{self.spec.name}: unknown domain {domain!r}; domains: {', '.join(self.domains)}"
+                              f"{suggestion(domain, self.domains)}")
         if split not in splits.SPLITS:
             raise ConfigError(f"{self.spec.name}: unknown split {split!r}; splits: {', '.join(splits.SPLITS)}")
         return list(self.prepared().samples[domain][split])
@@ -199,6 +205,14 @@ class FolderTreeDataset:
                                if f"{domain}/{r}" in self.spec.excluded}
             files[domain] = tuple((c, r) for c in self.class_folders for r in by_class.get(c, ())
                                   if r not in ignored[domain])
+            empty = [name for name in self.class_folders if name in by_class and not by_class[name]]
+            if empty and self.empty_class_folder_is_an_error:
+                raise DatasetError(
+                    f"{self.spec.name}: class folder {folder / empty[0]} holds no images "
+                    f"({', '.join(sorted(IMAGE_EXTENSIONS))})" + (f", nor do {len(empty) - 1} more in {folder}"
+                                                                  if len(empty) > 1 else "")
+                    + "; it would be a class with no images in this domain: put its images there, or remove the "
+                      "folder")
             counts[domain] = {c: len(by_class.get(c, ())) for c in self.class_folders}
             if not files[domain]:
                 raise DatasetError(

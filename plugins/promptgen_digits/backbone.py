@@ -30,8 +30,10 @@ class TinyClipDigits(OpenClipBackbone):
             raise ConfigError(f"backbone tiny-clip-digits has one model, {MODEL_NAME}; got --model {model}")
         weights = Path(pretrained) if pretrained else WEIGHTS
         if pretrained and not weights.is_file():
-            raise BackboneLoadError(f"--pretrained {weights}: no such file (tiny-clip-digits weights are a "
-                                    f".safetensors file; omit --pretrained for the shipped ones)")
+            what = ("is a directory, not a checkpoint file" if weights.is_dir() else
+                    "is not a regular file (a FIFO, socket or device)" if weights.exists() else "does not exist")
+            raise BackboneLoadError(f"--pretrained {weights} {what} (tiny-clip-digits weights are a .safetensors "
+                                    f"file; omit --pretrained for the shipped ones)")
         if not weights.is_file():
             raise BackboneLoadError(f"the shipped tiny-clip-digits weights are missing ({weights}): reinstall "
                                     f"promptgen, or rebuild them with `promptgen world pretrain`")

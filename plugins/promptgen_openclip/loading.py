@@ -80,9 +80,23 @@ def _create(name: str, pretrained: str | None, cache_dir: str | None):
         raise BackboneLoadError(f"open_clip could not build '{name}' (pretrained={pretrained!r}): {error}") from None
 
 
+def not_a_checkpoint(path: Path) -> str | None:
+    """Why ``path`` cannot be a checkpoint file (missing, a directory, a FIFO or device), else None. Checked
+    before anything opens it: reading a FIFO would wait for a writer forever."""
+    if path.is_dir():
+        return f"--pretrained {path} is a directory, not a checkpoint file: pass the weights file inside it"
+    if path.exists() and not path.is_file():
+        return (f"--pretrained {path} is not a regular file (a FIFO, socket or device): pass a checkpoint file "
+                f"(.safetensors, an open_clip state dict or an OpenAI .pt)")
+    if not path.exists():
+        return f"checkpoint file not found: {path}"
+    return None
+
+
 def _load_file(name: str, path: Path):
-    if not path.is_file():
-        raise BackboneLoadError(f"checkpoint file not found: {path}")
+    problem = not_a_checkpoint(path)
+    if problem:
+        raise BackboneLoadError(problem)
     if _is_torchscript(path):
         return _load_openai_torchscript(path)
     try:
