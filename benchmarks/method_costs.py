@@ -2,8 +2,8 @@
 
 The perf suite's ``methods`` measurement. Every method runs in a fresh process (its memory is its
 own) on one leave-one-out split of the suite's dataset, every stage cut to one epoch (each
-component's ``epochs`` option set to 1: a cost per epoch, not a trained model), stage I trained, not
-loaded from the label store. Per method:
+component's ``epochs`` option set to 1 and its ``warmup_epochs`` to 0: a cost per epoch, not a
+trained model), stage I trained, not loaded from the label store. Per method:
 
   train        seconds of ``fit`` and its peak memory above what the process held before it
                (the backbone, the dataset and the split's cached features are loaded first)
@@ -67,11 +67,15 @@ class Peak:
 
 
 def one_epoch(registry, method: str, names) -> dict:
-    """Overrides setting ``epochs`` to 1 for the method and every component it uses that has the option."""
+    """Overrides setting ``epochs`` to 1 for the method and every component it uses that has the option, and
+    ``warmup_epochs`` to 0 where it has one (an epoch costs the same at any rate; a run that is all warm-up is
+    refused: promptgen.schedules.check_warmup)."""
     overrides = {}
     for kind, name in (("method", method), *names):
-        if "epochs" in registry.get(kind, name).options:
-            overrides[registry.get(kind, name).name] = {"epochs": 1}
+        options = registry.get(kind, name).options
+        if "epochs" in options:
+            overrides[registry.get(kind, name).name] = {"epochs": 1, **({"warmup_epochs": 0} if "warmup_epochs" in
+                                                                        options else {})}
     return overrides
 
 

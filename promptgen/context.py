@@ -18,14 +18,16 @@ Domain ids of "train" and "val" index ``sources``; those of a test split are 0.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from typing import Any, Iterator, Sequence
 
 import attrs
 import torch
 
-from promptgen.errors import ConfigError
-from promptgen.options import check_values
+from promptgen.errors import ConfigError, suggestion
+from promptgen.lazy import resolve
+from promptgen.options import RUN_VALUES, check_values
 from promptgen.plan import Plan
 from promptgen.presets import component_preset
 from promptgen.values import FeatureSet, PromptLabel, Sample
@@ -42,6 +44,37 @@ def resolve_options(registry, kind: str, name: str, preset: str, dataset: str | 
     return values
 
 
+def effective_options(registry, kind: str, name: str, preset: str, dataset: str | None, overrides: dict) -> dict:
+    """Every option's value as the component will run with it: its default, then :func:`resolve_options`'s,
+    then what the component derives from them (run-level values, ``seed`` included, left out).
+
+    A factory may declare ``effective_options(values) -> values`` (a static or class method beside its
+    ``presets``): the options it derives from others (CoOp's ``n_ctx`` from ``ctx_init``), raising a
+    ConfigError for settings that contradict each other. What a dry run prints and what the run checks
+    (promptgen.schedules.check_warmup) are these values.
+    """
+    component = registry.get(kind, name)
+    values = {key: option.default for key, option in component.options.items()
+              if not option.required and key not in RUN_VALUES}
+    values.update(resolve_options(registry, kind, name, preset, dataset, overrides))
+    derive = _factory_attribute(component.factory, "effective_options")
+    if derive is None:
+        return values
+    try:
+        return dict(derive(dict(values)))
+    except ConfigError as error:  # name the component the user sets (its message may not)
+        raise ConfigError(str(error) if str(error).startswith(component.name) else f"{component.name}: {error}") \
+            from None
+
+
+def _factory_attribute(factory, attribute: str):
+    """An attribute of the class behind ``factory`` (a class, functools.partial or lazy reference), else None."""
+    factory = resolve(factory)
+    while not hasattr(factory, attribute) and isinstance(factory, functools.partial):
+        factory = factory.func
+    return getattr(factory, attribute, None)
+
+
 def check_overrides(registry, overrides: dict) -> None:
     """Every key is an option of a component of its section's name (the sections themselves are checked by
     promptgen.config.check_names, which engine.check runs first, importing no component)."""
@@ -51,7 +84,8 @@ def check_overrides(registry, overrides: dict) -> None:
             owners = [c for c in components if key in c.options]
             if not owners:
                 listed = "; ".join(f"{c.where}: {', '.join(c.options) or 'none'}" for c in components)
-                raise ConfigError(f"{section}: unknown option {key!r}; options of {listed}")
+                raise ConfigError(f"{section}: unknown option {key!r}; options of {listed}"
+                                  f"{suggestion(key, [option for c in components for option in c.options])}")
             for component in owners:
                 component.options[key].check(value, component.where)
 

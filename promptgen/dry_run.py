@@ -1,8 +1,9 @@
 """A run resolved but not trained: what it would read, build and write, and what it would cost.
 
 ``promptgen train --dry-run`` (and ``python -m benchmarks.run --dry-run``, for a suite's first job)
-checks the config, plans the domains and classes and counts the samples of every split, then prints
-every component's resolved options and an estimate of the text-encoder work: the class prompts each
+checks the config (as a run does: names, options, schedules), plans the domains and classes and counts
+the samples of every split, then prints every component's options as it will run with them (derived
+ones included: promptgen.context.effective_options) and an estimate of the text-encoder work: the class prompts each
 stage encodes. Nothing heavy is built (no backbone, no features), nothing is written.
 
 The estimate counts what promptgen's built-in components do, from their options: a prompt learner
@@ -16,18 +17,18 @@ from __future__ import annotations
 
 import math
 
-from promptgen.context import resolve_options
+from promptgen.context import effective_options
 from promptgen.presets import run_preset
 
 
 def _effective(registry, kind: str, name: str, preset: str, config) -> dict:
-    """Every option's value as the component will get it: its default, then the preset's, then the overrides."""
+    """Every option's value as the component will run with it: its default, then the preset's, then the overrides,
+    then what the component derives from them (promptgen.context.effective_options: CoOp's n_ctx from ctx_init)."""
     declared = registry.get(kind, name).options
-    values = {key: option.default for key, option in declared.items()
-              if not option.required and key not in ("progress", "cache_dir")}
-    if "seed" in declared:  # the run's seed, as RunContext.options gives it
+    values = effective_options(registry, kind, name, preset, config.dataset, config.overrides)
+    if "seed" in declared and "seed" not in values:  # the run's seed, as RunContext.options gives it
         values["seed"] = config.seed
-    return {**values, **resolve_options(registry, kind, name, preset, config.dataset, config.overrides)}
+    return {**{key: values[key] for key in declared if key in values}, **values}  # in the factory's order
 
 
 def describe(config, registry, checked, plan, out) -> dict:

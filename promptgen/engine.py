@@ -23,13 +23,15 @@ import torch
 from promptgen import __version__, rundir
 from promptgen.cache import FeatureCache
 from promptgen.config import RunConfig, check_names
-from promptgen.context import RunContext, check_overrides, resolve_options
+from promptgen.context import RunContext, check_overrides, effective_options, resolve_options
 from promptgen.device import cuda_devices, resolve_device
 from promptgen.errors import ConfigError, PromptgenError
-from promptgen.evaluate import accuracy
+from promptgen.evaluate import correct_predictions, pack_correct
+from promptgen.paths import check_outside_cache
 from promptgen.plan import make_plan
 from promptgen.presets import resolve_preset, run_preset
 from promptgen.registry import Registry, default_registry
+from promptgen.schedules import check_warmup
 
 
 @attrs.frozen
@@ -70,13 +72,16 @@ def check(config: RunConfig, registry: Registry) -> Checked:
     for kind, name in components:
         if not registry.has(kind, name):
             raise ConfigError(f"method {method_name!r} uses {kind.replace('_', ' ')} {name!r}, which is not "
-                              f"registered; registered: {', '.join(registry.names(kind)) or 'none'}")
-        resolve_options(registry, kind, name, preset, config.dataset, config.overrides)  # checks the values
+                              f"registered; registered: {', '.join(registry.names(kind)) or 'none'}"
+                              f"{registry.unknown_hint(kind, name)}")
     if method.inputs not in ("features", "images"):
         raise ConfigError(f"method {method_name!r}: inputs must be 'features' or 'images', got {method.inputs!r}")
     reason = unsupported(method, config.backbone)
     if reason:
         raise ConfigError(f"method {method_name!r} cannot run on backbone {config.backbone.name!r}: {reason}")
+    for kind, name in (("method", method_name), *components):  # the values, as the component derives them
+        values = effective_options(registry, kind, name, preset, config.dataset, config.overrides)
+        check_warmup(registry.get(kind, name).name, values)  # a schedule that is all warm-up trains nothing
     return Checked(config, preset, method_name, method, components)
 
 
@@ -110,9 +115,18 @@ def prepare(config: RunConfig, registry: Registry, progress: bool, cache: Featur
     return checked, context
 
 
-def _scores(method, context: RunContext) -> dict[str, float]:
+def _scores(method, context: RunContext) -> tuple[dict[str, float], dict[str, dict]]:
+    """The accuracy of every eval split, and which test images were right (``pack_correct``: what a paired
+    test between two methods' tables reads). Non-finite logits fail the run (``correct_predictions``)."""
+    scores, predictions = {}, {}
     with context.timed("test"):
-        return {split: accuracy(method.logits(context, split), context.labels(split)) for split in context.eval_splits}
+        for split in context.eval_splits:
+            correct = correct_predictions(method.logits(context, split), context.labels(split),
+                                          f"method '{context.config.method}' on {split}")
+            scores[split] = correct.float().mean().item() if len(correct) else float("nan")
+            if split.startswith("test/"):
+                predictions[split[5:]] = pack_correct(correct, [sample.key for sample in context.samples(split)])
+    return scores, predictions
 
 
 def _quality(method, context: RunContext):
@@ -135,6 +149,7 @@ def run(config: RunConfig, out_dir: str | Path, *, registry: Registry | None = N
     out = Path(out_dir)
     checked = check(config, registry)  # names and options first, then domains and classes: nothing is
     plan = plan_run(config, registry, checked, progress)  # loaded or written before they hold
+    check_outside_cache(out, config.cache_dir)
     work = rundir.start(out, force=force)
     try:
         with torch.random.fork_rng(devices=cuda_devices()), FeatureCache(config.cache_dir) as cache:
@@ -145,11 +160,12 @@ def run(config: RunConfig, out_dir: str | Path, *, registry: Registry | None = N
             with context.timed("fit"):
                 report = method.fit(context) or {}
             method.save(work)
-            scores = _scores(method, context)
+            scores, predictions = _scores(method, context)
             quality = _quality(method, context)
             metrics = rundir.metrics(config, checked, context, scores, report, quality, versions={
                 "promptgen": __version__, "torch": torch.__version__, "python": platform.python_version()})
             metrics["cache"] = {"recomputed_damaged_entries": cache.recomputed}
+            metrics["test_predictions"] = predictions
             rundir.write_metrics(work, metrics, report.get("history"))
         rundir.finish(work, out)
     except BaseException:
@@ -183,7 +199,7 @@ def opened(run_dir: str | Path, *, registry: Registry | None = None, progress: b
 def evaluate_run(run_dir: str | Path, *, registry: Registry | None = None, progress: bool = True) -> dict:
     """Re-evaluate a finished run from its directory: the same features, and the method's saved state."""
     with opened(run_dir, registry=registry, progress=progress) as (method, context):
-        scores = _scores(method, context)
+        scores, predictions = _scores(method, context)
         quality = _quality(method, context)
     return {"test_accuracy": {domain: scores[f"test/{domain}"] for domain in context.targets},
-            "val_accuracy": scores["val"], "generator_quality": quality}
+            "val_accuracy": scores["val"], "generator_quality": quality, "test_predictions": predictions}

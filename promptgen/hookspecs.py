@@ -46,7 +46,8 @@ def register_generators(register):
     """Register prompt generators (stage II): ``register(name, factory)``.
 
     ``factory(feature_dim=..., n_ctx=..., ctx_dim=..., **options)`` returns a
-    :class:`promptgen.protocols.Generator`.
+    :class:`promptgen.protocols.Generator`; its ``fit`` report's ``"history"`` (one dict per epoch) is
+    the run's stage II history.json and curves.
     """
 
 

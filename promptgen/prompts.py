@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from promptgen.errors import PromptgenError
+from promptgen.errors import ConfigError, PromptgenError
 from promptgen.protocols import Backbone
 
 # A word that the CLIP BPE tokenizer maps to exactly one token; its positions are replaced by the context.
@@ -105,11 +105,37 @@ class PromptAssembler:
         return flat.reshape(*eot.shape, -1)
 
 
-def phrase_embedding(backbone: Backbone, phrase: str) -> torch.Tensor:
-    """The token embeddings [n, D] of a phrase (e.g. CoOp's init "a photo of a"), without SOS and EOT."""
+def context_length(ctx_init: str | None, n_ctx: int | None, default: int, component: str) -> int:
+    """How many context vectors a prompt initialised from the phrase ``ctx_init`` has: one per word (CoOp's rule).
+
+    An ``n_ctx`` given as well must say the same (a ConfigError naming ``component`` otherwise); without a
+    phrase the context is ``n_ctx`` (else ``default``) random vectors. Needs no tokenizer, so a dry run
+    prints the number a run uses; :func:`phrase_embedding` checks, when the run starts, that the
+    backbone's tokenizer keeps each word one token.
+    """
+    if not ctx_init:
+        return default if n_ctx is None else n_ctx
+    words = len(ctx_init.split())
+    if n_ctx is not None and n_ctx != words:
+        raise ConfigError(f"{component}: n_ctx={n_ctx} contradicts ctx_init {ctx_init!r}, which initialises {words} "
+                          f"context vectors (one per word); leave n_ctx unset, or set {component}.ctx_init= (empty: a "
+                          f"random initialisation) to learn {n_ctx}")
+    return words
+
+
+def phrase_embedding(backbone: Backbone, phrase: str, component: str | None = None) -> torch.Tensor:
+    """The token embeddings [n, D] of a phrase (e.g. CoOp's init "a photo of a"), without SOS and EOT.
+
+    component: the phrase is that component's ``ctx_init``: it must be one token per word (what
+    :func:`context_length` counted), else a ConfigError naming it.
+    """
     tokens = backbone.tokenize([phrase])
     n = int(tokens.eot_index[0]) - 1
     if n < 1:
         raise PromptgenError(f"the phrase {phrase!r} has no tokens")
+    if component is not None and n != len(phrase.split()):
+        raise ConfigError(f"{component}: ctx_init {phrase!r} is {n} tokens for this backbone's tokenizer, not one "
+                          f"per word ({len(phrase.split())}): its n_ctx counts words, so use words the tokenizer keeps "
+                          f"whole")
     with torch.no_grad():
         return backbone.embed_tokens(tokens.ids[:, 1 : 1 + n])[0].clone()

@@ -73,8 +73,17 @@ class Generator(Protocol):
         train: FeatureSet,
         prompt_labels: Sequence[PromptLabel],
         val: FeatureSet | None,
-    ) -> Any:
-        """Learn from (image feature, prompt label of its domain) pairs; train.domain_ids index prompt_labels."""
+    ) -> dict | None:
+        """Learn from (image feature, prompt label of its domain) pairs; train.domain_ids index prompt_labels.
+
+        Return None or a report (a JSON-able dict) that the run records under ``fit`` in metrics.json.
+        Its ``"history"``, when present, is stage II's per-epoch record -- what history.json holds and
+        curves.png plots: a list of one dict per epoch, in order, each with ``"epoch"`` (int, from 0)
+        and numbers (None or NaN for a gap): losses under names containing "loss" (``"loss"``,
+        ``"loss_g"``), ``"val_accuracy"`` (the val split's accuracy with the generated prompts: what the
+        built-ins select their epoch on), any other series (``"kl"``, ``"lr"``). By convention also
+        ``"best_epoch"`` and ``"val_accuracy"`` of the state it keeps. ``check_fit_report`` checks it.
+        """
 
     def sample(self, features: torch.Tensor) -> torch.Tensor:
         """features [N, feature_dim] -> prompts [N, n_ctx, ctx_dim]."""
@@ -143,6 +152,44 @@ class Launcher(Protocol):
 
     def run(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list:
         """Return [fn(job) for job in jobs], in order, however the work is spread."""
+
+
+HISTORY_DOC = "docs/plugins.md, 'Per-epoch history'"
+
+
+def check_fit_report(report: Any, where: str) -> dict:
+    """A generator's ``fit`` report as :meth:`Generator.fit` specifies it ({} for None), else a GeneratorError
+    naming ``where`` (e.g. "generator 'x' (plugin y)") and the rule it breaks."""
+    from promptgen.errors import GeneratorError
+
+    def fail(problem: str) -> GeneratorError:
+        return GeneratorError(f"{where}: fit returned {problem}; a report is None or a dict whose 'history' is a "
+                              f"list of one dict per epoch, e.g. {{'epoch': 0, 'loss': 0.5, 'val_accuracy': 0.8}} "
+                              f"({HISTORY_DOC})")
+
+    if report is None:
+        return {}
+    if not isinstance(report, dict):
+        raise fail(f"a {type(report).__name__}, not a dict")
+    history = report.get("history")
+    if history is None:
+        return report
+    if not isinstance(history, list):
+        raise fail(f"a 'history' that is a {type(history).__name__}, not a list")
+    previous = -1
+    for index, row in enumerate(history):
+        if not isinstance(row, dict):
+            raise fail(f"a 'history' whose row {index} is a {type(row).__name__}, not a dict")
+        epoch = row.get("epoch")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= previous:
+            raise fail(f"a 'history' whose row {index} has 'epoch' {epoch!r}: it must be an int, from 0, "
+                       f"increasing row by row")
+        previous = epoch
+        bad = [key for key, value in row.items() if not isinstance(key, str) or isinstance(value, bool)
+               or not isinstance(value, (int, float, type(None)))]
+        if bad:
+            raise fail(f"a 'history' whose row {index} has {bad[0]!r} = {row[bad[0]]!r}: every value must be a number")
+    return report
 
 
 PROTOCOLS: dict[str, type] = {

@@ -1,8 +1,11 @@
-"""Learning-rate schedules shared by the trainers: warm-up, then cosine decay to zero."""
+"""Learning-rate schedules shared by the trainers: warm-up, then cosine decay to zero; a schedule that is all warm-up
+is refused before a run (check_warmup)."""
 
 from __future__ import annotations
 
 import math
+
+from promptgen.errors import ConfigError
 
 
 def warmup_cosine(step: int, total: int, warmup: int, peak: float, warmup_lr: float | None = None) -> float:
@@ -14,3 +17,24 @@ def warmup_cosine(step: int, total: int, warmup: int, peak: float, warmup_lr: fl
     if step < warmup:
         return warmup_lr if warmup_lr is not None else peak * (step + 1) / warmup
     return 0.5 * peak * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def check_warmup(component: str, values: dict) -> None:
+    """Refuse a schedule that is warm-up and nothing else: ``epochs`` not more than ``warmup_epochs``.
+
+    Generic over the option names every built-in trainer uses (``epochs``, ``warmup_epochs``, and
+    ``warmup_lr`` for a constant warm-up, else a linear one up to ``lr``): the run would end before the
+    learning rate reached its schedule (CoOp's one warm-up epoch at 1e-5 would be the whole run), so it
+    fails before anything trains, naming ``component`` (the section its options are set under).
+    """
+    epochs, warmup = values.get("epochs"), values.get("warmup_epochs")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (epochs, warmup)) or not 0 < epochs <= warmup:
+        return
+    if isinstance(values.get("warmup_lr"), (int, float)):
+        how = f" at {values['warmup_lr']:g}"
+    elif isinstance(values.get("lr"), (int, float)):
+        how = f", the learning rate still rising to {values['lr']:g}"
+    else:
+        how = ""
+    raise ConfigError(f"{component}: epochs={epochs} is not more than warmup_epochs={warmup}: the whole run would be "
+                      f"warm-up{how}; set {component}.warmup_epochs=0 or more epochs")

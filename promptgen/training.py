@@ -112,8 +112,9 @@ def train_epochs(
 
     score: how an epoch is judged (higher is better), by default the accuracy of the generator's own
     prompts on ``val``; a method that uses the generated prompts otherwise (a negative path subtracted
-    from a positive one) passes its own. Returns the best epoch, its score and the per-epoch history;
-    the generator is left in its best state.
+    from a positive one) passes its own. Returns the best epoch, its score and the per-epoch history
+    (rows ``{"epoch", "val_accuracy", <the step's losses>}``: the Generator protocol's report, so a
+    generator's ``fit`` can return it as it is); the generator is left in its best state.
     """
     step, optimizers, modules, min_batch = trainer.step, trainer.optimizers, trainer.modules, trainer.min_batch
     device = backbone.device

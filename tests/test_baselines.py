@@ -189,8 +189,9 @@ def test_the_baselines_and_dpspg_run_in_a_suite_and_fill_its_table(tmp_path, cap
     suite = tmp_path / "table.toml"
     suite.write_text('description = "x"\ntargets = ["photo"]\nmethods = ["linear-probe", "cocoop", "vp", "dpspg"]\n'
                      'views = 1\n[backbone]\ndevice = "cpu"\n[overrides.digits-dg]\nper_class = 5\n'
-                     '[overrides.cocoop]\nepochs = 1\n[overrides.vp]\nepochs = 1\n[overrides.coop]\nepochs = 1\n'
-                     '[overrides.negative-coop]\nepochs = 1\n[overrides.transformer]\nepochs = 1\n')
+                     '[overrides.cocoop]\nepochs = 1\n[overrides.vp]\nepochs = 1\n'
+                     '[overrides.coop]\nepochs = 1\nwarmup_epochs = 0\n[overrides.negative-coop]\nepochs = 1\n'
+                     'warmup_epochs = 0\n[overrides.transformer]\nepochs = 1\nwarmup_epochs = 0\n')
     out = tmp_path / "out"
     assert benchmarks_run.main(["--suite", str(suite), "--out", str(out), "--quiet"]) == 0
     records = [json.loads(path.read_text()) for path in (out / "records").glob("*.json")]

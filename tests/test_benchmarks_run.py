@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from benchmarks import protocols, run, suites, sweep
+from benchmarks import protocols, run, stats, suites, sweep
 from benchmarks.records import RecordStore
 from promptgen.errors import ConfigError
 from promptgen.registry import default_registry
@@ -17,9 +17,11 @@ from promptgen.registry import default_registry
 QUICK = """
 [overrides.coop]
 epochs = 1
+warmup_epochs = 0
 
 [overrides.cgan]
 epochs = 1
+warmup_epochs = 0
 batch_size = 256
 """
 DOMAINS = default_registry().create("dataset", "digits-dg").domains
@@ -98,7 +100,7 @@ def test_unknown_names_and_options_are_named_when_the_suite_expands(tmp_path):
     registry = default_registry()
     with pytest.raises(ConfigError, match=r"tiny.toml: methods: unknown method 'spg-gann'; methods: all, ") as error:
         protocols.expand(suites.load(_suite(tmp_path, 'methods = ["coop", "spg-gann"]')), registry)
-    listed = str(error.value).split("methods: all, ")[1].split(", ")
+    listed = str(error.value).split("methods: all, ")[1].split("; did you mean")[0].split(", ")
     assert {"spg", "zero-shot", "coop", "spg-cgan"} <= set(listed) and set(registry.names("method")) <= set(listed)
     with pytest.raises(ConfigError, match=r"tiny.toml: dataset: unknown dataset 'pacss'; registered: colors"):
         protocols.expand(suites.load(_suite(tmp_path, 'dataset = "pacss"')), registry)
@@ -160,7 +162,10 @@ def test_sweep_writes_records_and_a_table_made_from_them_then_resumes(tmp_path, 
         assert record["fingerprint"].startswith("tiny-clip-digits@")
         row = next(line for line in (out / "table.md").read_text().splitlines()
                    if line.startswith(f"| {record['job']['method']} |"))
-        assert f"{100 * record['test_accuracy']['photo']:.1f} ± 0.0" in row
+        accuracy, images = record["test_accuracy"]["photo"], record["test_predictions"]["photo"]["images"]
+        low, high = stats.wilson(accuracy, images)  # one seed on one domain: the Wilson interval of its images
+        assert f"{100 * accuracy:.1f} [{100 * low:.1f}, {100 * high:.1f}]" in row.replace("**", "")
+        assert row.endswith("(1 seed) |") and images == record["sizes"]["test/photo"]
     assert (out / "table.png").stat().st_size > 0 and (out / "table.csv").read_text().startswith("method,photo_mean")
     printed = capsys.readouterr().out
     assert "3 jobs, 0 already done, running 3" in printed and "| spg-cgan |" in printed
@@ -196,9 +201,12 @@ def test_a_suite_of_several_datasets_has_a_table_each_and_one_averaged_over_them
         assert (out / f"table.{name}.csv").read_text().startswith("method,")
         assert (out / f"table.{name}.png").stat().st_size > 0
     row = next(line for line in table.splitlines() if line.startswith("| zero-shot |"))
-    assert f"{averages['digits-dg']:.1f} ± 0.0 | {averages['digits-traps']:.1f} ± 0.0 | " \
-           f"{sum(averages.values()) / 2:.1f} ± 0.0" in row.replace("**", "")
-    assert (out / "table.csv").read_text().startswith("method,digits-dg_mean,digits-dg_std,digits-traps_mean")
+    cells = row.replace("**", "").split(" | ")[1:]
+    assert [cell.split(" [")[0] for cell in cells] == [f"{averages['digits-dg']:.1f}", f"{averages['digits-traps']:.1f}",
+                                                       f"{sum(averages.values()) / 2:.1f}"]
+    assert all(cell.endswith("(1 seed)") for cell in cells[:2])
+    assert (out / "table.csv").read_text().startswith("method,digits-dg_mean,digits-dg_std,digits-dg_low,digits-dg_high,"
+                                                      "digits-dg_seeds,digits-dg_p_vs_best,digits-traps_mean")
     # the command line's --dataset runs that one dataset of the suite
     assert run.main(["--suite", str(path), "--out", str(tmp_path / "one"), "--quiet", "--dataset", "digits-traps",
                      "--targets", "dusk"]) == 0
@@ -231,7 +239,8 @@ def test_a_failing_job_is_recorded_the_sweep_goes_on_and_a_rerun_retries_it(tmp_
     printed = capsys.readouterr().out
     assert "Failed jobs (see their records):\n- digits-dg.multi-source.to-photo.zero-shot" in printed
     sketch = _zero_shot(tmp_path, ["sketch"])["sketch"]
-    assert f"| zero-shot | – | **{sketch:.1f} ± 0.0** | – |" in printed  # no avg over a missing target
+    assert f"| zero-shot | – | **{sketch:.1f}** [" in printed  # no avg over a missing target:
+    assert "(1 seed) | – |" in printed
 
     monkeypatch.setattr(sweep, "run", engine_run)
     assert run.main(["--suite", suite, "--out", str(out), "--quiet"]) == 0
@@ -259,8 +268,9 @@ def test_shards_split_the_jobs_and_report_joins_them(tmp_path, capsys):
     expected = _zero_shot(tmp_path, ["photo", "sketch"])
     records = RecordStore(out).records()
     average = sum(100 * r["test_accuracy"][r["job"]["targets"][0]] for r in records) / 2
-    assert (f"| zero-shot | **{expected['photo']:.1f} ± 0.0** | **{expected['sketch']:.1f} ± 0.0** | "
-            f"**{average:.1f} ± 0.0** |") in table
+    row = next(line for line in table.splitlines() if line.startswith("| zero-shot |"))
+    assert [cell.split(" [")[0] for cell in row.split(" | ")[1:]] == [
+        f"**{expected['photo']:.1f}**", f"**{expected['sketch']:.1f}**", f"**{average:.1f}**"]
     assert run.main(["--suite", suite, "--out", str(out), "--shard", "2/2"]) == 2
 
 
@@ -350,7 +360,7 @@ def test_one_epoch_overrides_only_the_components_with_epochs():
     from promptgen.registry import default_registry
     registry = default_registry()
     assert one_epoch(registry, "spg-cgan", (("prompt_learner", "coop"), ("generator", "cgan"))) == \
-        {"coop": {"epochs": 1}, "cgan": {"epochs": 1}}
+        {"coop": {"epochs": 1, "warmup_epochs": 0}, "cgan": {"epochs": 1, "warmup_epochs": 0}}
     assert one_epoch(registry, "zero-shot", ()) == {}
 
 
@@ -427,8 +437,8 @@ def test_the_stability_study_compares_prompts_across_seeds_and_noise_draws(tmp_p
     deterministic one (the transformer) gives the same prompt each draw. Different seeds give different models."""
     body = ('methods = ["spg-cgan", "spg-transformer"]\nseeds = [0, 1]\ntargets = ["photo"]\nstability = true\n'
             'preset = "cpu"\nviews = 1')
-    suite = _suite(tmp_path, body + "\n[overrides.coop]\nepochs = 1\n[overrides.cgan]\nepochs = 1\n"
-                                    "[overrides.transformer]\nepochs = 1")
+    suite = _suite(tmp_path, body + "\n[overrides.coop]\nepochs = 1\nwarmup_epochs = 0\n[overrides.cgan]\nepochs = 1\n"
+                                    "warmup_epochs = 0\n[overrides.transformer]\nepochs = 1\nwarmup_epochs = 0")
     out = tmp_path / "out"
     assert run.main(["--suite", suite, "--out", str(out), "--quiet"]) == 0
     rows = {r["method"]: r for r in json.loads((out / "records" / "stability.json").read_text())["rows"]}
@@ -489,7 +499,8 @@ def test_the_domain_gap_table_is_opt_in(tmp_path):
 def test_two_spg_methods_in_one_sweep_train_stage_i_once(tmp_path):
     """spg-cgan and spg-cvae of one target and seed need the same CoOp labels: the second job loads them."""
     body = ('methods = ["spg-cgan", "spg-cvae"]\ntargets = ["photo"]\npreset = "cpu"\nviews = 1\n'
-            '[overrides.coop]\nepochs = 2\n[overrides.cgan]\nepochs = 1\n[overrides.cvae]\nepochs = 1')
+            '[overrides.coop]\nepochs = 2\n[overrides.cgan]\nepochs = 1\nwarmup_epochs = 0\n'
+            '[overrides.cvae]\nepochs = 1\nwarmup_epochs = 0')
     out = tmp_path / "out"
     assert run.main(["--suite", _suite(tmp_path, body), "--out", str(out), "--quiet",
                      "--cache-dir", str(tmp_path / "cache")]) == 0

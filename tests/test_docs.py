@@ -13,12 +13,15 @@ from benchmarks import run as benchmarks_run
 from benchmarks.records import RecordStore
 from promptgen import cli
 from promptgen.config import RunConfig
+from promptgen.curves import curve_sets
 from promptgen.engine import run
+from promptgen.protocols import check_fit_report
 from promptgen.registry import load_registry
 from promptgen.values import FeatureSet, PromptLabel
 
 DOC = Path(__file__).parents[1] / "docs" / "plugins.md"
-SMALL = ["--set", "digits-dg.per_class=10", "--set", "coop.epochs=1", "--views", "1", "--quiet"]
+SMALL = ["--set", "digits-dg.per_class=10", "--set", "coop.epochs=1", "--set", "coop.warmup_epochs=0", "--views", "1",
+         "--quiet"]
 
 
 def _block_after(marker: str, language: str) -> str:
@@ -43,7 +46,7 @@ def _suite(tmp_path, methods: list[str]) -> str:
     path = tmp_path / "doc-suite.toml"
     path.write_text(f'description = "the docs plugins"\ntargets = ["photo"]\nmethods = {json.dumps(methods)}\n'
                     'views = 1\n[backbone]\ndevice = "cpu"\n[overrides.digits-dg]\nper_class = 10\n'
-                    '[overrides.coop]\nepochs = 1\n')
+                    '[overrides.coop]\nepochs = 1\nwarmup_epochs = 0\n')
     return str(path)
 
 
@@ -57,7 +60,9 @@ def test_generator_plugin_example_installs_and_learns(install_plugin):
     labels = [PromptLabel(ctx=torch.full((1, 3), float(d)), fingerprint="f", domain=str(d), class_names=["a"]) for d in range(2)]
     features = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     train = FeatureSet(features, torch.zeros(4, dtype=torch.long), torch.tensor([0, 0, 1, 1]))
-    generator.fit(None, train, labels, None)
+    report = check_fit_report(generator.fit(None, train, labels, None), "the example")  # the contract holds
+    assert [row["epoch"] for row in report["history"]] == list(range(generator.epochs))
+    assert report["history"][-1]["loss"] < report["history"][0]["loss"]
     prompts = generator.sample(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
     assert prompts.shape == (2, 1, 3)
     assert prompts[:, 0, 0].tolist() == [1.0, 0.0]
@@ -69,6 +74,9 @@ def test_generator_plugin_example_trains_through_the_cli_and_a_suite(install_plu
     assert cli.main(["train", "--target", "photo", "--method", "spg-nearest-domain", "--out", str(out), *SMALL]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["components"] == {"prompt_learner": "coop", "generator": "nearest-domain"}
+    history = json.loads((out / "history.json").read_text())  # its per-epoch report is the run's stage II history
+    assert len(history) == 20 and {"epoch", "loss", "val_domain_accuracy"} <= set(history[0])
+    assert {"loss", "val_domain_accuracy"} <= set(curve_sets(out)["fit"][0]) and (out / "curves.png").is_file()
     capsys.readouterr()
     assert cli.main(["evaluate", str(out), "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["test_accuracy"] == metrics["test_accuracy"]

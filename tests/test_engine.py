@@ -16,7 +16,8 @@ from promptgen.plan import class_key, class_map, shared_classes
 from promptgen.values import FeatureSet
 
 # digits-dg at 10 images per class and domain (6 train, 2 val, 2 test), one view, one epoch each
-SMALL = {"digits-dg": {"per_class": 10}, "coop": {"epochs": 1}, "cgan": {"epochs": 1, "batch_size": 64}}
+SMALL = {"digits-dg": {"per_class": 10}, "coop": {"epochs": 1, "warmup_epochs": 0},
+         "cgan": {"epochs": 1, "warmup_epochs": 0, "batch_size": 64}}
 
 
 def _config(method: str, **changes) -> RunConfig:

@@ -64,7 +64,8 @@ def test_each_component_gets_only_its_own_options(tmp_path, monkeypatch):
         return create(self, kind, name, **arguments)
 
     monkeypatch.setattr(RunContext, "create", spy)
-    overrides = {"cgan": {"epochs": 1, "grad_clip": "official"}, "cvae": {"epochs": 1}, "coop": {"epochs": 1}}
+    overrides = {"cgan": {"epochs": 1, "grad_clip": "official"}, "cvae": {"epochs": 1, "warmup_epochs": 0},
+                 "coop": {"epochs": 1, "warmup_epochs": 0}}
     run(_config("spg-cvae", "cpu", **overrides), tmp_path, registry=REGISTRY, progress=False)
     assert "grad_clip" not in seen[("generator", "cvae")] and seen[("generator", "cvae")]["epochs"] == 1
     assert set(seen[("generator", "cvae")]) <= set(REGISTRY.get("generator", "cvae").options)

@@ -80,7 +80,8 @@ def test_set_parses_toml_values_and_names_a_malformed_setting():
 def test_set_reaches_the_component_and_a_wrong_one_fails_before_training(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["train", "--target", "photo", "--method", "coop", "--views", "1", "--quiet", "--out", str(out),
-                     "--set", "digits-dg.per_class=5", "--set", "coop.epochs=1", "--set", "coop.lr=0.01"]) == 0
+                     "--set", "digits-dg.per_class=5", "--set", "coop.epochs=1", "--set", "coop.warmup_epochs=0",
+                     "--set", "coop.lr=0.01"]) == 0
     import json
 
     options = json.loads((out / "config.json").read_text())["options"]["prompt_learner/coop"]

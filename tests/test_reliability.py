@@ -264,7 +264,7 @@ def register_generators(register):
 def test_a_generator_returning_garbage_is_stopped_and_named_and_leaves_no_run(install_plugin, tmp_path, mode, message):
     install_plugin("promptgen_broken_generator", BROKEN_GENERATOR)
     config = RunConfig(targets="photo", method="spg-broken", views=1, backbone={"device": "cpu"},
-                       overrides={**SMALL, "coop": {"epochs": 1}, "broken": {"mode": mode}})
+                       overrides={**SMALL, "coop": {"epochs": 1, "warmup_epochs": 0}, "broken": {"mode": mode}})
     with pytest.raises(GeneratorError, match=message):
         run(config, tmp_path / "run", registry=load_registry(), progress=False)
     assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run.partial-*"))
@@ -274,7 +274,7 @@ def test_a_generator_returning_garbage_is_stopped_and_named_and_leaves_no_run(in
 
 def test_a_run_directory_is_replaced_only_when_asked_and_then_whole(tmp_path):
     config = RunConfig(targets="photo", method="coop", views=1, backbone={"device": "cpu"},
-                       overrides={**SMALL, "coop": {"epochs": 1}})
+                       overrides={**SMALL, "coop": {"epochs": 1, "warmup_epochs": 0}})
     first = run(config, tmp_path / "run", progress=False)
     with pytest.raises(Exception, match="already holds a run; pass --force"):
         run(config, tmp_path / "run", progress=False)
@@ -286,7 +286,7 @@ def test_a_run_directory_is_replaced_only_when_asked_and_then_whole(tmp_path):
 
 def test_evaluate_names_what_a_run_directory_is_missing_or_mixed_from(tmp_path):
     config = RunConfig(targets="photo", method="coop", views=1, backbone={"device": "cpu"},
-                       overrides={**SMALL, "coop": {"epochs": 1}})
+                       overrides={**SMALL, "coop": {"epochs": 1, "warmup_epochs": 0}})
     run(config, tmp_path / "run", progress=False)
     (tmp_path / "run" / "metrics.json").unlink()
     with pytest.raises(RunDirectoryError, match="not one whole run .*missing: metrics.json"):

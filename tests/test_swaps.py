@@ -167,7 +167,7 @@ def _cheap_overrides(registry, method: str, batch_size: int, backbone: dict) -> 
     checked = check(RunConfig(targets="-", method=method, backbone=backbone), registry)
     overrides = {}
     for kind, name in (("method", checked.method_name), *checked.components):
-        values = _declared(registry, kind, name, epochs=1, batch_size=batch_size)
+        values = _declared(registry, kind, name, epochs=1, warmup_epochs=0, batch_size=batch_size)
         if values:
             overrides[registry.get(kind, name).name] = values
     return overrides

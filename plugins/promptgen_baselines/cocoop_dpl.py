@@ -16,12 +16,13 @@ CPU = {"epochs": 2, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_
 class CoCoOp(ConditionalPromptMethod):
     """CoCoOp: CoOp's context plus a per-image shift from a meta-net (Linear E->E/16, ReLU, Linear ->D)."""
 
+    name = "cocoop"
     rank = 30
     presets = {"gpu": OFFICIAL, "cpu": CPU}
 
-    def __init__(self, ctx_init: str | None = "a photo of a", n_ctx: int = 4, reduction: int = 16, epochs: int = 50,
-                 batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 1, warmup_lr: float = 1e-5,
-                 momentum: float = 0.9, weight_decay: float = 1e-4):
+    def __init__(self, ctx_init: str | None = "a photo of a", n_ctx: int | None = None, reduction: int = 16,
+                 epochs: int = 50, batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 1,
+                 warmup_lr: float = 1e-5, momentum: float = 0.9, weight_decay: float = 1e-4):
         super().__init__(ctx_init=ctx_init, n_ctx=n_ctx, epochs=epochs, batch_size=batch_size, lr=lr,
                          warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, momentum=momentum,
                          weight_decay=weight_decay, name="cocoop")
@@ -39,11 +40,12 @@ class DPL(ConditionalPromptMethod):
     is 100), so a prediction depends on the other images of its block, as in the reference code.
     """
 
+    name = "dpl"
     rank = 40
     presets = {"gpu": OFFICIAL, "cpu": CPU}
 
-    def __init__(self, ctx_init: str | None = "a photo of a", n_ctx: int = 4, width: int = 512, depth: int = 3,
-                 dropout: float = 0.1, test_batch: int = 100, epochs: int = 50, batch_size: int = 32,
+    def __init__(self, ctx_init: str | None = "a photo of a", n_ctx: int | None = None, width: int = 512,
+                 depth: int = 3, dropout: float = 0.1, test_batch: int = 100, epochs: int = 50, batch_size: int = 32,
                  lr: float = 2e-3, warmup_epochs: int = 1, warmup_lr: float = 1e-5, momentum: float = 0.9,
                  weight_decay: float = 1e-4):
         super().__init__(ctx_init=ctx_init, n_ctx=n_ctx, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -52,7 +54,7 @@ class DPL(ConditionalPromptMethod):
         self.width, self.depth, self.dropout, self.test_batch = width, depth, dropout, test_batch
 
     def build(self, backbone, ctx):
-        # ctx_init only fixes n_ctx (its token count): DPL's tokens all come from the MLP.
+        # ctx_init only fixes n_ctx (one per word): DPL's tokens all come from the MLP.
         return MLPPrompt(backbone.embed_dim, ctx.shape[0], backbone.ctx_dim, self.width, self.depth, self.dropout)
 
     def batches(self, train, batch_size: int):

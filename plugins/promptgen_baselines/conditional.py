@@ -19,7 +19,9 @@ from promptgen.errors import ConfigError
 from promptgen.context_fitting import train_prompts
 from promptgen.evaluate import accuracy, instance_logits, logits
 from promptgen.files import read_json, write_json
-from promptgen.prompts import PromptAssembler, phrase_embedding
+from promptgen.prompts import PromptAssembler, context_length, phrase_embedding
+
+RANDOM_N_CTX = 4  # context vectors without ctx_init (the SPG baselines' 4, randomly initialised)
 
 
 class PromptNet(torch.nn.Module):
@@ -73,8 +75,9 @@ class ConditionalPromptMethod:
     inputs = "features"
     file = "prompt_net"
 
-    def __init__(self, *, ctx_init: str | None, n_ctx: int, epochs: int, batch_size: int, lr: float,
+    def __init__(self, *, ctx_init: str | None, n_ctx: int | None, epochs: int, batch_size: int, lr: float,
                  warmup_epochs: int, warmup_lr: float, momentum: float, weight_decay: float, name: str):
+        n_ctx = context_length(ctx_init, n_ctx, RANDOM_N_CTX, name)
         if epochs < 1 or batch_size < 1 or n_ctx < 1:
             raise ConfigError(f"{name}: epochs, batch_size and n_ctx must be >= 1; got {epochs}, {batch_size}, {n_ctx}")
         self.name = name
@@ -83,6 +86,11 @@ class ConditionalPromptMethod:
                             weight_decay=weight_decay)
         self.net: PromptNet | None = None
         self.n_ctx = n_ctx
+
+    @classmethod
+    def effective_options(cls, values: dict) -> dict:
+        """``n_ctx`` as it runs: ctx_init's word count when it is set (promptgen.prompts.context_length)."""
+        return {**values, "n_ctx": context_length(values["ctx_init"], values["n_ctx"], RANDOM_N_CTX, cls.name)}
 
     def components(self):
         return ()
@@ -108,7 +116,7 @@ class ConditionalPromptMethod:
 
     def _initial_context(self, backbone, seed: int) -> torch.Tensor:
         if self.options["ctx_init"]:
-            return phrase_embedding(backbone, self.options["ctx_init"]).float()  # n_ctx = its token count
+            return phrase_embedding(backbone, self.options["ctx_init"], self.name).float()  # n_ctx: one per word
         return 0.02 * torch.randn(self.options["n_ctx"], backbone.ctx_dim, generator=torch.Generator().manual_seed(seed))
 
     def fit(self, run) -> dict:

@@ -14,12 +14,20 @@ import torch.nn.functional as F
 from promptgen.errors import ConfigError
 from promptgen.context_fitting import fit_context
 from promptgen.evaluate import accuracy
-from promptgen.prompts import phrase_embedding
+from promptgen.prompts import context_length, phrase_embedding
 from promptgen.values import FeatureSet, PromptLabel
 
 
+RANDOM_N_CTX = 16  # context vectors without ctx_init (CoOp's 16, randomly initialised)
+
+
 class CoOpPrompt:
-    """CoOp: n_ctx context vectors learned by cross-entropy on cosine logits, initialised from "a photo of a"."""
+    """CoOp: n_ctx context vectors learned by cross-entropy on cosine logits, initialised from "a photo of a".
+
+    With ``ctx_init`` (the default "a photo of a") the context starts as the phrase's token embeddings, one
+    per word: ``n_ctx`` is its word count (4) and may be left unset, and an ``n_ctx`` that differs is
+    refused before the run. With ``ctx_init=""`` (or None): ``n_ctx`` (default 16) random vectors.
+    """
 
     name = "coop"
 
@@ -32,7 +40,7 @@ class CoOpPrompt:
     def __init__(
         self,
         ctx_init: str | None = "a photo of a",
-        n_ctx: int = 16,
+        n_ctx: int | None = None,
         epochs: int = 50,
         batch_size: int = 32,
         lr: float = 2e-3,
@@ -43,6 +51,7 @@ class CoOpPrompt:
         seed: int = 0,
         progress: bool = True,
     ):
+        n_ctx = context_length(ctx_init, n_ctx, RANDOM_N_CTX, self.name)
         if epochs < 1 or batch_size < 1 or n_ctx < 1:
             raise ConfigError(f"coop: epochs, batch_size and n_ctx must be >= 1; got {epochs}, {batch_size}, {n_ctx}")
         self.options = dict(ctx_init=ctx_init, n_ctx=n_ctx, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -50,10 +59,16 @@ class CoOpPrompt:
                             weight_decay=weight_decay, seed=seed)
         self.progress = progress
 
+    @classmethod
+    def effective_options(cls, values: dict) -> dict:
+        """The options as a run uses them: ``n_ctx`` is ctx_init's word count when it is set
+        (promptgen.prompts.context_length), so a dry run shows the 4 of "a photo of a"."""
+        return {**values, "n_ctx": context_length(values["ctx_init"], values["n_ctx"], RANDOM_N_CTX, cls.name)}
+
     def _initial_context(self, backbone) -> torch.Tensor:
         o = self.options
         if o["ctx_init"]:
-            return phrase_embedding(backbone, o["ctx_init"]).float()  # n_ctx = the phrase's token count
+            return phrase_embedding(backbone, o["ctx_init"], self.name).float()  # n_ctx vectors: one per word
         generator = torch.Generator().manual_seed(o["seed"])
         return 0.02 * torch.randn(o["n_ctx"], backbone.ctx_dim, generator=generator)
 
@@ -70,7 +85,7 @@ class CoOpPrompt:
                              warmup_epochs=o["warmup_epochs"], warmup_lr=o["warmup_lr"], momentum=o["momentum"],
                              weight_decay=o["weight_decay"], seed=o["seed"], progress=self.progress,
                              desc=f"{self.name} [{domain}]")
-        n_ctx = result["ctx"].shape[0]  # from ctx_init's words when it is set, not the n_ctx option
+        n_ctx = result["ctx"].shape[0]  # == self.options["n_ctx"] (phrase_embedding checks it)
         return PromptLabel(
             ctx=result["ctx"],
             fingerprint=backbone.fingerprint,

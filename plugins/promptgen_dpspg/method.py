@@ -20,6 +20,7 @@ from promptgen.checkpoints import check_fingerprint, load_generator, load_prompt
 from promptgen.errors import ConfigError, PromptgenError
 from promptgen.evaluate import accuracy, drawn_prompts, instance_logits, per_draw
 from promptgen.prompts import PromptAssembler
+from promptgen.protocols import check_fit_report
 from promptgen.training import train_epochs
 
 PATHS = ("positive", "negative")
@@ -67,10 +68,11 @@ class DualPath:
                 self.generators[path] = generator
                 self.generator_options[path] = {**arguments, **run.options("generator", self.generator_name)}
                 if path == "positive":
-                    report[path] = generator.fit(run.backbone, train, labels, val) or {}
+                    fitted = generator.fit(run.backbone, train, labels, val)
                 else:
-                    report[path] = self._fit_negative(run, generator, train, labels, val)
-        history = [{"path": path, **row} for path in self.paths for row in report[path].pop("history", [])]
+                    fitted = self._fit_negative(run, generator, train, labels, val)
+                report[path] = dict(check_fit_report(fitted, run.registry.get("generator", self.generator_name).where))
+        history = [{"path": path, **row} for path in self.paths for row in report[path].pop("history", None) or []]
         stage1 = {path: {label.domain: {k: v for k, v in label.metadata.items() if k != "history"}
                          for label in self.labels[path]} for path in self.paths}
         return {**report, "stage1": stage1, "history": history}
@@ -79,7 +81,7 @@ class DualPath:
         """The negative generator's epochs are judged by what the method predicts with it: the val accuracy
         of positive - alpha * negative (the DPSPG code selects both paths on that score)."""
         if not hasattr(generator, "trainer") or not len(val):
-            return generator.fit(run.backbone, train, labels, val) or {}
+            return generator.fit(run.backbone, train, labels, val)
         positive = self._path_logits(run, "positive", val.features)
 
         def score() -> float:
@@ -90,7 +92,7 @@ class DualPath:
         try:
             schedule = {key: o[key] for key in ("epochs", "batch_size", "lr", "warmup_epochs", "seed")}
         except KeyError:  # a generator without promptgen's schedule options trains its own way
-            return generator.fit(run.backbone, train, labels, val) or {}
+            return generator.fit(run.backbone, train, labels, val)
         return train_epochs(generator, run.backbone, train, labels, val, name=f"{self.generator_name} (negative)",
                             trainer=generator.trainer(run.backbone, train, labels), score=score,
                             progress=getattr(generator, "progress", run.progress), **schedule)

@@ -15,6 +15,7 @@ import torch
 from promptgen.checkpoints import check_fingerprint, load_generator, load_prompt_label, save_generator, save_prompt_label
 from promptgen.evaluate import drawn_prompts, instance_logits, per_draw
 from promptgen.prompts import PromptAssembler
+from promptgen.protocols import check_fit_report
 from promptgen.quality import prompt_quality
 
 LABELS = "prompt_labels"
@@ -45,7 +46,9 @@ class SPG:
         self.generator_options = {**arguments, **run.options("generator", self.generator_name)}
         train, val = run.features("train"), run.features("val")
         with run.timed("stage2"):
-            report = self.generator.fit(run.backbone, train, self.labels, val) or {}
+            report = self.generator.fit(run.backbone, train, self.labels, val)
+        report = check_fit_report(report, run.registry.get("generator", self.generator_name).where)
+        # the generator's per-epoch "history" is the run's (history.json, curves.png: stage II's curves)
         return {**report, "stage1": {label.domain: label.metadata for label in self.labels}}
 
     @torch.no_grad()
