@@ -59,7 +59,8 @@ def tiny_backbone_wide() -> OpenClipBackbone:
 
 @pytest.fixture
 def install_plugin(tmp_path, monkeypatch, request):
-    """install_plugin(module_name, source, entry_point=None): a package with a *.dist-info on sys.path.
+    """install_plugin(module_name, source, entry_point=None): a package with a *.dist-info on sys.path
+    (``install_plugin.site``: that directory, for a subprocess's PYTHONPATH).
 
     Exactly what pip leaves behind for a plugin distribution: importlib.metadata finds the entry
     point in the 'promptgen' group, so loading goes through the real discovery path.
@@ -86,4 +87,5 @@ def install_plugin(tmp_path, monkeypatch, request):
         default_registry.cache_clear()
         return entry_point or module_name
 
+    install.site = site  # for a subprocess: its PYTHONPATH
     return install

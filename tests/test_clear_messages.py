@@ -54,17 +54,6 @@ def _one_line(result, code: int, *fragments: str, ignore_warnings: bool = False)
     return lines[0]
 
 
-def _plugin(site: Path, module: str, source: str, entry_point: str | None = None) -> Path:
-    """What pip leaves behind for a plugin distribution: the module and a *.dist-info with the entry point."""
-    site.mkdir(exist_ok=True)
-    (site / f"{module}.py").write_text(source)
-    dist = site / f"{module}-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[promptgen]\n{entry_point or module} = {module}\n")
-    return site
-
-
 # --- 1. SIGTERM ---------------------------------------------------------------------------------------------
 
 
@@ -206,8 +195,9 @@ def test_every_backbone_says_what_a_pretrained_path_that_is_not_a_file_is(tmp_pa
 # --- 6. a plugin that fails to import -----------------------------------------------------------------------
 
 
-def test_a_plugin_that_fails_to_import_is_one_warning_everywhere_and_the_others_work(tmp_path):
-    site = _plugin(tmp_path / "site", "pg_broken", "import pg_no_such_dependency\n", entry_point="broken")
+def test_a_plugin_that_fails_to_import_is_one_warning_everywhere_and_the_others_work(tmp_path, install_plugin):
+    install_plugin("pg_broken", "import pg_no_such_dependency\n", entry_point="broken")
+    site = install_plugin.site
     before = _files(tmp_path)
     warnings = []
     for arguments in (["data", "info", "--dataset", "colors"], [*ZERO_SHOT, "--dry-run"]):
@@ -256,8 +246,9 @@ def register_datasets(register):
     ["train", "--dataset", "faulty", "--target", "a", "--method", "zero-shot", "--quiet", "--set",
      "faulty.fail_in_init=true"],
 ], ids=["in-a-method", "in-its-factory"])
-def test_a_bug_in_a_plugin_is_reported_naming_the_plugin(tmp_path, arguments):
-    site = _plugin(tmp_path / "site", "pg_faulty", FAULTY, entry_point="faulty")
+def test_a_bug_in_a_plugin_is_reported_naming_the_plugin(tmp_path, arguments, install_plugin):
+    install_plugin("pg_faulty", FAULTY, entry_point="faulty")
+    site = install_plugin.site
     before = _files(tmp_path)
     result = _run(tmp_path, "promptgen", arguments, site=site)
     _one_line(result, 1, "plugin 'faulty' (distribution pg-faulty 0.1; dataset 'faulty') at pg_faulty.py:",
