@@ -27,8 +27,8 @@ def condition(features: torch.Tensor) -> torch.Tensor:
 
     A unit-norm feature of width D has entries of size ~1/sqrt(D) (0.04 at D = 512), drowned by the
     N(0, 1) noise it is concatenated with; a generator then ignores the image. Rescaling by sqrt(D)
-    puts the condition on the noise's scale (the official code feeds unnormalised CLIP features,
-    whose entries are of that order).
+    puts the condition on the noise's scale. The official SPG code feeds the unit-norm feature itself
+    (spg_cgan.py:159,194,298): the CGAN's ``condition = "normalised"`` (its gpu preset) does the same.
     """
     return features * features.shape[1] ** 0.5
 

@@ -72,14 +72,53 @@ def test_each_component_gets_only_its_own_options(tmp_path, monkeypatch):
     assert ("generator", "cgan") not in seen
 
 
-def test_the_official_clipping_lives_in_the_cgan_plugin_and_the_gpu_preset_selects_it():
+def test_the_official_clipping_lives_in_the_cgan_plugin_and_the_gpu_preset_selects_it_on_every_dataset():
+    """docs/parity.md rows 3, 5, 2 and 11: the released scripts' argparse limits on every dataset, lr 2e-3
+    everywhere, the normalised condition and AdamW's default betas."""
     from promptgen.context import resolve_options
     from promptgen_cgan.generator import OFFICIAL_CLIP, CGANGenerator
 
-    assert resolve_options(REGISTRY, "generator", "cgan", "gpu", "pacs", {})["grad_clip"] == "official"
-    assert "grad_clip" not in resolve_options(REGISTRY, "generator", "cgan", "gpu", "office-home", {})
+    for dataset in ("pacs", "vlcs", "office-home", "terra-incognita", "domainnet", "digits-dg"):
+        options = resolve_options(REGISTRY, "generator", "cgan", "gpu", dataset, {})
+        assert (options["grad_clip"], options["lr"], options["condition"], tuple(options["betas"])) == \
+            ("official", 2e-3, "normalised", (0.9, 0.999))
+    cpu = resolve_options(REGISTRY, "generator", "cgan", "cpu", "digits-dg", {})
+    assert "grad_clip" not in cpu and "condition" not in cpu and "betas" not in cpu  # the defaults: departures
+    # train.py:274-279 (argparse defaults: what every released script runs)
+    assert OFFICIAL_CLIP == {"d_weight": 5e-2, "d_bias": 5e-1, "d_last": 5.0, "g_weight": 5e-3, "g_bias": 5e-8,
+                             "g_bias_last": 1.0}
     generator = CGANGenerator(feature_dim=8, n_ctx=1, ctx_dim=8, grad_clip="official", progress=False)
     assert generator.options["grad_clip"] == OFFICIAL_CLIP
+
+
+def test_the_clipped_parameters_and_their_limits_are_the_official_name_matching():
+    """spg_cgan.py:208-227 and 242-261 applied to the official networks' nn.Sequential indices, written out by
+    hand from the official module lists (docs/parity.md row 3): BatchNorm parameters are clipped, the
+    discriminator's first Linear takes the 'last' limit through its '0.weight' match."""
+    from promptgen_cgan.generator import OFFICIAL_CLIP, CGANGenerator, clip_limits
+
+    cgan = CGANGenerator(feature_dim=512, n_ctx=4, ctx_dim=512, progress=False)
+    d, g = OFFICIAL_CLIP, OFFICIAL_CLIP
+    assert clip_limits(cgan.discriminator, "d", OFFICIAL_CLIP) == {
+        "net.0.weight": d["d_last"], "net.0.bias": d["d_last"], "net.2.weight": d["d_weight"],
+        "net.2.bias": d["d_bias"], "net.5.weight": d["d_weight"], "net.5.bias": d["d_bias"],
+        "net.8.weight": d["d_last"], "net.8.bias": d["d_last"]}
+    expected = {f"net.{i}.weight": g["g_weight"] for i in (0, 2, 3, 5, 6, 8, 9, 11)}  # Linear and BatchNorm
+    expected.update({f"net.{i}.bias": g["g_bias"] for i in (0, 2, 3, 5, 6, 8)})
+    expected.update({"net.9.bias": g["g_bias_last"], "net.11.bias": g["g_bias_last"]})
+    assert clip_limits(cgan.generator, "g", OFFICIAL_CLIP) == expected
+    assert [type(cgan.generator.net[i]).__name__ for i in (3, 6, 9, 11)] == ["BatchNorm1d"] * 3 + ["Linear"]
+    assert clip_limits(cgan.generator, "g", {"g_weight": 1.0}) == {k: 1.0 for k in expected if k.endswith("weight")}
+
+
+def test_the_normalised_condition_feeds_the_unit_feature_and_the_scaled_one_sqrt_d_times_it():
+    import torch
+
+    from promptgen_cgan.networks import conditioned
+
+    features = torch.nn.functional.normalize(torch.randn(3, 16), dim=1)
+    assert torch.equal(conditioned(features, "normalised"), features)
+    assert torch.allclose(conditioned(features, "scaled"), 4.0 * features)
 
 
 def _builtin_names() -> set[str]:

@@ -56,12 +56,42 @@ def test_dataset_entries_of_a_preset_override_its_own():
     assert component_preset(Example, "cpu", "pacs") == {"epochs": 2}
 
 
-def test_plugins_options_lists_types_defaults_and_presets(capsys):
+def test_plugins_options_lists_types_defaults_and_presets(capsys, install_plugin):
     assert cli.main(["plugins", "--options", "cgan"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("generator cgan (plugin cgan): ")
     assert "  epochs             int                    default 70; gpu: 70, cpu: 12" in out
-    assert "gpu/pacs: 'official'" in out
+    assert "  grad_clip          dict or str or None    default None; gpu: 'official'" in out
+    # a preset value of one dataset (no built-in has one since the gpu preset became the released scripts')
+    install_plugin("pg_per_dataset", """
+        from promptgen import hookimpl
+
+
+        class PerDataset:
+            presets = {"gpu": {"lr": 2e-4}, "gpu/pacs": {"lr": 2e-3}}
+
+            def __init__(self, feature_dim, n_ctx, ctx_dim, lr: float = 1e-3):
+                pass
+
+            def fit(self, backbone, train, prompt_labels, val):
+                return None
+
+            def sample(self, features):
+                raise NotImplementedError
+
+            def state_dict(self):
+                return {}
+
+            def load_state_dict(self, state):
+                pass
+
+
+        @hookimpl
+        def register_generators(register):
+            register("per-dataset", PerDataset)
+        """)
+    assert cli.main(["plugins", "--options", "per-dataset"]) == 0
+    assert "default 0.001; gpu: 0.0002, gpu/pacs: 0.002" in capsys.readouterr().out
     assert cli.main(["plugins", "--options", "coop"]) == 0  # a prompt learner and a method share the name
     out = capsys.readouterr().out
     assert "prompt learner coop (plugin coop)" in out and "method coop (plugin coop): 1 option" in out

@@ -8,14 +8,27 @@ from torch import nn
 from promptgen.training import condition
 
 
+CONDITIONS = ("normalised", "scaled")
+
+
+def conditioned(features: torch.Tensor, how: str) -> torch.Tensor:
+    """The image condition both networks see: the L2-normalised feature as it is ("normalised", the official
+    code: spg_cgan.py:159,194,298) or rescaled to unit variance per dimension ("scaled": promptgen.training
+    .condition, which keeps the image from being drowned by the noise on small backbones)."""
+    return features if how == "normalised" else condition(features)
+
+
 class PromptGenerator(nn.Module):
     """concat(z, f) -> Linear blocks 128-256-512-1024 (BatchNorm eps 0.8 from the 2nd, LeakyReLU 0.2) -> n_ctx*D, Tanh.
 
     ``output_scale`` multiplies the Tanh output; 1.0 as in the official code (see CGANGenerator).
+    ``condition``: how the image feature enters (:func:`conditioned`).
     """
 
-    def __init__(self, noise_dim: int, feature_dim: int, n_ctx: int, ctx_dim: int, output_scale: float = 1.0):
+    def __init__(self, noise_dim: int, feature_dim: int, n_ctx: int, ctx_dim: int, output_scale: float = 1.0,
+                 condition: str = "scaled"):
         super().__init__()
+        self.condition = condition
         widths = (128, 256, 512, 1024)
         layers, previous = [], noise_dim + feature_dim
         for i, width in enumerate(widths):
@@ -34,15 +47,16 @@ class PromptGenerator(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, noise: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        out = self.net(torch.cat([noise, condition(features)], dim=1)) * self.output_scale
+        out = self.net(torch.cat([noise, conditioned(features, self.condition)], dim=1)) * self.output_scale
         return out.view(len(features), *self.shape)
 
 
 class PromptDiscriminator(nn.Module):
     """concat(flattened prompt, f) -> 512-512-512 (dropout 0.4 on the hidden blocks), LeakyReLU 0.2 -> 1."""
 
-    def __init__(self, feature_dim: int, n_ctx: int, ctx_dim: int):
+    def __init__(self, feature_dim: int, n_ctx: int, ctx_dim: int, condition: str = "scaled"):
         super().__init__()
+        self.condition = condition
         self.net = nn.Sequential(
             nn.Linear(n_ctx * ctx_dim + feature_dim, 512), nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(512, 512), nn.Dropout(0.4), nn.LeakyReLU(0.2, inplace=True),
@@ -51,4 +65,4 @@ class PromptDiscriminator(nn.Module):
         )
 
     def forward(self, prompts: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([prompts.flatten(1), condition(features)], dim=1))
+        return self.net(torch.cat([prompts.flatten(1), conditioned(features, self.condition)], dim=1))
