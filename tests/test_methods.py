@@ -80,8 +80,8 @@ def test_the_official_clipping_lives_in_the_cgan_plugin_and_the_gpu_preset_selec
 
     for dataset in ("pacs", "vlcs", "office-home", "terra-incognita", "domainnet", "digits-dg"):
         options = resolve_options(REGISTRY, "generator", "cgan", "gpu", dataset, {})
-        assert (options["grad_clip"], options["lr"], options["condition"], tuple(options["betas"])) == \
-            ("official", 2e-3, "normalised", (0.9, 0.999))
+        assert (options["grad_clip"], options["lr"], options["condition"], tuple(options["betas"]), options["update"],
+                options["init"]) == ("official", 2e-3, "normalised", (0.9, 0.999), "d-first", "kaiming")
     cpu = resolve_options(REGISTRY, "generator", "cgan", "cpu", "digits-dg", {})
     assert "grad_clip" not in cpu and "condition" not in cpu and "betas" not in cpu  # the defaults: departures
     # train.py:274-279 (argparse defaults: what every released script runs)
@@ -109,6 +109,64 @@ def test_the_clipped_parameters_and_their_limits_are_the_official_name_matching(
     assert clip_limits(cgan.generator, "g", OFFICIAL_CLIP) == expected
     assert [type(cgan.generator.net[i]).__name__ for i in (3, 6, 9, 11)] == ["BatchNorm1d"] * 3 + ["Linear"]
     assert clip_limits(cgan.generator, "g", {"g_weight": 1.0}) == {k: 1.0 for k in expected if k.endswith("weight")}
+
+
+def _cgan_step(update: str):
+    """One training step of a small CGAN, recording the discriminator's last-layer weights at each of its calls."""
+    import torch
+
+    from promptgen.values import FeatureSet, PromptLabel
+    from promptgen_cgan.generator import CGANGenerator
+
+    class Backbone:
+        device = torch.device("cpu")
+
+    cgan = CGANGenerator(feature_dim=8, n_ctx=2, ctx_dim=4, batch_size=4, update=update, init="kaiming",
+                         progress=False)
+    train = FeatureSet(torch.nn.functional.normalize(torch.randn(8, 8), dim=1), torch.zeros(8, dtype=torch.long),
+                       torch.tensor([0, 1] * 4))
+    labels = [PromptLabel(torch.randn(2, 4) * 0.1, "fp", domain, ("a", "b")) for domain in ("x", "y")]
+    trainer = cgan.trainer(Backbone(), train, labels)
+    seen = []
+    cgan.discriminator.register_forward_hook(lambda module, args, out: seen.append(module.net[8].weight.clone()))
+    trainer.step(torch.arange(4), torch.Generator().manual_seed(0))
+    return seen, cgan.discriminator.net[8].weight.detach()
+
+
+def test_d_first_the_generators_loss_sees_the_discriminator_after_its_step():
+    """docs/parity.md row 4: spg_cgan.py:179-263 steps D on real + fake, then G against the updated D."""
+    import torch
+
+    seen, final = _cgan_step("d-first")
+    assert len(seen) == 3 and torch.equal(seen[0], seen[1])  # D's real and fake calls, before its step
+    assert not torch.equal(seen[2], seen[0]) and torch.equal(seen[2], final)  # G's call: D after its step
+    seen, final = _cgan_step("g-first")  # promptgen's earlier order: G against D before D's step
+    assert torch.equal(seen[0], seen[1]) and torch.equal(seen[1], seen[2]) and not torch.equal(seen[0], final)
+
+
+def test_kaiming_init_is_the_official_one_on_both_networks():
+    """docs/parity.md row 6: kaiming_uniform_(fan_in, leaky_relu, a=0): U(+-sqrt(6 / fan_in)); biases PyTorch's
+    default U(+-1 / sqrt(fan_in)), not zero."""
+    import math
+
+    import torch
+
+    from promptgen.context import resolve_options
+    from promptgen_cgan.generator import CGANGenerator
+
+    gpu = resolve_options(REGISTRY, "generator", "cgan", "gpu", "pacs", {})
+    assert (gpu["update"], gpu["init"]) == ("d-first", "kaiming")
+    official = CGANGenerator(feature_dim=512, n_ctx=4, ctx_dim=512, init="kaiming", progress=False)
+    earlier = CGANGenerator(feature_dim=512, n_ctx=4, ctx_dim=512, init="gan", progress=False)
+    for net in (official.generator, official.discriminator):
+        for layer in (m for m in net.modules() if isinstance(m, torch.nn.Linear)):
+            bound = math.sqrt(6 / layer.in_features)
+            assert layer.weight.abs().max() <= bound
+            if layer.weight.numel() > 10_000:
+                assert layer.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+            assert layer.bias.abs().max() <= 1 / math.sqrt(layer.in_features) and layer.bias.abs().max() > 0
+    ratio = official.discriminator.net[2].weight.std() / earlier.discriminator.net[2].weight.std()
+    assert ratio.item() == pytest.approx(math.sqrt(6), rel=0.05)  # the earlier D started 2.45x smaller
 
 
 def test_the_normalised_condition_feeds_the_unit_feature_and_the_scaled_one_sqrt_d_times_it():

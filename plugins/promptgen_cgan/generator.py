@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from promptgen.errors import ConfigError
 from promptgen.training import Trainer, fit_generator, load_module_states, module_states
 from promptgen.values import FeatureSet
-from promptgen_cgan.networks import CONDITIONS, PromptDiscriminator, PromptGenerator
+from promptgen_cgan.networks import CONDITIONS, INITS, PromptDiscriminator, PromptGenerator
+
+UPDATES = ("d-first", "g-first")  # d-first: the official order; g-first: promptgen's earlier one
 
 # The per-parameter gradient-norm limits the released scripts apply on every dataset: train.py's argparse defaults
 # (train.py:274-279), which overwrite the YAML's PACS values (spg.yaml:52-58) because the scripts pass no flags.
@@ -54,11 +56,12 @@ class CGANGenerator:
 
     # gpu: what the released scripts run on every dataset (docs/parity.md): AdamW lr 2e-3 (train.py:74,268; the
     # YAML's 2e-4 is a comment) with default betas (spg_cgan.py:135-136), 70 epochs, batch 32, the argparse clip
-    # limits by parameter name, the L2-normalised feature as the condition. cpu: batch 128 (4x fewer steps for
-    # small MLPs on 2 cores), lr 2e-4, the rescaled condition and betas (0.5, 0.999), no clipping.
+    # limits by parameter name, the L2-normalised feature as the condition, D updated first, Kaiming a=0 init.
+    # cpu: batch 128 (4x fewer steps for small MLPs on 2 cores), lr 2e-4, and promptgen's earlier choices
+    # (rescaled condition, betas (0.5, 0.999), G first, its init), no clipping: docs/parity.md.
     presets = {
         "gpu": {"epochs": 70, "batch_size": 32, "lr": 2e-3, "grad_clip": "official", "condition": "normalised",
-                "betas": (0.9, 0.999)},
+                "betas": (0.9, 0.999), "update": "d-first", "init": "kaiming"},
         "cpu": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1},
     }
 
@@ -76,6 +79,8 @@ class CGANGenerator:
         grad_clip: dict | str | None = None,
         condition: str = "scaled",
         betas: tuple[float, float] = (0.5, 0.999),
+        update: str = "g-first",
+        init: str = "gan",
         output_scale: float = 1.0,
         seed: int = 0,
         sample_seed: int = 0,
@@ -90,16 +95,18 @@ class CGANGenerator:
         unknown = set(grad_clip or {}) - set(OFFICIAL_CLIP)
         if unknown:
             raise ConfigError(f"cgan: unknown grad_clip keys {sorted(unknown)}; allowed: {', '.join(OFFICIAL_CLIP)}")
-        if condition not in CONDITIONS:
-            raise ConfigError(f"cgan: condition must be one of {', '.join(CONDITIONS)}; got {condition!r}")
+        for option, value, allowed in (("condition", condition, CONDITIONS), ("update", update, UPDATES),
+                                       ("init", init, INITS)):
+            if value not in allowed:
+                raise ConfigError(f"cgan: {option} must be one of {', '.join(allowed)}; got {value!r}")
         self.options = dict(noise_dim=noise_dim, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                             warmup_epochs=warmup_epochs, grad_clip=grad_clip, condition=condition, betas=tuple(betas),
-                            output_scale=output_scale, seed=seed)
+                            update=update, init=init, output_scale=output_scale, seed=seed)
         self.noise_dim, self.sample_seed, self.progress = noise_dim, sample_seed, progress
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.generator = PromptGenerator(noise_dim, feature_dim, n_ctx, ctx_dim, output_scale, condition)
-            self.discriminator = PromptDiscriminator(feature_dim, n_ctx, ctx_dim, condition)
+            self.generator = PromptGenerator(noise_dim, feature_dim, n_ctx, ctx_dim, output_scale, condition, init)
+            self.discriminator = PromptDiscriminator(feature_dim, n_ctx, ctx_dim, condition, init)
 
     # --- the Generator protocol ---------------------------------------------------------------
 
@@ -151,6 +158,8 @@ class CGANGenerator:
         noise = torch.randn(len(index), self.noise_dim, generator=shuffle).to(features.device)
         fake_prompts = self.generator(noise, fake_features)
         ones = torch.ones(len(index), 1, device=features.device)
+        if self.options["update"] == "d-first":
+            return self._d_then_g(real_prompts, real_features, fake_prompts, fake_features, ones, g_opt, d_opt)
 
         loss_g = F.mse_loss(self.discriminator(fake_prompts, fake_features), ones)
         g_opt.zero_grad(set_to_none=True)
@@ -164,6 +173,22 @@ class CGANGenerator:
         loss_d.backward()
         self._clip(self.discriminator, "d")
         d_opt.step()
+        return {"loss_g": loss_g.item(), "loss_d": loss_d.item()}
+
+    def _d_then_g(self, real_prompts, real_features, fake_prompts, fake_features, ones, g_opt, d_opt) -> dict:
+        """The official order (spg_cgan.py:179-263): the discriminator steps on real + fake (no 1/2), then the
+        generator steps against the discriminator as it is after that step."""
+        loss_d = (F.mse_loss(self.discriminator(real_prompts, real_features), ones)
+                  + F.mse_loss(self.discriminator(fake_prompts.detach(), fake_features), 0 * ones))
+        d_opt.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self._clip(self.discriminator, "d")
+        d_opt.step()
+        loss_g = F.mse_loss(self.discriminator(fake_prompts, fake_features), ones)
+        g_opt.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self._clip(self.generator, "g")
+        g_opt.step()
         return {"loss_g": loss_g.item(), "loss_d": loss_d.item()}
 
     def _clip(self, net: torch.nn.Module, side: str) -> None:

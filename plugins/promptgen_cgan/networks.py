@@ -9,6 +9,20 @@ from promptgen.training import condition
 
 
 CONDITIONS = ("normalised", "scaled")
+INITS = ("kaiming", "gan")
+
+
+def initialise(net: nn.Module, how: str) -> None:
+    """"kaiming": the official code's init of both networks (spg_cgan.py:53-56,91-94): kaiming_uniform_ with a = 0
+    (fan_in, leaky_relu gain) on every Linear, biases left at PyTorch's default. "gan": promptgen's earlier one,
+    a = 0.2 and zero biases on the generator, PyTorch's default on the discriminator."""
+    for module in net.modules():
+        if isinstance(module, nn.Linear):
+            if how == "kaiming":
+                nn.init.kaiming_uniform_(module.weight, mode="fan_in", nonlinearity="leaky_relu")
+            elif isinstance(net, PromptGenerator):
+                nn.init.kaiming_uniform_(module.weight, nonlinearity="leaky_relu", a=0.2)
+                nn.init.zeros_(module.bias)
 
 
 def conditioned(features: torch.Tensor, how: str) -> torch.Tensor:
@@ -26,7 +40,7 @@ class PromptGenerator(nn.Module):
     """
 
     def __init__(self, noise_dim: int, feature_dim: int, n_ctx: int, ctx_dim: int, output_scale: float = 1.0,
-                 condition: str = "scaled"):
+                 condition: str = "scaled", init: str = "gan"):
         super().__init__()
         self.condition = condition
         widths = (128, 256, 512, 1024)
@@ -41,10 +55,7 @@ class PromptGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.shape = (n_ctx, ctx_dim)
         self.output_scale = output_scale
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.kaiming_uniform_(module.weight, nonlinearity="leaky_relu", a=0.2)
-                nn.init.zeros_(module.bias)
+        initialise(self, init)
 
     def forward(self, noise: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         out = self.net(torch.cat([noise, conditioned(features, self.condition)], dim=1)) * self.output_scale
@@ -54,7 +65,7 @@ class PromptGenerator(nn.Module):
 class PromptDiscriminator(nn.Module):
     """concat(flattened prompt, f) -> 512-512-512 (dropout 0.4 on the hidden blocks), LeakyReLU 0.2 -> 1."""
 
-    def __init__(self, feature_dim: int, n_ctx: int, ctx_dim: int, condition: str = "scaled"):
+    def __init__(self, feature_dim: int, n_ctx: int, ctx_dim: int, condition: str = "scaled", init: str = "gan"):
         super().__init__()
         self.condition = condition
         self.net = nn.Sequential(
@@ -63,6 +74,7 @@ class PromptDiscriminator(nn.Module):
             nn.Linear(512, 512), nn.Dropout(0.4), nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(512, 1),
         )
+        initialise(self, init)
 
     def forward(self, prompts: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([prompts.flatten(1), conditioned(features, self.condition)], dim=1))
