@@ -42,7 +42,8 @@ KINDS = ("accuracy", "perf", "scale")
 SUITE_KEYS = ("description", "kind", "protocol", "targets", "methods", "seeds", "prepare", "perf", "scale",
               "stability", "datasets", "launcher", "workers")
 # RunConfig fields a suite sets once for all its runs; the protocol, methods and seeds set the others.
-TEMPLATE_KEYS = ("dataset", "target_dataset", "backbone", "preset", "views", "overrides", "data_root", "num_workers")
+TEMPLATE_KEYS = ("dataset", "target_dataset", "backbone", "preset", "views", "epoch", "overrides", "data_root",
+                 "num_workers")
 
 
 @attrs.frozen

@@ -191,7 +191,8 @@ class FeatureCache:
             self._encode(backbone, images, [keys[row] for row in missing], missing, features,
                          batch_size=batch_size, num_workers=num_workers, progress=progress, desc=desc)
         labels = torch.tensor([s.label for s in samples], dtype=torch.long).repeat(views)
-        return FeatureSet(torch.from_numpy(features), labels, torch.tensor(domain_ids, dtype=torch.long).repeat(views))
+        return FeatureSet(torch.from_numpy(features), labels, torch.tensor(domain_ids, dtype=torch.long).repeat(views),
+                          image_ids=torch.arange(len(samples)).repeat(views))  # row v*N + i: a view of image i
 
     def _read(self, keys: list[bytes], out: np.ndarray, fingerprint: str) -> list[int]:
         try:

@@ -9,7 +9,7 @@ import os
 import sys
 
 from promptgen import __version__, defaults
-from promptgen.presets import PRESET_CHOICES
+from promptgen.presets import EPOCHS, PRESET_CHOICES
 
 DESCRIPTION = """\
 promptgen: generative soft-prompt domain generalization (SPG and friends) on CLIP-style models.
@@ -335,7 +335,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = RunConfig(dataset=args.dataset, targets=args.target, sources=args.sources,
                        target_dataset=args.target_dataset, method=args.method, seed=args.seed,
                        preset=args.preset, backbone=_backbone_config(args), views=args.views,
-                       overrides=overrides, cache_dir=args.cache_dir, data_root=args.data_root,
+                       epoch=args.epoch, overrides=overrides, cache_dir=args.cache_dir, data_root=args.data_root,
                        num_workers=args.workers)
     check_names(config, registry)  # a misspelt name fails here, before torch and the backbone load
     from promptgen.engine import run
@@ -478,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="auto", choices=PRESET_CHOICES,
                        help="cpu, gpu (the official hyperparameters) or auto (gpu on CUDA, else cpu)")
     train.add_argument("--views", type=int, default=None, help="augmented views per training image (default: preset)")
+    train.add_argument("--epoch", default=None, choices=EPOCHS,
+                       help="what a training epoch iterates: images (each once, through one of its views: the official "
+                       "procedure, the gpu preset's) or views (every cached view: the cpu preset's)")
     add_set_argument(train)
     train.add_argument("--dry-run", action="store_true", help="print the resolved run (splits, sample counts, every "
                        "component's options, outputs) and its estimated cost; train nothing")
@@ -561,7 +564,8 @@ def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # Fields of the configs as the command line spells them, so that messages name what the user typed.
-FLAGS = {"RunConfig.seed": "--seed", "RunConfig.views": "--views", "RunConfig.targets": "--target",
+FLAGS = {"RunConfig.seed": "--seed", "RunConfig.views": "--views", "RunConfig.epoch": "--epoch",
+         "RunConfig.targets": "--target",
          "RunConfig.sources": "--sources", "RunConfig.method": "--method", "RunConfig.preset": "--preset",
          "RunConfig.dataset": "--dataset", "RunConfig.target_dataset": "--target-dataset",
          "RunConfig.num_workers": "--workers", "RunConfig.overrides": "--set", "RunConfig.data_root": "--data-root",

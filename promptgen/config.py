@@ -14,7 +14,7 @@ import attrs
 
 from promptgen import defaults
 from promptgen.errors import ConfigError, suggestion
-from promptgen.presets import PRESET_CHOICES
+from promptgen.presets import EPOCHS, PRESET_CHOICES
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -56,6 +56,16 @@ def one_of(choices: Iterable[str]):
             raise ConfigError(f"{_where(instance, attribute)} must be one of {', '.join(choices)}; got {value!r}")
 
     return check
+
+
+def _optional_one_of(choices: Iterable[str]):
+    check = one_of(choices)
+
+    def optional(instance, attribute, value):
+        if value is not None:
+            check(instance, attribute, value)
+
+    return optional
 
 
 def text(instance, attribute, value):
@@ -148,6 +158,7 @@ class RunConfig:
     preset: str = attrs.field(default="auto", validator=one_of(PRESET_CHOICES))
     backbone: BackboneConfig = attrs.field(factory=BackboneConfig, converter=_backbone)
     views: int | None = attrs.field(default=None)  # augmented views per training image; None: the preset's
+    epoch: str | None = attrs.field(default=None, validator=_optional_one_of(EPOCHS))  # None: the preset's
     overrides: dict = attrs.field(factory=dict, validator=_overrides)
     data_root: str | None = attrs.field(default=None, metadata=WHERE)
     cache_dir: str | None = attrs.field(default=None, metadata=WHERE)

@@ -4,8 +4,9 @@ A method is handed a RunContext in ``fit``, ``logits`` and ``load``. Through it 
 
 - the frozen backbone, the classes it classifies, the source and target domains;
 - the samples, image features (from the feature cache, computed once) or images of each split:
-  "train" (the sources' train splits, ``views`` augmented views per image), "val" (the sources'
-  val splits: model selection) and "test/<domain>" for each target;
+  "train" (the sources' train splits, ``views`` augmented views per image, grouped by image when an
+  epoch is one pass over the images), "val" (the sources' val splits: model selection) and
+  "test/<domain>" for each target;
 - its components, built with their own options (preset values, then the run's overrides) plus
   the arguments their hook specification names;
 - stage I: :meth:`RunContext.prompt_labels`, one prompt label per source domain;
@@ -34,13 +35,18 @@ from promptgen.values import FeatureSet, PromptLabel, Sample
 
 
 def resolve_options(registry, kind: str, name: str, preset: str, dataset: str | None, overrides: dict) -> dict:
-    """A component's option values: its preset's (for ``dataset``), then the run's overrides of its name."""
+    """A component's option values: its preset's (for ``dataset``), then the run's overrides of its name.
+
+    A factory may declare ``settings_from``: other components' sections whose settings it takes too, before
+    its own (SPG's stage I learner ``spg-coop`` is CoOp with other preset values: ``--set coop.epochs=2``
+    reaches it as it reaches ``coop``, ``--set spg-coop.epochs=2`` only it)."""
     component = registry.get(kind, name)
     declared = component.options
     values = check_values(declared, component_preset(component.factory, preset, dataset),
                           f"{component.where}, preset '{preset}'")
-    section = overrides.get(component.name, {})
-    values.update(check_values(declared, {k: v for k, v in section.items() if k in declared}, component.where))
+    for section_name in (*(_factory_attribute(component.factory, "settings_from") or ()), component.name):
+        section = overrides.get(section_name, {})
+        values.update(check_values(declared, {k: v for k, v in section.items() if k in declared}, component.where))
     return values
 
 
@@ -100,6 +106,7 @@ class RunContext:
     backbone: Any
     preset: str  # the resolved preset name: cpu or gpu
     views: int
+    epoch: str = "images"  # what a training epoch iterates: "images" (one view of each) or "views" (every view)
     progress: bool = True
     cache: Any = None  # a FeatureCache, open for the run's duration
     seconds: dict = attrs.field(factory=dict)
@@ -158,8 +165,10 @@ class RunContext:
     def features(self, split: str) -> FeatureSet:
         """Image features of a split from the feature cache (computed once per backbone, transform and view).
 
-        "train" holds ``views`` augmented views of every image, view-major ([views * N, E]); the others
-        one eval-transform feature per image.
+        "train" holds ``views`` augmented views of every image, view-major ([views * N, E]), its
+        ``image_ids`` naming the image of each row when the run's ``epoch`` is "images" (an epoch then
+        visits each image once: promptgen.epochs) and None when it is "views" (every view counts as an
+        image); the others one eval-transform feature per image.
         """
         if split not in self._features:
             name, dataset, domains, _, _ = self._side(split)
@@ -171,7 +180,10 @@ class RunContext:
             table = torch.full((len(dataset.domains),), -1, dtype=torch.long)
             table[[dataset.domains.index(d) for d in domains]] = torch.arange(len(domains)) if split in (
                 "train", "val") else 0
-            self._features[split] = features.with_domains(table)
+            features = features.with_domains(table)
+            if not train or self.epoch == "views":
+                features = attrs.evolve(features, image_ids=None)
+            self._features[split] = features
         return self._features[split]
 
     def images(self, split: str, *, train: bool = False):

@@ -1,12 +1,14 @@
 """The loop that prompt learning shares: SGD on a few prompt parameters with CoOp's schedule, the best epoch kept.
 
 CoOp's schedule (the official config SPG's stage I and its baselines use): SGD with momentum, a
-constant warm-up at ``warmup_lr`` for ``warmup_epochs``, then cosine decay per epoch. After each
-epoch the prompts are scored (on the source val split) and the best epoch is kept, ties going to
-the later epoch (a run whose score plateaus at its initialisation must not be pinned there). The
-caller supplies the batches, the loss of one batch and the score; the per-epoch history (train
-loss, score, learning rate) and a progress bar by step are here once. :func:`fit_context` is the
-loop for one shared context on cached features (CoOp-style prompt learners).
+constant warm-up at ``warmup_lr`` for ``warmup_epochs``, then Dassl's per-epoch cosine
+(promptgen.schedules.dassl_lr). After each epoch the prompts are scored (on the source val split)
+and the best epoch is kept; ``ties`` says which of two equal epochs: "earlier" as the official code
+(strictly better replaces), "later" promptgen's earlier rule (a run whose score plateaus at its
+initialisation is not pinned there). The caller supplies the batches, the loss of one batch and the
+score; the per-epoch history (train loss, score, learning rate) and a progress bar by step are here
+once. :func:`fit_context` is the loop for one shared context on cached features (CoOp-style prompt
+learners), its batches from promptgen.epochs (one view of every image per epoch).
 """
 
 from __future__ import annotations
@@ -19,29 +21,33 @@ from tqdm.auto import tqdm
 
 from promptgen.evaluate import prompt_logits
 from promptgen.prompts import PromptAssembler
-from promptgen.schedules import warmup_cosine
+from promptgen.epochs import Epochs
+from promptgen.schedules import dassl_lr
 from promptgen.values import FeatureSet
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits [B, C], labels [B]) -> scalar
 Score = Callable[[torch.Tensor, torch.Tensor], float]  # (logits [N, C], labels [N]) -> higher is better
+TIES = ("earlier", "later")  # which of two epochs with the same score is kept
 
 
 def train_prompts(module: torch.nn.Module, *, batches: Callable[[], Iterable[Any]], steps: int,
                   loss: Callable[[Any], torch.Tensor], score: Callable[[], float], epochs: int, lr: float,
                   warmup_epochs: int, warmup_lr: float, momentum: float, weight_decay: float, progress: bool,
-                  desc: str, score_name: str = "val_accuracy") -> dict:
+                  desc: str, score_name: str = "val_accuracy", ties: str = "later") -> dict:
     """Train ``module``'s parameters; leave it in its best epoch's state (eval mode).
 
     batches() gives one epoch's batches (``steps`` of them); loss(batch) their loss; score() the
     epoch's score. Returns {"best_epoch", "score", "history", "steps"} (steps: optimizer steps taken).
     """
+    if ties not in TIES:
+        raise ValueError(f"{desc}: ties must be one of {', '.join(TIES)}, got {ties!r}")
     optimizer = torch.optim.SGD(module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     best = {"score": float("-inf"), "epoch": -1, "state": copy.deepcopy(module.state_dict())}
     history, taken = [], 0
     bar = tqdm(total=epochs * steps, desc=desc, unit="step", disable=not progress, leave=False)
     for epoch in range(epochs):
         for group in optimizer.param_groups:
-            group["lr"] = warmup_cosine(epoch, epochs, warmup_epochs, lr, warmup_lr)
+            group["lr"] = dassl_lr(epoch, epochs, warmup_epochs, lr, "constant", warmup_lr)
         module.train()
         losses = []
         for batch in batches():
@@ -58,7 +64,8 @@ def train_prompts(module: torch.nn.Module, *, batches: Callable[[], Iterable[Any
             result = score()
         history.append({"epoch": epoch, "train_loss": sum(losses) / max(1, len(losses)), score_name: result,
                         "lr": optimizer.param_groups[0]["lr"]})
-        if not result < best["score"]:  # ties keep the later epoch; NaN (nothing to score on) the last
+        better = result > best["score"] if ties == "earlier" else not result < best["score"]
+        if better or result != result:  # NaN (nothing to score on): the last epoch
             best = {"score": result, "epoch": epoch, "state": copy.deepcopy(module.state_dict())}
     bar.close()
     module.load_state_dict(best["state"])
@@ -75,27 +82,23 @@ class _Context(torch.nn.Module):
 def fit_context(backbone, class_names, train: FeatureSet, val: FeatureSet | None, initial: torch.Tensor, *,
                 loss: Loss, score: Score, epochs: int, batch_size: int, lr: float, warmup_epochs: int,
                 warmup_lr: float, momentum: float, weight_decay: float, seed: int, progress: bool,
-                desc: str, score_name: str = "val_accuracy") -> dict:
+                desc: str, score_name: str = "val_accuracy", ties: str = "later") -> dict:
     """One context [n_ctx, D] for every image, from cached features: {"ctx", "score", "best_epoch",
     "selected_on", "history"} (ctx on the CPU). Scored on ``val``, else on ``train``."""
     context = _Context(initial.clone().to(backbone.device))
     assembler = PromptAssembler(backbone, class_names, initial.shape[0])
     selection = val if val is not None and len(val) else train
-    shuffle = torch.Generator().manual_seed(seed)
-
-    def batches():
-        order = torch.randperm(len(train), generator=shuffle)
-        return [order[start:start + batch_size] for start in range(0, len(train), batch_size)]
+    epochs_of = Epochs(train, batch_size, torch.Generator().manual_seed(seed))
 
     def batch_loss(index):
         text = assembler.text_features(backbone, context.ctx)
         features = train.features[index].to(backbone.device)
         return loss(backbone.logit_scale * features @ text.T, train.labels[index].to(backbone.device))
 
-    result = train_prompts(context, batches=batches, steps=-(-len(train) // batch_size), loss=batch_loss,
+    result = train_prompts(context, batches=epochs_of.next, steps=epochs_of.steps, loss=batch_loss,
                            score=lambda: score(prompt_logits(backbone, assembler, context.ctx.detach(),
                                                              selection.features), selection.labels),
                            epochs=epochs, lr=lr, warmup_epochs=warmup_epochs, warmup_lr=warmup_lr,
                            momentum=momentum, weight_decay=weight_decay, progress=progress, desc=desc,
-                           score_name=score_name)
+                           score_name=score_name, ties=ties)
     return {**result, "ctx": context.ctx.detach().cpu(), "selected_on": "val" if selection is val else "train"}

@@ -7,17 +7,16 @@ ones included: promptgen.context.effective_options) and an estimate of the text-
 stage encodes. Nothing heavy is built (no backbone, no features), nothing is written.
 
 The estimate counts what promptgen's built-in components do, from their options: a prompt learner
-(stage I, per source domain) encodes C prompts per step, ``epochs`` x ceil(train images x views /
-``batch_size``) steps; a generator (stage II) scores the val split every epoch (val images x C);
+(stage I, per source domain) encodes C prompts per step, ``epochs`` x floor(train images /
+``batch_size``) steps (promptgen.epochs; train images x views under ``epoch = "views"``); a generator (stage II) scores the val split every epoch (val images x C);
 scoring a split with per-image prompts encodes images x C prompts. A component without ``epochs``
 and ``batch_size`` options is listed with its options and no estimate.
 """
 
 from __future__ import annotations
 
-import math
-
 from promptgen.context import effective_options
+from promptgen.epochs import steps_per_epoch
 from promptgen.presets import run_preset
 
 
@@ -33,7 +32,10 @@ def _effective(registry, kind: str, name: str, preset: str, config) -> dict:
 
 def describe(config, registry, checked, plan, out) -> dict:
     """The resolved run as a JSON-able dict (see the module docstring)."""
-    dataset, views = plan.dataset, config.views if config.views is not None else run_preset(checked.preset)["views"]
+    preset = run_preset(checked.preset)
+    dataset, views = plan.dataset, config.views if config.views is not None else preset["views"]
+    epoch = config.epoch if config.epoch is not None else preset["epoch"]
+    per_image = 1 if epoch == "images" else views  # rows an epoch visits per training image
     counts = {f"train/{d}": len(dataset.samples(d, "train")) for d in plan.sources}
     counts.update({f"val/{d}": len(dataset.samples(d, "val")) for d in plan.sources})
     counts.update({f"test/{d}": len(plan.target_dataset.samples(d, "test")) for d in plan.targets})
@@ -48,13 +50,14 @@ def describe(config, registry, checked, plan, out) -> dict:
         if not {"epochs", "batch_size"} <= set(values):
             continue
         if kind == "prompt_learner":
-            steps = sum(math.ceil(counts[f"train/{d}"] * views / values["batch_size"]) for d in plan.sources)
+            steps = sum(steps_per_epoch(counts[f"train/{d}"] * per_image, values["batch_size"]) for d in plan.sources)
             stages[f"stage I ({name})"] = values["epochs"] * steps * classes
         elif kind == "generator":
             stages[f"stage II ({name}, val scoring)"] = values["epochs"] * val * classes
     stages["test (per-image prompts)"] = sum(counts[f"test/{d}"] for d in plan.targets) * classes
     return {"method": checked.method_name, "preset": checked.preset, "dataset": config.dataset,
             "sources": list(plan.sources), "targets": list(plan.targets), "classes": classes, "views": views,
+            "epoch": epoch,
             "samples": counts, "components": options, "prompts_encoded_estimate": stages, "out": str(out)}
 
 
@@ -62,7 +65,8 @@ def text(summary: dict) -> str:
     """The summary as lines for a terminal."""
     lines = [f"dry run: {summary['method']} ({summary['preset']} preset) on {summary['dataset']}: sources "
              f"{', '.join(summary['sources'])} -> targets {', '.join(summary['targets'])}; {summary['classes']} "
-             f"classes, {summary['views']} train view(s) per image",
+             f"classes, {summary['views']} train view(s) per image, an epoch over the "
+             f"{summary['epoch']}",
              "samples: " + ", ".join(f"{split} {n}" for split, n in summary["samples"].items())]
     for kind, components in summary["components"].items():
         for name, values in components.items():

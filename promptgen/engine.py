@@ -109,9 +109,11 @@ def prepare(config: RunConfig, registry: Registry, progress: bool, cache: Featur
     checked = checked or check(config, registry)
     plan = plan or plan_run(config, registry, checked, progress)
     backbone = config.backbone.build(registry)
-    views = config.views if config.views is not None else run_preset(checked.preset)["views"]
+    preset = run_preset(checked.preset)
+    views = config.views if config.views is not None else preset["views"]
+    epoch = config.epoch if config.epoch is not None else preset["epoch"]
     context = RunContext(config=config, registry=registry, plan=plan, backbone=backbone, preset=checked.preset,
-                         views=views, progress=progress, cache=cache)
+                         views=views, epoch=epoch, progress=progress, cache=cache)
     return checked, context
 
 

@@ -38,7 +38,7 @@ def label_key(run, learner: str, domain: str, train_samples, val_samples) -> str
     backbone = run.config.backbone
     identity = {
         "promptgen": __version__, "learner": learner, "options": options, "domain": domain,
-        "classes": list(run.classes), "views": run.views, "fingerprint": run.backbone.fingerprint,
+        "classes": list(run.classes), "views": run.views, "epoch": run.epoch, "fingerprint": run.backbone.fingerprint,
         "precision": backbone.precision, "device": run.backbone.device.type if hasattr(run.backbone, "device") else "",
         "train": [(s.key, s.version, s.label) for s in train_samples],
         "val": [(s.key, s.version, s.label) for s in val_samples],

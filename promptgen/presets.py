@@ -17,7 +17,9 @@ Values a preset does not set are the option's default. ``promptgen plugins --opt
 every option with its default and preset values; :func:`preset_table` gathers them all, like
 DomainBed's hparams registry, for one place to look them up.
 
-Run-level values (augmented views per training image) are this module's own.
+Run-level values are this module's own: ``views`` (augmented views cached per training image) and
+``epoch`` (what one training epoch iterates: "images", each image once through one of its views, as
+the official code; "views", every cached view: promptgen.epochs).
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ from promptgen.errors import ConfigError
 
 PRESETS = ("cpu", "gpu")
 PRESET_CHOICES = ("auto", *PRESETS)
+EPOCHS = ("images", "views")
 RUN_PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": {"views": 4},
-    "gpu": {"views": 8},  # the official code draws a fresh augmentation every step; 8 cached views stand in
+    # cpu: an epoch over all 4 views gives the few epochs a CPU affords 4x the steps (docs/parity.md, row 1)
+    "cpu": {"views": 4, "epoch": "views"},
+    # gpu: the official code augments every image afresh each epoch; 8 cached views stand in, one per epoch
+    "gpu": {"views": 8, "epoch": "images"},
 }
 
 

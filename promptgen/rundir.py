@@ -165,6 +165,7 @@ def metrics(config: RunConfig, checked, context, scores: dict, report: dict, qua
         "seconds": dict(context.seconds),
         "sizes": {split: len(context.samples(split)) for split in ("train", *context.eval_splits)},
         "views": context.views,
+        "epoch": context.epoch,
         "fit": {key: value for key, value in report.items() if key != "history"},
         "generator_quality": quality,
         "versions": versions,

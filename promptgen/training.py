@@ -8,7 +8,6 @@ loop lives here once; a generator supplies one training step.
 from __future__ import annotations
 
 import copy
-import math
 from typing import Callable, Sequence
 
 import attrs
@@ -18,7 +17,8 @@ from tqdm.auto import tqdm
 
 from promptgen.evaluate import instance_accuracy
 from promptgen.prompts import PromptAssembler
-from promptgen.schedules import warmup_cosine
+from promptgen.epochs import Epochs
+from promptgen.schedules import dassl_lr, warmup_cosine
 from promptgen.values import FeatureSet, PromptLabel
 
 
@@ -91,6 +91,9 @@ class Trainer:
     min_batch: int = 2  # BatchNorm needs two samples
 
 
+SCHEDULES = ("epoch", "step")  # epoch: Dassl's, as the official code; step: promptgen's per-step cosine to zero
+
+
 def train_epochs(
     generator,
     backbone,
@@ -107,20 +110,33 @@ def train_epochs(
     seed: int,
     progress: bool,
     score: Callable[[], float] | None = None,
+    schedule: str = "step",
+    warmup_lr: float = 1e-5,
+    select_from: int = 0,
 ) -> dict:
-    """Shuffle, step with a warm-up + cosine learning rate, score on ``val`` each epoch, keep the best epoch.
+    """Step through the epochs (promptgen.epochs: one view of every image per epoch), score on ``val`` after
+    each, keep the best epoch.
 
-    score: how an epoch is judged (higher is better), by default the accuracy of the generator's own
-    prompts on ``val``; a method that uses the generated prompts otherwise (a negative path subtracted
-    from a positive one) passes its own. Returns the best epoch, its score and the per-epoch history
-    (rows ``{"epoch", "val_accuracy", <the step's losses>}``: the Generator protocol's report, so a
-    generator's ``fit`` can return it as it is); the generator is left in its best state.
+    schedule: "epoch" is the official one (promptgen.schedules.dassl_lr: set once per epoch, a linear
+    warm-up from ``warmup_lr``, cosine with T_max = ``epochs`` after it); "step" is promptgen's earlier
+    per-step linear warm-up and cosine to zero. score: how an epoch is judged (higher is better), by
+    default the accuracy of the generator's own prompts on ``val``; a method that uses the generated
+    prompts otherwise (a negative path subtracted from a positive one) passes its own. Only epochs from
+    ``select_from`` on are candidates (DPSPG's LATE); ties keep the earlier epoch, as the official code.
+    Returns the best epoch, its score and the per-epoch history (rows ``{"epoch", "val_accuracy", <the
+    step's losses>}``: the Generator protocol's report, so a generator's ``fit`` can return it as it is);
+    the generator is left in its best state.
     """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"{name}: schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if not 0 <= select_from < epochs:
+        raise ValueError(f"{name}: select_from={select_from} must be in [0, epochs={epochs})")
     step, optimizers, modules, min_batch = trainer.step, trainer.optimizers, trainer.modules, trainer.min_batch
     device = backbone.device
     assembler = PromptAssembler(backbone, prompt_labels[0].class_names, prompt_labels[0].n_ctx)
-    steps = math.ceil(len(train) / batch_size)
     rng = torch.Generator().manual_seed(seed)
+    batches = Epochs(train, batch_size, rng)
+    steps = batches.steps
     best = {"val_accuracy": -1.0, "epoch": -1, "state": None}
     history = []
     total, warmup = epochs * steps, warmup_epochs * steps
@@ -129,24 +145,25 @@ def train_epochs(
     for epoch in range(epochs):
         for module in modules:
             module.train()
-        order = torch.randperm(len(train), generator=rng).to(device)
         losses = {}
-        for index_of_step in range(steps):
-            index = order[index_of_step * batch_size : (index_of_step + 1) * batch_size]
+        for index_of_step, index in enumerate(batches.next()):
             bar.update(1)
             if len(index) < min_batch:
                 continue  # BatchNorm needs two samples
+            rate = dassl_lr(epoch, epochs, warmup_epochs, lr, "linear", warmup_lr) if schedule == "epoch" else \
+                warmup_cosine(epoch * steps + index_of_step, total, warmup, lr)
             for optimizer in optimizers:
                 for group in optimizer.param_groups:
-                    group["lr"] = warmup_cosine(epoch * steps + index_of_step, total, warmup, lr)
-            losses = step(index, rng)
+                    group["lr"] = rate
+            losses = step(index.to(device), rng)
         if score is not None:
             result = score()
         else:
             result = instance_accuracy(backbone, assembler, generator, val, name) if val is not None and len(val) \
                 else float("nan")
         history.append({"epoch": epoch, "val_accuracy": result, **losses})
-        if not result <= best["val_accuracy"]:  # NaN (no val) keeps the last epoch
+        candidate = epoch >= select_from
+        if candidate and (best["state"] is None or not result <= best["val_accuracy"]):  # NaN (no val): the last
             best = {"val_accuracy": result, "epoch": epoch, "state": copy.deepcopy(generator.state_dict())}
         bar.set_postfix(epoch=epoch, val=f"{result:.3f}", **{key: f"{value:.3f}" for key, value in losses.items()})
     bar.close()
@@ -159,10 +176,16 @@ def fit_generator(generator, backbone, train: FeatureSet, prompt_labels: Sequenc
     """:func:`train_epochs` with the generator's own ``trainer(...)`` and schedule options.
 
     The generator keeps its schedule in ``generator.options`` (epochs, batch_size, lr, warmup_epochs,
-    seed) and its progress flag in ``generator.progress``.
+    seed, and optionally schedule and warmup_lr: :func:`schedule_options`) and its progress flag in
+    ``generator.progress``.
     """
-    o = generator.options
     return train_epochs(generator, backbone, train, prompt_labels, val, name=name,
-                        trainer=generator.trainer(backbone, train, prompt_labels), epochs=o["epochs"],
-                        batch_size=o["batch_size"], lr=o["lr"], warmup_epochs=o["warmup_epochs"], seed=o["seed"],
-                        progress=generator.progress)
+                        trainer=generator.trainer(backbone, train, prompt_labels), progress=generator.progress,
+                        **schedule_options(generator.options))
+
+
+def schedule_options(options: dict) -> dict:
+    """The keywords of :func:`train_epochs` a generator's options hold (epochs, batch_size, lr, warmup_epochs,
+    seed; schedule and warmup_lr when it declares them)."""
+    keys = ("epochs", "batch_size", "lr", "warmup_epochs", "seed", "schedule", "warmup_lr")
+    return {key: options[key] for key in keys if key in options}

@@ -47,20 +47,37 @@ class Sample:
     version: str = ""
 
 
+def _optional(check):
+    def optional(instance, attribute, value):
+        if value is not None:
+            check(instance, attribute, value)
+
+    return optional
+
+
 @attrs.frozen
 class FeatureSet:
-    """Image features with labels: features [N, D] (L2-normalised), labels [N], domain_ids [N]."""
+    """Image features with labels: features [N, D] (L2-normalised), labels [N], domain_ids [N].
+
+    image_ids [N] (optional): rows that share an id are augmented views of one image, and a training
+    epoch visits each image once, through one of its views (promptgen.epochs). None: every row is an
+    image of its own.
+    """
 
     features: torch.Tensor = attrs.field(validator=_tensor_of_rank(2, floating=True))
     labels: torch.Tensor = attrs.field(validator=_tensor_of_rank(1, floating=False))
     domain_ids: torch.Tensor = attrs.field(validator=_tensor_of_rank(1, floating=False))
+    image_ids: torch.Tensor | None = attrs.field(default=None, validator=_optional(_tensor_of_rank(1, floating=False)))
 
     def __attrs_post_init__(self):
         n = len(self.features)
-        if len(self.labels) != n or len(self.domain_ids) != n:
+        lengths = [len(self.labels), len(self.domain_ids)]
+        if self.image_ids is not None:
+            lengths.append(len(self.image_ids))
+        if any(length != n for length in lengths):
             raise ValueError(
-                f"FeatureSet: features, labels and domain_ids must have the same length, "
-                f"got {n}, {len(self.labels)}, {len(self.domain_ids)}"
+                f"FeatureSet: features, labels, domain_ids (and image_ids) must have the same length, "
+                f"got {n}, {', '.join(map(str, lengths))}"
             )
 
     def __len__(self) -> int:
@@ -68,7 +85,8 @@ class FeatureSet:
 
     def select(self, keep: torch.Tensor) -> FeatureSet:
         """The rows where the boolean mask ``keep`` [N] is true (or the rows an index tensor names)."""
-        return FeatureSet(self.features[keep], self.labels[keep], self.domain_ids[keep])
+        return FeatureSet(self.features[keep], self.labels[keep], self.domain_ids[keep],
+                          None if self.image_ids is None else self.image_ids[keep])
 
     def of_domain(self, domain_id: int) -> FeatureSet:
         """The rows of one domain."""
@@ -82,11 +100,11 @@ class FeatureSet:
         """
         labels = class_map[self.labels]
         keep = labels >= 0
-        return FeatureSet(self.features[keep], labels[keep], self.domain_ids[keep])
+        return attrs.evolve(self.select(keep), labels=labels[keep])
 
     def with_domains(self, table: torch.Tensor) -> FeatureSet:
         """Domain ids mapped through ``table`` (old id -> new id), e.g. dataset indices -> positions among sources."""
-        return FeatureSet(self.features, self.labels, table[self.domain_ids])
+        return attrs.evolve(self, domain_ids=table[self.domain_ids])
 
 
 @attrs.frozen

@@ -63,8 +63,8 @@ def test_dry_run_resolves_the_run_and_trains_and_writes_nothing(tmp_path, capsys
                  "--set", "digits-dg.per_class=10", "--seed", "3", "--out", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "sources handwritten, typeset, sketch -> targets photo" in shown and "test/photo 20" in shown
-    assert "prompt learner coop: " in shown and "epochs=2" in shown and "seed=3" in shown
-    assert "stage I (coop)" in shown and f"would write: {out}" in shown and not out.exists()
+    assert "prompt learner spg-coop: " in shown and "epochs=2" in shown and "seed=3" in shown
+    assert "stage I (spg-coop)" in shown and f"would write: {out}" in shown and not out.exists()
     suite_out = tmp_path / "suite"
     assert benchmarks_run.main(["--dry-run", "--out", str(suite_out), "--set", "digits-dg.per_class=10"]) == 0
     shown = capsys.readouterr().out

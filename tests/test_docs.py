@@ -73,7 +73,7 @@ def test_generator_plugin_example_trains_through_the_cli_and_a_suite(install_plu
     out = tmp_path / "run"
     assert cli.main(["train", "--target", "photo", "--method", "spg-nearest-domain", "--out", str(out), *SMALL]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["components"] == {"prompt_learner": "coop", "generator": "nearest-domain"}
+    assert metrics["components"] == {"prompt_learner": "spg-coop", "generator": "nearest-domain"}
     history = json.loads((out / "history.json").read_text())  # its per-epoch report is the run's stage II history
     assert len(history) == 20 and {"epoch", "loss", "val_domain_accuracy"} <= set(history[0])
     assert {"loss", "val_domain_accuracy"} <= set(curve_sets(out)["fit"][0]) and (out / "curves.png").is_file()
@@ -118,3 +118,10 @@ def test_registering_without_an_entry_point_works_for_a_run(tmp_path):
     metrics = run(config, tmp_path, registry=registry, progress=False)
     assert metrics["components"] == {"prompt_learner": "averaged-phrases"}
     assert 0 <= metrics["test_accuracy"]["photo"] <= 1
+
+
+def test_the_cost_table_in_spg_md_is_what_cost_table_prints():
+    from benchmarks.cost_table import table
+
+    text = (DOC.parent / "spg.md").read_text()
+    assert table() in text

@@ -43,7 +43,7 @@ def test_run_directory_re_evaluates_to_the_same_accuracy(tmp_path, method):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["run"]["method"] == method and config["preset"] == "cpu"
     if method == "spg":
-        assert config["method"] == "spg-cgan" and metrics["components"] == {"prompt_learner": "coop",
+        assert config["method"] == "spg-cgan" and metrics["components"] == {"prompt_learner": "spg-coop",
                                                                              "generator": "cgan"}
         assert config["options"]["generator/cgan"]["epochs"] == 1  # the override, on top of the cpu preset
         assert config["options"]["generator/cgan"]["lr"] == 2e-4  # the cpu preset's

@@ -49,15 +49,17 @@ def test_a_run_that_is_all_warm_up_is_refused_in_one_line_before_it_trains(tmp_p
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-def _warm_up_components(registry) -> dict[str, str]:
-    """{component: a method that uses it} for every registered component with both epochs and warmup_epochs."""
+def _warm_up_components(registry) -> dict[tuple[str, str], str]:
+    """{(component, preset): a method that uses it under that preset} for every registered component with both
+    epochs and warmup_epochs (a method's components may differ by preset: DPSPG's joint stage I on gpu)."""
     found = {}
-    for method in protocols.all_methods(registry):
-        checked = check(RunConfig(targets="photo", method=method, backbone=VIT), registry)
-        for kind, name in (("method", checked.method_name), *checked.components):
-            options = registry.get(kind, name).options
-            if {"epochs", "warmup_epochs"} <= set(options):
-                found.setdefault(registry.get(kind, name).name, method)
+    for preset in ("cpu", "gpu"):
+        for method in protocols.all_methods(registry):
+            checked = check(RunConfig(targets="photo", method=method, backbone=VIT, preset=preset), registry)
+            for kind, name in (("method", checked.method_name), *checked.components):
+                options = registry.get(kind, name).options
+                if {"epochs", "warmup_epochs"} <= set(options):
+                    found.setdefault((registry.get(kind, name).name, preset), method)
     return found
 
 
@@ -65,16 +67,15 @@ def test_every_component_with_a_warm_up_is_refused_when_it_is_all_warm_up():
     """One generic rule over the option names, so a built-in or third-party component is covered alike."""
     registry = default_registry()
     components = _warm_up_components(registry)
-    assert {"coop", "negative-coop", "cgan", "cvae", "diffusion", "transformer", "cocoop", "dpl", "vp", "vpt",
-            "maple"} <= set(components)
-    for name, method in components.items():
-        for preset in ("cpu", "gpu"):
-            config = RunConfig(targets="photo", method=method, backbone=VIT, preset=preset,
-                               overrides={name: {"epochs": 2, "warmup_epochs": 2}})
-            with pytest.raises(ConfigError, match=rf"^{re.escape(name)}: epochs=2 is not more than warmup_epochs=2: "
-                                                  rf".*; set {re.escape(name)}\.warmup_epochs=0 or more epochs$"):
-                check(config, registry)
-            check(attrs.evolve(config, overrides={name: {"epochs": 3, "warmup_epochs": 2}}), registry)
+    assert {"coop", "spg-coop", "negative-coop", "dpspg-coop", "cgan", "cvae", "diffusion", "transformer", "cocoop",
+            "dpl", "vp", "vpt", "maple"} <= {name for name, _ in components}
+    for (name, preset), method in components.items():
+        config = RunConfig(targets="photo", method=method, backbone=VIT, preset=preset,
+                           overrides={name: {"epochs": 2, "warmup_epochs": 2}})
+        with pytest.raises(ConfigError, match=rf"^{re.escape(name)}: epochs=2 is not more than warmup_epochs=2: "
+                                              rf".*; set {re.escape(name)}\.warmup_epochs=0 or more epochs$"):
+            check(config, registry)
+        check(attrs.evolve(config, overrides={name: {"epochs": 3, "warmup_epochs": 2}}), registry)
 
 
 def test_the_presets_and_the_shipped_suites_are_not_refused():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from promptgen.epochs import Epochs
 from promptgen.evaluate import logits as cosine_logits
 from promptgen_baselines.conditional import ConditionalPromptMethod, MetaNetPrompt, MLPPrompt
 
@@ -57,16 +58,15 @@ class DPL(ConditionalPromptMethod):
         # ctx_init only fixes n_ctx (one per word): DPL's tokens all come from the MLP.
         return MLPPrompt(backbone.embed_dim, ctx.shape[0], backbone.ctx_dim, self.width, self.depth, self.dropout)
 
-    def batches(self, train, batch_size: int):
+    def batches(self, train, batch_size: int, rng: torch.Generator):
+        """Batches of one domain each (one view of each image per epoch), the domains' batches shuffled together."""
         domains = [torch.nonzero(train.domain_ids == d).flatten() for d in torch.unique(train.domain_ids)]
+        per_domain = [(rows, Epochs(train.select(rows), batch_size, rng)) for rows in domains]
 
-        def draw(rng):
-            out = []
-            for rows in domains:
-                rows = rows[torch.randperm(len(rows), generator=rng)]
-                out += [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
+        def next_epoch():
+            out = [rows[index] for rows, epochs in per_domain for index in epochs.next()]
             return [out[i] for i in torch.randperm(len(out), generator=rng)]
-        return draw
+        return next_epoch, sum(epochs.steps for _, epochs in per_domain)
 
     def contexts(self, features):
         return self.net.sample(features).mean(dim=0, keepdim=True).expand(len(features), -1, -1)

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from promptgen.errors import ConfigError
 from promptgen.context_fitting import train_prompts
+from promptgen.epochs import Epochs
 from promptgen.evaluate import accuracy, instance_logits, logits
 from promptgen.files import read_json, write_json
 from promptgen.prompts import PromptAssembler, context_length, phrase_embedding
@@ -105,12 +106,11 @@ class ConditionalPromptMethod:
         """The contexts [B, n_ctx, D] a training batch of features [B, E] is scored with."""
         return self.net.sample(features)
 
-    def batches(self, train, batch_size: int):
-        """``draw(rng) -> [index tensors]``: one epoch's batches (default: the sources pooled and shuffled)."""
-        def draw(rng):
-            order = torch.randperm(len(train), generator=rng)
-            return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
-        return draw
+    def batches(self, train, batch_size: int, rng: torch.Generator):
+        """``(next_epoch, steps)``: a callable giving each epoch's batches (index tensors) and their number (default:
+        the sources pooled, one view of each image per epoch: promptgen.epochs)."""
+        epochs = Epochs(train, batch_size, rng)
+        return epochs.next, epochs.steps
 
     # --- training ------------------------------------------------------------------------------------
 
@@ -127,7 +127,7 @@ class ConditionalPromptMethod:
         self.net = self.build(backbone, ctx).to(backbone.device)
         train, val = run.features("train"), run.features("val")
         assembler = PromptAssembler(backbone, run.classes, self.n_ctx)
-        draw, shuffle = self.batches(train, o["batch_size"]), torch.Generator().manual_seed(run.seed)
+        next_epoch, steps = self.batches(train, o["batch_size"], torch.Generator().manual_seed(run.seed))
 
         def loss(index):
             features = train.features[index].to(backbone.device)
@@ -138,9 +138,7 @@ class ConditionalPromptMethod:
             return accuracy(self._logits(backbone, assembler, val.features), val.labels) if len(val) else float("nan")
 
         with run.timed("train"):
-            result = train_prompts(self.net, batches=lambda: draw(shuffle),
-                                   steps=len(draw(torch.Generator().manual_seed(0))),  # a count; seeded draws untouched
-                                   loss=loss, score=score, epochs=o["epochs"], lr=o["lr"],
+            result = train_prompts(self.net, batches=next_epoch, steps=steps, loss=loss, score=score, epochs=o["epochs"], lr=o["lr"],
                                    warmup_epochs=o["warmup_epochs"], warmup_lr=o["warmup_lr"], momentum=o["momentum"],
                                    weight_decay=o["weight_decay"], progress=run.progress, desc=self.name)
         return {"best_epoch": result["best_epoch"], "val_accuracy": result["score"], "history": result["history"]}

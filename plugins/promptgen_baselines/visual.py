@@ -107,9 +107,11 @@ class ImagePromptMethod:
 
     def _loader(self, run, split: str, train: bool, shuffle: torch.Generator | None = None):
         images = _Indexed(run.images(split, train=train))
-        return torch.utils.data.DataLoader(images, batch_size=self.options["batch_size"] if train else 256,
-                                           shuffle=shuffle is not None, generator=shuffle,
-                                           num_workers=self.num_workers)
+        batch = self.options["batch_size"] if train else 256
+        # training: each image once per epoch, freshly augmented, the last partial batch dropped (Dassl's loader,
+        # data_manager.py:38-44; promptgen.epochs does the same on cached features)
+        return torch.utils.data.DataLoader(images, batch_size=batch, shuffle=shuffle is not None, generator=shuffle,
+                                           num_workers=self.num_workers, drop_last=train and len(images) >= batch)
 
     def fit(self, run) -> dict:
         o, backbone = self.options, run.backbone

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from promptgen.errors import ConfigError
-from promptgen.training import Trainer, fit_generator, load_module_states, module_states
+from promptgen.training import SCHEDULES, Trainer, fit_generator, load_module_states, module_states
 from promptgen.values import FeatureSet
 from promptgen_cgan.networks import CONDITIONS, INITS, PromptDiscriminator, PromptGenerator
 
@@ -56,12 +56,13 @@ class CGANGenerator:
 
     # gpu: what the released scripts run on every dataset (docs/parity.md): AdamW lr 2e-3 (train.py:74,268; the
     # YAML's 2e-4 is a comment) with default betas (spg_cgan.py:135-136), 70 epochs, batch 32, the argparse clip
-    # limits by parameter name, the L2-normalised feature as the condition, D updated first, Kaiming a=0 init.
+    # limits by parameter name, the L2-normalised feature as the condition, D updated first, Kaiming a=0 init,
+    # Dassl's per-epoch schedule (linear warm-up from 1e-5 over 4 epochs, spg.yaml:21-25; cosine after it).
     # cpu: batch 128 (4x fewer steps for small MLPs on 2 cores), lr 2e-4, and promptgen's earlier choices
-    # (rescaled condition, betas (0.5, 0.999), G first, its init), no clipping: docs/parity.md.
+    # (rescaled condition, betas (0.5, 0.999), G first, its init, per-step cosine), no clipping: docs/parity.md.
     presets = {
         "gpu": {"epochs": 70, "batch_size": 32, "lr": 2e-3, "grad_clip": "official", "condition": "normalised",
-                "betas": (0.9, 0.999), "update": "d-first", "init": "kaiming"},
+                "betas": (0.9, 0.999), "update": "d-first", "init": "kaiming", "schedule": "epoch"},
         "cpu": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1},
     }
 
@@ -76,6 +77,7 @@ class CGANGenerator:
         lr: float = 2e-3,
         weight_decay: float = 1e-4,
         warmup_epochs: int = 4,
+        schedule: str = "step",
         grad_clip: dict | str | None = None,
         condition: str = "scaled",
         betas: tuple[float, float] = (0.5, 0.999),
@@ -96,11 +98,12 @@ class CGANGenerator:
         if unknown:
             raise ConfigError(f"cgan: unknown grad_clip keys {sorted(unknown)}; allowed: {', '.join(OFFICIAL_CLIP)}")
         for option, value, allowed in (("condition", condition, CONDITIONS), ("update", update, UPDATES),
-                                       ("init", init, INITS)):
+                                       ("init", init, INITS), ("schedule", schedule, SCHEDULES)):
             if value not in allowed:
                 raise ConfigError(f"cgan: {option} must be one of {', '.join(allowed)}; got {value!r}")
         self.options = dict(noise_dim=noise_dim, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                            warmup_epochs=warmup_epochs, grad_clip=grad_clip, condition=condition, betas=tuple(betas),
+                            warmup_epochs=warmup_epochs, schedule=schedule, grad_clip=grad_clip, condition=condition,
+                            betas=tuple(betas),
                             update=update, init=init, output_scale=output_scale, seed=seed)
         self.noise_dim, self.sample_seed, self.progress = noise_dim, sample_seed, progress
         with torch.random.fork_rng(devices=[]):

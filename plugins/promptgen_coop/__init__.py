@@ -1,5 +1,5 @@
-"""Built-in plugin: the ``coop`` prompt learner (stage I of SPG: one domain prompt label per source domain) and the
-``coop`` method (one CoOp prompt learned on the source domains pooled)."""
+"""Built-in plugin: the ``coop`` prompt learner, ``spg-coop`` (CoOp with the schedule of SPG's stage I: one domain
+prompt label per source domain) and the ``coop`` method (one CoOp prompt learned on the source domains pooled)."""
 
 from promptgen import hookimpl, lazy
 
@@ -7,6 +7,7 @@ from promptgen import hookimpl, lazy
 @hookimpl
 def register_prompt_learners(register):
     register("coop", lazy("promptgen_coop.learner:CoOpPrompt"))
+    register("spg-coop", lazy("promptgen_coop.learner:SPGStageOne"))
 
 
 @hookimpl

@@ -1,9 +1,14 @@
 """CoOp (Zhou et al., IJCV 2022): learned context vectors, cross-entropy on cosine logits, frozen CLIP.
 
 Trained from cached image features: each step encodes the C class prompts (truncated at EOT) with
-gradients to the context only. Schedule as the official CoOp config that SPG uses (the loop is
-promptgen.context_fitting's): SGD, a constant warm-up epoch at 1e-5, then cosine decay per epoch; the
-epoch with the best validation accuracy is kept (ties: the later epoch).
+gradients to the context only. Schedule as the official CoOp config (the loop is
+promptgen.context_fitting's): SGD, a constant warm-up epoch at 1e-5, then Dassl's cosine per epoch;
+the epoch with the best validation accuracy is kept (``ties``: which of two equal epochs).
+
+``spg-coop`` is the same learner as SPG's stage I runs it: the released scripts' train.py forces
+weight decay 1e-4 and 4 warm-up epochs over the CoOp config (train.py:77-81,269-270), while the CoOp
+baseline (train_baseline.py, b32_ep50.yaml) keeps 5e-4 and 1; both keep the earlier of two equal
+epochs (spg_coop.py:206-208, trainers_baseline/basedg.py:235).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from promptgen.errors import ConfigError
-from promptgen.context_fitting import fit_context
+from promptgen.context_fitting import TIES, fit_context
 from promptgen.evaluate import accuracy
 from promptgen.prompts import context_length, phrase_embedding
 from promptgen.values import FeatureSet, PromptLabel
@@ -31,9 +36,12 @@ class CoOpPrompt:
 
     name = "coop"
 
-    # gpu: the official CoOp configuration SPG's stage I uses (SGD, lr 2e-3, 50 epochs, batch 32).
+    # gpu: the official CoOp baseline's configuration (b32_ep50.yaml: SGD, lr 2e-3, 50 epochs, batch 32, weight
+    # decay 5e-4, 1 constant warm-up epoch at 1e-5), the earlier of two equal epochs kept (basedg.py:235).
+    # cpu: the same schedule in 8 epochs; ties keep the later epoch, so a digits run whose val accuracy
+    # plateaus at its initialisation is not pinned there (docs/parity.md, row 8).
     presets = {
-        "gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3},
+        "gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3, "ties": "earlier"},
         "cpu": {"epochs": 8, "batch_size": 32, "lr": 2e-3},
     }
 
@@ -48,15 +56,19 @@ class CoOpPrompt:
         warmup_lr: float = 1e-5,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
+        ties: str = "later",
         seed: int = 0,
         progress: bool = True,
     ):
         n_ctx = context_length(ctx_init, n_ctx, RANDOM_N_CTX, self.name)
         if epochs < 1 or batch_size < 1 or n_ctx < 1:
-            raise ConfigError(f"coop: epochs, batch_size and n_ctx must be >= 1; got {epochs}, {batch_size}, {n_ctx}")
+            raise ConfigError(f"{self.name}: epochs, batch_size and n_ctx must be >= 1; got {epochs}, {batch_size}, "
+                              f"{n_ctx}")
+        if ties not in TIES:
+            raise ConfigError(f"{self.name}: ties must be one of {', '.join(TIES)}; got {ties!r}")
         self.options = dict(ctx_init=ctx_init, n_ctx=n_ctx, epochs=epochs, batch_size=batch_size, lr=lr,
                             warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, momentum=momentum,
-                            weight_decay=weight_decay, seed=seed)
+                            weight_decay=weight_decay, ties=ties, seed=seed)
         self.progress = progress
 
     @classmethod
@@ -84,7 +96,7 @@ class CoOpPrompt:
                              score=self.score, epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"],
                              warmup_epochs=o["warmup_epochs"], warmup_lr=o["warmup_lr"], momentum=o["momentum"],
                              weight_decay=o["weight_decay"], seed=o["seed"], progress=self.progress,
-                             desc=f"{self.name} [{domain}]")
+                             desc=f"{self.name} [{domain}]", ties=o["ties"])
         n_ctx = result["ctx"].shape[0]  # == self.options["n_ctx"] (phrase_embedding checks it)
         return PromptLabel(
             ctx=result["ctx"],
@@ -95,3 +107,16 @@ class CoOpPrompt:
                       "selected_on": result["selected_on"], "steps": result["steps"], "config": {**o, "n_ctx": n_ctx},
                       "history": result["history"]},
         )
+
+
+class SPGStageOne(CoOpPrompt):
+    """CoOp as SPG's stage I runs it (the released scripts' train.py overrides): weight decay 1e-4 and 4 constant
+    warm-up epochs in the gpu preset, the earlier of two equal epochs kept."""
+
+    name = "spg-coop"
+    settings_from = ("coop",)  # `--set coop.epochs=2` reaches SPG's stage I as it reaches CoOp; spg-coop.* only it
+    presets = {
+        "gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 4,
+                "ties": "earlier"},
+        "cpu": CoOpPrompt.presets["cpu"],
+    }

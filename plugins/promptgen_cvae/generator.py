@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from promptgen.errors import ConfigError
-from promptgen.training import PromptScaler, Trainer, condition, fit_generator, load_module_states, module_states
+from promptgen.epochs import Epochs
+from promptgen.training import (SCHEDULES, PromptScaler, Trainer, condition, fit_generator, load_module_states,
+                                module_states)
 from promptgen.values import FeatureSet
 
 SAMPLE_MODES = ("random", "mean")
@@ -32,8 +34,9 @@ def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
 class CVAEGenerator:
     """Conditional VAE: encoder q(z | prompt, feature), decoder p(prompt | z, feature); z ~ N(0, I) or z = 0 at test."""
 
-    # No paper gives official values: gpu runs on the defaults; cpu as the CGAN's cpu preset.
-    presets = {"cpu": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1}}
+    # No paper gives official values: gpu runs on the defaults with the schedule of the SPG stage II it stands in
+    # for (Dassl's, per epoch); cpu as the CGAN's cpu preset.
+    presets = {"gpu": {"schedule": "epoch"}, "cpu": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1}}
 
     def __init__(
         self,
@@ -50,6 +53,7 @@ class CVAEGenerator:
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         warmup_epochs: int = 4,
+        schedule: str = "step",
         seed: int = 0,
         sample_seed: int = 0,
         progress: bool = True,
@@ -57,11 +61,13 @@ class CVAEGenerator:
         if epochs < 1 or batch_size < 1 or latent_dim < 1 or beta < 0:
             raise ConfigError(f"cvae: epochs, batch_size and latent_dim must be >= 1 and beta >= 0; got "
                               f"{epochs}, {batch_size}, {latent_dim}, {beta}")
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"cvae: schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         if sample_mode not in SAMPLE_MODES:
             raise ConfigError(f"cvae: sample_mode must be one of {', '.join(SAMPLE_MODES)}, got {sample_mode!r}")
         self.options = dict(latent_dim=latent_dim, hidden=hidden, beta=beta, kl_warmup_epochs=kl_warmup_epochs,
                             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                            warmup_epochs=warmup_epochs, seed=seed)
+                            warmup_epochs=warmup_epochs, schedule=schedule, seed=seed)
         self.shape, self.latent_dim = (n_ctx, ctx_dim), latent_dim
         self.sample_mode, self.sample_seed, self.progress = sample_mode, sample_seed, progress
         size = n_ctx * ctx_dim
@@ -106,7 +112,7 @@ class CVAEGenerator:
         features, domain_ids = train.features.to(device), train.domain_ids.to(device)
         optimizer = torch.optim.AdamW([*self.encoder.parameters(), *self.decoder.parameters()], lr=o["lr"],
                                       weight_decay=o["weight_decay"])
-        steps_per_epoch = -(-len(train) // o["batch_size"])
+        steps_per_epoch = Epochs(train, o["batch_size"], torch.Generator()).steps
         warmup_steps = max(1, o["kl_warmup_epochs"] * steps_per_epoch)
         counter = {"step": 0}
 

@@ -27,7 +27,7 @@ class SPG:
 
     inputs = "features"  # its table rank is set where it is registered (promptgen_spg)
 
-    def __init__(self, generator: str, learner: str = "coop"):
+    def __init__(self, generator: str, learner: str = "spg-coop"):
         self.generator_name = generator
         self.learner = learner
         self.labels = []
