@@ -299,10 +299,11 @@ def test_data_info_text_and_json(pacs_root, capsys):
     assert "classes (7): dog, elephant, giraffe, guitar, horse, house, person" in out
     row = next(line for line in out.splitlines() if line.startswith("photo "))
     assert row.split()[1:5] == ["28", "7", "35", "seeded:"]
-    assert "problems: none" in out
+    assert "problems: none" in out and "split: files" in out
     assert main(["data", "info", "--dataset", "pacs", "--data-root", str(pacs_root), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert set(info) == {"domains", "classes", "splits", "split_source", "problems"}
+    assert set(info) == {"domains", "classes", "split", "splits", "split_source", "problems"}
+    assert info["split"] == "files"
     assert info["splits"]["sketch"] == {"train": 28, "val": 7, "test": 35}
     assert info["split_source"]["sketch"].startswith("seeded: ")
 
@@ -509,7 +510,8 @@ def test_empty_domain(create, tmp_path, cache):
 @pytest.mark.parametrize("options, message", [
     ({"val_fraction": 1.5}, "pacs: val_fraction must be a number between 0 and 1 (exclusive), got 1.5"),
     ({"bad_images": "ignore"}, "pacs: bad_images must be one of fail, skip, got 'ignore'"),
-    ({"colour": "red"}, "pacs: unknown option(s) colour; options: seed, val_fraction, bad_images"),
+    ({"colour": "red"}, "pacs: unknown option(s) colour; options: seed, split, val_fraction, bad_images"),
+    ({"split": "offical"}, "pacs: split must be one of files, official, got 'offical'; did you mean 'official'?"),
     ({"seed": "1"}, "pacs: seed must be an int, got '1'"),
 ])
 def test_bad_options(create, pacs_root, options, message):
@@ -545,3 +547,117 @@ def test_a_run_hands_its_cache_dir_to_the_dataset(pacs_root, cache, tmp_path):
     config = RunConfig(targets="photo", dataset="pacs", data_root=str(pacs_root), cache_dir=str(other))
     build_dataset(config, load_registry(), "pacs", "cpu", progress=False).samples("photo", "train")
     assert files_in(other / "splits") and not files_in(cache / "splits")
+
+
+# --- split = "official": the released SPG code's split_data and test sets (docs/parity.md row 10) ---------
+
+
+def split_keys(dataset, domain: str) -> dict[str, list[str]]:
+    return {part: [s.key for s in dataset.samples(domain, part)] for part in ("train", "val", "test")}
+
+
+def per_class(keys: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[key.split("/")[1]] = counts.get(key.split("/")[1], 0) + 1
+    return counts
+
+
+def test_official_split_is_70_30_per_class_seeded_and_written(create, tmp_path, cache):
+    # pacs_coop.py:29 n_train = round(n * 0.7): Python's round of the float product, half to even
+    sizes = {"dog": 5, "elephant": 15, "giraffe": 25, "guitar": 35, "horse": 7, "house": 2, "person": 1}
+    n_train = {"dog": 4, "elephant": 10, "giraffe": 18, "guitar": 24, "horse": 5, "house": 1, "person": 1}
+    root = build(tmp_path / "PACS", {d: {c: pacs_names(d, n) for c, n in sizes.items()} for d in PACS_DOMAINS})
+    dataset = create("pacs", root, split="official", check_images=False)
+    for domain in PACS_DOMAINS:
+        keys = split_keys(dataset, domain)
+        assert per_class(keys["train"]) == n_train
+        assert per_class(keys["val"]) == {c: sizes[c] - n_train[c] for c in sizes if sizes[c] > n_train[c]}
+        assert not set(keys["train"]) & set(keys["val"])
+        assert sorted(keys["train"] + keys["val"]) == sorted(keys["test"])  # test: the whole domain
+        assert len(keys["test"]) == sum(sizes.values())
+    info = dataset.info()
+    assert info["split"] == "official" and info["problems"] == []
+    source = info["split_source"]["photo"]
+    assert source.startswith(f"official procedure, seeded: {cache / 'splits' / 'pacs' / 'photo_official_seed0_'}")
+    document = json.loads(Path(source.split(": ", 1)[1]).read_text())
+    assert document["meta"]["split"] == "official" and document["meta"]["counts"] == "spg_70_30"
+    photo = split_keys(dataset, "photo")
+    assert sorted(path for path, *_ in document["train"]) == photo["train"]  # relative to the domains' folder
+    # seeded: the same seed draws the same split again (the written file removed), another seed another one
+    for path in files_in(cache / "splits"):
+        path.unlink()
+    assert split_keys(create("pacs", root, split="official", check_images=False), "photo") == photo
+    other = split_keys(create("pacs", root, split="official", seed=1, check_images=False), "photo")
+    assert other["train"] != photo["train"] and per_class(other["train"]) == n_train
+
+
+def test_official_split_of_domainnet_and_its_test_subset(create, tmp_path):
+    """domainnet_coop.py:30-31,44-45: ceil(2 %) train and the next ceil(1 %) val per class; spg_domainnet.py:75-79:
+    a domain's test is its own train + val, so about 3 % of a target is tested."""
+    domains = ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
+    big = {"airplane": 150, "alarm_clock": 201, "ambulance": 250}  # in 'real'; every other class has one image
+    blob = image_bytes("x.jpg")
+    for domain in domains:
+        for k, cls in enumerate(class_lists.DOMAINNET):
+            folder = tmp_path / "domainnet" / domain / cls
+            folder.mkdir(parents=True)
+            for j in range(big.get(cls, 1) if domain == "real" else 1):
+                (folder / f"{domain}_{k:03d}_{j + 1:06d}.jpg").write_bytes(blob)
+    official = create("domainnet", tmp_path, split="official", check_images=False)
+    real = split_keys(official, "real")
+    # 150: 3 + 2, 201: ceil(4.02) = 5 + ceil(2.01) = 3, 250: 5 + ceil(2.5) = 3; one image: 1 + 0
+    assert {c: n for c, n in per_class(real["train"]).items() if c in big} == {"airplane": 3, "alarm_clock": 5,
+                                                                              "ambulance": 5}
+    assert per_class(real["val"]) == {"airplane": 2, "alarm_clock": 3, "ambulance": 3}
+    assert (len(real["train"]), len(real["val"]), len(real["test"])) == (342 + 13, 8, 342 + 21)
+    assert not set(real["train"]) & set(real["val"]) and sorted(real["train"] + real["val"]) == sorted(real["test"])
+    assert official.info()["splits"]["sketch"] == {"train": 345, "val": 0, "test": 345}
+    # the tested images are those of the whole domain's samples: the same keys (and cache identities)
+    whole = create("domainnet", tmp_path, check_images=False).samples("real", "test")
+    assert len(whole) == 342 + 601 and set(official.samples("real", "test")) < set(whole)
+
+
+def test_official_reads_split_files_and_tests_their_train_and_val(create, tmp_path):
+    """As spg_*.py do: the released files when present, and the target tested on their train + val."""
+    root = pacs_tree(tmp_path / "PACS")
+    names = pacs_names("photo")
+    write_split(root / "spg_coop_splits" / "p_train_val_split.json",
+                [entry(f"PACS/images/photo/{c}/{n}", c, 2) for c in class_lists.PACS for n in names[:2]],
+                [entry(f"PACS/images/photo/{c}/{names[2]}", c, 2) for c in class_lists.PACS])
+    official = create("pacs", root, split="official").info()
+    assert official["splits"]["photo"] == {"train": 14, "val": 7, "test": 21}
+    assert official["split_source"]["photo"].startswith("official: ") and official["problems"] == []
+    files = create("pacs", root).info()
+    assert files["splits"]["photo"] == {"train": 14, "val": 7, "test": 35}
+    assert files["problems"] == [f"14 images of domain 'photo' are in neither train nor val of "
+                                 f"{root / 'spg_coop_splits' / 'p_train_val_split.json'} (they are in test)"]
+
+
+def test_data_info_split_option(pacs_root, capsys):
+    assert main(["data", "info", "--dataset", "pacs", "--data-root", str(pacs_root), "--split", "official",
+                 "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["split"] == "official" and info["splits"]["cartoon"] == {"train": 28, "val": 7, "test": 35}
+    assert info["split_source"]["cartoon"].startswith("official procedure, seeded: ")
+    assert main(["data", "info", "--dataset", "pacs", "--data-root", str(pacs_root), "--split", "offical"]) == 2
+    assert ("pacs: split must be one of files, official, got 'offical'; did you mean 'official'?"
+            in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("name", ["pacs", "vlcs", "office-home", "terra-incognita", "domainnet", "folder"])
+def test_the_gpu_preset_runs_the_official_split(registry, name):
+    from promptgen.context import resolve_options
+
+    assert resolve_options(registry, "dataset", name, "gpu", name, {}) == {"split": "official"}
+    assert resolve_options(registry, "dataset", name, "cpu", name, {}) == {"split": "files"}
+    assert resolve_options(registry, "dataset", name, "gpu", name, {name: {"split": "files"}}) == {"split": "files"}
+
+
+def test_a_gpu_run_builds_its_dataset_with_the_official_split(pacs_root):
+    from promptgen.config import RunConfig
+    from promptgen.engine import build_dataset
+
+    config = RunConfig(targets="photo", dataset="pacs", data_root=str(pacs_root))
+    assert build_dataset(config, load_registry(), "pacs", "gpu", progress=False).split == "official"
+    assert build_dataset(config, load_registry(), "pacs", "cpu", progress=False).split == "files"

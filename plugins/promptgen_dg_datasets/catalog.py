@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from promptgen.errors import ConfigError, DatasetError
-from promptgen_dg_datasets import class_lists
+from promptgen_dg_datasets import class_lists, splits
 from promptgen_dg_datasets.dataset import FolderTreeDataset
 from promptgen_dg_datasets.layout import Spec
 from promptgen_dg_datasets.listing import subfolders
@@ -34,6 +34,8 @@ class VLCS(FolderTreeDataset):
 
     spec = Spec(name="vlcs", title="VLCS", dir_names=("VLCS", "vlcs"),
                 domains=_same("Caltech101", "LabelMe", "SUN09", "VOC2007"), class_folders=class_lists.VLCS)
+    # split="official" draws 70/30 here too: SPG's vlcs_coop.py:25-69 takes Dassl's <DOMAIN>/full/ as train and
+    # <DOMAIN>/test/ as val, folders the DomainBed layout does not have.
 
 
 class OfficeHome(FolderTreeDataset):
@@ -62,6 +64,7 @@ class DomainNet(FolderTreeDataset):
     spec = Spec(name="domainnet", title="DomainNet", dir_names=("domain_net", "DomainNet", "domainnet"),
                 domains=_same("clipart", "infograph", "painting", "quickdraw", "real", "sketch"),
                 class_folders=class_lists.DOMAINNET)
+    official_counts = staticmethod(splits.spg_domainnet)  # 2 % train, 1 % val per class; ~3 % of a target tested
 
 
 class FolderDataset(FolderTreeDataset):

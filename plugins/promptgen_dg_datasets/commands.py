@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 
-JSON_KEYS = ("domains", "classes", "splits", "split_source", "problems")
+JSON_KEYS = ("domains", "classes", "split", "splits", "split_source", "problems")
 
 
 def add_data_command(commands) -> None:
@@ -17,6 +17,8 @@ def add_data_command(commands) -> None:
     info.add_argument("--data-root", default=None, help="the dataset's folder or its parent")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.add_argument("--seed", type=int, default=None, help="seed of the split when there is no official one")
+    info.add_argument("--split", default=None, help="files (default: the split files, else seeded 80/20; the "
+                      "whole domain tested) or official (SPG's procedure and test sets)")
     info.add_argument("--val-fraction", type=float, default=None, help="share of each class held out for val (0.2)")
     info.add_argument("--bad-images", choices=("fail", "skip"), default=None,
                       help="unreadable images: fail (default) or skip them")
@@ -29,7 +31,8 @@ def run_info(args) -> int:
     """Build the dataset, list and check it, and show its domains, classes, splits and problems."""
     from promptgen.registry import default_registry
 
-    options = {name: value for name, value in (("seed", args.seed), ("val_fraction", args.val_fraction),
+    options = {name: value for name, value in (("seed", args.seed), ("split", args.split),
+                                               ("val_fraction", args.val_fraction),
                                                ("bad_images", args.bad_images), ("check_images", args.check_images))
                if value is not None}  # only what was given: other dataset plugins may not take these
     # The installed plugins as every command sees them: one that fails to import was warned about and left out,
@@ -37,7 +40,7 @@ def run_info(args) -> int:
     dataset = default_registry().create("dataset", args.dataset, root=args.data_root, **options)
     info = dataset.info() if hasattr(dataset, "info") else generic_info(dataset)
     if args.json:
-        print(json.dumps({key: info[key] for key in JSON_KEYS}, indent=2))
+        print(json.dumps({key: info[key] for key in JSON_KEYS if key in info}, indent=2))
     else:
         print(text(args.dataset, info))
     return 0
@@ -59,7 +62,10 @@ def generic_info(dataset) -> dict:
 def text(name: str, info: dict) -> str:
     lines = [f"dataset: {name}" + (f" ({info['root']})" if info.get("root") else ""),
              f"domains ({len(info['domains'])}): {', '.join(info['domains'])}",
-             f"classes ({len(info['classes'])}): {', '.join(info['classes'])}", ""]
+             f"classes ({len(info['classes'])}): {', '.join(info['classes'])}"]
+    if info.get("split"):
+        lines.append(f"split: {info['split']}")
+    lines.append("")
     width = max(len("domain"), *(len(d) for d in info["domains"]))
     lines.append(f"{'domain':<{width}}  {'train':>7}  {'val':>7}  {'test':>7}  split source")
     for domain, counts in info["splits"].items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -19,7 +20,7 @@ from promptgen_dg_datasets.listing import IMAGE_EXTENSIONS, list_domain
 log = logging.getLogger(__name__)
 
 BAD_IMAGES = ("fail", "skip")
-OPTIONS = ("seed", "val_fraction", "bad_images", "check_images", "content_hash", "progress", "cache_dir")
+OPTIONS = ("seed", "split", "val_fraction", "bad_images", "check_images", "content_hash", "progress", "cache_dir")
 
 
 _WARNED: set[str] = set()
@@ -44,11 +45,23 @@ class Prepared:
 class FolderTreeDataset:
     """Base of the DG dataset plugins: a ``Spec`` says which folders to read; see docs/datasets.md.
 
-    Options: seed (of the split when there is no official split file), val_fraction (0.2,
-    DomainBed's holdout), bad_images ('fail': one error listing every unreadable image; 'skip':
-    leave them out and list them as problems), check_images (False: no scan), content_hash (identify
-    each image by a hash of its bytes instead of its size and modification time: the cached features
-    of a file survive a touch, at the cost of reading every file once), progress (bars).
+    Options: seed (of the split when there is no official split file), split (below), val_fraction
+    (0.2, DomainBed's holdout; split "files" only), bad_images ('fail': one error listing every
+    unreadable image; 'skip': leave them out and list them as problems), check_images (False: no
+    scan), content_hash (identify each image by a hash of its bytes instead of its size and
+    modification time: the cached features of a file survive a touch, at the cost of reading every
+    file once), progress (bars).
+
+    split: "files" (default, cpu preset): train/val from the official split file under
+    spg_coop_splits/ when there is one, else a seeded split stratified by val_fraction; test is the
+    whole domain. "official" (gpu preset): what the released SPG code runs. It reads the same split
+    files when present (spg_*.py do; the released ones are SPG's exact split), else draws its
+    split_data procedure with ``seed``: per class round(0.7 n) train and the rest val, DomainNet
+    ceil(0.02 n) train and the next ceil(0.01 n) val (``official_counts``; splits.py cites the lines).
+    The shuffle is promptgen's seeded one over the sorted listing: SPG's Python ``random`` on an
+    os.listdir order cannot be reproduced. Test is the domain's train + val (spg_*.py ``_read_data``):
+    the whole domain, except for DomainNet (about 3 % of it). A drawn split is written to the cache
+    (splits.seeded_path) and reused; ``info()`` reports the mode and each domain's split source.
     Labels index ``classes``, which follows the sorted class folder names, as ImageFolder does.
     """
 
@@ -58,6 +71,9 @@ class FolderTreeDataset:
     # A class folder that exists but holds no image: a (class, domain) pair with no images, warned about (the
     # standard datasets' class lists are fixed), or an error where the folders themselves are the class list.
     empty_class_folder_is_an_error = False
+    # (n_train, n_val) of a class of n images under split="official": SPG's split_data for this dataset
+    official_counts = staticmethod(splits.spg_70_30)
+    presets = {"gpu": {"split": "official"}, "cpu": {"split": "files"}}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -68,22 +84,24 @@ class FolderTreeDataset:
             cls.class_folders = tuple(sorted(cls.spec.class_folders))
             cls.classes = tuple(cls.spec.prompt_name(folder) for folder in cls.class_folders)
 
-    def __init__(self, root=None, seed: int = 0, *, val_fraction: float = 0.2, bad_images: str = "fail",
-                 check_images: bool = True, content_hash: bool = False, progress: bool = True,
-                 cache_dir: str | None = None, **unknown):
+    def __init__(self, root=None, seed: int = 0, *, split: str = "files", val_fraction: float = 0.2,
+                 bad_images: str = "fail", check_images: bool = True, content_hash: bool = False,
+                 progress: bool = True, cache_dir: str | None = None, **unknown):
         name = self.spec.name if self.spec else "folder"
         if unknown:
-            raise ConfigError(f"{name}: unknown option(s) {', '.join(sorted(unknown))}; options: seed, val_fraction, "
-                              f"bad_images, check_images, content_hash, progress, cache_dir"
+            raise ConfigError(f"{name}: unknown option(s) {', '.join(sorted(unknown))}; options: {', '.join(OPTIONS)}"
                               f"{suggestion(sorted(unknown)[0], OPTIONS)}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"{name}: seed must be an int, got {seed!r}")
         if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
             raise ConfigError(f"{name}: val_fraction must be a number between 0 and 1 (exclusive), "
                               f"got {val_fraction!r}")
+        if split not in splits.MODES:
+            raise ConfigError(f"{name}: split must be one of {', '.join(splits.MODES)}, got {split!r}"
+                              f"{suggestion(split, splits.MODES)}")
         if bad_images not in BAD_IMAGES:
             raise ConfigError(f"{name}: bad_images must be one of {', '.join(BAD_IMAGES)}, got {bad_images!r}")
-        self.seed, self.val_fraction, self.bad_images = seed, float(val_fraction), bad_images
+        self.seed, self.split, self.val_fraction, self.bad_images = seed, split, float(val_fraction), bad_images
         self.check_images, self.progress = bool(check_images), bool(progress)
         self.cache_dir = cache_dir  # where seeded splits and image-scan results go (default: the cache root)
         self.content_hash = bool(content_hash)  # identify images by a hash of their bytes, not size + mtime
@@ -129,6 +147,7 @@ class FolderTreeDataset:
             "root": str(self.layout.dataset_dir),
             "domains": list(self.domains),
             "classes": list(self.classes),
+            "split": self.split,
             "splits": {d: {s: len(state.samples[d][s]) for s in splits.SPLITS} for d in self.domains},
             "split_source": dict(state.split_source),
             "problems": list(state.problems),
@@ -160,8 +179,12 @@ class FolderTreeDataset:
         samples, sources = {}, {}
         for index, domain in enumerate(self.domains):
             train, val, sources[domain] = self._split(domain, index, files[domain], resolver, problems, writes)
-            test = self._samples(domain, files[domain])
-            by_image = dict(zip(files[domain], test))  # one Sample per image, shared by test and train/val
+            every = self._samples(domain, files[domain])
+            by_image = dict(zip(files[domain], every))  # one Sample per image, shared by test and train/val
+            test = every
+            if self.split == "official":  # spg_*.py's _read_data tests train + val (DomainNet: ~3 % of the domain)
+                tested = set(train) | set(val)
+                test = [sample for image, sample in zip(files[domain], every) if image in tested]
             samples[domain] = {"train": [by_image[i] for i in train], "val": [by_image[i] for i in val], "test": test}
         for path, document in writes:
             splits.write_json(path, document)
@@ -255,29 +278,39 @@ class FolderTreeDataset:
                     raise DatasetError(f"{self.spec.name}: domain '{domain}' has no readable images in {folder}")
 
     def _split(self, domain, index, files, resolver, problems, writes):
-        """(train, val, source) of one domain: the official split file if there is one, else a seeded split."""
+        """(train, val, source) of one domain: the official split file if there is one, else the mode's own split
+        (files: seeded, stratified by val_fraction; official: SPG's split_data with ``seed``), written once."""
         folder = self.layout.domain_dirs[domain]
         initials = [d[0].lower() for d in self.domains]
         names = [domain, folder.name, "_".join(domain.split()).lower()]
         if initials.count(domain[0].lower()) == 1:
             names.append(domain[0].lower())  # SPG names PACS's files a_, c_, p_, s_
         context = splits.DomainContext(domain, folder, files, self._class_of, frozenset(c for c, _ in files))
+        whole = self.split == "files"  # is every image of the domain tested? (see _prepare)
         official = splits.official_file(self.layout.dataset_dir, names, self.seed)
         if official is not None:
-            train, val, more = splits.check_split(official, splits.read_document(official), context, resolver)
+            train, val, more = splits.check_split(official, splits.read_document(official), context, resolver, whole)
             problems += more
             return train, val, f"official: {official}"
-        path = splits.seeded_path(self.spec.name, domain, files, self.seed, self.val_fraction, self.cache_dir)
+        meta = {"dataset": self.spec.name, "domain": domain, "seed": self.seed, "split": self.split,
+                "paths_relative_to": "the folder holding the domain folders"}
+        if self.split == "files":
+            label, source = f"seed{self.seed}_val{self.val_fraction:g}", "seeded"
+            meta.update(val_fraction=self.val_fraction, stratified=True)
+            draw = functools.partial(splits.seeded_split, val_fraction=self.val_fraction)
+        else:
+            label, source = f"official_seed{self.seed}", "official procedure, seeded"
+            meta.update(counts=self.official_counts.__name__, test="train + val")
+            draw = functools.partial(splits.official_split, counts=self.official_counts)
+        path = splits.seeded_path(self.spec.name, domain, files, label, self.cache_dir)
         if path.is_file():
-            train, val, more = splits.check_split(path, splits.read_document(path), context, resolver)
+            train, val, more = splits.check_split(path, splits.read_document(path), context, resolver, whole)
             problems += more
         else:
-            train, val = splits.seeded_split(self.spec.name, domain, files, self.seed, self.val_fraction)
-            meta = {"dataset": self.spec.name, "domain": domain, "seed": self.seed, "val_fraction": self.val_fraction,
-                    "stratified": True, "paths_relative_to": "the folder holding the domain folders"}
+            train, val = draw(self.spec.name, domain, files, self.seed)
             writes.append((path, splits.seeded_document(train, val, folder_name=folder.name, label_of=self._label,
                                                         domain_index=index, meta=meta)))
-        return train, val, f"seeded: {path}"
+        return train, val, f"{source}: {path}"
 
     def _check_prompt_names(self) -> None:
         seen: dict[str, str] = {}

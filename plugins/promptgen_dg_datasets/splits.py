@@ -1,18 +1,26 @@
-"""Train/val splits of one domain: an official SPG split file when there is one, else a seeded split.
+"""Train/val/test splits of one domain, in one of two modes (the dataset option ``split``).
 
-Both use SPG/CoOp's schema, one JSON file per domain:
+"files" (the default and the cpu preset): an official SPG split file when there is one, else a
+seeded split stratified by class (``val_fraction`` of each class to val); test is the whole domain
+(leave-one-domain-out, every target image tested).
+"official" (the gpu preset): what the released SPG code runs. Its split file when there is one;
+else its ``split_data`` procedure (``spg_70_30``, ``spg_domainnet``) on promptgen's seeded shuffle;
+test is the domain's train + val, as spg_*.py's ``_read_data`` builds it: the whole domain, except
+for DomainNet, whose 2 % + 1 % per class leave about 3 % of the target to test.
+
+Split files use SPG/CoOp's schema, one JSON file per domain:
     {"train": [[relative image path, label, domain index, class name], ...], "val": [...]}
-Official files sit in <dataset dir>/spg_coop_splits/[<seed>/]<domain>_train_val_split.json. A seeded
-split is stratified by class (each class gives ``val_fraction`` of its images to val) and is written
-under cache_root()/splits/<dataset>/, named by seed, fraction and a hash of the domain's file list,
-so it is reused while the files stay the same and can be copied to another machine.
-The test split is never in a file: it is the whole domain (SPG's leave-one-domain-out protocol).
+Official files sit in <dataset dir>/spg_coop_splits/[<seed>/]<domain>_train_val_split.json. A split
+promptgen draws is written under cache_root()/splits/<dataset>/, named by mode, seed, fraction and a
+hash of the domain's file list, so it is reused while the files stay the same and can be copied to
+another machine. Test is never in a file: it follows from the mode (above).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import attrs
@@ -26,6 +34,7 @@ from promptgen.plan import class_key
 from promptgen_dg_datasets.listing import SPLIT_DIR
 
 SPLITS = ("train", "val", "test")
+MODES = ("files", "official")  # the dataset option ``split``
 ENTRY_SHAPE = "[relative image path, label, domain index, class name]"
 MAX_LISTED = 20  # problems listed in one error; the count says how many more there are
 
@@ -112,12 +121,14 @@ class DomainContext:
     present: frozenset[str]  # class folders with images in this domain
 
 
-def check_split(path: Path, document: dict, context: DomainContext, resolver: Resolver):
+def check_split(path: Path, document: dict, context: DomainContext, resolver: Resolver,
+                tested_whole: bool = True):
     """(train, val, problems): the images of a schema-checked split file, after checking every entry.
 
     Each entry's image must exist in this domain, its class name must be a class of the dataset and
     match the image's class folder, labels and class names must correspond one to one, and no image
-    may appear twice. Every failing entry is listed (up to MAX_LISTED) in one error.
+    may appear twice. Every failing entry is listed (up to MAX_LISTED) in one error. Images in neither
+    list are a problem only when the whole domain is tested (``tested_whole``); else they are left out by design.
     """
     errors, seen, chosen = [], {}, {"train": [], "val": []}
     label_class, class_label = {}, {}
@@ -155,33 +166,70 @@ def check_split(path: Path, document: dict, context: DomainContext, resolver: Re
         more = f"\n  ... and {len(errors) - MAX_LISTED} more" if len(errors) > MAX_LISTED else ""
         raise DatasetError(f"split file {path}: {len(errors)} bad entr{'y' if len(errors) == 1 else 'ies'}:\n  "
                            + "\n  ".join(errors[:MAX_LISTED]) + more)
-    uncovered = sum(1 for _, relative in context.files if relative not in seen)
+    uncovered = sum(1 for _, relative in context.files if relative not in seen) if tested_whole else 0
     problems = [f"{uncovered} images of domain '{context.domain}' are in neither train nor val of {path} "
                 f"(they are in test)"] if uncovered else []
     return sorted(chosen["train"]), sorted(chosen["val"]), problems
+
+
+def _shuffled_classes(dataset: str, domain: str, files: tuple[Image, ...], seed: int):
+    """(class folder, its images in a seeded random order) per class: the order depends on the dataset, domain,
+    seed and class only, not on the file system's listing order."""
+    by_class: dict[str, list[Image]] = {}
+    for image in files:
+        by_class.setdefault(image[0], []).append(image)
+    for folder, images in sorted(by_class.items()):
+        order = np.random.default_rng(stable_int_hash(dataset, domain, seed, folder)).permutation(len(images))
+        yield folder, [images[i] for i in order]
 
 
 def seeded_split(dataset: str, domain: str, files: tuple[Image, ...], seed: int,
                  val_fraction: float) -> tuple[list[Image], list[Image]]:
     """Stratified: each class's images are shuffled (seeded by dataset, domain, seed and class) and
     round(val_fraction * n) of them go to val, keeping at least one in train."""
-    by_class: dict[str, list[Image]] = {}
-    for image in files:
-        by_class.setdefault(image[0], []).append(image)
     train, val = [], []
-    for folder, images in sorted(by_class.items()):
-        order = np.random.default_rng(stable_int_hash(dataset, domain, seed, folder)).permutation(len(images))
+    for _, images in _shuffled_classes(dataset, domain, files, seed):
         n_val = min(round(val_fraction * len(images)), len(images) - 1)
-        val += [images[i] for i in order[:n_val]]
-        train += [images[i] for i in order[n_val:]]
+        val += images[:n_val]
+        train += images[n_val:]
     return sorted(train), sorted(val)
 
 
-def seeded_path(dataset: str, domain: str, files: tuple[Image, ...], seed: int, val_fraction: float,
-                cache_dir=None) -> Path:
+def spg_70_30(n: int) -> tuple[int, int]:
+    """(train, val) of a class of n images in SPG's split_data: ``n_train = round(n_total * p_trn)`` with
+    p_trn = 0.7, the rest val (datasets/pacs_coop.py:21,28-29,42-43; terra_incognita_coop.py:20,27-28,41-42 the
+    same; office_home_coop.py:21,25-30 per class of each of Dassl's train/ and val/ folders, which the DomainBed
+    layout has not). Python's round of the float product, half to even: 15 * 0.7 = 10.5 -> 10, 25 * 0.7 -> 18."""
+    n_train = round(n * 0.7)
+    return n_train, n - n_train
+
+
+def spg_domainnet(n: int) -> tuple[int, int]:
+    """(train, val) of a class of n images in SPG's DomainNet split_data: ``math.ceil(n_total * 0.02)`` train,
+    the next ``math.ceil(n_total * 0.01)`` val, the rest unused (datasets/domainnet_coop.py:21-22,29-31,44-45);
+    its slices cap both at what is left (a one-image class: 1 train, 0 val)."""
+    n_train = math.ceil(n * 0.02)  # never above n
+    return n_train, min(math.ceil(n * 0.01), n - n_train)
+
+
+def official_split(dataset: str, domain: str, files: tuple[Image, ...], seed: int,
+                   counts) -> tuple[list[Image], list[Image]]:
+    """SPG's split_data per class: shuffle, the first n_train to train, the next n_val to val
+    (``counts(n) -> (n_train, n_val)``). The shuffle is promptgen's seeded one (as seeded_split's): SPG's
+    ``random.shuffle`` of an os.listdir order depends on the file system, so no seed reproduces its draw."""
+    train, val = [], []
+    for _, images in _shuffled_classes(dataset, domain, files, seed):
+        n_train, n_val = counts(len(images))
+        train += images[:n_train]
+        val += images[n_train:n_train + n_val]
+    return sorted(train), sorted(val)
+
+
+def seeded_path(dataset: str, domain: str, files: tuple[Image, ...], label: str, cache_dir=None) -> Path:
+    """Where promptgen's own split of a domain goes; ``label`` names the mode and its settings (seed, fraction)."""
     digest = hashlib.blake2b("\n".join(relative for _, relative in files).encode(), digest_size=6).hexdigest()
     slug = "_".join(domain.split())
-    return cache_root(cache_dir) / "splits" / dataset / f"{slug}_seed{seed}_val{val_fraction:g}_{digest}_train_val_split.json"
+    return cache_root(cache_dir) / "splits" / dataset / f"{slug}_{label}_{digest}_train_val_split.json"
 
 
 def seeded_document(train, val, *, folder_name: str, label_of: dict[str, int], domain_index: int, meta: dict) -> dict:
