@@ -1,7 +1,8 @@
 """Built-in plugin: DPSPG (dual-path stable soft prompt generation; Bai et al., 2025) and its ablations.
 
-- prompt learner ``negative-coop``: the negative prompt label ("a photo without a", BCE against
-  complementary labels);
+- prompt learners ``negative-coop`` (the negative prompt label alone: "a photo without a", BCE against
+  complementary labels) and ``dpspg-coop`` (DPSPG's stage I as its code runs it: a domain's positive and
+  negative contexts in one loop, selected on positive - negative);
 - generator ``transformer``: DPSPG's stage II (so SPG gets ``spg-transformer`` too);
 - methods ``dpspg`` (as published), ``dpspg-positive`` (the transformer generator without the negative
   path) and ``spg-<generator>+neg`` for every registered generator (the negative path added to it).
@@ -17,6 +18,7 @@ PAPER_GENERATOR = "transformer"
 @hookimpl
 def register_prompt_learners(register):
     register("negative-coop", lazy("promptgen_dpspg.negative:NegativeCoOp"))
+    register("dpspg-coop", lazy("promptgen_dpspg.joint:DualCoOp"))
 
 
 @hookimpl

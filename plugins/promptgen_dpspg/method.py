@@ -4,14 +4,17 @@ plus a negative one (negative prompt labels, a second generator), scored as posi
 ``dpspg`` is the published recipe (the transformer generator on both paths), ``dpspg-positive`` its
 positive path alone, and ``spg-<generator>+neg`` the negative path added to any registered
 generator: the table then shows which part of DPSPG does the work. Built only on what promptgen
-exposes to plugins: stage I through ``run.prompt_labels``, generators through ``run.create``, the
-epoch loop of ``promptgen.training`` (with the method's own selection score for the negative path),
-instance-specific inference from ``promptgen.evaluate``.
+exposes to plugins: stage I through ``run.prompt_labels`` (one learner per path, or ``dpspg-coop``'s one
+loop for both: promptgen_dpspg.joint), generators through ``run.create``, the epoch loop of
+``promptgen.training`` (both paths' generators in one loop, or one after the other; with the method's
+own selection score), instance-specific inference from ``promptgen.evaluate``.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -19,30 +22,64 @@ from promptgen.checkpoints import check_fingerprint, load_generator, load_prompt
     save_prompt_label
 from promptgen.errors import ConfigError, PromptgenError
 from promptgen.evaluate import accuracy, drawn_prompts, instance_logits, per_draw
+from promptgen.lazy import resolve
 from promptgen.prompts import PromptAssembler
 from promptgen.protocols import check_fit_report
-from promptgen.training import train_epochs
+from promptgen.training import Trainer, schedule_options, train_epochs
+from promptgen_dpspg.joint import split_label
 
 PATHS = ("positive", "negative")
+STAGE1 = ("joint", "separate")
+STAGE2 = ("joint", "sequential")
+SCHEDULE = ("epochs", "batch_size", "lr", "warmup_epochs", "seed")  # what promptgen's epoch loop needs of a generator
 
 
 class DualPath:
-    """Positive and negative generated prompts; logits = positive - alpha * negative (alpha = 0.2 in DPSPG)."""
+    """Positive and negative generated prompts; logits = positive - alpha * negative (alpha = 0.2 in DPSPG).
+
+    stage1: "joint" learns a domain's positive and negative labels in one loop (``joint_learner``, DPSPG's
+    stage I: promptgen_dpspg.joint), "separate" each with its own learner (``learner``, ``negative_learner``),
+    each selected on its own score. stage2: "joint" trains both paths' generators in one epoch loop, each step
+    a step of each, and keeps the epoch whose val accuracy of positive - alpha * negative is best (the DPSPG
+    code: dpspg_transformer.py:127-156,285,495); "sequential" trains the positive generator alone (selected on
+    its own prompts' accuracy), then the negative one selected on the method's score. late: only epochs from
+    ``late`` on (0-based) are candidates, in every epoch loop promptgen runs here (the code's LATE: it scores
+    val only once ``epoch + 1 > LATE``); a run whose generator trains ``late`` epochs or fewer is refused
+    before stage I. A generator without promptgen's ``trainer`` (a third-party one that trains itself) is
+    trained the sequential way by its own ``fit``, ``late`` not applied (the report says so).
+    """
 
     inputs = "features"
     rank = 90
+    # gpu: the DPSPG code's procedure (docs/parity.md, row 9): stage I joint, stage II joint, LATE = 20
+    # (pnspg_transformer.yaml:47; train.py:87-88 keeps it: --late_epoch defaults to 0, which is falsy).
+    # cpu: promptgen's earlier procedure, kept for digits runs on 2 cores: its transformer trains 6 epochs,
+    # fewer than LATE = 20, and the digits tables of docs/methods.md were measured with separate labels and
+    # sequential generators, so cpu runs stay comparable with them.
+    presets = {"gpu": {"stage1": "joint", "stage2": "joint", "late": 20},
+               "cpu": {"stage1": "separate", "stage2": "sequential", "late": 0}}
 
-    def __init__(self, generator: str = "transformer", learner: str = "coop", negative_learner: str = "negative-coop",
-                 alpha: float = 0.2, negative: bool = True):
+    def __init__(self, generator: str = "transformer", learner: str = "spg-coop",
+                 negative_learner: str = "negative-coop", joint_learner: str = "dpspg-coop", alpha: float = 0.2, negative: bool = True,
+                 stage1: str = "separate", stage2: str = "sequential", late: int = 0):
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"alpha must be a number in [0, 1] (DPSPG uses 0.2), got {alpha!r}")
+        for option, value, allowed in (("stage1", stage1, STAGE1), ("stage2", stage2, STAGE2)):
+            if value not in allowed:
+                raise ConfigError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
+        if isinstance(late, bool) or not isinstance(late, int) or late < 0:
+            raise ConfigError(f"late must be an int >= 0 (the first epoch that may be selected; DPSPG uses 20), "
+                              f"got {late!r}")
         self.generator_name, self.learner, self.negative_learner = generator, learner, negative_learner
+        self.joint_learner, self.stage1, self.stage2, self.late = joint_learner, stage1, stage2, late
         self.alpha, self.negative = float(alpha), bool(negative)
         self.labels: dict[str, list] = {}
         self.generators: dict[str, object] = {}
         self.generator_options: dict[str, dict] = {}
 
     def components(self):
+        if self.stage1 == "joint":
+            return [("prompt_learner", self.joint_learner), ("generator", self.generator_name)]
         parts = [("prompt_learner", self.learner), ("generator", self.generator_name)]
         return parts + ([("prompt_learner", self.negative_learner)] if self.negative else [])
 
@@ -53,49 +90,96 @@ class DualPath:
     # --- training ------------------------------------------------------------------------------------
 
     def fit(self, run) -> dict:
+        self._check_late(run)
         with run.timed("stage1"):
-            self.labels["positive"] = run.prompt_labels(self.learner)
-            if self.negative:
-                self.labels["negative"] = run.prompt_labels(self.negative_learner)
+            self._stage1(run)
         train, val = run.features("train"), run.features("val")
-        report = {}
         with run.timed("stage2"):
             for path in self.paths:
                 labels = self.labels[path]
                 arguments = {"feature_dim": run.backbone.embed_dim, "n_ctx": labels[0].n_ctx,
                              "ctx_dim": run.backbone.ctx_dim}
-                generator = run.create("generator", self.generator_name, **arguments)
-                self.generators[path] = generator
+                self.generators[path] = run.create("generator", self.generator_name, **arguments)
                 self.generator_options[path] = {**arguments, **run.options("generator", self.generator_name)}
-                if path == "positive":
-                    fitted = generator.fit(run.backbone, train, labels, val)
-                else:
-                    fitted = self._fit_negative(run, generator, train, labels, val)
-                report[path] = dict(check_fit_report(fitted, run.registry.get("generator", self.generator_name).where))
+            joint = self.stage2 == "joint" and all(map(_trainable, self.generators.values()))
+            report = self._fit_joint(run, train, val) if joint else self._fit_sequential(run, train, val)
+        trainable = _trainable(self.generators["positive"])
+        report["stage2"] = {"mode": "joint" if joint else "sequential", "requested": self.stage2,
+                            "late": self.late if trainable else None}
+        if not trainable and (self.late or self.stage2 == "joint"):
+            report["stage2"]["note"] = (f"generator {self.generator_name!r} has no trainer(): each path trained by "
+                                        f"its own fit, late not applied")
+        report["stage1"] = {path: {label.domain: {k: v for k, v in label.metadata.items() if k != "history"}
+                                   for label in self.labels[path]} for path in self.paths}
+        return report
+
+    def _check_late(self, run) -> None:
+        """Refuse, before any work, a ``late`` that leaves no epoch to select (rather than clamp it silently)."""
+        if not self.late or not _trainable_factory(run.registry.get("generator", self.generator_name).factory):
+            return
+        epochs = run.options("generator", self.generator_name).get("epochs")
+        if isinstance(epochs, int) and self.late >= epochs:
+            raise ConfigError(f"{run.config.method}: late={self.late} selects only epochs {self.late} and later, but "
+                              f"generator {self.generator_name!r} trains {epochs} epochs (0-{epochs - 1}); set "
+                              f"{run.config.method}.late below {epochs} or {self.generator_name}.epochs above "
+                              f"{self.late} (the DPSPG code: LATE 20 of 50 epochs)")
+
+    def _stage1(self, run) -> None:
+        if self.stage1 == "joint":  # one loop per domain gives both labels (promptgen_dpspg.joint: why one label)
+            pairs = [split_label(label) for label in run.prompt_labels(self.joint_learner)]
+            self.labels["positive"] = [positive for positive, _ in pairs]
+            if self.negative:
+                self.labels["negative"] = [negative for _, negative in pairs]
+            return
+        self.labels["positive"] = run.prompt_labels(self.learner)
+        if self.negative:
+            self.labels["negative"] = run.prompt_labels(self.negative_learner)
+
+    def _score(self, run, val) -> Callable[[], float]:
+        """The val accuracy of what the method predicts with the generators as they are now (:meth:`_predict`)."""
+        if not len(val):
+            return lambda: float("nan")
+        return lambda: accuracy(self._predict(run, val.features), val.labels)
+
+    def _negative_score(self, run, val) -> Callable[[], float]:
+        """:meth:`_score` with the positive path trained already: its val logits computed once."""
+        with torch.no_grad():
+            positive = self._path_logits(run, "positive", val.features)
+        return lambda: accuracy(positive - self.alpha * self._path_logits(run, "negative", val.features), val.labels)
+
+    def _fit_joint(self, run, train, val) -> dict:
+        """Both paths in one epoch loop (promptgen.training.train_epochs over :class:`JointGenerators`), scored on
+        positive - alpha * negative, selected from epoch ``late`` on."""
+        joint = JointGenerators({path: self.generators[path] for path in self.paths})
+        first = self.generators["positive"]
+        result = train_epochs(joint, run.backbone, train, self.labels["positive"], val,
+                              name=f"{self.generator_name} (both paths)",
+                              trainer=joint.trainer(run.backbone, train, {p: self.labels[p] for p in self.paths}),
+                              score=self._score(run, val), progress=getattr(first, "progress", run.progress),
+                              select_from=self.late, **schedule_options(first.options))
+        history = [{"path": "joint", **row} for row in result.pop("history")]
+        return {"joint": result, "history": history}
+
+    def _fit_sequential(self, run, train, val) -> dict:
+        """The positive generator alone (its own score), then the negative one on the method's score: the negative
+        generator's epochs are judged by what the method predicts with it (positive - alpha * negative)."""
+        report = {}
+        for path in self.paths:
+            generator, labels = self.generators[path], self.labels[path]
+            where = run.registry.get("generator", self.generator_name).where
+            if not _trainable(generator) or (path == "positive" and not self.late) or \
+                    (path == "negative" and not len(val)):
+                fitted = generator.fit(run.backbone, train, labels, val)  # the generator's own loop, as SPG's
+            else:
+                score = self._negative_score(run, val) if path == "negative" else None
+                suffix = " (negative)" if path == "negative" else ""
+                fitted = train_epochs(generator, run.backbone, train, labels, val, name=self.generator_name + suffix,
+                                      trainer=generator.trainer(run.backbone, train, labels), score=score,
+                                      progress=getattr(generator, "progress", run.progress), select_from=self.late,
+                                      **schedule_options(generator.options))
+            report[path] = dict(check_fit_report(fitted, where))
         history = [{"path": path, **row} for path in self.paths for row in report[path].pop("history", None) or []]
-        stage1 = {path: {label.domain: {k: v for k, v in label.metadata.items() if k != "history"}
-                         for label in self.labels[path]} for path in self.paths}
-        return {**report, "stage1": stage1, "history": history}
-
-    def _fit_negative(self, run, generator, train, labels, val) -> dict:
-        """The negative generator's epochs are judged by what the method predicts with it: the val accuracy
-        of positive - alpha * negative (the DPSPG code selects both paths on that score)."""
-        if not hasattr(generator, "trainer") or not len(val):
-            return generator.fit(run.backbone, train, labels, val)
-        positive = self._path_logits(run, "positive", val.features)
-
-        def score() -> float:
-            return accuracy(positive - self.alpha * self._logits_of(run, generator, labels[0].n_ctx, val.features),
-                            val.labels)
-
-        o = getattr(generator, "options", {})
-        try:
-            schedule = {key: o[key] for key in ("epochs", "batch_size", "lr", "warmup_epochs", "seed")}
-        except KeyError:  # a generator without promptgen's schedule options trains its own way
-            return generator.fit(run.backbone, train, labels, val)
-        return train_epochs(generator, run.backbone, train, labels, val, name=f"{self.generator_name} (negative)",
-                            trainer=generator.trainer(run.backbone, train, labels), score=score,
-                            progress=getattr(generator, "progress", run.progress), **schedule)
+        return {**report, "history": history}
 
     # --- prediction ----------------------------------------------------------------------------------
 
@@ -106,16 +190,17 @@ class DualPath:
     def _path_logits(self, run, path: str, features: torch.Tensor) -> torch.Tensor:
         return self._logits_of(run, self.generators[path], self.labels[path][0].n_ctx, features)
 
+    def _predict(self, run, features: torch.Tensor) -> torch.Tensor:
+        """positive - alpha * negative logits [N, C] (the positive path's alone without a negative one)."""
+        scores = self._path_logits(run, "positive", features)
+        if self.negative:
+            scores = scores - self.alpha * self._path_logits(run, "negative", features)
+        return scores
+
     @torch.no_grad()
     def logits(self, run, split: str, draws: int | None = None) -> torch.Tensor:
         """[N, C]; with ``draws``: [draws, N, C], one noise draw of each path each (promptgen.evaluate.per_draw)."""
-        def score(features):
-            scores = self._path_logits(run, "positive", features)
-            if self.negative:
-                scores = scores - self.alpha * self._path_logits(run, "negative", features)
-            return scores
-
-        return per_draw(score, run.features(split).features, draws)
+        return per_draw(lambda features: self._predict(run, features), run.features(split).features, draws)
 
     @torch.no_grad()
     def instance_prompts(self, run, split: str, draws: int | None = None) -> torch.Tensor:
@@ -146,3 +231,56 @@ class DualPath:
                 check_fingerprint(label, run.backbone, folder / domain)
             self.generators[path], _, self.generator_options[path] = load_generator(
                 directory / f"generator_{path}", run.registry)
+
+
+def _trainable(generator) -> bool:
+    """Whether promptgen's epoch loop can train ``generator``: a ``trainer()`` and the schedule options it needs."""
+    options = getattr(generator, "options", None)
+    return hasattr(generator, "trainer") and isinstance(options, dict) and all(key in options for key in SCHEDULE)
+
+
+def _trainable_factory(factory) -> bool:
+    """Whether the generators ``factory`` builds have a ``trainer()`` (a class, functools.partial or lazy one)."""
+    factory = resolve(factory)
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    return hasattr(factory, "trainer")
+
+
+class JointGenerators:
+    """Several paths' generators as one for promptgen.training.train_epochs: one state (``<path>.<key>``), one
+    training step that takes a step of each path's generator on the same batch.
+
+    The DPSPG code zeroes both optimizers, sums the two MSE losses, backpropagates once and steps both
+    (dpspg_transformer.py:127-156); the paths share no parameter, so each loss's gradient reaches its own
+    generator alone and a step of each, in turn, is the same update. The epoch loop sets every optimizer's
+    learning rate (the paths' schedules are the same options) and scores, keeps and restores both at once.
+    """
+
+    def __init__(self, generators: dict):
+        self.generators = dict(generators)
+
+    def state_dict(self) -> dict:
+        return {f"{path}.{key}": value for path, generator in self.generators.items()
+                for key, value in generator.state_dict().items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for path, generator in self.generators.items():
+            generator.load_state_dict({key[len(path) + 1:]: value for key, value in state.items()
+                                       if key.startswith(path + ".")})
+
+    def trainer(self, backbone, train, prompt_labels: dict) -> Trainer:
+        """``prompt_labels``: each path's labels, by path."""
+        trainers = {path: generator.trainer(backbone, train, prompt_labels[path])
+                    for path, generator in self.generators.items()}
+
+        def step(index, rng):
+            losses = {}
+            for path, trainer in trainers.items():
+                losses.update({f"{key}_{path}": value for key, value in trainer.step(index, rng).items()})
+            return losses
+
+        first = next(iter(trainers.values()))
+        return Trainer(step=step, optimizers=[o for t in trainers.values() for o in t.optimizers],
+                       modules=[m for t in trainers.values() for m in t.modules], features=first.features,
+                       min_batch=max(t.min_batch for t in trainers.values()))

@@ -5,6 +5,10 @@ Loss (DPSPG's stage I): binary cross-entropy with logits on the scaled cosine lo
 complementary labels (1 for every wrong class, 0 for the true one), the wrong-class terms weighted by
 pos_weight = C - 1. The true class is then the one the negative prompt matches least: the score an
 epoch is selected on is the accuracy of argmin over the negative logits.
+
+This learner learns the negative label alone (the ``dpspg`` method's ``stage1 = "separate"``, its cpu
+preset); ``dpspg-coop`` (promptgen_dpspg.joint) learns it in one loop with the positive one, selected
+with it on positive - negative, as the DPSPG code does (the gpu preset).
 """
 
 from __future__ import annotations

@@ -13,30 +13,36 @@ import torch
 from torch import nn
 
 from promptgen.errors import ConfigError
-from promptgen.training import Trainer, fit_generator, load_module_states, module_states
+from promptgen.training import SCHEDULES, Trainer, fit_generator, load_module_states, module_states
 from promptgen.values import FeatureSet
 
 
 class TransformerGenerator:
     """A transformer encoder from image feature to prompt, trained by MSE to the domain's prompt label."""
 
-    # gpu: DPSPG's stage II (pnspg_transformer.yaml + the trainer): AdamW lr 2e-3, weight decay 1e-4,
-    # batch 32, 50 epochs, 4 linear warm-up epochs, cosine.
-    presets = {"gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3, "warmup_epochs": 4},
+    # gpu: DPSPG's stage II (configs/trainers/DPSPG_TRANSFORMER/pnspg_transformer.yaml + the trainer): AdamW
+    # (dpspg_transformer.py:84-85) lr 2e-3, weight decay 1e-4 (train.py:146-148,225-226), batch 32, 50 epochs,
+    # Dassl's per-epoch schedule (update_lr once per epoch: dpspg_transformer.py:164-165): a *linear* warm-up
+    # over 4 epochs from WARMUP_MIN_LR = 1e-5 (yaml:20-21; Dassl defaults.py:182, lr_scheduler.py:57-80; the
+    # yaml's WARMUP_CONS_LR is for a constant warm-up and unused), then cosine (yaml:19).
+    # cpu: promptgen's per-step warm-up and cosine to zero, in 6 epochs of batch 128.
+    presets = {"gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3, "warmup_epochs": 4, "schedule": "epoch"},
                "cpu": {"epochs": 6, "batch_size": 128, "lr": 2e-3, "warmup_epochs": 1}}
 
     def __init__(self, feature_dim: int, n_ctx: int, ctx_dim: int, layers: int = 4, heads: int = 8,
                  feedforward: int = 2048, dropout: float = 0.1, epochs: int = 50, batch_size: int = 32,
-                 lr: float = 2e-3, weight_decay: float = 1e-4, warmup_epochs: int = 4, seed: int = 0,
-                 progress: bool = True):
+                 lr: float = 2e-3, weight_decay: float = 1e-4, warmup_epochs: int = 4, schedule: str = "step",
+                 seed: int = 0, progress: bool = True):
         if layers < 1 or heads < 1 or feature_dim % heads:
             raise ConfigError(f"transformer: layers >= 1 and heads dividing the feature width {feature_dim}; "
                               f"got layers={layers}, heads={heads}")
         if epochs < 1 or batch_size < 1:
             raise ConfigError(f"transformer: epochs and batch_size must be >= 1; got {epochs}, {batch_size}")
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"transformer: schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
         self.options = dict(layers=layers, heads=heads, feedforward=feedforward, dropout=dropout, epochs=epochs,
                             batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-                            seed=seed)
+                            schedule=schedule, seed=seed)
         self.shape, self.progress = (n_ctx, ctx_dim), progress
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
