@@ -511,7 +511,6 @@ def test_two_spg_methods_in_one_sweep_train_stage_i_once(tmp_path):
         reused = second["fit"]["stage1"][domain]["stage1_store"]
         assert label["stage1_store"]["reused"] is False and reused["reused"] is True
         assert reused["from"] == label["stage1_store"]["from"]  # the run says where its labels came from
-    assert second["seconds"]["stage1"] < 0.2 * first["seconds"]["stage1"]
     for domain in first["fit"]["stage1"]:
         a, b = (Path(records[m]["run_dir"]) / "prompt_labels" / f"{domain}.safetensors" for m in ("spg-cgan", "spg-cvae"))
         assert a.read_bytes() == b.read_bytes()

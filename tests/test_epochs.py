@@ -212,3 +212,25 @@ def test_ties_keep_the_epoch_the_rule_names(ties, kept):
                            score=lambda: next(scores), epochs=4, lr=0.1, warmup_epochs=0, warmup_lr=1e-5,
                            momentum=0.9, weight_decay=0.0, progress=False, desc="t", ties=ties)
     assert result["best_epoch"] == kept
+
+
+def test_the_epoch_is_set_from_the_cli_and_a_suite_and_recorded(tmp_path, capsys):
+    from benchmarks import suites
+    from promptgen import cli
+
+    for flag, shown in (([], "an epoch over the views"), (["--epoch", "images"], "an epoch over the images")):
+        assert cli.main(["train", "--target", "photo", "--dry-run", "--preset", "cpu", *flag]) == 0
+        assert shown in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["train", "--target", "photo", "--dry-run", "--epoch", "image"])
+    assert exit.value.code == 2 and "invalid choice: 'image' (choose from 'images', 'views')" in capsys.readouterr().err
+    suite = tmp_path / "over-images.toml"
+    suite.write_text('description = "coop, an epoch over the images"\ndataset = "digits-dg"\n'
+                     'protocol = "multi-source"\nmethods = ["coop"]\nseeds = [0]\npreset = "cpu"\nepoch = "images"\n')
+    assert suites.load(str(suite)).example().epoch == "images"
+    out = tmp_path / "run"
+    assert cli.main(["train", "--target", "photo", "--method", "coop", "--epoch", "images", "--views", "2", "--quiet",
+                     "--out", str(out), "--set", "digits-dg.per_class=5", "--set", "coop.epochs=2"]) == 0
+    import json
+
+    assert json.loads((out / "metrics.json").read_text())["epoch"] == "images"
