@@ -8,8 +8,9 @@ stage encodes. Nothing heavy is built (no backbone, no features), nothing is wri
 
 The estimate counts what promptgen's built-in components do, from their options: a prompt learner
 (stage I, per source domain) encodes C prompts per step, ``epochs`` x floor(train images /
-``batch_size``) steps (promptgen.epochs; train images x views under ``epoch = "views"``); a generator (stage II) scores the val split every epoch (val images x C);
-scoring a split with per-image prompts encodes images x C prompts. A component without ``epochs``
+``batch_size``) steps (promptgen.epochs; train images x views under ``epoch = "views"``); a
+generator (stage II) scores the val split every epoch (val images x C); scoring a split with
+per-image prompts encodes images x C prompts. A component without ``epochs``
 and ``batch_size`` options is listed with its options and no estimate.
 """
 

@@ -138,7 +138,8 @@ class ConditionalPromptMethod:
             return accuracy(self._logits(backbone, assembler, val.features), val.labels) if len(val) else float("nan")
 
         with run.timed("train"):
-            result = train_prompts(self.net, batches=next_epoch, steps=steps, loss=loss, score=score, epochs=o["epochs"], lr=o["lr"],
+            result = train_prompts(self.net, batches=next_epoch, steps=steps, loss=loss, score=score,
+                                   epochs=o["epochs"], lr=o["lr"],
                                    warmup_epochs=o["warmup_epochs"], warmup_lr=o["warmup_lr"], momentum=o["momentum"],
                                    weight_decay=o["weight_decay"], progress=run.progress, desc=self.name)
         return {"best_epoch": result["best_epoch"], "val_accuracy": result["score"], "history": result["history"]}
