@@ -354,7 +354,7 @@ def test_ctrl_c_in_a_sweep_says_one_line_exits_130_and_the_rerun_resumes(tmp_pat
     suite = tmp_path / "interrupted.toml"
     suite.write_text('description = "ctrl-c"\nmethods = ["zero-shot", "coop"]\nseeds = [0, 1, 2]\n'
                      'targets = ["photo"]\nviews = 1\n[backbone]\ndevice = "cpu"\n'
-                     '[overrides.digits-dg]\nper_class = 10\n[overrides.coop]\nepochs = 2\n')
+                     '[overrides.digits-dg]\nper_class = 10\n[overrides.coop]\nepochs = 8\n')  # long enough to interrupt
     out, env = tmp_path / "out", {**os.environ, "PROMPTGEN_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "benchmarks.run", "--suite", str(suite), "--out", str(out), "--quiet"]
     sweep = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
