@@ -184,8 +184,10 @@ def fit_generator(generator, backbone, train: FeatureSet, prompt_labels: Sequenc
                         **schedule_options(generator.options))
 
 
+SCHEDULE_OPTIONS = ("epochs", "batch_size", "lr", "warmup_epochs", "seed")  # what the epoch loop needs of a generator
+
+
 def schedule_options(options: dict) -> dict:
-    """The keywords of :func:`train_epochs` a generator's options hold (epochs, batch_size, lr, warmup_epochs,
-    seed; schedule and warmup_lr when it declares them)."""
-    keys = ("epochs", "batch_size", "lr", "warmup_epochs", "seed", "schedule", "warmup_lr")
-    return {key: options[key] for key in keys if key in options}
+    """The keywords of :func:`train_epochs` a generator's options hold (:data:`SCHEDULE_OPTIONS`; schedule and
+    warmup_lr when it declares them)."""
+    return {key: options[key] for key in (*SCHEDULE_OPTIONS, "schedule", "warmup_lr") if key in options}

@@ -25,13 +25,12 @@ from promptgen.evaluate import accuracy, drawn_prompts, instance_logits, per_dra
 from promptgen.lazy import resolve
 from promptgen.prompts import PromptAssembler
 from promptgen.protocols import check_fit_report
-from promptgen.training import Trainer, schedule_options, train_epochs
+from promptgen.training import SCHEDULE_OPTIONS, Trainer, schedule_options, train_epochs
 from promptgen_dpspg.joint import split_label
 
 PATHS = ("positive", "negative")
 STAGE1 = ("joint", "separate")
 STAGE2 = ("joint", "sequential")
-SCHEDULE = ("epochs", "batch_size", "lr", "warmup_epochs", "seed")  # what promptgen's epoch loop needs of a generator
 
 
 class DualPath:
@@ -236,7 +235,7 @@ class DualPath:
 def _trainable(generator) -> bool:
     """Whether promptgen's epoch loop can train ``generator``: a ``trainer()`` and the schedule options it needs."""
     options = getattr(generator, "options", None)
-    return hasattr(generator, "trainer") and isinstance(options, dict) and all(key in options for key in SCHEDULE)
+    return hasattr(generator, "trainer") and isinstance(options, dict) and all(key in options for key in SCHEDULE_OPTIONS)
 
 
 def _trainable_factory(factory) -> bool:
