@@ -1,7 +1,7 @@
 """The cost table of docs/spg.md ("What a run costs"): hours of one SPG run on 2 CPU cores with ViT-B/16, per preset.
 
 From the rates the perf-vitb16 suite measured (below), DomainBed's image counts, each preset's split and steps
-per epoch (promptgen.epochs): gpu splits as the released code (70/30 per class; DomainNet ceil(2 %) train,
+per epoch (promptgen.toolkit.epochs): gpu splits as the released code (70/30 per class; DomainNet ceil(2 %) train,
 ceil(1 %) val per class, the target's train + val tested: +0.5 image per class for each ceil on average) and
 takes floor(images / 32) steps an epoch; cpu splits 80/20, tests the whole target and takes every one of its
 4 views an epoch. Run: ``python benchmarks/cost_table.py``; tests/test_docs.py keeps docs/spg.md equal to it.

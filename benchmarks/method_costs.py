@@ -25,11 +25,12 @@ import attrs
 import torch
 
 from benchmarks import protocols
-from promptgen import engine, label_store
-from promptgen.cache import FeatureCache
-from promptgen.config import BackboneConfig, RunConfig
+from promptgen.runs import engine
+from promptgen.storage import label_store
+from promptgen.storage.cache import FeatureCache
+from promptgen.runs.config import BackboneConfig, RunConfig
 from promptgen.errors import ConfigError
-from promptgen.registry import default_registry
+from promptgen.components.registry import default_registry
 
 MEGABYTE = 2**20
 
@@ -69,7 +70,7 @@ class Peak:
 def one_epoch(registry, method: str, names) -> dict:
     """Overrides setting ``epochs`` to 1 for the method and every component it uses that has the option, and
     ``warmup_epochs`` to 0 where it has one (an epoch costs the same at any rate; a run that is all warm-up is
-    refused: promptgen.schedules.check_warmup)."""
+    refused: promptgen.toolkit.schedules.check_warmup)."""
     overrides = {}
     for kind, name in (("method", method), *names):
         options = registry.get(kind, name).options

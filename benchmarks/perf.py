@@ -32,15 +32,15 @@ import time
 
 import torch
 
-from promptgen import defaults
-from promptgen.cache import FeatureCache
-from promptgen.config import BackboneConfig
-from promptgen.data import SampleImages, extract_features
+from promptgen.runs import defaults
+from promptgen.storage.cache import FeatureCache
+from promptgen.runs.config import BackboneConfig
+from promptgen.toolkit.data import SampleImages, extract_features
 from promptgen.errors import ConfigError
-from promptgen.evaluate import instance_logits
-from promptgen.prompts import PromptAssembler
-from promptgen.registry import default_registry
-from promptgen.values import PromptLabel
+from promptgen.toolkit.evaluate import instance_logits
+from promptgen.toolkit.prompts import PromptAssembler
+from promptgen.components.registry import default_registry
+from promptgen.toolkit.values import PromptLabel
 
 MEASUREMENTS = ("stage2", "inference", "prefix", "coop-step", "extraction", "cache", "precision", "startup")
 DEFAULTS = {"dataset": defaults.DATASET, "target": None, "stage2_steps": 30, "stage2_images": None, "batch_size": 32,
@@ -132,7 +132,7 @@ def _stage2(settings: dict, arm: str) -> dict:
     generator = _generator(backbone, settings)
     if not hasattr(generator, "trainer"):
         raise ConfigError(f"perf: stage2: generator {settings['generator']!r} has no trainer() to time "
-                          f"(promptgen.training.Trainer)")
+                          f"(promptgen.toolkit.generator_training.Trainer)")
     trainer = generator.trainer(backbone, cached, labels)
     for module in trainer.modules:
         module.train()

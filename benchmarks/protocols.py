@@ -18,10 +18,10 @@ import attrs
 
 from benchmarks.records import Job
 from benchmarks.suites import Suite
-from promptgen.device import resolve_device
-from promptgen.engine import build_dataset, check
+from promptgen.runs.device import resolve_device
+from promptgen.runs.engine import build_dataset, check
 from promptgen.errors import ConfigError, PromptgenError, suggestion
-from promptgen.presets import resolve_preset
+from promptgen.components.presets import resolve_preset
 
 log = logging.getLogger(__name__)
 

@@ -20,15 +20,15 @@ from pathlib import Path
 from benchmarks import method_costs, perf, protocols, report, scale, stability, suites, sweep
 from benchmarks.records import RecordStore, run_jobs
 from benchmarks.tables import average_over_datasets
-from promptgen import defaults
+from promptgen.runs import defaults
 from promptgen.cli import (Parser, add_log_argument, add_set_argument, merge_overrides, parse_settings, run_command, setup_logging,
                            sigterm_raises, warn_about_plugins)
-from promptgen.curves import require_tensorboard
+from promptgen.toolkit.curves import require_tensorboard
 from promptgen.errors import ConfigError, PromptgenError, suggestion
-from promptgen.files import write_json, write_text
-from promptgen.paths import check_outside_cache
-from promptgen.presets import PRESET_CHOICES
-from promptgen.registry import default_registry
+from promptgen.storage.files import write_json, write_text
+from promptgen.storage.paths import check_outside_cache
+from promptgen.components.presets import PRESET_CHOICES
+from promptgen.components.registry import default_registry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +88,7 @@ def list_suites() -> None:
 
 def resolve_suite(args) -> suites.Suite:
     """The suite file with the command line's changes to its keys and to its run template."""
-    from promptgen.config import SEED_LIMIT
+    from promptgen.runs.config import SEED_LIMIT
 
     for seed in args.seeds or ():
         if not 0 <= seed <= SEED_LIMIT:
@@ -270,9 +270,9 @@ def accuracy_tables(suite: suites.Suite, jobs: list, records: list, backbone: st
 
 
 def dry_run(suite: suites.Suite, jobs: list, mine: list, out: Path, registry) -> str:
-    """The jobs the suite expands into, how many are done, and the first job resolved (promptgen.dry_run)."""
-    from promptgen import dry_run as resolved
-    from promptgen.engine import check, plan_run
+    """The jobs the suite expands into, how many are done, and the first job resolved (promptgen.runs.dry_run)."""
+    from promptgen.runs import dry_run as resolved
+    from promptgen.runs.engine import check, plan_run
 
     store = RecordStore(out) if out.is_dir() else None
     done = sum(1 for job in mine if store is not None and store.done(job))
@@ -357,7 +357,7 @@ def run_perf(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
 
 def check_out_is_this_suites(out: Path, suite: suites.Suite) -> None:
     """Refuse an --out that holds another suite's results: its tables would be overwritten by this one's."""
-    from promptgen.files import read_json_or_none
+    from promptgen.storage.files import read_json_or_none
 
     summary = read_json_or_none(out / "summary.json")
     held = summary.get("suite") if isinstance(summary, dict) else None

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.perf import measured_interpreter, promptgen_code
-from promptgen.epochs import steps_per_epoch
+from promptgen.toolkit.epochs import steps_per_epoch
 from promptgen.errors import ConfigError
-from promptgen.files import write_json
-from promptgen.registry import default_registry
+from promptgen.storage.files import write_json
+from promptgen.components.registry import default_registry
 
 SETTINGS = {"per_class": 12, "image_size": 32, "dir_name": None, "sizes": None, "val_fraction": 0.2,
             "project": {}, "rates": None}
@@ -90,7 +90,7 @@ def project(rates: dict, sizes: dict, target: str, val_fraction: float, views: i
     Each source domain trains on ``train_fraction`` of its images (default 1 - ``val_fraction``) and
     validates on ``val_fraction``; ``test_fraction`` of the target is tested (the gpu preset's official
     DomainNet split: 0.02, 0.01 and 0.03, which its per-class rounding up makes slightly larger). An
-    epoch is floor(train images x ``views_per_epoch`` / batch) steps (promptgen.epochs: 1 is the gpu
+    epoch is floor(train images x ``views_per_epoch`` / batch) steps (promptgen.toolkit.epochs: 1 is the gpu
     preset's epoch over the images, ``views`` the cpu preset's over every view). Extracted: every
     train image's ``views`` views, the val images and the tested ones."""
     train_fraction = 1 - val_fraction if train_fraction is None else train_fraction

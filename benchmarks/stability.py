@@ -13,9 +13,9 @@ from the trained runs of the sweep:
                   (mean over seeds)
   k draws         test accuracy of the logits averaged over the ``draws`` draws (mean over seeds)
 
-Every model is rebuilt from its run directory (``promptgen.engine.opened``) and asked for
+Every model is rebuilt from its run directory (``promptgen.runs.engine.opened``) and asked for
 ``instance_prompts(run, split, draws=k)`` and ``logits(run, split, draws=k)`` ([k, N, ...]: k noise
-draws per image, promptgen.evaluate.per_draw); promptgen's generators seed their noise per call,
+draws per image, promptgen.toolkit.evaluate.per_draw); promptgen's generators seed their noise per call,
 so the study is reproducible.
 """
 
@@ -29,8 +29,8 @@ from collections import defaultdict
 import torch
 
 from benchmarks import protocols
-from promptgen import engine
-from promptgen.evaluate import accuracy
+from promptgen.runs import engine
+from promptgen.toolkit.evaluate import accuracy
 
 DRAWS = 10
 

@@ -7,7 +7,7 @@ A suite file has suite keys (what to sweep) and a run template (how each run is 
     protocol = "multi-source"
     methods = ["all"]
     seeds = [0, 1, 2]
-    dataset = "my-dataset"         # the run template: promptgen.config.RunConfig's fields, read by the same
+    dataset = "my-dataset"         # the run template: promptgen.runs.config.RunConfig's fields, read by the same
                                    # (or `datasets = ["a", "b"]`: the sweep once per dataset, a table each
                                    # and one averaged over datasets, as SPG's Table 1)
     preset = "cpu"                 # from_dict that reads a run directory's config.json
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import attrs
 
-from promptgen.config import RunConfig, from_dict
+from promptgen.runs.config import RunConfig, from_dict
 from promptgen.errors import ConfigError, PromptgenError, suggestion
 
 if sys.version_info >= (3, 11):

@@ -23,13 +23,13 @@ from tqdm.auto import tqdm
 from benchmarks.records import Job
 from benchmarks.suites import Suite
 from benchmarks.tables import Table, accuracy_table
-from promptgen.cache import FeatureCache
-from promptgen.curves import TENSORBOARD_DIR, write_tensorboard
-from promptgen.device import resolve_device
-from promptgen.engine import build_dataset, run
-from promptgen.presets import resolve_preset
-from promptgen.quality import domain_gap
-from promptgen.registry import default_registry
+from promptgen.storage.cache import FeatureCache
+from promptgen.toolkit.curves import TENSORBOARD_DIR, write_tensorboard
+from promptgen.runs.device import resolve_device
+from promptgen.runs.engine import build_dataset, run
+from promptgen.components.presets import resolve_preset
+from promptgen.toolkit.quality import domain_gap
+from promptgen.components.registry import default_registry
 
 
 @attrs.frozen

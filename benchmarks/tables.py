@@ -6,7 +6,7 @@ images says it is below the best.
 A row of input (what ``accuracy_table`` reads) is one run's contribution to one cell: ``method``,
 ``target`` (the column), ``seed``, ``test_accuracy`` (a fraction) and, where the record has them,
 ``parts``: one entry per test domain the value averages, ``{"key", "accuracy", "images", "weight",
-"predictions"}`` (``predictions``: promptgen.evaluate.pack_correct's per-image record, or None).
+"predictions"}`` (``predictions``: promptgen.toolkit.evaluate.pack_correct's per-image record, or None).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import attrs
 import numpy as np
 
 from benchmarks import stats
-from promptgen.evaluate import unpack_correct
+from promptgen.toolkit.evaluate import unpack_correct
 
 LEGEND = ("[low, high]: 95% interval over seeds and test images (Wilson for one seed on one domain; else t with "
           "Welch–Satterthwaite df: benchmarks/stats.py); †: below the column's best by a paired sign-flip test over "

@@ -1,8 +1,8 @@
 """promptgen: generative soft-prompt domain generalization on CLIP-style models, as plugins."""
 
-from promptgen.hookspecs import hookimpl
+from promptgen.components.hookspecs import hookimpl
 from promptgen.errors import PromptgenError
-from promptgen.lazy import lazy
+from promptgen.components.lazy import lazy
 
 __version__ = "0.1.0"
 

@@ -8,8 +8,10 @@ import json
 import os
 import sys
 
-from promptgen import __version__, defaults
-from promptgen.presets import EPOCHS, PRESET_CHOICES
+from promptgen import __version__
+
+from promptgen.runs import defaults
+from promptgen.components.presets import EPOCHS, PRESET_CHOICES
 
 DESCRIPTION = """\
 promptgen: generative soft-prompt domain generalization (SPG and friends) on CLIP-style models.
@@ -22,8 +24,8 @@ The benchmark harness is a separate entry: python -m benchmarks.run
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     """List every registered component with its kind, name and the plugin that provides it."""
-    from promptgen.files import dumps
-    from promptgen.registry import default_registry
+    from promptgen.storage.files import dumps
+    from promptgen.components.registry import default_registry
 
     registry = default_registry()
     if args.options:
@@ -56,7 +58,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def _print_options(registry, name: str, as_json: bool) -> int:
     """Every component called ``name``: its options with type, default and the presets' values."""
     from promptgen.errors import UnknownComponentError, suggestion
-    from promptgen.presets import declared_presets
+    from promptgen.components.presets import declared_presets
 
     found = [c for c in registry if c.name == name or name in c.aliases]
     if not found:
@@ -103,7 +105,7 @@ def cmd_backbone(args: argparse.Namespace) -> int:
 
 def cmd_cache_info(args: argparse.Namespace) -> int:
     """Show what the feature cache holds: entries and size per backbone fingerprint, dataset and transform."""
-    from promptgen.cache import FeatureCache
+    from promptgen.storage.cache import FeatureCache
 
     with FeatureCache(args.cache_dir) as cache:
         rows = cache.info()
@@ -123,7 +125,7 @@ def cmd_cache_info(args: argparse.Namespace) -> int:
 def cmd_cache_verify(args: argparse.Namespace) -> int:
     """Check every cached entry (checksum, width, finite values) and the database's structure (exit status 1 if
     anything is wrong); --repair drops what is bad."""
-    from promptgen.cache import DamagedCacheError, FeatureCache, salvage_files
+    from promptgen.storage.cache import DamagedCacheError, FeatureCache, salvage_files
 
     try:
         cache = FeatureCache(args.cache_dir)
@@ -160,7 +162,7 @@ def cmd_cache_verify(args: argparse.Namespace) -> int:
 def cmd_cache_clear(args: argparse.Namespace) -> int:
     """Delete cached features of one backbone (fingerprint or its prefix) and/or one dataset, or --all (which works
     on a damaged cache too)."""
-    from promptgen.cache import FeatureCache, clear_files
+    from promptgen.storage.cache import FeatureCache, clear_files
     from promptgen.errors import CacheError, ConfigError
 
     filtered = args.backbone is not None or args.dataset is not None
@@ -179,7 +181,7 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
     if args.all:  # every stored stage-I prompt label goes with the features
         import shutil
 
-        from promptgen.label_store import store_dir
+        from promptgen.storage.label_store import store_dir
 
         labels = store_dir(args.cache_dir)
         if labels.is_dir():
@@ -190,7 +192,7 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
 
 
 def _backbone_config(args: argparse.Namespace):
-    from promptgen.config import BackboneConfig
+    from promptgen.runs.config import BackboneConfig
 
     return BackboneConfig(name=args.backbone, model=args.model, pretrained=args.pretrained, device=args.device,
                           precision=args.precision)
@@ -267,11 +269,11 @@ def cmd_cache_extract(args: argparse.Namespace) -> int:
 
     import attrs
 
-    from promptgen.device import resolve_device
+    from promptgen.runs.device import resolve_device
     from promptgen.errors import ConfigError
-    from promptgen.extraction import ExtractJob, extract, merge
-    from promptgen.presets import resolve_preset, run_preset
-    from promptgen.registry import default_registry
+    from promptgen.storage.extraction import ExtractJob, extract, merge
+    from promptgen.components.presets import resolve_preset, run_preset
+    from promptgen.components.registry import default_registry
 
     registry = default_registry()
     if not registry.has("dataset", args.dataset):
@@ -310,7 +312,7 @@ def cmd_cache_extract(args: argparse.Namespace) -> int:
 
 def cmd_cache_merge(args: argparse.Namespace) -> int:
     """Fold the shards that `promptgen cache extract --shard` wrote into the cache (each entry checked)."""
-    from promptgen.extraction import merge
+    from promptgen.storage.extraction import merge
 
     result = merge(args.cache_dir, keep=args.keep)
     if not result["shards"]:
@@ -325,8 +327,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train one DG run of a method (e.g. SPG: stage I -> stage II -> test on each target) and write its directory."""
     from pathlib import Path
 
-    from promptgen.config import RunConfig, check_names
-    from promptgen.registry import default_registry
+    from promptgen.runs.config import RunConfig, check_names
+    from promptgen.components.registry import default_registry
 
     registry = default_registry()
     overrides = merge_overrides(parse_settings(args.set),
@@ -338,24 +340,24 @@ def cmd_train(args: argparse.Namespace) -> int:
                        epoch=args.epoch, overrides=overrides, cache_dir=args.cache_dir, data_root=args.data_root,
                        num_workers=args.workers)
     check_names(config, registry)  # a misspelt name fails here, before torch and the backbone load
-    from promptgen.engine import run
+    from promptgen.runs.engine import run
 
     targets = "+".join(args.target)
     out = Path(args.out) if args.out else Path("runs") / args.dataset / targets / f"{args.method}-seed{args.seed}"
     if args.dry_run:
-        from promptgen import dry_run
-        from promptgen.engine import check, plan_run
+        from promptgen.runs import dry_run
+        from promptgen.runs.engine import check, plan_run
 
         checked = check(config, registry)
         print(dry_run.text(dry_run.describe(config, registry, checked, plan_run(config, registry, checked, False), out)))
         return 0
     if args.log == "tensorboard":
-        from promptgen.curves import require_tensorboard
+        from promptgen.toolkit.curves import require_tensorboard
 
         require_tensorboard()  # before training, not after it
     metrics = run(config, out, registry=registry, progress=not args.quiet, force=args.force)
     if args.log == "tensorboard":
-        from promptgen.curves import TENSORBOARD_DIR, write_tensorboard
+        from promptgen.toolkit.curves import TENSORBOARD_DIR, write_tensorboard
 
         if write_tensorboard(out, out / TENSORBOARD_DIR):
             print(f"TensorBoard events: tensorboard --logdir {out / TENSORBOARD_DIR}")
@@ -371,8 +373,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Re-evaluate a run directory from disk (prompt labels, generator, cached features)."""
     from pathlib import Path
 
-    from promptgen.engine import evaluate_run
-    from promptgen.files import dumps, read_json
+    from promptgen.runs.engine import evaluate_run
+    from promptgen.storage.files import dumps, read_json
 
     result = evaluate_run(args.run_dir, progress=not args.quiet)
     saved = read_json(Path(args.run_dir) / "metrics.json", "run metrics")
@@ -523,7 +525,7 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 def add_plugin_commands(commands) -> None:
     """Commands that plugins add (e.g. `promptgen world`); one that raises is reported and left out."""
     from promptgen.errors import PluginError
-    from promptgen.registry import default_registry
+    from promptgen.components.registry import default_registry
 
     registry = default_registry()
     for impl in registry.plugin_manager.hook.add_commands.get_hookimpls():
@@ -631,7 +633,7 @@ def sigterm_raises():
 
 def warn_about_plugins() -> None:
     """Say once which plugins were left out, so that a broken one is visible without stopping the command."""
-    from promptgen.registry import default_registry
+    from promptgen.components.registry import default_registry
 
     for error in default_registry().errors:
         print(f"promptgen: warning: {error}", file=sys.stderr)

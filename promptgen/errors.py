@@ -137,7 +137,7 @@ def describe(error: BaseException) -> tuple[str, int]:
                 f"keeps what is readable, `promptgen cache clear --all` starts afresh"), FAILURE
     if module == "safetensors" or type(error).__name__ == "SafetensorError":
         return f"not a readable .safetensors file ({error})", BAD_INPUT
-    from promptgen.registry import plugin_at_fault  # here: the registry imports this module
+    from promptgen.components.registry import plugin_at_fault  # here: the registry imports this module
 
     culprit = plugin_at_fault(error)
     if culprit:

@@ -18,7 +18,7 @@ def pytest_configure(config):
     """The suite sees promptgen's own plugins and those its tests install, never the environment's: a third-party
     plugin someone installed can neither break a test nor change what it checks. (Before collection: some test
     modules build a registry when imported.)"""
-    import promptgen.registry as registry
+    import promptgen.components.registry as registry
 
     everything = registry._entry_points
 
@@ -65,7 +65,7 @@ def install_plugin(tmp_path, monkeypatch, request):
     Exactly what pip leaves behind for a plugin distribution: importlib.metadata finds the entry
     point in the 'promptgen' group, so loading goes through the real discovery path.
     """
-    from promptgen.registry import default_registry
+    from promptgen.components.registry import default_registry
 
     site = tmp_path / "site-packages"
     site.mkdir()

@@ -14,7 +14,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from promptgen.errors import BackboneLoadError
-from promptgen.prompts import PromptAssembler
+from promptgen.toolkit.prompts import PromptAssembler
 from promptgen_openclip.backbone import OpenClipBackbone
 from promptgen_openclip.loading import add_tiny_configs
 

@@ -131,7 +131,7 @@ def test_a_bad_input_gets_one_line_and_its_exit_code(tmp_path, capsys, monkeypat
 ])
 def test_an_os_error_in_the_run_is_one_line_naming_the_path(tmp_path, capsys, monkeypatch, name, message):
     """Writing the run directory fails: the disk is full, a path is not writable, the file system is read-only."""
-    from promptgen import rundir
+    from promptgen.runs import rundir
 
     def refuse(path, value):
         raise OSError(getattr(errno, name), os.strerror(getattr(errno, name)), str(path))
@@ -150,7 +150,7 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
 
 
 def test_a_misspelled_dataset_is_named_before_the_backbone_is_built(monkeypatch, capsys):
-    from promptgen.config import BackboneConfig
+    from promptgen.runs.config import BackboneConfig
 
     monkeypatch.setattr(BackboneConfig, "build", lambda *a, **k: pytest.fail("the backbone was built"))
     assert cli.main([*TRAIN, "--dataset", "digit-dg"]) == 2

@@ -12,9 +12,9 @@ import torch
 from benchmarks import run as benchmarks_run
 from benchmarks.protocols import all_methods
 from promptgen import cli
-from promptgen.config import RunConfig
-from promptgen.engine import run
-from promptgen.registry import load_registry
+from promptgen.runs.config import RunConfig
+from promptgen.runs.engine import run
+from promptgen.components.registry import load_registry
 
 REGISTRY = load_registry()
 SMALL = {"digits-dg": {"per_class": 20}, "cocoop": {"epochs": 2}, "dpl": {"epochs": 2}}
@@ -70,8 +70,8 @@ def test_cocoop_and_dpl_learn_their_loss_falls(tmp_path):
 
 
 def test_dpl_scores_a_block_of_test_images_with_one_domain_prompt(tiny_backbone):
-    from promptgen.evaluate import prompt_logits
-    from promptgen.prompts import PromptAssembler
+    from promptgen.toolkit.evaluate import prompt_logits
+    from promptgen.toolkit.prompts import PromptAssembler
     from promptgen_baselines.cocoop_dpl import DPL
     from promptgen_baselines.conditional import MLPPrompt
 
@@ -93,7 +93,7 @@ def test_dpl_scores_a_block_of_test_images_with_one_domain_prompt(tiny_backbone)
 
 VIT_ONLY = '''
 from promptgen import hookimpl
-from promptgen.methods import SharedPromptMethod
+from promptgen.toolkit.methods import SharedPromptMethod
 
 
 class ImageSideOnly(SharedPromptMethod):
@@ -176,8 +176,8 @@ def test_the_prompted_towers_compute_what_open_clip_computes_when_the_prompts_ar
 
 
 def test_vit_only_methods_say_why_they_skip_the_default_backbone():
-    from promptgen.config import BackboneConfig
-    from promptgen.engine import unsupported
+    from promptgen.runs.config import BackboneConfig
+    from promptgen.runs.engine import unsupported
 
     for method in ("vpt", "maple"):
         factory = REGISTRY.get("method", method).factory

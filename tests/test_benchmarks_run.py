@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from benchmarks import protocols, run, stats, suites, sweep
 from benchmarks.records import RecordStore
 from promptgen.errors import ConfigError
-from promptgen.registry import default_registry
+from promptgen.components.registry import default_registry
 
 QUICK = """
 [overrides.coop]
@@ -38,8 +38,8 @@ def _suite(tmp_path, body: str, name: str = "tiny") -> str:
 
 def _zero_shot(tmp_path, domains) -> dict:
     """Zero-shot accuracy (%, one decimal) per domain, from the engine itself: what the tables must show."""
-    from promptgen.config import RunConfig
-    from promptgen.engine import run as engine_run
+    from promptgen.runs.config import RunConfig
+    from promptgen.runs.engine import run as engine_run
 
     config = RunConfig(targets=tuple(domains), sources=(next(d for d in DOMAINS if d not in domains),),
                        method="zero-shot", backbone={"device": "cpu"}, overrides={"digits-dg": {"per_class": 10}})
@@ -357,7 +357,7 @@ def test_method_cost_peak_is_the_blocks_own_memory():
 
 def test_one_epoch_overrides_only_the_components_with_epochs():
     from benchmarks.method_costs import one_epoch
-    from promptgen.registry import default_registry
+    from promptgen.components.registry import default_registry
     registry = default_registry()
     assert one_epoch(registry, "spg-cgan", (("prompt_learner", "coop"), ("generator", "cgan"))) == \
         {"coop": {"epochs": 1, "warmup_epochs": 0}, "cgan": {"epochs": 1, "warmup_epochs": 0}}

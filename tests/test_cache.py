@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from promptgen import cli
-from promptgen.cache import FeatureCache, encode_entry, feature_key, transform_id
-from promptgen.data import extract_features
+from promptgen.storage.cache import FeatureCache, encode_entry, feature_key, transform_id
+from promptgen.toolkit.data import extract_features
 from promptgen.errors import ConfigError
 from promptgen_colors.dataset import ColorsDataset
 

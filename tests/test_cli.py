@@ -55,7 +55,7 @@ def test_backbone_info_and_errors_without_traceback(capsys):
 
 def test_dry_run_resolves_the_run_and_trains_and_writes_nothing(tmp_path, capsys, monkeypatch):
     from benchmarks import run as benchmarks_run
-    from promptgen import engine
+    from promptgen.runs import engine
 
     monkeypatch.setattr(engine, "prepare", lambda *a, **k: pytest.fail("the dry run built the backbone"))
     out = tmp_path / "run"

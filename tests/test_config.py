@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from promptgen.config import BackboneConfig, RunConfig, from_dict
+from promptgen.runs.config import BackboneConfig, RunConfig, from_dict
 from promptgen.errors import ConfigError
 
 
@@ -51,7 +51,7 @@ def test_a_run_config_round_trips_through_json_and_its_identity_leaves_out_where
 
 
 def test_building_a_config_imports_no_plugin_and_checks_no_name():
-    code = ("import sys; from promptgen.config import RunConfig; "
+    code = ("import sys; from promptgen.runs.config import RunConfig; "
             "c = RunConfig(targets='nowhere', method='no-such-method', backbone={'name': 'no-such-backbone'}); "
             "print(sorted(m for m in sys.modules if m.startswith('promptgen_')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

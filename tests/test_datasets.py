@@ -19,8 +19,8 @@ from PIL import Image
 
 from promptgen.cli import main
 from promptgen.errors import ConfigError, DatasetError
-from promptgen.plan import shared_classes
-from promptgen.registry import load_registry
+from promptgen.runs.plan import shared_classes
+from promptgen.components.registry import load_registry
 from promptgen_dg_datasets import class_lists, imagecheck
 
 PACS_DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
@@ -540,8 +540,8 @@ def test_splits_and_image_checks_go_under_the_runs_cache_dir(create, pacs_root, 
 
 
 def test_a_run_hands_its_cache_dir_to_the_dataset(pacs_root, cache, tmp_path):
-    from promptgen.config import RunConfig
-    from promptgen.engine import build_dataset
+    from promptgen.runs.config import RunConfig
+    from promptgen.runs.engine import build_dataset
 
     other = tmp_path / "run-cache"
     config = RunConfig(targets="photo", dataset="pacs", data_root=str(pacs_root), cache_dir=str(other))
@@ -647,7 +647,7 @@ def test_data_info_split_option(pacs_root, capsys):
 
 @pytest.mark.parametrize("name", ["pacs", "vlcs", "office-home", "terra-incognita", "domainnet", "folder"])
 def test_the_gpu_preset_runs_the_official_split(registry, name):
-    from promptgen.context import resolve_options
+    from promptgen.runs.context import resolve_options
 
     assert resolve_options(registry, "dataset", name, "gpu", name, {}) == {"split": "official"}
     assert resolve_options(registry, "dataset", name, "cpu", name, {}) == {"split": "files"}
@@ -655,8 +655,8 @@ def test_the_gpu_preset_runs_the_official_split(registry, name):
 
 
 def test_a_gpu_run_builds_its_dataset_with_the_official_split(pacs_root):
-    from promptgen.config import RunConfig
-    from promptgen.engine import build_dataset
+    from promptgen.runs.config import RunConfig
+    from promptgen.runs.engine import build_dataset
 
     config = RunConfig(targets="photo", dataset="pacs", data_root=str(pacs_root))
     assert build_dataset(config, load_registry(), "pacs", "gpu", progress=False).split == "official"

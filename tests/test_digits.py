@@ -9,7 +9,7 @@ import pytest
 
 from promptgen import cli
 from promptgen.errors import ConfigError
-from promptgen.registry import create
+from promptgen.components.registry import create
 from promptgen_digits import glyphs, styles, world
 from promptgen_digits.backbone import CARD
 from promptgen_digits.dataset import SPLITS, DigitsDG, generate_domain

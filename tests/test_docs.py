@@ -12,12 +12,12 @@ import torch
 from benchmarks import run as benchmarks_run
 from benchmarks.records import RecordStore
 from promptgen import cli
-from promptgen.config import RunConfig
-from promptgen.curves import curve_sets
-from promptgen.engine import run
-from promptgen.protocols import check_fit_report
-from promptgen.registry import load_registry
-from promptgen.values import FeatureSet, PromptLabel
+from promptgen.runs.config import RunConfig
+from promptgen.toolkit.curves import curve_sets
+from promptgen.runs.engine import run
+from promptgen.components.protocols import check_fit_report
+from promptgen.components.registry import load_registry
+from promptgen.toolkit.values import FeatureSet, PromptLabel
 
 DOC = Path(__file__).parents[1] / "docs" / "plugins.md"
 SMALL = ["--set", "digits-dg.per_class=10", "--set", "coop.epochs=1", "--set", "coop.warmup_epochs=0", "--views", "1",

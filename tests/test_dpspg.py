@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from promptgen import cli
-from promptgen.config import RunConfig
-from promptgen.engine import evaluate_run, run
-from promptgen.evaluate import accuracy, prompt_logits
-from promptgen.prompts import PromptAssembler, phrase_embedding
-from promptgen.registry import load_registry
-from promptgen.values import FeatureSet
+from promptgen.runs.config import RunConfig
+from promptgen.runs.engine import evaluate_run, run
+from promptgen.toolkit.evaluate import accuracy, prompt_logits
+from promptgen.toolkit.prompts import PromptAssembler, phrase_embedding
+from promptgen.components.registry import load_registry
+from promptgen.toolkit.values import FeatureSet
 
 REGISTRY = load_registry()
 SMALL = {"digits-dg": {"per_class": 10}, "coop": {"epochs": 2}, "negative-coop": {"epochs": 2},
@@ -124,7 +124,7 @@ def test_joint_stage_one_learns_both_contexts_in_one_loop_and_selects_on_positiv
     an epoch is one view of each image in floor(N / batch) steps; the kept epoch is the one whose
     positive - negative val accuracy is best, and the label carries the negative context of that same epoch."""
     import promptgen_dpspg.joint as joint
-    from promptgen.context_fitting import train_prompts
+    from promptgen.toolkit.context_fitting import train_prompts
 
     classes = ["cat", "dog", "bird", "fish", "frog"]
     train = _toy_images(tiny_backbone, classes, 70, 0, views=2)  # 70 images, 2 cached views each
@@ -183,9 +183,9 @@ def test_the_joint_score_is_the_official_positive_minus_negative():
 def test_the_negative_context_goes_through_the_label_files_exactly(tmp_path):
     """The joint label carries the negative context in its JSON metadata (what the label store writes): a float32
     read back is the same float32, so the negative label after a reload is bit-identical."""
-    from promptgen.checkpoints import load_prompt_label, save_prompt_label
+    from promptgen.storage.checkpoints import load_prompt_label, save_prompt_label
     from promptgen.errors import PromptgenError
-    from promptgen.values import PromptLabel
+    from promptgen.toolkit.values import PromptLabel
     from promptgen_dpspg.joint import NEGATIVE_CTX, split_label
 
     negative = torch.randn(4, 64, generator=torch.Generator().manual_seed(0))
@@ -204,7 +204,7 @@ def test_joint_stage_two_trains_both_generators_per_step_and_never_selects_befor
     epoch; a score that is best at epoch 0 and falls after it still selects epoch ``late`` (the code's LATE)."""
     from types import SimpleNamespace
 
-    from promptgen.values import PromptLabel
+    from promptgen.toolkit.values import PromptLabel
     from promptgen_dpspg.method import DualPath
     from promptgen_dpspg.transformer import TransformerGenerator
 
@@ -256,7 +256,7 @@ def test_a_generator_without_a_trainer_is_trained_the_sequential_way():
 
 
 def test_the_gpu_preset_is_the_official_procedure_and_cpu_keeps_the_earlier_one():
-    from promptgen.context import effective_options
+    from promptgen.runs.context import effective_options
 
     def options(kind, name, preset):
         return effective_options(REGISTRY, kind, name, preset, "digits-dg", {})
@@ -310,7 +310,7 @@ def test_dpspg_with_the_official_procedure_trains_end_to_end_and_shares_its_join
     shared = run(_config("dpspg-positive", **{"dpspg-positive": official}, **tiny), tmp_path / "positive",
                  registry=REGISTRY, progress=False)
     assert all(label["stage1_store"]["reused"] for label in shared["fit"]["stage1"]["positive"].values())
-    from promptgen.checkpoints import load_prompt_label
+    from promptgen.storage.checkpoints import load_prompt_label
 
     for domain in stage1["positive"]:
         assert torch.equal(load_prompt_label(out / "prompt_labels_positive" / domain).ctx,

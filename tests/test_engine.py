@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from promptgen import cli
-from promptgen.config import RunConfig
-from promptgen.engine import evaluate_run, run
+from promptgen.runs.config import RunConfig
+from promptgen.runs.engine import evaluate_run, run
 from promptgen.errors import ConfigError
-from promptgen.plan import class_key, class_map, shared_classes
-from promptgen.values import FeatureSet
+from promptgen.runs.plan import class_key, class_map, shared_classes
+from promptgen.toolkit.values import FeatureSet
 
 # digits-dg at 10 images per class and domain (6 train, 2 val, 2 test), one view, one epoch each
 SMALL = {"digits-dg": {"per_class": 10}, "coop": {"epochs": 1, "warmup_epochs": 0},
@@ -57,7 +57,7 @@ def test_run_directory_re_evaluates_to_the_same_accuracy(tmp_path, method):
 
 
 def test_zero_shot_reads_no_training_features(tmp_path, monkeypatch):
-    from promptgen.context import RunContext
+    from promptgen.runs.context import RunContext
 
     asked = []
     features = RunContext.features
@@ -82,7 +82,7 @@ def test_bad_method_and_target_are_named(tmp_path):
 
 
 def test_a_misspelled_override_fails_before_any_work(tmp_path, monkeypatch):
-    from promptgen import engine
+    from promptgen.runs import engine
 
     monkeypatch.setattr(engine, "make_plan", lambda *a, **k: pytest.fail("the plan was made"))
     with pytest.raises(ConfigError, match=r"coop: unknown option 'epocs'; options of .*coop.*epochs"):

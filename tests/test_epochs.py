@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from promptgen.config import RunConfig
-from promptgen.context import resolve_options
-from promptgen.engine import run
-from promptgen.epochs import Epochs, steps_per_epoch
-from promptgen.registry import load_registry
-from promptgen.schedules import dassl_lr
-from promptgen.training import Trainer, train_epochs
-from promptgen.values import FeatureSet, PromptLabel
+from promptgen.runs.config import RunConfig
+from promptgen.runs.context import resolve_options
+from promptgen.runs.engine import run
+from promptgen.toolkit.epochs import Epochs, steps_per_epoch
+from promptgen.components.registry import load_registry
+from promptgen.toolkit.schedules import dassl_lr
+from promptgen.toolkit.generator_training import Trainer, train_epochs
+from promptgen.toolkit.values import FeatureSet, PromptLabel
 
 REGISTRY = load_registry()
 
@@ -56,8 +56,8 @@ def test_each_view_of_each_image_is_drawn_once_over_views_epochs():
 
 
 def test_the_run_groups_train_views_by_image_unless_its_epoch_is_views(tmp_path):
-    from promptgen.engine import prepare
-    from promptgen.cache import FeatureCache
+    from promptgen.runs.engine import prepare
+    from promptgen.storage.cache import FeatureCache
 
     config = RunConfig(targets="photo", method="coop", preset="gpu", views=2, backbone={"device": "cpu"},
                        overrides={"digits-dg": {"per_class": 5}})
@@ -112,7 +112,7 @@ def test_the_generator_loop_sets_dassls_lr_once_per_epoch():
 
     labels = [PromptLabel(torch.zeros(2, 8), "fp", "d", ("a", "b"))]
     backbone = type("B", (), {"device": torch.device("cpu"), "fingerprint": "fp"})()
-    import promptgen.training as training
+    import promptgen.toolkit.generator_training as training
 
     real = training.PromptAssembler
     training.PromptAssembler = lambda *args: None  # no text encoder needed: the score is given
@@ -204,7 +204,7 @@ def test_spgs_stage_one_runs_the_released_scripts_overrides_and_the_coop_baselin
 
 @pytest.mark.parametrize("ties, kept", [("earlier", 1), ("later", 3)])
 def test_ties_keep_the_epoch_the_rule_names(ties, kept):
-    from promptgen.context_fitting import train_prompts
+    from promptgen.toolkit.context_fitting import train_prompts
 
     scores = iter([0.2, 0.5, 0.4, 0.5])
     module = torch.nn.Linear(1, 1)

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from promptgen import cli
-from promptgen.cache import FeatureCache, _scan, decode_entry
-from promptgen.extraction import ExtractJob, extract, merge, shard_dirs
+from promptgen.storage.cache import FeatureCache, _scan, decode_entry
+from promptgen.storage.extraction import ExtractJob, extract, merge, shard_dirs
 
 
 def _entries(root) -> dict[bytes, bytes]:
@@ -87,7 +87,7 @@ def test_torchrun_ranks_write_one_shard_each_and_merge_into_the_single_process_c
 
 
 def test_a_killed_shard_computes_only_what_it_lacks_when_run_again(tmp_path, monkeypatch):
-    import promptgen.cache as cache_module
+    import promptgen.storage.cache as cache_module
 
     tree = _tree(tmp_path / "tree", domains=2, classes=3, per_class=20)
     job = ExtractJob(dataset="folder", backbone={"device": "cpu"}, cache_dir=str(tmp_path / "cache"),

@@ -14,12 +14,12 @@ import pytest
 from benchmarks import protocols, suites
 from benchmarks import run as benchmarks_run
 from promptgen import cli
-from promptgen.checkpoints import load_prompt_label
-from promptgen.config import RunConfig
-from promptgen.curves import curve_sets
-from promptgen.engine import check
+from promptgen.storage.checkpoints import load_prompt_label
+from promptgen.runs.config import RunConfig
+from promptgen.toolkit.curves import curve_sets
+from promptgen.runs.engine import check
 from promptgen.errors import ConfigError
-from promptgen.registry import default_registry
+from promptgen.components.registry import default_registry
 
 ROOT = Path(__file__).parents[1]
 SMALL = ["--set", "digits-dg.per_class=5", "--views", "1", "--quiet"]
@@ -203,7 +203,7 @@ def test_a_third_party_generators_history_is_its_runs_stage_ii_history_and_curve
 ])
 def test_a_malformed_generator_report_is_named(report, problem):
     from promptgen.errors import GeneratorError
-    from promptgen.protocols import check_fit_report
+    from promptgen.components.protocols import check_fit_report
 
     with pytest.raises(GeneratorError, match=r"^generator 'g' \(plugin p\): .*" + re.escape(problem)):
         check_fit_report(report, "generator 'g' (plugin p)")
@@ -216,7 +216,7 @@ def test_a_malformed_generator_report_is_named(report, problem):
 
 METHOD = '''
 from promptgen import hookimpl
-from promptgen.methods import SharedPromptMethod
+from promptgen.toolkit.methods import SharedPromptMethod
 
 
 class MyCoOp(SharedPromptMethod):

@@ -6,10 +6,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptgen.checkpoints import load_generator, save_generator
+from promptgen.storage.checkpoints import load_generator, save_generator
 from promptgen.errors import ConfigError
-from promptgen.registry import create, default_registry
-from promptgen.values import FeatureSet, PromptLabel
+from promptgen.components.registry import create, default_registry
+from promptgen.toolkit.values import FeatureSet, PromptLabel
 
 GENERATORS = sorted(default_registry().names("generator"))
 

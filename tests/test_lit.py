@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from promptgen.cache import FeatureCache
+from promptgen.storage.cache import FeatureCache
 from promptgen_digits import world
 from promptgen_digits.backbone import WEIGHTS, TinyClipDigits
 from promptgen_digits.lit import CHECKPOINT, LitConfig, same_image_tower, train_text_tower

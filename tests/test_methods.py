@@ -9,10 +9,10 @@ from pathlib import Path
 import attrs
 import pytest
 
-from promptgen.config import BackboneConfig, RunConfig
-from promptgen.context import RunContext
-from promptgen.engine import check, run, unsupported
-from promptgen.registry import load_registry
+from promptgen.runs.config import BackboneConfig, RunConfig
+from promptgen.runs.context import RunContext
+from promptgen.runs.engine import check, run, unsupported
+from promptgen.components.registry import load_registry
 
 ROOT = Path(__file__).parents[1]
 REGISTRY = load_registry()
@@ -75,7 +75,7 @@ def test_each_component_gets_only_its_own_options(tmp_path, monkeypatch):
 def test_the_official_clipping_lives_in_the_cgan_plugin_and_the_gpu_preset_selects_it_on_every_dataset():
     """docs/parity.md rows 3, 5, 2 and 11: the released scripts' argparse limits on every dataset, lr 2e-3
     everywhere, the normalised condition and AdamW's default betas."""
-    from promptgen.context import resolve_options
+    from promptgen.runs.context import resolve_options
     from promptgen_cgan.generator import OFFICIAL_CLIP, CGANGenerator
 
     for dataset in ("pacs", "vlcs", "office-home", "terra-incognita", "domainnet", "digits-dg"):
@@ -115,7 +115,7 @@ def _cgan_step(update: str):
     """One training step of a small CGAN, recording the discriminator's last-layer weights at each of its calls."""
     import torch
 
-    from promptgen.values import FeatureSet, PromptLabel
+    from promptgen.toolkit.values import FeatureSet, PromptLabel
     from promptgen_cgan.generator import CGANGenerator
 
     class Backbone:
@@ -151,7 +151,7 @@ def test_kaiming_init_is_the_official_one_on_both_networks():
 
     import torch
 
-    from promptgen.context import resolve_options
+    from promptgen.runs.context import resolve_options
     from promptgen_cgan.generator import CGANGenerator
 
     gpu = resolve_options(REGISTRY, "generator", "cgan", "gpu", "pacs", {})

@@ -156,7 +156,7 @@ def test_out_inside_the_cache_database_is_refused(tmp_path, shared_cache):
 def test_a_full_disk_mid_write_names_the_file(tmp_path, monkeypatch):
     """An OSError met while flushing names no file: the atomic writer names its target, and leaves no temporary."""
     from promptgen import errors
-    from promptgen.files import atomic_file
+    from promptgen.storage.files import atomic_file
 
     target = tmp_path / "features.npz"
     target.write_bytes(b"old")
@@ -206,7 +206,7 @@ def test_a_full_disk_when_the_cache_is_opened_is_a_message_not_a_bus_error(tmp_p
             assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run.partial-*"))
             return
     # No tmpfs to mount here: a file system that reports no space when the lock file is allocated.
-    from promptgen import cache as cache_module
+    from promptgen.storage import cache as cache_module
     from promptgen.errors import CacheError
 
     def no_space(descriptor, offset, length):

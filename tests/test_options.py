@@ -10,8 +10,8 @@ import pytest
 
 from promptgen import cli
 from promptgen.errors import ConfigError
-from promptgen.options import check_values, declared_options
-from promptgen.presets import component_preset
+from promptgen.components.options import check_values, declared_options
+from promptgen.components.presets import component_preset
 
 
 class Example:

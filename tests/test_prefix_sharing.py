@@ -10,12 +10,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptgen.prompts import PromptAssembler
+from promptgen.toolkit.prompts import PromptAssembler
 
 
 @functools.cache
 def _backbone(name: str):
-    from promptgen.registry import create
+    from promptgen.components.registry import create
 
     if name == "tiny-clip-digits":
         return create("backbone", name, device="cpu")

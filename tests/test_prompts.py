@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from promptgen.errors import PromptgenError
-from promptgen.prompts import PromptAssembler, phrase_embedding
+from promptgen.toolkit.prompts import PromptAssembler, phrase_embedding
 
 words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=10)
 class_name = st.lists(words, min_size=1, max_size=3).map(" ".join)

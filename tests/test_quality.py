@@ -6,8 +6,8 @@ import pytest
 import scipy.linalg
 import torch
 
-from promptgen.quality import domain_gap, fid, kid, precision_recall, prompt_quality
-from promptgen.values import FeatureSet, PromptLabel
+from promptgen.toolkit.quality import domain_gap, fid, kid, precision_recall, prompt_quality
+from promptgen.toolkit.values import FeatureSet, PromptLabel
 
 
 def _clouds(n=300, d=6, shift=0.5, seed=0):

@@ -5,7 +5,7 @@ import json
 import attrs
 
 from benchmarks.records import Job, RecordStore, run_jobs
-from promptgen.config import RunConfig
+from promptgen.runs.config import RunConfig
 from promptgen_local import LocalLauncher
 
 

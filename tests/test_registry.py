@@ -10,7 +10,7 @@ import torch
 
 from promptgen import cli, hookimpl
 from promptgen.errors import DuplicateComponentError, PluginError, PluginLoadError, ProtocolError, UnknownComponentError
-from promptgen.registry import KINDS, load_registry
+from promptgen.components.registry import KINDS, load_registry
 
 MEAN_PROMPT_PLUGIN = """
     import torch
@@ -50,7 +50,7 @@ def test_builtin_plugins_load_through_the_entry_point_group():
 
 
 def test_third_party_generator_is_discovered_and_usable_by_name(install_plugin, tiny_backbone):
-    from promptgen.values import FeatureSet, PromptLabel
+    from promptgen.toolkit.values import FeatureSet, PromptLabel
 
     install_plugin("pg_mean_prompt", MEAN_PROMPT_PLUGIN, entry_point="mean_prompt")
     registry = load_registry()
@@ -385,7 +385,7 @@ def test_a_lazy_factory_imports_its_target_only_when_used(tmp_path, monkeypatch)
 
 
 def test_every_builtin_plugin_registers_without_importing_torch():
-    code = ("import sys\nfrom promptgen.registry import load_registry\nregistry = load_registry(strict=True)\n"
+    code = ("import sys\nfrom promptgen.components.registry import load_registry\nregistry = load_registry(strict=True)\n"
             "assert len(list(registry)) > 30\nprint(sorted(m for m in ('torch', 'open_clip') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "[]", done.stderr[-2000:]

@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from promptgen import cli
-from promptgen.cache import DamagedCacheError, FeatureCache, salvage_files
-from promptgen.config import RunConfig
-from promptgen.engine import evaluate_run, run
+from promptgen.storage.cache import DamagedCacheError, FeatureCache, salvage_files
+from promptgen.runs.config import RunConfig
+from promptgen.runs.engine import evaluate_run, run
 from promptgen.errors import CacheError, GeneratorError, RunDirectoryError
-from promptgen.registry import load_registry
+from promptgen.components.registry import load_registry
 
 SMALL = {"digits-dg": {"per_class": 10}}
 
@@ -151,7 +151,7 @@ def test_an_overwritten_header_is_named_and_clear_all_still_works(intact, tmp_pa
 
 
 def test_a_read_only_cache_serves_its_features_and_stores_nothing(intact, tiny_backbone, tmp_path, monkeypatch):
-    from promptgen import cache as cache_module
+    from promptgen.storage import cache as cache_module
     from promptgen.errors import ConfigError
 
     root, dataset, features = intact
@@ -177,7 +177,7 @@ def test_a_full_disk_says_so_and_keeps_what_was_stored(intact, tiny_backbone, tm
 
     import lmdb
 
-    from promptgen import cache as cache_module
+    from promptgen.storage import cache as cache_module
 
     root, dataset, features = intact
     shutil.copytree(root / "features.lmdb", tmp_path / "features.lmdb")

@@ -1,4 +1,4 @@
-"""The report of a sweep: per-run training curves (promptgen.curves: PNG, TensorBoard) and the self-contained
+"""The report of a sweep: per-run training curves (promptgen.toolkit.curves: PNG, TensorBoard) and the self-contained
 index.html (benchmarks.report), checked on handcrafted run directories, on a real tiny sweep, and in a headless
 browser."""
 
@@ -20,8 +20,9 @@ import pytest
 from benchmarks import run
 from benchmarks.records import RecordStore
 from benchmarks.report import write_report
-from promptgen import curves, rundir
-from promptgen.curves import curve_sets, plot_curves, write_tensorboard
+from promptgen.toolkit import curves
+from promptgen.runs import rundir
+from promptgen.toolkit.curves import curve_sets, plot_curves, write_tensorboard
 from promptgen.errors import PromptgenError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -85,7 +86,7 @@ def test_write_metrics_plots_the_curves_and_a_failing_plot_only_warns(tmp_path, 
 
     monkeypatch.setattr(curves, "plot_curves", broken)
     (tmp_path / "other").mkdir()
-    with caplog.at_level(logging.WARNING, logger="promptgen.rundir"):
+    with caplog.at_level(logging.WARNING, logger="promptgen.runs.rundir"):
         rundir.write_metrics(tmp_path / "other", {"fit": {}}, history)
     assert (tmp_path / "other" / "metrics.json").is_file() and (tmp_path / "other" / "history.json").is_file()
     assert "could not plot the training curves: no fonts" in caplog.text

@@ -7,12 +7,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptgen.checkpoints import load_generator, load_prompt_label, save_generator, save_prompt_label
-from promptgen.data import extract_features
-from promptgen.evaluate import instance_logits, prompt_accuracy
-from promptgen.prompts import PromptAssembler
-from promptgen.registry import create
-from promptgen.values import FeatureSet, PromptLabel
+from promptgen.storage.checkpoints import load_generator, load_prompt_label, save_generator, save_prompt_label
+from promptgen.toolkit.data import extract_features
+from promptgen.toolkit.evaluate import instance_logits, prompt_accuracy
+from promptgen.toolkit.prompts import PromptAssembler
+from promptgen.components.registry import create
+from promptgen.toolkit.values import FeatureSet, PromptLabel
 from promptgen_cgan.generator import CGANGenerator
 
 
@@ -44,7 +44,7 @@ def test_coop_beats_zero_shot_on_its_own_domain(digits_backbone, typeset):
 def test_coop_with_the_cpu_preset_visibly_learns_on_digits_dg(digits_backbone, typeset):
     """The cpu preset's schedule (no lr raised by hand): the train loss falls epoch by epoch, the val accuracy
     moves, and the saved config says how many context vectors the label has."""
-    from promptgen.presets import component_preset
+    from promptgen.components.presets import component_preset
     from promptgen_coop.learner import CoOpPrompt
 
     dataset, split = typeset
@@ -116,7 +116,7 @@ def test_instance_inference_is_chunked_without_changing_results(tiny_backbone):
 
 
 def test_per_draw_gives_every_copy_of_an_image_its_own_noise_and_keeps_the_image_order(tiny_backbone):
-    from promptgen.evaluate import per_draw
+    from promptgen.toolkit.evaluate import per_draw
 
     generator = CGANGenerator(feature_dim=tiny_backbone.embed_dim, n_ctx=2, ctx_dim=tiny_backbone.ctx_dim, epochs=1)
     features = torch.nn.functional.normalize(torch.randn(5, tiny_backbone.embed_dim), dim=-1)

@@ -10,11 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptgen.checkpoints import load_generator, save_generator
-from promptgen.data import extract_features
-from promptgen.evaluate import instance_logits
-from promptgen.prompts import PromptAssembler
-from promptgen.registry import create, load_registry
+from promptgen.storage.checkpoints import load_generator, save_generator
+from promptgen.toolkit.data import extract_features
+from promptgen.toolkit.evaluate import instance_logits
+from promptgen.toolkit.prompts import PromptAssembler
+from promptgen.components.registry import create, load_registry
 
 # A third-party generator, installed the way pip would: least squares from the feature to the prompt.
 LINEAR_PLUGIN = '''
@@ -161,8 +161,8 @@ def _check_pipeline(registry, generators, data, tmp_path):
 def _cheap_overrides(registry, method: str, batch_size: int, backbone: dict) -> dict:
     """One epoch and a drawn batch size, for the method and each of its components, but only where the
     component declares the option: a component is given no option it never promised."""
-    from promptgen.config import RunConfig
-    from promptgen.engine import check
+    from promptgen.runs.config import RunConfig
+    from promptgen.runs.engine import check
 
     checked = check(RunConfig(targets="-", method=method, backbone=backbone), registry)
     overrides = {}
@@ -181,8 +181,8 @@ def test_any_method_on_any_backbone_and_dataset_trains_scores_and_reloads(instal
     """Methods are swapped like components: hypothesis draws a registered method (a third-party generator's
     spg-<name> included), a backbone it runs on, a dataset and a batch size; the run's scores are accuracies and
     the run directory re-evaluates to the same numbers."""
-    from promptgen.config import BackboneConfig, RunConfig
-    from promptgen.engine import evaluate_run, run, unsupported
+    from promptgen.runs.config import BackboneConfig, RunConfig
+    from promptgen.runs.engine import evaluate_run, run, unsupported
 
     install_plugin("promptgen_linear_generator", LINEAR_PLUGIN)
     registry = load_registry()

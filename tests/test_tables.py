@@ -9,7 +9,7 @@ import torch
 
 from benchmarks import stats
 from benchmarks.tables import LEGEND, accuracy_table
-from promptgen.evaluate import pack_correct, unpack_correct
+from promptgen.toolkit.evaluate import pack_correct, unpack_correct
 
 
 def _records():

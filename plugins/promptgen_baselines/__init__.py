@@ -7,12 +7,14 @@ ViT image towers. Each is a method registered through ``register_methods``, exac
 package would; see docs/methods.md for what each learns and where we differ from the reference code.
 """
 
-from promptgen import hookimpl, lazy
+from promptgen import hookimpl
+
+from promptgen import lazy
 
 
 @hookimpl
 def register_methods(register):
-    # lazy: listing or checking names imports no torch (promptgen.lazy)
+    # lazy: listing or checking names imports no torch (promptgen.components.lazy)
     register("linear-probe", lazy("promptgen_baselines.linear_probe:LinearProbe"))
     register("cocoop", lazy("promptgen_baselines.cocoop_dpl:CoCoOp"))
     register("dpl", lazy("promptgen_baselines.cocoop_dpl:DPL"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from promptgen.epochs import Epochs
-from promptgen.evaluate import logits as cosine_logits
+from promptgen.toolkit.epochs import Epochs
+from promptgen.toolkit.evaluate import logits as cosine_logits
 from promptgen_baselines.conditional import ConditionalPromptMethod, MetaNetPrompt, MLPPrompt
 
 # The SPG baselines' schedule (configs/trainers/BASELINE/b32_ep50.yaml, train_baseline.py): SGD,

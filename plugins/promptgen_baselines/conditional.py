@@ -16,11 +16,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from promptgen.errors import ConfigError
-from promptgen.context_fitting import train_prompts
-from promptgen.epochs import Epochs
-from promptgen.evaluate import accuracy, instance_logits, logits
-from promptgen.files import read_json, write_json
-from promptgen.prompts import PromptAssembler, context_length, phrase_embedding
+from promptgen.toolkit.context_fitting import train_prompts
+from promptgen.toolkit.epochs import Epochs
+from promptgen.toolkit.evaluate import accuracy, instance_logits, logits
+from promptgen.storage.files import read_json, write_json
+from promptgen.toolkit.prompts import PromptAssembler, context_length, phrase_embedding
 
 RANDOM_N_CTX = 4  # context vectors without ctx_init (the SPG baselines' 4, randomly initialised)
 
@@ -90,7 +90,7 @@ class ConditionalPromptMethod:
 
     @classmethod
     def effective_options(cls, values: dict) -> dict:
-        """``n_ctx`` as it runs: ctx_init's word count when it is set (promptgen.prompts.context_length)."""
+        """``n_ctx`` as it runs: ctx_init's word count when it is set (promptgen.toolkit.prompts.context_length)."""
         return {**values, "n_ctx": context_length(values["ctx_init"], values["n_ctx"], RANDOM_N_CTX, cls.name)}
 
     def components(self):
@@ -108,7 +108,7 @@ class ConditionalPromptMethod:
 
     def batches(self, train, batch_size: int, rng: torch.Generator):
         """``(next_epoch, steps)``: a callable giving each epoch's batches (index tensors) and their number (default:
-        the sources pooled, one view of each image per epoch: promptgen.epochs)."""
+        the sources pooled, one view of each image per epoch: promptgen.toolkit.epochs)."""
         epochs = Epochs(train, batch_size, rng)
         return epochs.next, epochs.steps
 

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from promptgen.errors import ConfigError
-from promptgen.files import write_json
+from promptgen.storage.files import write_json
 
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 

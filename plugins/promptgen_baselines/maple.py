@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from promptgen.errors import ConfigError
-from promptgen.prompts import phrase_embedding
+from promptgen.toolkit.prompts import phrase_embedding
 from promptgen_baselines.visual import ImagePromptMethod, is_vit, run_blocks, vit_head, vit_model_unsupported, \
     vit_tokens
 from promptgen_openclip.backbone import _pool

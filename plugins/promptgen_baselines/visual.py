@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from promptgen.context_fitting import train_prompts
+from promptgen.toolkit.context_fitting import train_prompts
 from promptgen.errors import ConfigError
-from promptgen.evaluate import accuracy, logits
-from promptgen.files import read_json, write_json
+from promptgen.toolkit.evaluate import accuracy, logits
+from promptgen.storage.files import read_json, write_json
 
 
 class _Indexed(torch.utils.data.Dataset):
@@ -109,7 +109,7 @@ class ImagePromptMethod:
         images = _Indexed(run.images(split, train=train))
         batch = self.options["batch_size"] if train else 256
         # training: each image once per epoch, freshly augmented, the last partial batch dropped (Dassl's loader,
-        # data_manager.py:38-44; promptgen.epochs does the same on cached features)
+        # data_manager.py:38-44; promptgen.toolkit.epochs does the same on cached features)
         return torch.utils.data.DataLoader(images, batch_size=batch, shuffle=shuffle is not None, generator=shuffle,
                                            num_workers=self.num_workers, drop_last=train and len(images) >= batch)
 

@@ -1,6 +1,8 @@
 """Built-in plugin: the ``cgan`` prompt generator (stage II of SPG)."""
 
-from promptgen import hookimpl, lazy
+from promptgen import hookimpl
+
+from promptgen import lazy
 
 
 @hookimpl

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from promptgen.errors import ConfigError
-from promptgen.training import SCHEDULES, Trainer, fit_generator, load_module_states, module_states
-from promptgen.values import FeatureSet
+from promptgen.toolkit.generator_training import SCHEDULES, Trainer, fit_generator, load_module_states, module_states
+from promptgen.toolkit.values import FeatureSet
 from promptgen_cgan.networks import CONDITIONS, INITS, PromptDiscriminator, PromptGenerator
 
 UPDATES = ("d-first", "g-first")  # d-first: the official order; g-first: promptgen's earlier one
@@ -134,7 +134,7 @@ class CGANGenerator:
         return fit_generator(self, backbone, train, prompt_labels, val, name="cgan")
 
     def trainer(self, backbone, train: FeatureSet, prompt_labels) -> Trainer:
-        """The nets on the backbone's device, their optimizers and one G + D step (promptgen.training.Trainer)."""
+        """The nets on the backbone's device, their optimizers and one G + D step (promptgen.toolkit.generator_training.Trainer)."""
         o = self.options
         device = backbone.device
         self.generator.to(device)

@@ -1,6 +1,8 @@
 """Built-in plugin: the ``colors`` dataset, procedural colour swatches for demos and tests."""
 
-from promptgen import hookimpl, lazy
+from promptgen import hookimpl
+
+from promptgen import lazy
 
 
 @hookimpl

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from promptgen.errors import ConfigError
-from promptgen.values import Sample
+from promptgen.toolkit.values import Sample
 
 COLORS = {
     "red": (210, 30, 30),

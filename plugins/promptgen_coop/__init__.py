@@ -1,7 +1,9 @@
 """Built-in plugin: the ``coop`` prompt learner, ``spg-coop`` (CoOp with the schedule of SPG's stage I: one domain
 prompt label per source domain) and the ``coop`` method (one CoOp prompt learned on the source domains pooled)."""
 
-from promptgen import hookimpl, lazy
+from promptgen import hookimpl
+
+from promptgen import lazy
 
 
 @hookimpl

@@ -2,7 +2,7 @@
 
 Trained from cached image features: each step encodes the C class prompts (truncated at EOT) with
 gradients to the context only. Schedule as the official CoOp config (the loop is
-promptgen.context_fitting's): SGD, a constant warm-up epoch at 1e-5, then Dassl's cosine per epoch;
+promptgen.toolkit.context_fitting's): SGD, a constant warm-up epoch at 1e-5, then Dassl's cosine per epoch;
 the epoch with the best validation accuracy is kept (``ties``: which of two equal epochs).
 
 ``spg-coop`` is the same learner as SPG's stage I runs it: the released scripts' train.py forces
@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from promptgen.errors import ConfigError
-from promptgen.context_fitting import TIES, fit_context
-from promptgen.evaluate import accuracy
-from promptgen.prompts import context_length, phrase_embedding
-from promptgen.values import FeatureSet, PromptLabel
+from promptgen.toolkit.context_fitting import TIES, fit_context
+from promptgen.toolkit.evaluate import accuracy
+from promptgen.toolkit.prompts import context_length, phrase_embedding
+from promptgen.toolkit.values import FeatureSet, PromptLabel
 
 
 RANDOM_N_CTX = 16  # context vectors without ctx_init (CoOp's 16, randomly initialised)
@@ -74,7 +74,7 @@ class CoOpPrompt:
     @classmethod
     def effective_options(cls, values: dict) -> dict:
         """The options as a run uses them: ``n_ctx`` is ctx_init's word count when it is set
-        (promptgen.prompts.context_length), so a dry run shows the 4 of "a photo of a"."""
+        (promptgen.toolkit.prompts.context_length), so a dry run shows the 4 of "a photo of a"."""
         return {**values, "n_ctx": context_length(values["ctx_init"], values["n_ctx"], RANDOM_N_CTX, cls.name)}
 
     def _initial_context(self, backbone) -> torch.Tensor:

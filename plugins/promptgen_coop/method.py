@@ -1,6 +1,6 @@
 """The ``coop`` method: one CoOp prompt learned on the source domains pooled."""
 
-from promptgen.methods import SharedPromptMethod
+from promptgen.toolkit.methods import SharedPromptMethod
 
 
 class CoOp(SharedPromptMethod):

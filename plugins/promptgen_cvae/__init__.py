@@ -1,6 +1,8 @@
 """Built-in plugin: the ``cvae`` prompt generator (a conditional VAE for stage II)."""
 
-from promptgen import hookimpl, lazy
+from promptgen import hookimpl
+
+from promptgen import lazy
 
 
 @hookimpl

@@ -1,7 +1,7 @@
 """CVAEGenerator: stage II as a conditional VAE over the flattened prompt.
 
 Encoder q(z | prompt, f) and decoder p(prompt | z, f) are MLPs; prompts are modelled in the
-normalised space of :class:`promptgen.training.PromptScaler` (centred on the prompt labels' mean,
+normalised space of :class:`promptgen.toolkit.generator_training.PromptScaler` (centred on the prompt labels' mean,
 divided by their std), where the decoder's likelihood is a unit-variance Gaussian. The loss per
 sample, divided by the prompt size P = n_ctx * ctx_dim so the learning rate does not depend on it:
 
@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from promptgen.errors import ConfigError
-from promptgen.epochs import Epochs
-from promptgen.training import (SCHEDULES, PromptScaler, Trainer, condition, fit_generator, load_module_states,
+from promptgen.toolkit.epochs import Epochs
+from promptgen.toolkit.generator_training import (SCHEDULES, PromptScaler, Trainer, condition, fit_generator, load_module_states,
                                 module_states)
-from promptgen.values import FeatureSet
+from promptgen.toolkit.values import FeatureSet
 
 SAMPLE_MODES = ("random", "mean")
 
@@ -101,7 +101,7 @@ class CVAEGenerator:
         return fit_generator(self, backbone, train, prompt_labels, val, name="cvae")
 
     def trainer(self, backbone, train: FeatureSet, prompt_labels) -> Trainer:
-        """The networks on the backbone's device, the optimizer and one step (promptgen.training.Trainer)."""
+        """The networks on the backbone's device, the optimizer and one step (promptgen.toolkit.generator_training.Trainer)."""
         o = self.options
         device = backbone.device
         for module in self._modules().values():

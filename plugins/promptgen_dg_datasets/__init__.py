@@ -1,7 +1,9 @@
 """Built-in plugin: the standard DG datasets (pacs, vlcs, office-home, terra-incognita, domainnet), the generic
 `folder` dataset, and `promptgen data info`. Preparing the data: docs/datasets.md."""
 
-from promptgen import hookimpl, lazy
+from promptgen import hookimpl
+
+from promptgen import lazy
 
 
 @hookimpl

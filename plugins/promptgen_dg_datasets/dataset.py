@@ -12,7 +12,7 @@ import attrs
 from PIL import Image
 
 from promptgen.errors import ConfigError, DatasetError, suggestion
-from promptgen.values import Sample
+from promptgen.toolkit.values import Sample
 from promptgen_dg_datasets import imagecheck, splits
 from promptgen_dg_datasets.layout import Layout, Spec, locate
 from promptgen_dg_datasets.listing import IMAGE_EXTENSIONS, list_domain

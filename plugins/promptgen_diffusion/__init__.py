@@ -1,6 +1,8 @@
 """Built-in plugin: the ``diffusion`` prompt generator (a conditional denoising diffusion model for stage II)."""
 
-from promptgen import hookimpl, lazy
+from promptgen import hookimpl
+
+from promptgen import lazy
 
 
 @hookimpl

@@ -1,7 +1,7 @@
 """DiffusionGenerator: stage II as a conditional denoising diffusion model over the flattened prompt.
 
 Training (Ho et al. 2020): x0 is the prompt label in the normalised space of
-:class:`promptgen.training.PromptScaler`; t ~ U{0..T-1}, eps ~ N(0, I),
+:class:`promptgen.toolkit.generator_training.PromptScaler`; t ~ U{0..T-1}, eps ~ N(0, I),
 x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps with the cosine schedule (Nichol & Dhariwal 2021), and
 an MLP denoiser is trained with the MSE on what it predicts (``prediction``):
 
@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from promptgen.errors import ConfigError
-from promptgen.training import SCHEDULES, PromptScaler, Trainer, condition, fit_generator, load_module_states, module_states
-from promptgen.values import FeatureSet
+from promptgen.toolkit.generator_training import SCHEDULES, PromptScaler, Trainer, condition, fit_generator, load_module_states, module_states
+from promptgen.toolkit.values import FeatureSet
 
 TIME_FEATURES = 64
 PREDICTIONS = ("x0", "epsilon")
@@ -163,7 +163,7 @@ class DiffusionGenerator:
         return fit_generator(self, backbone, train, prompt_labels, val, name="diffusion")
 
     def trainer(self, backbone, train: FeatureSet, prompt_labels) -> Trainer:
-        """The networks on the backbone's device, the optimizer and one step (promptgen.training.Trainer)."""
+        """The networks on the backbone's device, the optimizer and one step (promptgen.toolkit.generator_training.Trainer)."""
         o = self.options
         device = backbone.device
         self.denoiser.to(device)

@@ -1,6 +1,8 @@
 """Built-in plugin: the digits world — the `digits-dg`, `digits-c` and `digits-traps` datasets, the `tiny-clip-digits` backbone, `promptgen world`."""
 
-from promptgen import hookimpl, lazy
+from promptgen import hookimpl
+
+from promptgen import lazy
 
 
 @hookimpl

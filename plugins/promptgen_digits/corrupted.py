@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from promptgen.data import stable_int_hash
+from promptgen.toolkit.data import stable_int_hash
 from promptgen.errors import ConfigError
-from promptgen.values import Sample
+from promptgen.toolkit.values import Sample
 from promptgen_digits.dataset import SPLITS, DigitsDG
 
 STRIDE = 4  # every 4th digits-dg image: 400 test images per corruption, like a digits-dg domain

@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image
 
 from promptgen.errors import ConfigError
-from promptgen.files import atomic_file
-from promptgen.paths import cache_root, writable_dir
-from promptgen.values import Sample
+from promptgen.storage.files import atomic_file
+from promptgen.storage.paths import cache_root, writable_dir
+from promptgen.toolkit.values import Sample
 from promptgen_digits import styles, world
 
 SPLITS = ("train", "val", "test")

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from promptgen.config import integer, number
-from promptgen.device import autocast
-from promptgen.schedules import warmup_cosine
+from promptgen.runs.config import integer, number
+from promptgen.runs.device import autocast
+from promptgen.toolkit.schedules import warmup_cosine
 from promptgen_digits import styles, world
 from promptgen_digits.backbone import MODEL_NAME, add_model_config
 

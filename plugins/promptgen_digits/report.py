@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from promptgen.cache import FeatureCache
-from promptgen.data import extract_features
-from promptgen.evaluate import prompt_accuracy
-from promptgen.values import FeatureSet
+from promptgen.storage.cache import FeatureCache
+from promptgen.toolkit.data import extract_features
+from promptgen.toolkit.evaluate import prompt_accuracy
+from promptgen.toolkit.values import FeatureSet
 from promptgen_digits import world
 from promptgen_zeroshot.method import ZeroShotPrompt
 

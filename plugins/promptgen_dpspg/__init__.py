@@ -10,7 +10,9 @@
 Registered through the same entry point and hooks as a third-party package; see docs/methods.md.
 """
 
-from promptgen import hookimpl, lazy
+from promptgen import hookimpl
+
+from promptgen import lazy
 
 PAPER_GENERATOR = "transformer"
 

@@ -16,7 +16,7 @@ under a key made of the learner's name and options): :class:`DualCoOp` returns t
 ``ctx`` the positive context -- a CoOp prompt label any consumer of prompt labels can use as it is
 (``--set spg-cgan.learner=dpspg-coop`` gives SPG a sound label) -- and carries the negative context,
 learned in the same loop and selected with it, in its metadata under ``negative_ctx`` as a nested list of
-floats. The label store writes metadata as strict JSON (promptgen.checkpoints.save_prompt_label), and a
+floats. The label store writes metadata as strict JSON (promptgen.storage.checkpoints.save_prompt_label), and a
 float32 written by ``json`` and read back is the same float32: the round trip is exact. One entry per
 domain, written atomically, so the two contexts can never come from different trainings; the method
 splits it with :func:`split_label`. The alternatives train twice or couple entries: a ``path`` option
@@ -31,12 +31,12 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from promptgen.context_fitting import TIES, train_prompts
-from promptgen.epochs import Epochs
+from promptgen.toolkit.context_fitting import TIES, train_prompts
+from promptgen.toolkit.epochs import Epochs
 from promptgen.errors import ConfigError, PromptgenError
-from promptgen.evaluate import accuracy, prompt_logits
-from promptgen.prompts import PromptAssembler, phrase_embedding
-from promptgen.values import FeatureSet, PromptLabel
+from promptgen.toolkit.evaluate import accuracy, prompt_logits
+from promptgen.toolkit.prompts import PromptAssembler, phrase_embedding
+from promptgen.toolkit.values import FeatureSet, PromptLabel
 from promptgen_dpspg.negative import NegativeCoOp
 
 NEGATIVE_CTX = "negative_ctx"  # the metadata key of the negative context (a list of n_ctx lists of D floats)

@@ -6,8 +6,8 @@ positive path alone, and ``spg-<generator>+neg`` the negative path added to any 
 generator: the table then shows which part of DPSPG does the work. Built only on what promptgen
 exposes to plugins: stage I through ``run.prompt_labels`` (one learner per path, or ``dpspg-coop``'s one
 loop for both: promptgen_dpspg.joint), generators through ``run.create``, the epoch loop of
-``promptgen.training`` (both paths' generators in one loop, or one after the other; with the method's
-own selection score), instance-specific inference from ``promptgen.evaluate``.
+``promptgen.toolkit.generator_training`` (both paths' generators in one loop, or one after the other; with the method's
+own selection score), instance-specific inference from ``promptgen.toolkit.evaluate``.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from typing import Callable
 
 import torch
 
-from promptgen.checkpoints import check_fingerprint, load_generator, load_prompt_label, save_generator, \
+from promptgen.storage.checkpoints import check_fingerprint, load_generator, load_prompt_label, save_generator, \
     save_prompt_label
 from promptgen.errors import ConfigError, PromptgenError
-from promptgen.evaluate import accuracy, drawn_prompts, instance_logits, per_draw
-from promptgen.lazy import resolve
-from promptgen.prompts import PromptAssembler
-from promptgen.protocols import check_fit_report
-from promptgen.training import SCHEDULE_OPTIONS, Trainer, schedule_options, train_epochs
+from promptgen.toolkit.evaluate import accuracy, drawn_prompts, instance_logits, per_draw
+from promptgen.components.lazy import resolve
+from promptgen.toolkit.prompts import PromptAssembler
+from promptgen.components.protocols import check_fit_report
+from promptgen.toolkit.generator_training import SCHEDULE_OPTIONS, Trainer, schedule_options, train_epochs
 from promptgen_dpspg.joint import split_label
 
 PATHS = ("positive", "negative")
@@ -147,7 +147,7 @@ class DualPath:
         return lambda: accuracy(positive - self.alpha * self._path_logits(run, "negative", val.features), val.labels)
 
     def _fit_joint(self, run, train, val) -> dict:
-        """Both paths in one epoch loop (promptgen.training.train_epochs over :class:`JointGenerators`), scored on
+        """Both paths in one epoch loop (promptgen.toolkit.generator_training.train_epochs over :class:`JointGenerators`), scored on
         positive - alpha * negative, selected from epoch ``late`` on."""
         joint = JointGenerators({path: self.generators[path] for path in self.paths})
         first = self.generators["positive"]
@@ -198,7 +198,7 @@ class DualPath:
 
     @torch.no_grad()
     def logits(self, run, split: str, draws: int | None = None) -> torch.Tensor:
-        """[N, C]; with ``draws``: [draws, N, C], one noise draw of each path each (promptgen.evaluate.per_draw)."""
+        """[N, C]; with ``draws``: [draws, N, C], one noise draw of each path each (promptgen.toolkit.evaluate.per_draw)."""
         return per_draw(lambda features: self._predict(run, features), run.features(split).features, draws)
 
     @torch.no_grad()
@@ -247,7 +247,7 @@ def _trainable_factory(factory) -> bool:
 
 
 class JointGenerators:
-    """Several paths' generators as one for promptgen.training.train_epochs: one state (``<path>.<key>``), one
+    """Several paths' generators as one for promptgen.toolkit.generator_training.train_epochs: one state (``<path>.<key>``), one
     training step that takes a step of each path's generator on the same batch.
 
     The DPSPG code zeroes both optimizers, sums the two MSE losses, backpropagates once and steps both

@@ -16,11 +16,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from promptgen.context_fitting import fit_context
+from promptgen.toolkit.context_fitting import fit_context
 from promptgen.errors import ConfigError
-from promptgen.evaluate import accuracy
-from promptgen.prompts import phrase_embedding
-from promptgen.values import FeatureSet, PromptLabel
+from promptgen.toolkit.evaluate import accuracy
+from promptgen.toolkit.prompts import phrase_embedding
+from promptgen.toolkit.values import FeatureSet, PromptLabel
 
 
 class NegativeCoOp:

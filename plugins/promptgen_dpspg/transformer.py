@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from promptgen.errors import ConfigError
-from promptgen.training import SCHEDULES, Trainer, fit_generator, load_module_states, module_states
-from promptgen.values import FeatureSet
+from promptgen.toolkit.generator_training import SCHEDULES, Trainer, fit_generator, load_module_states, module_states
+from promptgen.toolkit.values import FeatureSet
 
 
 class TransformerGenerator:

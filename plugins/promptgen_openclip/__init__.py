@@ -1,6 +1,8 @@
 """Built-in plugin: the ``openclip`` backbone (any open_clip_torch model)."""
 
-from promptgen import hookimpl, lazy
+from promptgen import hookimpl
+
+from promptgen import lazy
 
 
 @hookimpl

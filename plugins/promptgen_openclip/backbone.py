@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms as T
 
-from promptgen.device import autocast, resolve_device, resolve_precision
+from promptgen.runs.device import autocast, resolve_device, resolve_precision
 from promptgen.errors import BackboneLoadError
-from promptgen.values import Tokens
+from promptgen.toolkit.values import Tokens
 from promptgen_openclip.loading import load_model
 from promptgen_openclip.prefix import encode_with_prefix
 from promptgen_openclip.prefix import supported as prefix_supported

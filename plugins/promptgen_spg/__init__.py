@@ -1,7 +1,9 @@
 """Built-in plugin: the SPG methods -- ``spg-<generator>`` for every registered generator, ``spg`` for SPG as
 published (its CGAN)."""
 
-from promptgen import hookimpl, lazy
+from promptgen import hookimpl
+
+from promptgen import lazy
 
 PAPER_GENERATOR = "cgan"  # SPG as published; `spg` names it
 RANK = 80  # after the baselines, as in the SPG paper's table; the other generators' rows just after

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from promptgen.checkpoints import check_fingerprint, load_generator, load_prompt_label, save_generator, save_prompt_label
-from promptgen.evaluate import drawn_prompts, instance_logits, per_draw
-from promptgen.prompts import PromptAssembler
-from promptgen.protocols import check_fit_report
-from promptgen.quality import prompt_quality
+from promptgen.storage.checkpoints import check_fingerprint, load_generator, load_prompt_label, save_generator, save_prompt_label
+from promptgen.toolkit.evaluate import drawn_prompts, instance_logits, per_draw
+from promptgen.toolkit.prompts import PromptAssembler
+from promptgen.components.protocols import check_fit_report
+from promptgen.toolkit.quality import prompt_quality
 
 LABELS = "prompt_labels"
 GENERATOR = "generator"
@@ -53,7 +53,7 @@ class SPG:
 
     @torch.no_grad()
     def logits(self, run, split: str, draws: int | None = None) -> torch.Tensor:
-        """[N, C]; with ``draws``: [draws, N, C], one noise draw each (promptgen.evaluate.per_draw)."""
+        """[N, C]; with ``draws``: [draws, N, C], one noise draw each (promptgen.toolkit.evaluate.per_draw)."""
         assembler = PromptAssembler(run.backbone, run.classes, self.labels[0].n_ctx)
         return per_draw(lambda features: instance_logits(run.backbone, assembler, self.generator, features,
                                                          name=self.generator_name),

@@ -1,6 +1,8 @@
 """Built-in plugin: the ``zeroshot`` prompt learner (a hand-written prompt, no training) and the ``zero-shot`` method."""
 
-from promptgen import hookimpl, lazy
+from promptgen import hookimpl
+
+from promptgen import lazy
 
 
 @hookimpl

@@ -1,8 +1,8 @@
 """Zero-shot CLIP: the hand-written prompt as a prompt learner that learns nothing, and as a method."""
 
-from promptgen.methods import SharedPromptMethod
-from promptgen.prompts import phrase_embedding
-from promptgen.values import PromptLabel
+from promptgen.toolkit.methods import SharedPromptMethod
+from promptgen.toolkit.prompts import phrase_embedding
+from promptgen.toolkit.values import PromptLabel
 
 
 class ZeroShotPrompt:

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from promptgen.errors import GeneratorError, MethodError
-from promptgen.prompts import PromptAssembler
-from promptgen.protocols import Backbone, Generator
-from promptgen.values import FeatureSet, PromptLabel
+from promptgen.toolkit.prompts import PromptAssembler
+from promptgen.components.protocols import Backbone, Generator
+from promptgen.toolkit.values import FeatureSet, PromptLabel
 
 PROMPTS_PER_CHUNK = 4096
 SAMPLE_BLOCK = 8192  # images whose prompts are generated at once ([8192, n_ctx, D] is small)

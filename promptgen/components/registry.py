@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Iterator
 import attrs
 import pluggy
 
-from promptgen import hookspecs
+from promptgen.components import hookspecs
 from promptgen.errors import (
     DISABLE_VARIABLE,
     DuplicateComponentError,
@@ -35,9 +35,9 @@ from promptgen.errors import (
     UnknownComponentError,
     suggestion,
 )
-from promptgen.lazy import LazyFactory
-from promptgen.options import Option, declared_options
-from promptgen.protocols import PROTOCOLS, missing_members
+from promptgen.components.lazy import LazyFactory
+from promptgen.components.options import Option, declared_options
+from promptgen.components.protocols import PROTOCOLS, missing_members
 
 # kind -> name of the hook that registers components of that kind, in the order they are called
 HOOKS: dict[str, str] = {
@@ -73,7 +73,7 @@ class Component:
 
     @property
     def options(self) -> dict[str, Option]:
-        """The options this component declares (its factory's keyword parameters; see promptgen.options)."""
+        """The options this component declares (its factory's keyword parameters; see promptgen.components.options)."""
         return declared_options(self.factory, self.kind)
 
     @property

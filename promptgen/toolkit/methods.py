@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from promptgen.checkpoints import check_fingerprint, load_prompt_label, save_prompt_label
-from promptgen.evaluate import prompt_logits
-from promptgen.prompts import PromptAssembler
+from promptgen.storage.checkpoints import check_fingerprint, load_prompt_label, save_prompt_label
+from promptgen.toolkit.evaluate import prompt_logits
+from promptgen.toolkit.prompts import PromptAssembler
 
 
 class SharedPromptMethod:

@@ -8,8 +8,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from promptgen.protocols import Backbone, Dataset
-from promptgen.values import FeatureSet, Sample
+from promptgen.components.protocols import Backbone, Dataset
+from promptgen.toolkit.values import FeatureSet, Sample
 
 
 def stable_int_hash(*parts) -> int:

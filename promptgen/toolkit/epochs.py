@@ -8,14 +8,14 @@ a different one each epoch (each view once per image over V epochs, in a seeded 
 that trains on cached features (prompt learners, generators, baselines) takes its batches here.
 
 A FeatureSet whose ``image_ids`` is None counts every row as an image: the run's ``epoch = "views"``
-(promptgen.context) hands the train split over that way, so an epoch then iterates every cached view.
+(promptgen.runs.context) hands the train split over that way, so an epoch then iterates every cached view.
 """
 
 from __future__ import annotations
 
 import torch
 
-from promptgen.values import FeatureSet
+from promptgen.toolkit.values import FeatureSet
 
 
 def steps_per_epoch(images: int, batch_size: int) -> int:

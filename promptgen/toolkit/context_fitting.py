@@ -2,13 +2,13 @@
 
 CoOp's schedule (the official config SPG's stage I and its baselines use): SGD with momentum, a
 constant warm-up at ``warmup_lr`` for ``warmup_epochs``, then Dassl's per-epoch cosine
-(promptgen.schedules.dassl_lr). After each epoch the prompts are scored (on the source val split)
+(promptgen.toolkit.schedules.dassl_lr). After each epoch the prompts are scored (on the source val split)
 and the best epoch is kept; ``ties`` says which of two equal epochs: "earlier" as the official code
 (strictly better replaces), "later" promptgen's earlier rule (a run whose score plateaus at its
 initialisation is not pinned there). The caller supplies the batches, the loss of one batch and the
 score; the per-epoch history (train loss, score, learning rate) and a progress bar by step are here
 once. :func:`fit_context` is the loop for one shared context on cached features (CoOp-style prompt
-learners), its batches from promptgen.epochs (one view of every image per epoch).
+learners), its batches from promptgen.toolkit.epochs (one view of every image per epoch).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any, Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
-from promptgen.evaluate import prompt_logits
-from promptgen.prompts import PromptAssembler
-from promptgen.epochs import Epochs
-from promptgen.schedules import dassl_lr
-from promptgen.values import FeatureSet
+from promptgen.toolkit.evaluate import prompt_logits
+from promptgen.toolkit.prompts import PromptAssembler
+from promptgen.toolkit.epochs import Epochs
+from promptgen.toolkit.schedules import dassl_lr
+from promptgen.toolkit.values import FeatureSet
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits [B, C], labels [B]) -> scalar
 Score = Callable[[torch.Tensor, torch.Tensor], float]  # (logits [N, C], labels [N]) -> higher is better

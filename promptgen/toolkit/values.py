@@ -60,7 +60,7 @@ class FeatureSet:
     """Image features with labels: features [N, D] (L2-normalised), labels [N], domain_ids [N].
 
     image_ids [N] (optional): rows that share an id are augmented views of one image, and a training
-    epoch visits each image once, through one of its views (promptgen.epochs). None: every row is an
+    epoch visits each image once, through one of its views (promptgen.toolkit.epochs). None: every row is an
     image of its own.
     """
 

@@ -32,13 +32,13 @@ import lmdb
 import numpy as np
 import torch
 
-from promptgen import lmdbcheck
-from promptgen.data import SampleImages, encode_batches
+from promptgen.storage import lmdbcheck
+from promptgen.toolkit.data import SampleImages, encode_batches
 from promptgen.errors import CacheError, ConfigError
-from promptgen.files import write_json
-from promptgen.paths import cache_root, writable_dir
-from promptgen.protocols import Backbone, Dataset
-from promptgen.values import FeatureSet, Sample
+from promptgen.storage.files import write_json
+from promptgen.storage.paths import cache_root, writable_dir
+from promptgen.components.protocols import Backbone, Dataset
+from promptgen.toolkit.values import FeatureSet, Sample
 
 log = logging.getLogger(__name__)
 
@@ -530,7 +530,7 @@ def _open(path: Path, map_size: int, readonly: bool = False) -> lmdb.Environment
 
 
 # The file's size and modification time after promptgen's last commit. A file found changed by anything
-# else (a disk error, a copy, a stray write) is checked page by page (promptgen.lmdbcheck) before it is
+# else (a disk error, a copy, a stray write) is checked page by page (promptgen.storage.lmdbcheck) before it is
 # mapped: LMDB trusts the sizes in its pages, and a damaged one can make it read past the end of the file,
 # which kills the process with no message.
 STATE = "promptgen-state.json"

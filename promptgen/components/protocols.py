@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 if TYPE_CHECKING:  # annotations only: checking a plugin against these imports no torch
     import torch
 
-    from promptgen.values import FeatureSet, PromptLabel, Sample, Tokens
+    from promptgen.toolkit.values import FeatureSet, PromptLabel, Sample, Tokens
 
 
 class Backbone(Protocol):
@@ -115,7 +115,7 @@ class Method(Protocol):
     features, read through the feature cache) or "images" (pixels: methods that change the image
     encoder's input, such as visual prompts, bypass the cache). ``components()`` names the other
     components it builds, as (kind, name) pairs, so that a run checks their names and options
-    before any work and gives each its own settings. See promptgen.context.RunContext for what a
+    before any work and gives each its own settings. See promptgen.runs.context.RunContext for what a
     method sees of its run.
 
     Optional, on the factory (class attributes, static or class methods): ``rank`` (its row in the
@@ -125,7 +125,7 @@ class Method(Protocol):
     skips it and says why); on the instance, ``quality(run) -> dict`` (metrics of what it generated),
     and for a method that gives each image its own prompt, ``instance_prompts(run, split, draws=None)``
     (the prompts [N, n_ctx, D]) with ``logits(run, split, draws=None)`` accepting ``draws`` too
-    ([draws, N, ...]: that many noise draws per image; promptgen.evaluate.per_draw), which the
+    ([draws, N, ...]: that many noise draws per image; promptgen.toolkit.evaluate.per_draw), which the
     benchmark's stability study compares across seeds and draws.
     """
 

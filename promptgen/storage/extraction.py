@@ -19,10 +19,10 @@ from pathlib import Path
 
 import attrs
 
-from promptgen.cache import FeatureCache, image_fingerprint
-from promptgen.config import BackboneConfig
+from promptgen.storage.cache import FeatureCache, image_fingerprint
+from promptgen.runs.config import BackboneConfig
 from promptgen.errors import ConfigError
-from promptgen.paths import cache_root
+from promptgen.storage.paths import cache_root
 
 SPLITS = ("train", "val", "test")
 
@@ -78,7 +78,7 @@ def _parts(dataset, job: ExtractJob):
 def extract(job: ExtractJob, registry=None) -> dict:
     """Compute (or find) this shard's features; return {"root", "features", "samples"} (features and samples as
     the splits ask for them: a sample in two splits, e.g. a domain's val and test, counts twice)."""
-    from promptgen.registry import default_registry
+    from promptgen.components.registry import default_registry
 
     registry = registry or default_registry()
     backbone = BackboneConfig(**job.backbone).build(registry)

@@ -1,12 +1,12 @@
 """The engine: one DG run of a method, from its config to its run directory and accuracies.
 
 The engine knows no method: the method plugin named by ``config.method`` composes the other
-components (promptgen.protocols.Method). A run
+components (promptgen.components.protocols.Method). A run
 
 1. checks every name and option against the registry (nothing heavy is built before);
 2. builds the datasets and plans the domains and classes, then the backbone;
 3. lets the method train (``fit``), saves it, and scores "val" and every "test/<domain>" split;
-4. writes config.json, the method's files, metrics.json and history.json (promptgen.rundir).
+4. writes config.json, the method's files, metrics.json and history.json (promptgen.runs.rundir).
 
 ``evaluate_run`` rebuilds the same run from its directory and scores it again.
 """
@@ -20,18 +20,20 @@ from pathlib import Path
 import attrs
 import torch
 
-from promptgen import __version__, rundir
-from promptgen.cache import FeatureCache
-from promptgen.config import RunConfig, check_names
-from promptgen.context import RunContext, check_overrides, effective_options, resolve_options
-from promptgen.device import cuda_devices, resolve_device
+from promptgen import __version__
+
+from promptgen.runs import rundir
+from promptgen.storage.cache import FeatureCache
+from promptgen.runs.config import RunConfig, check_names
+from promptgen.runs.context import RunContext, check_overrides, effective_options, resolve_options
+from promptgen.runs.device import cuda_devices, resolve_device
 from promptgen.errors import ConfigError, PromptgenError
-from promptgen.evaluate import correct_predictions, pack_correct
-from promptgen.paths import check_outside_cache
-from promptgen.plan import make_plan
-from promptgen.presets import resolve_preset, run_preset
-from promptgen.registry import Registry, default_registry
-from promptgen.schedules import check_warmup
+from promptgen.toolkit.evaluate import correct_predictions, pack_correct
+from promptgen.storage.paths import check_outside_cache
+from promptgen.runs.plan import make_plan
+from promptgen.components.presets import resolve_preset, run_preset
+from promptgen.components.registry import Registry, default_registry
+from promptgen.toolkit.schedules import check_warmup
 
 
 @attrs.frozen
@@ -144,7 +146,7 @@ def run(config: RunConfig, out_dir: str | Path, *, registry: Registry | None = N
     """Train and test one run; write its directory ``out_dir`` and return its metrics.
 
     registry: the plugins to use (default: the installed ones). The directory appears only when the
-    run is complete (promptgen.rundir); one that exists is replaced, whole, only with ``force``. The
+    run is complete (promptgen.runs.rundir); one that exists is replaced, whole, only with ``force``. The
     caller's global torch RNG is left as it was: the run seeds its own from ``config.seed``.
     """
     registry = registry or default_registry()

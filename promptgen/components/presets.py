@@ -19,7 +19,7 @@ DomainBed's hparams registry, for one place to look them up.
 
 Run-level values are this module's own: ``views`` (augmented views cached per training image) and
 ``epoch`` (what one training epoch iterates: "images", each image once through one of its views, as
-the official code; "views", every cached view: promptgen.epochs).
+the official code; "views", every cached view: promptgen.toolkit.epochs).
 """
 
 from __future__ import annotations

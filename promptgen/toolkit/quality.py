@@ -31,9 +31,9 @@ from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
-from promptgen.evaluate import generated_prompts
-from promptgen.prompts import PromptAssembler
-from promptgen.values import FeatureSet, PromptLabel
+from promptgen.toolkit.evaluate import generated_prompts
+from promptgen.toolkit.prompts import PromptAssembler
+from promptgen.toolkit.values import FeatureSet, PromptLabel
 
 NEIGHBORHOOD = 3
 BATCH = 1024

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from promptgen.errors import PromptgenError
-from promptgen.files import read_json, write_json
-from promptgen.values import PromptLabel
+from promptgen.storage.files import read_json, write_json
+from promptgen.toolkit.values import PromptLabel
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:
@@ -58,7 +58,7 @@ def save_generator(generator: Any, name: str, options: dict, path: str | Path) -
 
 def load_generator(path: str | Path, registry=None) -> tuple[Any, str, dict]:
     """Rebuild a saved generator through the registry: (generator, name, options). Progress bars off."""
-    from promptgen.registry import default_registry
+    from promptgen.components.registry import default_registry
 
     registry = registry or default_registry()
     tensors, meta = _paths(path)

@@ -3,13 +3,13 @@
 Every hook hands the plugin a ``register(name, factory, aliases=())`` callable;
 a plugin calls it once per component it provides. ``factory`` is a class (or any
 callable returning an object, e.g. a ``functools.partial``) that satisfies the
-protocol of its kind in :mod:`promptgen.protocols`; a class is checked when it
+protocol of its kind in :mod:`promptgen.components.protocols`; a class is checked when it
 is registered, anything else when it first builds. ``aliases`` are other names
 that find the same component (not listed as components of their own).
 
 The factory's keyword parameters, other than the arguments its hook passes,
-are the component's options (:mod:`promptgen.options`); a ``presets`` attribute
-gives their values per preset and dataset (:mod:`promptgen.presets`).
+are the component's options (:mod:`promptgen.components.options`); a ``presets`` attribute
+gives their values per preset and dataset (:mod:`promptgen.components.presets`).
 
 A plugin is a module (or object) with functions of these names marked with
 ``@promptgen.hookimpl``. It need implement only the hooks it uses.
@@ -29,7 +29,7 @@ def register_backbones(register):
     """Register backbones: ``register(name, factory)``.
 
     ``factory(model=..., pretrained=..., device=..., precision=..., **options)``
-    returns a :class:`promptgen.protocols.Backbone`.
+    returns a :class:`promptgen.components.protocols.Backbone`.
     """
 
 
@@ -37,7 +37,7 @@ def register_backbones(register):
 def register_prompt_learners(register):
     """Register prompt learners (stage I): ``register(name, factory)``.
 
-    ``factory(**options)`` returns a :class:`promptgen.protocols.PromptLearner`.
+    ``factory(**options)`` returns a :class:`promptgen.components.protocols.PromptLearner`.
     """
 
 
@@ -46,7 +46,7 @@ def register_generators(register):
     """Register prompt generators (stage II): ``register(name, factory)``.
 
     ``factory(feature_dim=..., n_ctx=..., ctx_dim=..., **options)`` returns a
-    :class:`promptgen.protocols.Generator`; its ``fit`` report's ``"history"`` (one dict per epoch) is
+    :class:`promptgen.components.protocols.Generator`; its ``fit`` report's ``"history"`` (one dict per epoch) is
     the run's stage II history.json and curves.
     """
 
@@ -56,7 +56,7 @@ def register_datasets(register):
     """Register domain-generalization datasets: ``register(name, factory)``.
 
     ``factory(root=..., seed=..., **options)`` returns a
-    :class:`promptgen.protocols.Dataset`.
+    :class:`promptgen.components.protocols.Dataset`.
     """
 
 
@@ -64,7 +64,7 @@ def register_datasets(register):
 def register_launchers(register):
     """Register job launchers: ``register(name, factory)``.
 
-    ``factory(**options)`` returns a :class:`promptgen.protocols.Launcher`.
+    ``factory(**options)`` returns a :class:`promptgen.components.protocols.Launcher`.
     """
 
 
@@ -72,7 +72,7 @@ def register_launchers(register):
 def register_methods(register, registry):
     """Register DG methods (zero-shot, CoOp, SPG, ...): ``register(name, factory)``.
 
-    ``factory(**options)`` returns a :class:`promptgen.protocols.Method`: a recipe that composes the
+    ``factory(**options)`` returns a :class:`promptgen.components.protocols.Method`: a recipe that composes the
     other kinds (its prompt learner, its generator, ...) and says how it predicts. This hook runs
     after every other ``register_*`` hook, and ``registry`` holds their components, so a plugin may
     register one method per generator (``for name in registry.names("generator")``). An

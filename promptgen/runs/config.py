@@ -3,7 +3,7 @@
 :class:`RunConfig` is the one definition of a run's settings: ``promptgen train`` builds it from
 its flags, a benchmark suite reads its run template into it with :func:`from_dict`, and a sweep's
 jobs carry it. Building a config imports no plugin: names (dataset, method, components) are
-checked against a registry when the run starts (promptgen.engine.check).
+checked against a registry when the run starts (promptgen.runs.engine.check).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any, Iterable
 
 import attrs
 
-from promptgen import defaults
+from promptgen.runs import defaults
 from promptgen.errors import ConfigError, suggestion
-from promptgen.presets import EPOCHS, PRESET_CHOICES
+from promptgen.components.presets import EPOCHS, PRESET_CHOICES
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -119,7 +119,7 @@ class BackboneConfig:
 
     def build(self, registry=None):
         """The backbone, from ``registry`` (default: the installed plugins)."""
-        from promptgen.registry import default_registry
+        from promptgen.components.registry import default_registry
 
         return (registry or default_registry()).create(
             "backbone", self.name, model=self.model, pretrained=self.pretrained,

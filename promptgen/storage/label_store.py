@@ -24,9 +24,9 @@ import attrs
 import torch
 
 from promptgen import __version__
-from promptgen.checkpoints import load_prompt_label, save_prompt_label
-from promptgen.device import cuda_devices
-from promptgen.paths import cache_root
+from promptgen.storage.checkpoints import load_prompt_label, save_prompt_label
+from promptgen.runs.device import cuda_devices
+from promptgen.storage.paths import cache_root
 
 log = logging.getLogger(__name__)
 NOT_IDENTITY = ("progress", "cache_dir")  # options that change how a learner reports, not what it learns

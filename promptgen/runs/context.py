@@ -27,11 +27,11 @@ import attrs
 import torch
 
 from promptgen.errors import ConfigError, suggestion
-from promptgen.lazy import resolve
-from promptgen.options import RUN_VALUES, check_values
-from promptgen.plan import Plan
-from promptgen.presets import component_preset
-from promptgen.values import FeatureSet, PromptLabel, Sample
+from promptgen.components.lazy import resolve
+from promptgen.components.options import RUN_VALUES, check_values
+from promptgen.runs.plan import Plan
+from promptgen.components.presets import component_preset
+from promptgen.toolkit.values import FeatureSet, PromptLabel, Sample
 
 
 def resolve_options(registry, kind: str, name: str, preset: str, dataset: str | None, overrides: dict) -> dict:
@@ -57,7 +57,7 @@ def effective_options(registry, kind: str, name: str, preset: str, dataset: str 
     A factory may declare ``effective_options(values) -> values`` (a static or class method beside its
     ``presets``): the options it derives from others (CoOp's ``n_ctx`` from ``ctx_init``), raising a
     ConfigError for settings that contradict each other. What a dry run prints and what the run checks
-    (promptgen.schedules.check_warmup) are these values.
+    (promptgen.toolkit.schedules.check_warmup) are these values.
     """
     component = registry.get(kind, name)
     values = {key: option.default for key, option in component.options.items()
@@ -83,7 +83,7 @@ def _factory_attribute(factory, attribute: str):
 
 def check_overrides(registry, overrides: dict) -> None:
     """Every key is an option of a component of its section's name (the sections themselves are checked by
-    promptgen.config.check_names, which engine.check runs first, importing no component)."""
+    promptgen.runs.config.check_names, which engine.check runs first, importing no component)."""
     for section, values in overrides.items():
         components = [c for c in registry if c.name == section or section in c.aliases]
         for key, value in values.items():
@@ -167,7 +167,7 @@ class RunContext:
 
         "train" holds ``views`` augmented views of every image, view-major ([views * N, E]), its
         ``image_ids`` naming the image of each row when the run's ``epoch`` is "images" (an epoch then
-        visits each image once: promptgen.epochs) and None when it is "views" (every view counts as an
+        visits each image once: promptgen.toolkit.epochs) and None when it is "views" (every view counts as an
         image); the others one eval-transform feature per image.
         """
         if split not in self._features:
@@ -189,7 +189,7 @@ class RunContext:
     def images(self, split: str, *, train: bool = False):
         """A torch Dataset of (pixels, label, domain id) for the split, through the backbone's train or eval
         transform: for methods whose ``inputs`` are "images"."""
-        from promptgen.data import SampleImages
+        from promptgen.toolkit.data import SampleImages
 
         return SampleImages(self.dataset(split), self.samples(split), self.backbone.image_transform(train))
 
@@ -211,8 +211,8 @@ class RunContext:
     def prompt_labels(self, learner: str, domains: Sequence[str] | None = None) -> list[PromptLabel]:
         """Stage I: one prompt label per source domain (``domains``, default all sources), each learned by
         prompt learner ``learner`` on that domain's train features, selected on its val features, or loaded
-        from the label store when a run already computed the same (promptgen.label_store)."""
-        from promptgen import label_store
+        from the label store when a run already computed the same (promptgen.storage.label_store)."""
+        from promptgen.storage import label_store
 
         train_samples, val_samples = self.samples("train"), self.samples("val")
         labels = []

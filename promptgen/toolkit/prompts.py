@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 
 from promptgen.errors import ConfigError, PromptgenError
-from promptgen.protocols import Backbone
+from promptgen.components.protocols import Backbone
 
 # A word that the CLIP BPE tokenizer maps to exactly one token; its positions are replaced by the context.
 _PLACEHOLDER = "X"

@@ -23,9 +23,9 @@ from typing import Any, Callable, Mapping
 import attrs
 
 from promptgen.errors import ConfigError, suggestion
-from promptgen.lazy import resolve
+from promptgen.components.lazy import resolve
 
-# What each kind's hook specification passes to the factory (promptgen/hookspecs.py): never options.
+# What each kind's hook specification passes to the factory (promptgen/components/hookspecs.py): never options.
 HOOKSPEC_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "backbone": ("model", "pretrained", "device", "precision"),
     "prompt_learner": (),

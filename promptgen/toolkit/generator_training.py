@@ -15,11 +15,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from promptgen.evaluate import instance_accuracy
-from promptgen.prompts import PromptAssembler
-from promptgen.epochs import Epochs
-from promptgen.schedules import dassl_lr, warmup_cosine
-from promptgen.values import FeatureSet, PromptLabel
+from promptgen.toolkit.evaluate import instance_accuracy
+from promptgen.toolkit.prompts import PromptAssembler
+from promptgen.toolkit.epochs import Epochs
+from promptgen.toolkit.schedules import dassl_lr, warmup_cosine
+from promptgen.toolkit.values import FeatureSet, PromptLabel
 
 
 def condition(features: torch.Tensor) -> torch.Tensor:
@@ -114,10 +114,10 @@ def train_epochs(
     warmup_lr: float = 1e-5,
     select_from: int = 0,
 ) -> dict:
-    """Step through the epochs (promptgen.epochs: one view of every image per epoch), score on ``val`` after
+    """Step through the epochs (promptgen.toolkit.epochs: one view of every image per epoch), score on ``val`` after
     each, keep the best epoch.
 
-    schedule: "epoch" is the official one (promptgen.schedules.dassl_lr: set once per epoch, a linear
+    schedule: "epoch" is the official one (promptgen.toolkit.schedules.dassl_lr: set once per epoch, a linear
     warm-up from ``warmup_lr``, cosine with T_max = ``epochs`` after it); "step" is promptgen's earlier
     per-step linear warm-up and cosine to zero. score: how an epoch is judged (higher is better), by
     default the accuracy of the generator's own prompts on ``val``; a method that uses the generated

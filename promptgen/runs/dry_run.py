@@ -3,12 +3,12 @@
 ``promptgen train --dry-run`` (and ``python -m benchmarks.run --dry-run``, for a suite's first job)
 checks the config (as a run does: names, options, schedules), plans the domains and classes and counts
 the samples of every split, then prints every component's options as it will run with them (derived
-ones included: promptgen.context.effective_options) and an estimate of the text-encoder work: the class prompts each
+ones included: promptgen.runs.context.effective_options) and an estimate of the text-encoder work: the class prompts each
 stage encodes. Nothing heavy is built (no backbone, no features), nothing is written.
 
 The estimate counts what promptgen's built-in components do, from their options: a prompt learner
 (stage I, per source domain) encodes C prompts per step, ``epochs`` x floor(train images /
-``batch_size``) steps (promptgen.epochs; train images x views under ``epoch = "views"``); a
+``batch_size``) steps (promptgen.toolkit.epochs; train images x views under ``epoch = "views"``); a
 generator (stage II) scores the val split every epoch (val images x C); scoring a split with
 per-image prompts encodes images x C prompts. A component without ``epochs``
 and ``batch_size`` options is listed with its options and no estimate.
@@ -16,14 +16,14 @@ and ``batch_size`` options is listed with its options and no estimate.
 
 from __future__ import annotations
 
-from promptgen.context import effective_options
-from promptgen.epochs import steps_per_epoch
-from promptgen.presets import run_preset
+from promptgen.runs.context import effective_options
+from promptgen.toolkit.epochs import steps_per_epoch
+from promptgen.components.presets import run_preset
 
 
 def _effective(registry, kind: str, name: str, preset: str, config) -> dict:
     """Every option's value as the component will run with it: its default, then the preset's, then the overrides,
-    then what the component derives from them (promptgen.context.effective_options: CoOp's n_ctx from ctx_init)."""
+    then what the component derives from them (promptgen.runs.context.effective_options: CoOp's n_ctx from ctx_init)."""
     declared = registry.get(kind, name).options
     values = effective_options(registry, kind, name, preset, config.dataset, config.overrides)
     if "seed" in declared and "seed" not in values:  # the run's seed, as RunContext.options gives it

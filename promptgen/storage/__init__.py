@@ -1,0 +1,1 @@
+"""Storage: the LMDB feature cache and its extraction, the prompt-label store, checkpoints and atomic files."""

@@ -1,0 +1,60 @@
+"""The toolkit for plugins: every name a plugin author imports from promptgen, in one documented place.
+
+``from promptgen.toolkit import Epochs, FeatureSet, train_epochs`` works whatever module a name lives
+in today: internals can move without breaking a plugin (docs/plugins.md lists them). Names are
+looked up on first use, so importing this module loads neither torch nor any other heavy module.
+``hookimpl`` and ``lazy``, which a plugin's registration module needs, are also at ``promptgen``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# module -> the public names it gives plugins
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "promptgen.components.hookspecs": ("hookimpl",),
+    "promptgen.components.lazy": ("lazy", "resolve"),
+    "promptgen.components.options": ("Option", "option"),
+    "promptgen.components.protocols": ("check_fit_report",),
+    "promptgen.components.run_values": ("RunValues",),
+    "promptgen.errors": ("PromptgenError", "ConfigError", "DatasetError", "BackboneLoadError", "PluginError",
+                         "suggestion"),
+    "promptgen.runs.config": ("integer", "number"),
+    "promptgen.runs.device": ("autocast", "resolve_device", "resolve_precision"),
+    "promptgen.runs.plan": ("class_key",),
+    "promptgen.storage.cache": ("FeatureCache",),
+    "promptgen.storage.checkpoints": ("save_prompt_label", "load_prompt_label", "save_generator", "load_generator",
+                                      "check_fingerprint"),
+    "promptgen.storage.files": ("atomic_file", "read_json", "write_json"),
+    "promptgen.storage.paths": ("cache_root", "writable_dir"),
+    "promptgen.toolkit.context_fitting": ("train_prompts", "fit_context"),
+    "promptgen.toolkit.data": ("stable_int_hash", "extract_features"),
+    "promptgen.toolkit.epochs": ("Epochs", "steps_per_epoch"),
+    "promptgen.toolkit.evaluate": ("accuracy", "logits", "prompt_logits", "prompt_accuracy", "instance_logits",
+                                   "drawn_prompts", "per_draw"),
+    "promptgen.toolkit.generator_training": ("Trainer", "fit_generator", "train_epochs", "condition",
+                                             "PromptScaler", "SCHEDULES", "SCHEDULE_OPTIONS", "schedule_options",
+                                             "module_states", "load_module_states"),
+    "promptgen.toolkit.methods": ("SharedPromptMethod",),
+    "promptgen.toolkit.prompts": ("PromptAssembler", "phrase_embedding", "context_length"),
+    "promptgen.toolkit.quality": ("prompt_quality",),
+    "promptgen.toolkit.schedule": ("Schedule",),
+    "promptgen.toolkit.schedules": ("warmup_cosine", "dassl_lr"),
+    "promptgen.toolkit.selection": ("BestEpoch",),
+    "promptgen.toolkit.values": ("Sample", "FeatureSet", "PromptLabel", "Tokens"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"promptgen.toolkit has no {name!r}; plugin-facing names: {', '.join(__all__)}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
