@@ -26,11 +26,11 @@ import torch
 
 from benchmarks import protocols
 from promptgen.runs import engine
-from promptgen.storage import label_store
-from promptgen.storage.cache import FeatureCache
 from promptgen.runs.config import BackboneConfig, RunConfig
 from promptgen.errors import ConfigError
 from promptgen.components.registry import default_registry
+from promptgen.components.resolve import Settings, build
+from promptgen.components.run_values import RunValues
 
 MEGABYTE = 2**20
 
@@ -83,11 +83,7 @@ def one_epoch(registry, method: str, names) -> dict:
 def _cost(settings: dict, method: str) -> dict:
     """One method in this process: fit (one epoch per stage) and score the target's test split."""
     torch.set_num_threads(settings.get("threads") or torch.get_num_threads())
-    enabled, label_store.ENABLED = label_store.ENABLED, False  # a method's cost includes its stage I: never load
-    try:                                                        # labels another method trained
-        return _measured(settings, method)
-    finally:
-        label_store.ENABLED = enabled
+    return _measured(settings, method)
 
 
 def _measured(settings: dict, method: str) -> dict:
@@ -97,9 +93,8 @@ def _measured(settings: dict, method: str) -> dict:
                        cache_dir=settings["cache_dir"])
     checked = engine.check(config, registry)
     config = attrs.evolve(config, overrides=one_epoch(registry, checked.method_name, checked.components))
-    with torch.random.fork_rng(), FeatureCache(config.cache_dir) as cache:
-        torch.manual_seed(0)
-        checked, run = engine.prepare(config, registry, progress=False, cache=cache)
+    # a method's cost includes its stage I: never load labels another method trained
+    with engine.run_setup(config, registry, progress=False, reuse_labels=False) as (checked, run):
         split = f"test/{settings['target']}"
         if checked.method.inputs == "features":  # the cache's reads are not the method's cost
             for name in ("train", "val", split):
@@ -127,7 +122,8 @@ def measure(settings: dict, progress: bool = True) -> list[dict]:
     registry, skipped = default_registry(), []
     methods = protocols.resolve_methods(settings.get("methods", ["all"]), "perf: methods", registry,
                                         BackboneConfig(**settings["backbone"]), skipped)
-    target = settings.get("target") or registry.create("dataset", settings["dataset"]).domains[-1]
+    target = settings.get("target") or build(registry, "dataset", settings["dataset"],
+                                             Settings(settings.get("preset", "cpu")), RunValues()).domains[-1]
     settings = {"preset": "cpu", "cache_dir": None, **settings, "target": target}
     call = _in_fresh_process if settings.get("fresh_processes", True) else _cost
     rows = []

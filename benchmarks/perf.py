@@ -40,6 +40,8 @@ from promptgen.errors import ConfigError
 from promptgen.toolkit.evaluate import instance_logits
 from promptgen.toolkit.prompts import PromptAssembler
 from promptgen.components.registry import default_registry
+from promptgen.components.resolve import Settings, build
+from promptgen.components.run_values import RunValues
 from promptgen.toolkit.values import PromptLabel
 
 MEASUREMENTS = ("stage2", "inference", "prefix", "coop-step", "extraction", "cache", "precision", "startup")
@@ -93,8 +95,9 @@ def _tokens(assembler) -> dict:
 
 def _setup(settings: dict):
     torch.manual_seed(0)
-    backbone = BackboneConfig(**settings["backbone"]).build()
-    dataset = default_registry().create("dataset", settings["dataset"])
+    registry = default_registry()
+    backbone = BackboneConfig(**settings["backbone"]).build(registry)
+    dataset = build(registry, "dataset", settings["dataset"], Settings(settings.get("preset", "cpu")), RunValues())
     target = settings["target"] or dataset.domains[-1]
     sources = [d for d in dataset.domains if d != target]
     samples = [s for d in sources for s in dataset.samples(d, "train")]
@@ -103,11 +106,8 @@ def _setup(settings: dict):
 
 def _generator(backbone, settings: dict):
     """An untrained generator (the perf arms time steps, not what they learn)."""
-    registry = default_registry()
-    name = settings["generator"]
-    options = {"progress": False} if "progress" in registry.get("generator", name).options else {}
-    return registry.create("generator", name, feature_dim=backbone.embed_dim, n_ctx=4, ctx_dim=backbone.ctx_dim,
-                           **options)
+    return build(default_registry(), "generator", settings["generator"], Settings(settings.get("preset", "cpu")),
+                 RunValues(progress=False), feature_dim=backbone.embed_dim, n_ctx=4, ctx_dim=backbone.ctx_dim)
 
 
 def _timed(fn, repeats: int = 1) -> float:

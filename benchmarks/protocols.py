@@ -19,6 +19,7 @@ import attrs
 from benchmarks.records import Job
 from benchmarks.suites import Suite
 from promptgen.runs.device import resolve_device
+from promptgen.components.lazy import factory_attribute
 from promptgen.runs.engine import build_dataset, check
 from promptgen.errors import ConfigError, PromptgenError, suggestion
 from promptgen.components.presets import resolve_preset
@@ -29,10 +30,7 @@ log = logging.getLogger(__name__)
 def method_attribute(registry, name: str, attribute: str, default):
     """An attribute a method's factory declares, else ``default``: on a functools.partial (``spg-<generator>``)
     its own first (a family sets each member's ``rank`` there), then the function it wraps."""
-    factory = registry.get("method", name).factory
-    while not hasattr(factory, attribute) and hasattr(factory, "func"):
-        factory = factory.func
-    return getattr(factory, attribute, default)
+    return factory_attribute(registry.get("method", name).factory, attribute, default)
 
 
 def method_rank(registry, name: str) -> tuple:

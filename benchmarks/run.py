@@ -21,8 +21,9 @@ from benchmarks import method_costs, perf, protocols, report, scale, stability, 
 from benchmarks.records import RecordStore, run_jobs
 from benchmarks.tables import average_over_datasets
 from promptgen.runs import defaults
-from promptgen.cli import (Parser, add_log_argument, add_set_argument, merge_overrides, parse_settings, run_command, setup_logging,
-                           sigterm_raises, warn_about_plugins)
+from promptgen.runs.settings import merge_overrides, parse_settings
+from promptgen.cli.common import (Parser, add_log_argument, add_set_argument, run_command, setup_logging,
+                                  sigterm_raises, warn_about_plugins)
 from promptgen.toolkit.curves import require_tensorboard
 from promptgen.errors import ConfigError, PromptgenError, suggestion
 from promptgen.storage.files import write_json, write_text
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="python -m benchmarks.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--suite", default="default", help="a suite name (see --list) or a .toml file (default: %(default)s)")
+    parser.add_argument("--suite", default="default",
+                        help="a suite name (see --list) or a .toml file (default: %(default)s)")
     parser.add_argument("--list", action="store_true", help="list the suites, one line each, and exit")
     what = parser.add_argument_group("override the suite")
     what.add_argument("--methods", nargs="+", metavar="METHOD", help="registered methods (promptgen plugins), or all")
@@ -53,11 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_set_argument(what)
     where = parser.add_argument_group("where and how")
     where.add_argument("--out", type=Path, help="output directory (default: results/SUITE)")
-    where.add_argument("--cache-dir", help="feature cache root (default: $PROMPTGEN_CACHE_DIR, else ~/.cache/promptgen)")
+    where.add_argument("--cache-dir",
+                       help="feature cache root (default: $PROMPTGEN_CACHE_DIR, else ~/.cache/promptgen)")
     where.add_argument("--force", action="store_true", help="rerun jobs that already have a finished record")
     where.add_argument("--launcher", help=f"launcher plugin, e.g. local, processes or ray (default: the suite's "
                                           f"launcher, else {defaults.LAUNCHER})")
-    where.add_argument("--workers", type=int, help="processes launcher: worker processes (default: the suite's, else 2)")
+    where.add_argument("--workers", type=int,
+                       help="processes launcher: worker processes (default: the suite's, else 2)")
     where.add_argument("--threads", type=int, metavar="N", help="torch threads of each job: per worker with the "
                        "processes launcher (default: its share of the usable cores), else of this process (default: "
                        "torch's, one per core); on a machine busy with other work, 1")
@@ -202,8 +206,8 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     records = store.records(jobs)
     if args.report and not records and store.records():
         raise ConfigError(f"--report: none of the {len(store.records())} records under {store.directory} is a job of "
-                          f"suite '{suite.name}' (another suite's, or other settings'); nothing was rewritten: give the "
-                          f"suite and settings that wrote them")
+                          f"suite '{suite.name}' (another suite's, or other settings'); nothing was rewritten: give "
+                          f"the suite and settings that wrote them")
     fingerprints = sorted({r["fingerprint"] for r in records if r.get("status") == "ok"})
     text = accuracy_tables(suite, jobs, records, ", ".join(fingerprints) or "-", out)
     methods = sweep.method_table(jobs, records)

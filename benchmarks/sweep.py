@@ -26,6 +26,7 @@ from benchmarks.tables import Table, accuracy_table
 from promptgen.storage.cache import FeatureCache
 from promptgen.toolkit.curves import TENSORBOARD_DIR, write_tensorboard
 from promptgen.runs.device import resolve_device
+from promptgen.components.resolve import Settings
 from promptgen.runs.engine import build_dataset, run
 from promptgen.components.presets import resolve_preset
 from promptgen.toolkit.quality import domain_gap
@@ -244,8 +245,8 @@ def domain_gaps(suite: Suite, cache_dir: str | None, device: str | None = None, 
     example = suite.example()
     if device:
         example = attrs.evolve(example, backbone=attrs.evolve(example.backbone, device=device))
-    backbone = example.backbone.build(registry)
     preset = resolve_preset(example.preset, resolve_device(example.backbone.device).type)
+    backbone = example.backbone.build(registry, Settings.of(example, preset))
     features, domains = {}, []
     with FeatureCache(cache_dir) as cache:
         for name in dict.fromkeys(filter(None, (example.dataset, example.target_dataset))):

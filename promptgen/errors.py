@@ -20,7 +20,20 @@ class PromptgenError(Exception):
 
 
 class ConfigError(PromptgenError, ValueError):
-    """A configuration value is invalid; the message names the field and the allowed values."""
+    """A configuration value is invalid; the message names the field and the allowed values.
+
+    An error about one field of a config class carries it: ``ConfigError("must be ...", field="RunConfig.seed")``
+    reads "RunConfig.seed must be ...", and :meth:`naming` says the same with the field as a command line spells
+    it ("--seed must be ...": promptgen.cli.common.run_command's ``flags``). ``field`` is None otherwise."""
+
+    def __init__(self, message: str = "", *, field: str | None = None):
+        self.field = field
+        self.problem = message  # the message without the field's name
+        super().__init__(f"{field} {message}" if field else message)
+
+    def naming(self, name: str) -> str:
+        """The message with the field called ``name`` (e.g. the flag that set it)."""
+        return f"{name} {self.problem}" if self.field else str(self)
 
 
 class PluginError(PromptgenError):
@@ -82,7 +95,7 @@ class RunDirectoryError(PromptgenError):
 
 
 class Terminated(BaseException):
-    """The process received SIGTERM. Raised in the main thread (see promptgen.cli.sigterm_raises) so that a
+    """The process received SIGTERM. Raised in the main thread (see promptgen.cli.common.sigterm_raises) so that a
     command stops as on Ctrl-C: what it was writing is discarded, what it finished stays. A BaseException,
     like KeyboardInterrupt, so that no ``except Exception`` takes it for a failure of one job."""
 

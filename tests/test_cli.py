@@ -7,6 +7,8 @@ import sys
 import pytest
 
 from promptgen import cli
+from promptgen.cli.common import setup_logging
+from promptgen.cli.parser import build_parser, leaf_parsers
 
 
 def test_help_explains_itself():
@@ -106,8 +108,8 @@ def test_plugins_lists_distribution_and_version(capsys):
 
 
 def test_every_command_takes_verbose_and_quiet():
-    parser = cli.build_parser()
-    leaves = cli.leaf_parsers(parser)
+    parser = build_parser()
+    leaves = leaf_parsers(parser)
     assert len(leaves) >= 10  # plugins, backbone, cache x5, train, evaluate, the plugins' commands
     for leaf in leaves:
         options = {option for action in leaf._actions for option in action.option_strings}
@@ -117,11 +119,11 @@ def test_every_command_takes_verbose_and_quiet():
 def test_verbose_logs_info_and_quiet_only_errors():
     import logging
 
-    cli.setup_logging(verbose=True)
+    setup_logging(verbose=True)
     assert logging.getLogger().level == logging.INFO
-    cli.setup_logging(quiet=True)
+    setup_logging(quiet=True)
     assert logging.getLogger().level == logging.ERROR
-    cli.setup_logging()
+    setup_logging()
     assert logging.getLogger().level == logging.WARNING
 
 

@@ -647,11 +647,11 @@ def test_data_info_split_option(pacs_root, capsys):
 
 @pytest.mark.parametrize("name", ["pacs", "vlcs", "office-home", "terra-incognita", "domainnet", "folder"])
 def test_the_gpu_preset_runs_the_official_split(registry, name):
-    from promptgen.runs.context import resolve_options
+    from promptgen.components.resolve import Settings, set_options
 
-    assert resolve_options(registry, "dataset", name, "gpu", name, {}) == {"split": "official"}
-    assert resolve_options(registry, "dataset", name, "cpu", name, {}) == {"split": "files"}
-    assert resolve_options(registry, "dataset", name, "gpu", name, {name: {"split": "files"}}) == {"split": "files"}
+    assert set_options(registry, "dataset", name, Settings("gpu", name, {})) == {"split": "official"}
+    assert set_options(registry, "dataset", name, Settings("cpu", name, {})) == {"split": "files"}
+    assert set_options(registry, "dataset", name, Settings("gpu", name, {name: {"split": "files"}})) == {"split": "files"}
 
 
 def test_a_gpu_run_builds_its_dataset_with_the_official_split(pacs_root):

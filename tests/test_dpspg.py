@@ -217,7 +217,7 @@ def test_joint_stage_two_trains_both_generators_per_step_and_never_selects_befor
     method = DualPath(stage1="joint", stage2="joint", late=3)
     method.labels = labels
     method.generators = {path: TransformerGenerator(d, 2, tiny_backbone.ctx_dim, layers=1, heads=1, feedforward=16,
-                                                    epochs=6, batch_size=16, warmup_epochs=1, schedule="epoch",
+                                                    epochs=6, batch_size=16, warmup_epochs=1, lr_schedule="epoch",
                                                     seed=i, progress=False)
                          for i, path in enumerate(("positive", "negative"))}
     initial = {path: {k: v.clone() for k, v in gen.state_dict().items()} for path, gen in method.generators.items()}
@@ -232,7 +232,7 @@ def test_joint_stage_two_trains_both_generators_per_step_and_never_selects_befor
     monkeypatch.setattr(DualPath, "_score", staticmethod(falling))
     report = method._fit_joint(SimpleNamespace(backbone=tiny_backbone, classes=classes, progress=False), train, train)
 
-    assert report["joint"]["best_epoch"] == 3 and report["joint"]["val_accuracy"] == pytest.approx(0.7)
+    assert report["joint"]["best_epoch"] == 3 and report["joint"]["best_score"] == pytest.approx(0.7)
     assert [row["epoch"] for row in report["history"]] == list(range(6))
     assert all({"loss_positive", "loss_negative"} <= set(row) and row["path"] == "joint" for row in report["history"])
     for path, generator in method.generators.items():  # both restored to the selected epoch, both trained
@@ -242,7 +242,7 @@ def test_joint_stage_two_trains_both_generators_per_step_and_never_selects_befor
 
 
 def test_a_generator_without_a_trainer_is_trained_the_sequential_way():
-    from promptgen_dpspg.method import _trainable
+    from promptgen.toolkit.generator_training import trains_in_loop
     from promptgen_dpspg.transformer import TransformerGenerator
 
     class OwnLoop:  # a third-party generator that trains itself
@@ -251,15 +251,15 @@ def test_a_generator_without_a_trainer_is_trained_the_sequential_way():
         def fit(self, backbone, train, prompt_labels, val):
             return None
 
-    assert not _trainable(OwnLoop())
-    assert _trainable(TransformerGenerator(64, 2, 64, layers=1, heads=1, feedforward=8, progress=False))
+    assert not trains_in_loop(OwnLoop())
+    assert trains_in_loop(TransformerGenerator(64, 2, 64, layers=1, heads=1, feedforward=8, progress=False))
 
 
 def test_the_gpu_preset_is_the_official_procedure_and_cpu_keeps_the_earlier_one():
-    from promptgen.runs.context import effective_options
+    from promptgen.components.resolve import Settings, effective_options
 
     def options(kind, name, preset):
-        return effective_options(REGISTRY, kind, name, preset, "digits-dg", {})
+        return effective_options(REGISTRY, kind, name, Settings(preset, "digits-dg", {}))
 
     gpu = options("method", "dpspg", "gpu")
     assert (gpu["stage1"], gpu["stage2"], gpu["late"], gpu["alpha"]) == ("joint", "joint", 20, 0.2)
@@ -267,11 +267,11 @@ def test_the_gpu_preset_is_the_official_procedure_and_cpu_keeps_the_earlier_one(
     assert (cpu["stage1"], cpu["stage2"], cpu["late"]) == ("separate", "sequential", 0)
     stage1 = options("prompt_learner", "dpspg-coop", "gpu")
     assert {k: stage1[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "warmup_lr",
-                                   "momentum", "ties")} == {"epochs": 70, "batch_size": 32, "lr": 2e-3,
-                                                            "weight_decay": 1e-4, "warmup_epochs": 4,
-                                                            "warmup_lr": 1e-5, "momentum": 0.9, "ties": "earlier"}
-    assert options("generator", "transformer", "gpu")["schedule"] == "epoch"
-    assert options("generator", "transformer", "cpu")["schedule"] == "step"
+                                   "momentum")} == {"epochs": 70, "batch_size": 32, "lr": 2e-3,
+                                                    "weight_decay": 1e-4, "warmup_epochs": 4,
+                                                    "warmup_lr": 1e-5, "momentum": 0.9}
+    assert options("generator", "transformer", "gpu")["lr_schedule"] == "epoch"
+    assert options("generator", "transformer", "cpu")["lr_schedule"] == "step"
     method = REGISTRY.create("method", "dpspg", **gpu)
     assert method.components() == [("prompt_learner", "dpspg-coop"), ("generator", "transformer")]
 
@@ -290,7 +290,7 @@ def test_dpspg_with_the_official_procedure_trains_end_to_end_and_shares_its_join
     in one loop selected from epoch ``late`` on; the run reloads to its scores; dpspg-positive reads the same
     joint labels back from the label store."""
     official = {"stage1": "joint", "stage2": "joint", "late": 1}
-    tiny = {"transformer": {"epochs": 3, "schedule": "epoch"}, "dpspg-coop": {"epochs": 2, "ties": "earlier"}}
+    tiny = {"transformer": {"epochs": 3, "lr_schedule": "epoch"}, "dpspg-coop": {"epochs": 2}}
     out = tmp_path / "dpspg"
     metrics = run(_config("dpspg", dpspg=official, **tiny), out, registry=REGISTRY, progress=False)
     fit = metrics["fit"]

@@ -12,7 +12,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from promptgen.runs.config import RunConfig
-from promptgen.runs.context import resolve_options
+from promptgen.components.resolve import Settings, set_options
 from promptgen.runs.engine import run
 from promptgen.toolkit.epochs import Epochs, steps_per_epoch
 from promptgen.components.registry import load_registry
@@ -139,7 +139,7 @@ def step_counter():
 @pytest.mark.parametrize("learner", [name for name in REGISTRY.names("prompt_learner")
                                      if "epochs" in REGISTRY.get("prompt_learner", name).options])  # that train
 def test_every_prompt_learner_takes_floor_n_over_batch_steps_per_epoch(learner, tiny_backbone, step_counter):
-    values = {**resolve_options(REGISTRY, "prompt_learner", learner, "gpu", None, {}), "epochs": 2,
+    values = {**set_options(REGISTRY, "prompt_learner", learner, Settings("gpu", None, {})), "epochs": 2,
               "warmup_epochs": 1, "progress": False}
     train = _train(images=70, views=8, dim=tiny_backbone.embed_dim)
     prompt_learner = REGISTRY.create("prompt_learner", learner, **values)
@@ -149,7 +149,7 @@ def test_every_prompt_learner_takes_floor_n_over_batch_steps_per_epoch(learner, 
 
 @pytest.mark.parametrize("generator", REGISTRY.names("generator"))
 def test_every_generator_takes_floor_n_over_batch_steps_per_epoch(generator, tiny_backbone, monkeypatch):
-    values = {**resolve_options(REGISTRY, "generator", generator, "gpu", None, {}), "epochs": 2, "warmup_epochs": 1,
+    values = {**set_options(REGISTRY, "generator", generator, Settings("gpu", None, {})), "epochs": 2, "warmup_epochs": 1,
               "progress": False}
     made = REGISTRY.create("generator", generator, feature_dim=tiny_backbone.embed_dim, n_ctx=2,
                            ctx_dim=tiny_backbone.ctx_dim, **values)
@@ -166,7 +166,7 @@ def test_every_generator_takes_floor_n_over_batch_steps_per_epoch(generator, tin
                           ("zero", "one", "two"))]
     val = FeatureSet(train.features[:6], train.labels[:6], train.domain_ids[:6])
     made.fit(tiny_backbone, train, labels, val)
-    batch = made.options["batch_size"]
+    batch = made.schedule.batch_size
     assert calls == [batch] * (2 * (70 // batch))
 
 
@@ -189,29 +189,39 @@ def test_spgs_stage_one_runs_the_released_scripts_overrides_and_the_coop_baselin
     """Row 8: train.py forces weight decay 1e-4 and 4 warm-up epochs on SPG's stage I; the CoOp baseline keeps
     b32_ep50.yaml's 5e-4 and 1; both keep the earlier of two equal epochs (the gpu preset)."""
     assert REGISTRY.create("method", "spg").learner == "spg-coop"
-    stage_one = resolve_options(REGISTRY, "prompt_learner", "spg-coop", "gpu", "pacs", {})
-    baseline = resolve_options(REGISTRY, "prompt_learner", "coop", "gpu", "pacs", {})
-    assert {k: stage_one[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "ties")} == \
-        {"epochs": 50, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 4, "ties": "earlier"}
+    stage_one = set_options(REGISTRY, "prompt_learner", "spg-coop", Settings("gpu", "pacs", {}))
+    baseline = set_options(REGISTRY, "prompt_learner", "coop", Settings("gpu", "pacs", {}))
+    assert {k: stage_one[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs")} == \
+        {"epochs": 50, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 4}
     assert REGISTRY.get("prompt_learner", "coop").options["weight_decay"].default == 5e-4
-    assert "weight_decay" not in baseline and "warmup_epochs" not in baseline and baseline["ties"] == "earlier"
+    assert "weight_decay" not in baseline and "warmup_epochs" not in baseline
     # coop's settings reach SPG's stage I as before (suites and docs set coop.epochs); spg-coop's only it
     both = {"coop": {"epochs": 2, "lr": 0.5}, "spg-coop": {"lr": 0.1}}
-    assert {k: v for k, v in resolve_options(REGISTRY, "prompt_learner", "spg-coop", "cpu", None, both).items()
+    assert {k: v for k, v in set_options(REGISTRY, "prompt_learner", "spg-coop", Settings("cpu", None, both)).items()
             if k in ("epochs", "lr")} == {"epochs": 2, "lr": 0.1}
-    assert resolve_options(REGISTRY, "prompt_learner", "coop", "cpu", None, both)["lr"] == 0.5
+    assert set_options(REGISTRY, "prompt_learner", "coop", Settings("cpu", None, both))["lr"] == 0.5
 
 
-@pytest.mark.parametrize("ties, kept", [("earlier", 1), ("later", 3)])
-def test_ties_keep_the_epoch_the_rule_names(ties, kept):
+def test_every_loop_keeps_the_earlier_of_two_equal_epochs():
+    """One selection rule (promptgen.toolkit.selection.BestEpoch): the prompt loop and the generator loop keep the
+    earlier of two equal scores, report it under the same names, and a NaN score (no val) keeps the last."""
     from promptgen.toolkit.context_fitting import train_prompts
+    from promptgen.toolkit.selection import BestEpoch
 
     scores = iter([0.2, 0.5, 0.4, 0.5])
     module = torch.nn.Linear(1, 1)
     result = train_prompts(module, batches=lambda: [None], steps=1, loss=lambda batch: module.weight.sum(),
                            score=lambda: next(scores), epochs=4, lr=0.1, warmup_epochs=0, warmup_lr=1e-5,
-                           momentum=0.9, weight_decay=0.0, progress=False, desc="t", ties=ties)
-    assert result["best_epoch"] == kept
+                           momentum=0.9, weight_decay=0.0, progress=False, desc="t")
+    assert (result["best_epoch"], result["best_score"]) == (1, 0.5)
+    best = BestEpoch(select_from=1)
+    for epoch, score in enumerate([0.9, 0.3, 0.6, 0.6, float("nan")]):
+        best.offer(epoch, score, lambda: {"epoch": epoch})
+    assert best.report() == {"best_epoch": 4, "best_score": best.score} and best.state == {"epoch": 4}
+    best = BestEpoch()
+    for epoch, score in enumerate([0.3, 0.6, 0.6]):
+        best.offer(epoch, score, lambda: {"epoch": epoch})
+    assert best.report() == {"best_epoch": 1, "best_score": 0.6}
 
 
 def test_the_epoch_is_set_from_the_cli_and_a_suite_and_recorded(tmp_path, capsys):

@@ -10,6 +10,7 @@ import pytest
 
 from promptgen import cli
 from promptgen.errors import ConfigError
+from promptgen.runs.settings import parse_settings
 from promptgen.components.options import check_values, declared_options
 from promptgen.components.presets import component_preset
 
@@ -99,12 +100,12 @@ def test_plugins_options_lists_types_defaults_and_presets(capsys, install_plugin
 
 
 def test_set_parses_toml_values_and_names_a_malformed_setting():
-    assert cli.parse_settings(["coop.epochs=2", "cgan.lr=2e-3", "coop.ctx_init=a photo of a", "x.flag=true",
-                               "digits-dg.per_class = 20"]) == {
+    assert parse_settings(["coop.epochs=2", "cgan.lr=2e-3", "coop.ctx_init=a photo of a", "x.flag=true",
+                           "digits-dg.per_class = 20"]) == {
         "coop": {"epochs": 2, "ctx_init": "a photo of a"}, "cgan": {"lr": 2e-3}, "x": {"flag": True},
         "digits-dg": {"per_class": 20}}
     with pytest.raises(ConfigError, match="--set 'epochs=2': expected COMPONENT.OPTION=VALUE"):
-        cli.parse_settings(["epochs=2"])
+        parse_settings(["epochs=2"])
 
 
 def test_set_reaches_the_component_and_a_wrong_one_fails_before_training(tmp_path, capsys):

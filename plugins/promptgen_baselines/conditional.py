@@ -69,8 +69,7 @@ class ConditionalPromptMethod:
 
     Schedule (CoOp's, as the SPG baselines use it): SGD with momentum, a constant warm-up at
     ``warmup_lr`` for ``warmup_epochs``, then cosine decay stepped per epoch (as Dassl does); the epoch with the best source
-    val accuracy is kept (ties keep the later epoch: a plateau at the start must not pin the run to
-    its initialisation).
+    val accuracy is kept (promptgen.toolkit.selection: of two equal, the earlier, as the official code).
     """
 
     inputs = "features"
@@ -142,7 +141,7 @@ class ConditionalPromptMethod:
                                    epochs=o["epochs"], lr=o["lr"],
                                    warmup_epochs=o["warmup_epochs"], warmup_lr=o["warmup_lr"], momentum=o["momentum"],
                                    weight_decay=o["weight_decay"], progress=run.progress, desc=self.name)
-        return {"best_epoch": result["best_epoch"], "val_accuracy": result["score"], "history": result["history"]}
+        return {"best_epoch": result["best_epoch"], "best_score": result["best_score"], "history": result["history"]}
 
     # --- prediction ----------------------------------------------------------------------------------
 

@@ -135,7 +135,7 @@ class ImagePromptMethod:
                                    epochs=o["epochs"], lr=o["lr"], warmup_epochs=o["warmup_epochs"],
                                    warmup_lr=o["warmup_lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
                                    progress=run.progress, desc=self.name)
-        return {"best_epoch": result["best_epoch"], "val_accuracy": result["score"], "history": result["history"]}
+        return {"best_epoch": result["best_epoch"], "best_score": result["best_score"], "history": result["history"]}
 
     @torch.no_grad()
     def logits(self, run, split: str) -> torch.Tensor:

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import warnings
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
 from promptgen.errors import ConfigError
+from promptgen.toolkit import Schedule
 from promptgen.toolkit.generator_training import SCHEDULES, Trainer, fit_generator, load_module_states, module_states
 from promptgen.toolkit.values import FeatureSet
 from promptgen_cgan.networks import CONDITIONS, INITS, PromptDiscriminator, PromptGenerator
@@ -62,7 +65,7 @@ class CGANGenerator:
     # (rescaled condition, betas (0.5, 0.999), G first, its init, per-step cosine), no clipping: docs/parity.md.
     presets = {
         "gpu": {"epochs": 70, "batch_size": 32, "lr": 2e-3, "grad_clip": "official", "condition": "normalised",
-                "betas": (0.9, 0.999), "update": "d-first", "init": "kaiming", "schedule": "epoch"},
+                "betas": (0.9, 0.999), "update": "d-first", "init": "kaiming", "lr_schedule": "epoch"},
         "cpu": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1},
     }
 
@@ -77,7 +80,7 @@ class CGANGenerator:
         lr: float = 2e-3,
         weight_decay: float = 1e-4,
         warmup_epochs: int = 4,
-        schedule: str = "step",
+        lr_schedule: Literal["epoch", "step"] = "step",
         grad_clip: dict | str | None = None,
         condition: str = "scaled",
         betas: tuple[float, float] = (0.5, 0.999),
@@ -98,13 +101,19 @@ class CGANGenerator:
         if unknown:
             raise ConfigError(f"cgan: unknown grad_clip keys {sorted(unknown)}; allowed: {', '.join(OFFICIAL_CLIP)}")
         for option, value, allowed in (("condition", condition, CONDITIONS), ("update", update, UPDATES),
-                                       ("init", init, INITS), ("schedule", schedule, SCHEDULES)):
+                                       ("init", init, INITS), ("lr_schedule", lr_schedule, SCHEDULES)):
             if value not in allowed:
                 raise ConfigError(f"cgan: {option} must be one of {', '.join(allowed)}; got {value!r}")
-        self.options = dict(noise_dim=noise_dim, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                            warmup_epochs=warmup_epochs, schedule=schedule, grad_clip=grad_clip, condition=condition,
-                            betas=tuple(betas),
-                            update=update, init=init, output_scale=output_scale, seed=seed)
+        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs)
+        self.noise_dim = noise_dim
+        self.lr_schedule = lr_schedule
+        self.grad_clip = grad_clip
+        self.condition = condition
+        self.betas = tuple(betas)
+        self.update = update
+        self.init = init
+        self.output_scale = output_scale
+        self.seed = seed
         self.noise_dim, self.sample_seed, self.progress = noise_dim, sample_seed, progress
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -135,18 +144,17 @@ class CGANGenerator:
 
     def trainer(self, backbone, train: FeatureSet, prompt_labels) -> Trainer:
         """The nets on the backbone's device, their optimizers and one G + D step (promptgen.toolkit.generator_training.Trainer)."""
-        o = self.options
         device = backbone.device
         self.generator.to(device)
         self.discriminator.to(device)
         targets = torch.stack([label.ctx for label in prompt_labels]).to(device)  # [domains, n_ctx, D]
-        if targets.abs().max() >= o["output_scale"]:
+        if targets.abs().max() >= self.output_scale:
             warnings.warn(f"cgan: prompt labels reach {targets.abs().max():.2f}, outside the Tanh range "
-                          f"+-{o['output_scale']}; raise output_scale")
+                          f"+-{self.output_scale}; raise output_scale")
         features, domain_ids = train.features.to(device), train.domain_ids.to(device)
         # betas: the official code's AdamW defaults (0.9, 0.999) in the gpu preset; (0.5, 0.999), the usual GAN
         # setting, is the default and the cpu preset's.
-        optimizers = [torch.optim.AdamW(net.parameters(), lr=o["lr"], betas=o["betas"], weight_decay=o["weight_decay"])
+        optimizers = [torch.optim.AdamW(net.parameters(), lr=self.schedule.lr, betas=self.betas, weight_decay=self.schedule.weight_decay)
                       for net in (self.generator, self.discriminator)]
         return Trainer(step=lambda index, rng: self._step(features, domain_ids, targets, index, optimizers, rng),
                        optimizers=optimizers, modules=(self.generator, self.discriminator), features=features)
@@ -161,7 +169,7 @@ class CGANGenerator:
         noise = torch.randn(len(index), self.noise_dim, generator=shuffle).to(features.device)
         fake_prompts = self.generator(noise, fake_features)
         ones = torch.ones(len(index), 1, device=features.device)
-        if self.options["update"] == "d-first":
+        if self.update == "d-first":
             return self._d_then_g(real_prompts, real_features, fake_prompts, fake_features, ones, g_opt, d_opt)
 
         loss_g = F.mse_loss(self.discriminator(fake_prompts, fake_features), ones)
@@ -196,7 +204,7 @@ class CGANGenerator:
 
     def _clip(self, net: torch.nn.Module, side: str) -> None:
         """Per-parameter gradient-norm limits (clip_limits): a gradient whose norm exceeds its limit is scaled to it."""
-        limits = self.options["grad_clip"]
+        limits = self.grad_clip
         if not limits:
             return
         parameters = dict(net.named_parameters())

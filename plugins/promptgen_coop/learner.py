@@ -3,7 +3,7 @@
 Trained from cached image features: each step encodes the C class prompts (truncated at EOT) with
 gradients to the context only. Schedule as the official CoOp config (the loop is
 promptgen.toolkit.context_fitting's): SGD, a constant warm-up epoch at 1e-5, then Dassl's cosine per epoch;
-the epoch with the best validation accuracy is kept (``ties``: which of two equal epochs).
+the epoch with the best validation accuracy is kept (promptgen.toolkit.selection: of two equal, the earlier).
 
 ``spg-coop`` is the same learner as SPG's stage I runs it: the released scripts' train.py forces
 weight decay 1e-4 and 4 warm-up epochs over the CoOp config (train.py:77-81,269-270), while the CoOp
@@ -13,11 +13,13 @@ epochs (spg_coop.py:206-208, trainers_baseline/basedg.py:235).
 
 from __future__ import annotations
 
+import attrs
 import torch
 import torch.nn.functional as F
 
 from promptgen.errors import ConfigError
-from promptgen.toolkit.context_fitting import TIES, fit_context
+from promptgen.toolkit import Schedule
+from promptgen.toolkit.context_fitting import fit_context
 from promptgen.toolkit.evaluate import accuracy
 from promptgen.toolkit.prompts import context_length, phrase_embedding
 from promptgen.toolkit.values import FeatureSet, PromptLabel
@@ -38,10 +40,9 @@ class CoOpPrompt:
 
     # gpu: the official CoOp baseline's configuration (b32_ep50.yaml: SGD, lr 2e-3, 50 epochs, batch 32, weight
     # decay 5e-4, 1 constant warm-up epoch at 1e-5), the earlier of two equal epochs kept (basedg.py:235).
-    # cpu: the same schedule in 8 epochs; ties keep the later epoch, so a digits run whose val accuracy
-    # plateaus at its initialisation is not pinned there (docs/parity.md, row 8).
+    # cpu: the same schedule in 8 epochs.
     presets = {
-        "gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3, "ties": "earlier"},
+        "gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3},
         "cpu": {"epochs": 8, "batch_size": 32, "lr": 2e-3},
     }
 
@@ -56,7 +57,6 @@ class CoOpPrompt:
         warmup_lr: float = 1e-5,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
-        ties: str = "later",
         seed: int = 0,
         progress: bool = True,
     ):
@@ -64,12 +64,18 @@ class CoOpPrompt:
         if epochs < 1 or batch_size < 1 or n_ctx < 1:
             raise ConfigError(f"{self.name}: epochs, batch_size and n_ctx must be >= 1; got {epochs}, {batch_size}, "
                               f"{n_ctx}")
-        if ties not in TIES:
-            raise ConfigError(f"{self.name}: ties must be one of {', '.join(TIES)}; got {ties!r}")
-        self.options = dict(ctx_init=ctx_init, n_ctx=n_ctx, epochs=epochs, batch_size=batch_size, lr=lr,
-                            warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, momentum=momentum,
-                            weight_decay=weight_decay, ties=ties, seed=seed)
+        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, weight_decay=weight_decay)
+        self.ctx_init = ctx_init
+        self.n_ctx = n_ctx
+        self.warmup_lr = warmup_lr
+        self.momentum = momentum
+        self.seed = seed
         self.progress = progress
+
+    def config(self) -> dict:
+        """What the label's metadata records of how it was learned."""
+        return {"ctx_init": self.ctx_init, **attrs.asdict(self.schedule), "warmup_lr": self.warmup_lr,
+                "momentum": self.momentum, "seed": self.seed}
 
     @classmethod
     def effective_options(cls, values: dict) -> dict:
@@ -78,11 +84,10 @@ class CoOpPrompt:
         return {**values, "n_ctx": context_length(values["ctx_init"], values["n_ctx"], RANDOM_N_CTX, cls.name)}
 
     def _initial_context(self, backbone) -> torch.Tensor:
-        o = self.options
-        if o["ctx_init"]:
-            return phrase_embedding(backbone, o["ctx_init"], self.name).float()  # n_ctx vectors: one per word
-        generator = torch.Generator().manual_seed(o["seed"])
-        return 0.02 * torch.randn(o["n_ctx"], backbone.ctx_dim, generator=generator)
+        if self.ctx_init:
+            return phrase_embedding(backbone, self.ctx_init, self.name).float()  # n_ctx vectors: one per word
+        generator = torch.Generator().manual_seed(self.seed)
+        return 0.02 * torch.randn(self.n_ctx, backbone.ctx_dim, generator=generator)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, labels)
@@ -91,20 +96,19 @@ class CoOpPrompt:
         return accuracy(logits, labels)
 
     def fit(self, backbone, class_names, train: FeatureSet, val: FeatureSet | None, domain: str) -> PromptLabel:
-        o = self.options
         result = fit_context(backbone, class_names, train, val, self._initial_context(backbone), loss=self.loss,
-                             score=self.score, epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"],
-                             warmup_epochs=o["warmup_epochs"], warmup_lr=o["warmup_lr"], momentum=o["momentum"],
-                             weight_decay=o["weight_decay"], seed=o["seed"], progress=self.progress,
-                             desc=f"{self.name} [{domain}]", ties=o["ties"])
-        n_ctx = result["ctx"].shape[0]  # == self.options["n_ctx"] (phrase_embedding checks it)
+                             score=self.score, epochs=self.schedule.epochs, batch_size=self.schedule.batch_size, lr=self.schedule.lr,
+                             warmup_epochs=self.schedule.warmup_epochs, warmup_lr=self.warmup_lr, momentum=self.momentum,
+                             weight_decay=self.schedule.weight_decay, seed=self.seed, progress=self.progress,
+                             desc=f"{self.name} [{domain}]")
+        n_ctx = result["ctx"].shape[0]  # == self.n_ctx (phrase_embedding checks it)
         return PromptLabel(
             ctx=result["ctx"],
             fingerprint=backbone.fingerprint,
             domain=domain,
             class_names=tuple(class_names),
-            metadata={"learner": self.name, "val_accuracy": result["score"], "best_epoch": result["best_epoch"],
-                      "selected_on": result["selected_on"], "steps": result["steps"], "config": {**o, "n_ctx": n_ctx},
+            metadata={"learner": self.name, "val_accuracy": result["best_score"], "best_epoch": result["best_epoch"],
+                      "selected_on": result["selected_on"], "steps": result["steps"], "config": {**self.config(), "n_ctx": n_ctx},
                       "history": result["history"]},
         )
 
@@ -116,7 +120,6 @@ class SPGStageOne(CoOpPrompt):
     name = "spg-coop"
     settings_from = ("coop",)  # `--set coop.epochs=2` reaches SPG's stage I as it reaches CoOp; spg-coop.* only it
     presets = {
-        "gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 4,
-                "ties": "earlier"},
+        "gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 4},
         "cpu": CoOpPrompt.presets["cpu"],
     }

@@ -14,10 +14,13 @@ seeded by ``sample_seed``, so repeatable) or z = 0 (``sample_mode="mean"``, dete
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from promptgen.errors import ConfigError
+from promptgen.toolkit import Schedule
 from promptgen.toolkit.epochs import Epochs
 from promptgen.toolkit.generator_training import (SCHEDULES, PromptScaler, Trainer, condition, fit_generator, load_module_states,
                                 module_states)
@@ -36,7 +39,7 @@ class CVAEGenerator:
 
     # No paper gives official values: gpu runs on the defaults with the schedule of the SPG stage II it stands in
     # for (Dassl's, per epoch); cpu as the CGAN's cpu preset.
-    presets = {"gpu": {"schedule": "epoch"}, "cpu": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1}}
+    presets = {"gpu": {"lr_schedule": "epoch"}, "cpu": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1}}
 
     def __init__(
         self,
@@ -53,7 +56,7 @@ class CVAEGenerator:
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         warmup_epochs: int = 4,
-        schedule: str = "step",
+        lr_schedule: Literal["epoch", "step"] = "step",
         seed: int = 0,
         sample_seed: int = 0,
         progress: bool = True,
@@ -61,13 +64,17 @@ class CVAEGenerator:
         if epochs < 1 or batch_size < 1 or latent_dim < 1 or beta < 0:
             raise ConfigError(f"cvae: epochs, batch_size and latent_dim must be >= 1 and beta >= 0; got "
                               f"{epochs}, {batch_size}, {latent_dim}, {beta}")
-        if schedule not in SCHEDULES:
-            raise ConfigError(f"cvae: schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        if lr_schedule not in SCHEDULES:
+            raise ConfigError(f"cvae: schedule must be one of {', '.join(SCHEDULES)}, got {lr_schedule!r}")
         if sample_mode not in SAMPLE_MODES:
             raise ConfigError(f"cvae: sample_mode must be one of {', '.join(SAMPLE_MODES)}, got {sample_mode!r}")
-        self.options = dict(latent_dim=latent_dim, hidden=hidden, beta=beta, kl_warmup_epochs=kl_warmup_epochs,
-                            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                            warmup_epochs=warmup_epochs, schedule=schedule, seed=seed)
+        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs)
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        self.beta = beta
+        self.kl_warmup_epochs = kl_warmup_epochs
+        self.lr_schedule = lr_schedule
+        self.seed = seed
         self.shape, self.latent_dim = (n_ctx, ctx_dim), latent_dim
         self.sample_mode, self.sample_seed, self.progress = sample_mode, sample_seed, progress
         size = n_ctx * ctx_dim
@@ -102,7 +109,6 @@ class CVAEGenerator:
 
     def trainer(self, backbone, train: FeatureSet, prompt_labels) -> Trainer:
         """The networks on the backbone's device, the optimizer and one step (promptgen.toolkit.generator_training.Trainer)."""
-        o = self.options
         device = backbone.device
         for module in self._modules().values():
             module.to(device)
@@ -110,14 +116,14 @@ class CVAEGenerator:
         self.scaler.fit(targets)
         normalized = self.scaler.normalize(targets)  # [domains, P]
         features, domain_ids = train.features.to(device), train.domain_ids.to(device)
-        optimizer = torch.optim.AdamW([*self.encoder.parameters(), *self.decoder.parameters()], lr=o["lr"],
-                                      weight_decay=o["weight_decay"])
-        steps_per_epoch = Epochs(train, o["batch_size"], torch.Generator()).steps
-        warmup_steps = max(1, o["kl_warmup_epochs"] * steps_per_epoch)
+        optimizer = torch.optim.AdamW([*self.encoder.parameters(), *self.decoder.parameters()], lr=self.schedule.lr,
+                                      weight_decay=self.schedule.weight_decay)
+        steps_per_epoch = Epochs(train, self.schedule.batch_size, torch.Generator()).steps
+        warmup_steps = max(1, self.kl_warmup_epochs * steps_per_epoch)
         counter = {"step": 0}
 
         def step(index, rng):
-            beta = o["beta"] * min(1.0, (counter["step"] + 1) / warmup_steps)
+            beta = self.beta * min(1.0, (counter["step"] + 1) / warmup_steps)
             counter["step"] += 1
             losses = self.loss(normalized[domain_ids[index]], features[index], beta, rng)
             optimizer.zero_grad(set_to_none=True)

@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import math
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from promptgen.errors import ConfigError
+from promptgen.toolkit import Schedule
 from promptgen.toolkit.generator_training import SCHEDULES, PromptScaler, Trainer, condition, fit_generator, load_module_states, module_states
 from promptgen.toolkit.values import FeatureSet
 
@@ -78,7 +81,7 @@ class DiffusionGenerator:
 
     # No paper gives official values: gpu runs on the defaults with the schedule of the SPG stage II it stands in
     # for (Dassl's, per epoch); cpu as the CGAN's cpu preset.
-    presets = {"gpu": {"schedule": "epoch"}, "cpu": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1}}
+    presets = {"gpu": {"lr_schedule": "epoch"}, "cpu": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1}}
 
     def __init__(
         self,
@@ -97,7 +100,7 @@ class DiffusionGenerator:
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         warmup_epochs: int = 4,
-        schedule: str = "step",
+        lr_schedule: Literal["epoch", "step"] = "step",
         seed: int = 0,
         sample_seed: int = 0,
         progress: bool = True,
@@ -109,16 +112,20 @@ class DiffusionGenerator:
             raise ConfigError(f"diffusion: sample_steps must be between 1 and timesteps={timesteps}, got {sample_steps}")
         if not 0 <= cond_drop < 1 or guidance < 0:
             raise ConfigError(f"diffusion: cond_drop must be in [0, 1) and guidance >= 0; got {cond_drop}, {guidance}")
-        if schedule not in SCHEDULES:
-            raise ConfigError(f"diffusion: schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        if lr_schedule not in SCHEDULES:
+            raise ConfigError(f"diffusion: schedule must be one of {', '.join(SCHEDULES)}, got {lr_schedule!r}")
         if prediction not in PREDICTIONS:
             raise ConfigError(f"diffusion: prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")
         if guidance > 0 and cond_drop == 0:
             raise ConfigError("diffusion: guidance needs the unconditional model: train with cond_drop > 0")
-        self.options = dict(hidden=hidden, layers=layers, timesteps=timesteps, cond_drop=cond_drop,
-                            prediction=prediction, epochs=epochs,
-                            batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-                            schedule=schedule, seed=seed)
+        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs)
+        self.hidden = hidden
+        self.layers = layers
+        self.timesteps = timesteps
+        self.cond_drop = cond_drop
+        self.prediction = prediction
+        self.lr_schedule = lr_schedule
+        self.seed = seed
         self.shape, self.size = (n_ctx, ctx_dim), n_ctx * ctx_dim
         self.sample_steps, self.guidance = sample_steps, guidance
         self.sample_seed, self.progress = sample_seed, progress
@@ -143,7 +150,7 @@ class DiffusionGenerator:
             a_t = alpha_bar[t]
             a_prev = alpha_bar[times[i + 1]] if i + 1 < len(times) else torch.ones((), device=device)
             output = self._estimate(x, torch.full((len(x),), t, device=device), features)
-            if self.options["prediction"] == "epsilon":
+            if self.prediction == "epsilon":
                 # Clamp the x0 estimate to the prompt labels' range: at the noisiest steps 1 / sqrt(abar_t)
                 # is in the hundreds and would amplify any error in eps (images clamp to [-1, 1] likewise).
                 x0 = ((x - (1 - a_t).sqrt() * output) / a_t.sqrt()).clamp(-self.scaler.bound, self.scaler.bound)
@@ -164,7 +171,6 @@ class DiffusionGenerator:
 
     def trainer(self, backbone, train: FeatureSet, prompt_labels) -> Trainer:
         """The networks on the backbone's device, the optimizer and one step (promptgen.toolkit.generator_training.Trainer)."""
-        o = self.options
         device = backbone.device
         self.denoiser.to(device)
         self.scaler.to(device)
@@ -172,7 +178,7 @@ class DiffusionGenerator:
         self.scaler.fit(targets)
         normalized = self.scaler.normalize(targets)  # [domains, P]
         features, domain_ids = train.features.to(device), train.domain_ids.to(device)
-        optimizer = torch.optim.AdamW(self.denoiser.parameters(), lr=o["lr"], weight_decay=o["weight_decay"])
+        optimizer = torch.optim.AdamW(self.denoiser.parameters(), lr=self.schedule.lr, weight_decay=self.schedule.weight_decay)
 
         def step(index, rng):
             loss = self.loss(normalized[domain_ids[index]], features[index], rng)
@@ -190,10 +196,10 @@ class DiffusionGenerator:
         device = x0.device
         t = torch.randint(len(self.alpha_bar), (len(x0),), generator=rng).to(device)
         eps = torch.randn(x0.shape, generator=rng).to(device)
-        keep = (torch.rand(len(x0), generator=rng) >= self.options["cond_drop"]).to(device)
+        keep = (torch.rand(len(x0), generator=rng) >= self.cond_drop).to(device)
         a = self.alpha_bar.to(device)[t][:, None]
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        target = eps if self.options["prediction"] == "epsilon" else x0
+        target = eps if self.prediction == "epsilon" else x0
         return (self.denoiser(x_t, t, features, keep) - target).pow(2).mean()
 
     def _estimate(self, x, t, features):

@@ -31,7 +31,8 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from promptgen.toolkit.context_fitting import TIES, train_prompts
+from promptgen.toolkit import Schedule
+from promptgen.toolkit.context_fitting import train_prompts
 from promptgen.toolkit.epochs import Epochs
 from promptgen.errors import ConfigError, PromptgenError
 from promptgen.toolkit.evaluate import accuracy, prompt_logits
@@ -56,26 +57,25 @@ class DualCoOp:
     name = "dpspg-coop"
     # gpu: the official stage I (module docstring): SGD lr 2e-3, momentum 0.9, batch 32, 70 epochs, weight decay
     # 1e-4, 4 constant warm-up epochs at 1e-5, Dassl's per-epoch cosine, ties keep the earlier epoch.
-    # cpu: the same in 8 epochs with 1 warm-up epoch; ties keep the later epoch, as coop's cpu preset (a digits
-    # run whose val score plateaus at its initialisation is not pinned there: docs/parity.md, row 8).
+    # cpu: the same in 8 epochs with 1 warm-up epoch.
     presets = {
-        "gpu": {"epochs": 70, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 4,
-                "ties": "earlier"},
-        "cpu": {"epochs": 8, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 1, "ties": "later"},
+        "gpu": {"epochs": 70, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 4},
+        "cpu": {"epochs": 8, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 1},
     }
 
     def __init__(self, ctx_init: str = "a photo of a", negative_ctx_init: str = "a photo without a", epochs: int = 70,
                  batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 4, warmup_lr: float = 1e-5,
-                 momentum: float = 0.9, weight_decay: float = 1e-4, ties: str = "earlier", seed: int = 0,
+                 momentum: float = 0.9, weight_decay: float = 1e-4, seed: int = 0,
                  progress: bool = True):
         if epochs < 1 or batch_size < 1 or not ctx_init or not negative_ctx_init:
             raise ConfigError(f"{self.name}: epochs and batch_size must be >= 1 and ctx_init, negative_ctx_init "
                               f"phrases; got {epochs}, {batch_size}, {ctx_init!r}, {negative_ctx_init!r}")
-        if ties not in TIES:
-            raise ConfigError(f"{self.name}: ties must be one of {', '.join(TIES)}; got {ties!r}")
-        self.options = dict(ctx_init=ctx_init, negative_ctx_init=negative_ctx_init, epochs=epochs,
-                            batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, warmup_lr=warmup_lr,
-                            momentum=momentum, weight_decay=weight_decay, ties=ties, seed=seed)
+        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, weight_decay=weight_decay)
+        self.ctx_init = ctx_init
+        self.negative_ctx_init = negative_ctx_init
+        self.warmup_lr = warmup_lr
+        self.momentum = momentum
+        self.seed = seed
         self.progress = progress
 
     @staticmethod
@@ -91,13 +91,13 @@ class DualCoOp:
         return accuracy(positive - SELECTION_ALPHA * negative, labels)
 
     def fit(self, backbone, class_names, train: FeatureSet, val: FeatureSet | None, domain: str) -> PromptLabel:
-        o, device = self.options, backbone.device
-        initial = {path: phrase_embedding(backbone, o[key], f"{self.name} ({key})").float()
+        device = backbone.device
+        initial = {path: phrase_embedding(backbone, getattr(self, key), f"{self.name} ({key})").float()
                    for path, key in (("positive", "ctx_init"), ("negative", "negative_ctx_init"))}
         contexts = _Contexts(initial["positive"].clone().to(device), initial["negative"].clone().to(device))
         assemblers = {path: PromptAssembler(backbone, class_names, len(ctx)) for path, ctx in initial.items()}
         selection = val if val is not None and len(val) else train
-        epochs = Epochs(train, o["batch_size"], torch.Generator().manual_seed(o["seed"]))
+        epochs = Epochs(train, self.schedule.batch_size, torch.Generator().manual_seed(self.seed))
         parts = []  # (positive loss, negative loss) of every step, in order
 
         def batch_logits(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,10 +115,10 @@ class DualCoOp:
                          for path in ("positive", "negative"))
 
         result = train_prompts(contexts, batches=epochs.next, steps=epochs.steps, loss=batch_loss,
-                               score=lambda: self.score(*selection_logits(), selection.labels), epochs=o["epochs"],
-                               lr=o["lr"], warmup_epochs=o["warmup_epochs"], warmup_lr=o["warmup_lr"],
-                               momentum=o["momentum"], weight_decay=o["weight_decay"], progress=self.progress,
-                               desc=f"{self.name} [{domain}]", score_name="val_joint_accuracy", ties=o["ties"])
+                               score=lambda: self.score(*selection_logits(), selection.labels), epochs=self.schedule.epochs,
+                               lr=self.schedule.lr, warmup_epochs=self.schedule.warmup_epochs, warmup_lr=self.warmup_lr,
+                               momentum=self.momentum, weight_decay=self.schedule.weight_decay, progress=self.progress,
+                               desc=f"{self.name} [{domain}]", score_name="val_joint_accuracy")
         history = result["history"]
         for row, start in zip(history, range(0, len(parts), max(1, epochs.steps))):
             chunk = parts[start:start + epochs.steps]
@@ -128,10 +128,11 @@ class DualCoOp:
         with torch.no_grad():  # the selected pair, each path on its own (what the joint score hides)
             positive_logits, negative_logits = selection_logits()
         positive, negative = contexts.positive.detach().cpu(), contexts.negative.detach().cpu()
-        config = {**o, "n_ctx": int(positive.shape[0]), "negative_n_ctx": int(negative.shape[0])}
+        config = {"ctx_init": self.ctx_init, "negative_ctx_init": self.negative_ctx_init, **attrs.asdict(self.schedule),
+                  "warmup_lr": self.warmup_lr, "momentum": self.momentum, "seed": self.seed, "n_ctx": int(positive.shape[0]), "negative_n_ctx": int(negative.shape[0])}
         return PromptLabel(
             ctx=positive, fingerprint=backbone.fingerprint, domain=domain, class_names=tuple(class_names),
-            metadata={"learner": self.name, "path": "positive", "val_joint_accuracy": result["score"],
+            metadata={"learner": self.name, "path": "positive", "val_joint_accuracy": result["best_score"],
                       "val_accuracy": accuracy(positive_logits, selection.labels),
                       "val_argmin_accuracy": NegativeCoOp.score(negative_logits, selection.labels),
                       "best_epoch": result["best_epoch"], "selected_on": "val" if selection is val else "train",

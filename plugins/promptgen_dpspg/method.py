@@ -12,7 +12,6 @@ own selection score), instance-specific inference from ``promptgen.toolkit.evalu
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Callable
 
@@ -22,10 +21,9 @@ from promptgen.storage.checkpoints import check_fingerprint, load_generator, loa
     save_prompt_label
 from promptgen.errors import ConfigError, PromptgenError
 from promptgen.toolkit.evaluate import accuracy, drawn_prompts, instance_logits, per_draw
-from promptgen.components.lazy import resolve
 from promptgen.toolkit.prompts import PromptAssembler
 from promptgen.components.protocols import check_fit_report
-from promptgen.toolkit.generator_training import SCHEDULE_OPTIONS, Trainer, schedule_options, train_epochs
+from promptgen.toolkit.generator_training import Trainer, builds_stepped, loop_settings, train_epochs, trains_in_loop
 from promptgen_dpspg.joint import split_label
 
 PATHS = ("positive", "negative")
@@ -100,9 +98,9 @@ class DualPath:
                              "ctx_dim": run.backbone.ctx_dim}
                 self.generators[path] = run.create("generator", self.generator_name, **arguments)
                 self.generator_options[path] = {**arguments, **run.options("generator", self.generator_name)}
-            joint = self.stage2 == "joint" and all(map(_trainable, self.generators.values()))
+            joint = self.stage2 == "joint" and all(map(trains_in_loop, self.generators.values()))
             report = self._fit_joint(run, train, val) if joint else self._fit_sequential(run, train, val)
-        trainable = _trainable(self.generators["positive"])
+        trainable = trains_in_loop(self.generators["positive"])
         report["stage2"] = {"mode": "joint" if joint else "sequential", "requested": self.stage2,
                             "late": self.late if trainable else None}
         if not trainable and (self.late or self.stage2 == "joint"):
@@ -114,9 +112,9 @@ class DualPath:
 
     def _check_late(self, run) -> None:
         """Refuse, before any work, a ``late`` that leaves no epoch to select (rather than clamp it silently)."""
-        if not self.late or not _trainable_factory(run.registry.get("generator", self.generator_name).factory):
+        if not self.late or not builds_stepped(run.registry.get("generator", self.generator_name).factory):
             return
-        epochs = run.options("generator", self.generator_name).get("epochs")
+        epochs = run.options("generator", self.generator_name).get("epochs")  # the schedule block
         if isinstance(epochs, int) and self.late >= epochs:
             raise ConfigError(f"{run.config.method}: late={self.late} selects only epochs {self.late} and later, but "
                               f"generator {self.generator_name!r} trains {epochs} epochs (0-{epochs - 1}); set "
@@ -154,8 +152,7 @@ class DualPath:
         result = train_epochs(joint, run.backbone, train, self.labels["positive"], val,
                               name=f"{self.generator_name} (both paths)",
                               trainer=joint.trainer(run.backbone, train, {p: self.labels[p] for p in self.paths}),
-                              score=self._score(run, val), progress=getattr(first, "progress", run.progress),
-                              select_from=self.late, **schedule_options(first.options))
+                              score=self._score(run, val), select_from=self.late, **loop_settings(first))
         history = [{"path": "joint", **row} for row in result.pop("history")]
         return {"joint": result, "history": history}
 
@@ -166,7 +163,7 @@ class DualPath:
         for path in self.paths:
             generator, labels = self.generators[path], self.labels[path]
             where = run.registry.get("generator", self.generator_name).where
-            if not _trainable(generator) or (path == "positive" and not self.late) or \
+            if not trains_in_loop(generator) or (path == "positive" and not self.late) or \
                     (path == "negative" and not len(val)):
                 fitted = generator.fit(run.backbone, train, labels, val)  # the generator's own loop, as SPG's
             else:
@@ -174,8 +171,7 @@ class DualPath:
                 suffix = " (negative)" if path == "negative" else ""
                 fitted = train_epochs(generator, run.backbone, train, labels, val, name=self.generator_name + suffix,
                                       trainer=generator.trainer(run.backbone, train, labels), score=score,
-                                      progress=getattr(generator, "progress", run.progress), select_from=self.late,
-                                      **schedule_options(generator.options))
+                                      select_from=self.late, **loop_settings(generator))
             report[path] = dict(check_fit_report(fitted, where))
         history = [{"path": path, **row} for path in self.paths for row in report[path].pop("history", None) or []]
         return {**report, "history": history}
@@ -230,20 +226,6 @@ class DualPath:
                 check_fingerprint(label, run.backbone, folder / domain)
             self.generators[path], _, self.generator_options[path] = load_generator(
                 directory / f"generator_{path}", run.registry)
-
-
-def _trainable(generator) -> bool:
-    """Whether promptgen's epoch loop can train ``generator``: a ``trainer()`` and the schedule options it needs."""
-    options = getattr(generator, "options", None)
-    return hasattr(generator, "trainer") and isinstance(options, dict) and all(key in options for key in SCHEDULE_OPTIONS)
-
-
-def _trainable_factory(factory) -> bool:
-    """Whether the generators ``factory`` builds have a ``trainer()`` (a class, functools.partial or lazy one)."""
-    factory = resolve(factory)
-    while isinstance(factory, functools.partial):
-        factory = factory.func
-    return hasattr(factory, "trainer")
 
 
 class JointGenerators:

@@ -13,9 +13,11 @@ with it on positive - negative, as the DPSPG code does (the gpu preset).
 
 from __future__ import annotations
 
+import attrs
 import torch
 import torch.nn.functional as F
 
+from promptgen.toolkit import Schedule
 from promptgen.toolkit.context_fitting import fit_context
 from promptgen.errors import ConfigError
 from promptgen.toolkit.evaluate import accuracy
@@ -40,9 +42,11 @@ class NegativeCoOp:
         if epochs < 1 or batch_size < 1 or not ctx_init:
             raise ConfigError(f"negative-coop: epochs and batch_size must be >= 1 and ctx_init a phrase; got "
                               f"{epochs}, {batch_size}, {ctx_init!r}")
-        self.options = dict(ctx_init=ctx_init, epochs=epochs, batch_size=batch_size, lr=lr,
-                            warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, momentum=momentum,
-                            weight_decay=weight_decay, seed=seed)
+        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, weight_decay=weight_decay)
+        self.ctx_init = ctx_init
+        self.warmup_lr = warmup_lr
+        self.momentum = momentum
+        self.seed = seed
         self.progress = progress
 
     @staticmethod
@@ -57,16 +61,16 @@ class NegativeCoOp:
         return accuracy(-logits, labels)
 
     def fit(self, backbone, class_names, train: FeatureSet, val: FeatureSet | None, domain: str) -> PromptLabel:
-        o = self.options
-        result = fit_context(backbone, class_names, train, val, phrase_embedding(backbone, o["ctx_init"]).float(),
-                             loss=self.loss, score=self.score, epochs=o["epochs"], batch_size=o["batch_size"],
-                             lr=o["lr"], warmup_epochs=o["warmup_epochs"], warmup_lr=o["warmup_lr"],
-                             momentum=o["momentum"], weight_decay=o["weight_decay"], seed=o["seed"],
+        result = fit_context(backbone, class_names, train, val, phrase_embedding(backbone, self.ctx_init).float(),
+                             loss=self.loss, score=self.score, epochs=self.schedule.epochs, batch_size=self.schedule.batch_size,
+                             lr=self.schedule.lr, warmup_epochs=self.schedule.warmup_epochs, warmup_lr=self.warmup_lr,
+                             momentum=self.momentum, weight_decay=self.schedule.weight_decay, seed=self.seed,
                              progress=self.progress, desc=f"{self.name} [{domain}]",
                              score_name="val_argmin_accuracy")
         return PromptLabel(ctx=result["ctx"], fingerprint=backbone.fingerprint, domain=domain,
                            class_names=tuple(class_names),
-                           metadata={"learner": self.name, "negative": True, "val_argmin_accuracy": result["score"],
+                           metadata={"learner": self.name, "negative": True, "val_argmin_accuracy": result["best_score"],
                                      "best_epoch": result["best_epoch"], "selected_on": result["selected_on"],
-                                     "config": {**o, "n_ctx": int(result["ctx"].shape[0])},
+                                     "config": {"ctx_init": self.ctx_init, **attrs.asdict(self.schedule), "warmup_lr": self.warmup_lr,
+                                                "momentum": self.momentum, "seed": self.seed, "n_ctx": int(result["ctx"].shape[0])},
                                      "history": result["history"]})

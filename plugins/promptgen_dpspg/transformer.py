@@ -9,10 +9,13 @@ With one token, self-attention mixes nothing: the encoder is a deep residual MLP
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from promptgen.errors import ConfigError
+from promptgen.toolkit import Schedule
 from promptgen.toolkit.generator_training import SCHEDULES, Trainer, fit_generator, load_module_states, module_states
 from promptgen.toolkit.values import FeatureSet
 
@@ -26,23 +29,27 @@ class TransformerGenerator:
     # over 4 epochs from WARMUP_MIN_LR = 1e-5 (yaml:20-21; Dassl defaults.py:182, lr_scheduler.py:57-80; the
     # yaml's WARMUP_CONS_LR is for a constant warm-up and unused), then cosine (yaml:19).
     # cpu: promptgen's per-step warm-up and cosine to zero, in 6 epochs of batch 128.
-    presets = {"gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3, "warmup_epochs": 4, "schedule": "epoch"},
+    presets = {"gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3, "warmup_epochs": 4, "lr_schedule": "epoch"},
                "cpu": {"epochs": 6, "batch_size": 128, "lr": 2e-3, "warmup_epochs": 1}}
 
     def __init__(self, feature_dim: int, n_ctx: int, ctx_dim: int, layers: int = 4, heads: int = 8,
                  feedforward: int = 2048, dropout: float = 0.1, epochs: int = 50, batch_size: int = 32,
-                 lr: float = 2e-3, weight_decay: float = 1e-4, warmup_epochs: int = 4, schedule: str = "step",
+                 lr: float = 2e-3, weight_decay: float = 1e-4, warmup_epochs: int = 4, lr_schedule: Literal["epoch", "step"] = "step",
                  seed: int = 0, progress: bool = True):
         if layers < 1 or heads < 1 or feature_dim % heads:
             raise ConfigError(f"transformer: layers >= 1 and heads dividing the feature width {feature_dim}; "
                               f"got layers={layers}, heads={heads}")
         if epochs < 1 or batch_size < 1:
             raise ConfigError(f"transformer: epochs and batch_size must be >= 1; got {epochs}, {batch_size}")
-        if schedule not in SCHEDULES:
-            raise ConfigError(f"transformer: schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
-        self.options = dict(layers=layers, heads=heads, feedforward=feedforward, dropout=dropout, epochs=epochs,
-                            batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-                            schedule=schedule, seed=seed)
+        if lr_schedule not in SCHEDULES:
+            raise ConfigError(f"transformer: lr_schedule must be one of {', '.join(SCHEDULES)}; got {lr_schedule!r}")
+        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs)
+        self.layers = layers
+        self.heads = heads
+        self.feedforward = feedforward
+        self.dropout = dropout
+        self.lr_schedule = lr_schedule
+        self.seed = seed
         self.shape, self.progress = (n_ctx, ctx_dim), progress
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -70,13 +77,13 @@ class TransformerGenerator:
         return fit_generator(self, backbone, train, prompt_labels, val, name="transformer")
 
     def trainer(self, backbone, train: FeatureSet, prompt_labels) -> Trainer:
-        o, device = self.options, backbone.device
+        device = backbone.device
         for module in self._modules().values():
             module.to(device)
         targets = torch.stack([label.ctx for label in prompt_labels]).to(device).float()  # [domains, n_ctx, D]
         features, domain_ids = train.features.to(device), train.domain_ids.to(device)
-        optimizer = torch.optim.AdamW([*self.encoder.parameters(), *self.head.parameters()], lr=o["lr"],
-                                      weight_decay=o["weight_decay"])
+        optimizer = torch.optim.AdamW([*self.encoder.parameters(), *self.head.parameters()], lr=self.schedule.lr,
+                                      weight_decay=self.schedule.weight_decay)
 
         def step(index, rng):
             loss = nn.functional.mse_loss(self._forward(features[index]), targets[domain_ids[index]])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import sys
 import importlib
 import importlib.util
 from typing import Any
@@ -70,6 +71,35 @@ def lazy(target: str, **keywords: Any) -> LazyFactory:
 def resolve(factory: Any) -> Any:
     """``factory`` itself, or what a lazy one stands for."""
     return factory.resolve() if isinstance(factory, LazyFactory) else factory
+
+
+def unwrap(factory: Any, *, load: bool = True) -> tuple[Any, dict]:
+    """The callable behind ``factory`` and the keywords fixed on the way: the one place a lazy reference and
+    ``functools.partial`` layers are taken apart. load=False leaves a lazy factory whose module is not
+    imported yet as it is (naming a component must not import its plugin)."""
+    fixed: dict = {}
+    if isinstance(factory, LazyFactory):
+        if not load and factory.target.partition(":")[0] not in sys.modules:
+            return factory, dict(factory.keywords)
+        factory = factory.resolve()
+    while isinstance(factory, functools.partial):
+        fixed = {**factory.keywords, **fixed}
+        factory = factory.func
+    return factory, fixed
+
+
+def factory_attribute(factory: Any, attribute: str, default: Any = None) -> Any:
+    """An attribute the factory declares (``presets``, ``settings_from``, ``effective_options``, ...): the
+    partial's own first, else the class's behind it; ``default`` when none has it."""
+    if isinstance(factory, LazyFactory) and attribute in vars(factory):
+        return vars(factory)[attribute]
+    seen = resolve(factory)
+    while True:
+        if attribute in getattr(seen, "__dict__", {}) or (isinstance(seen, type) and hasattr(seen, attribute)):
+            return getattr(seen, attribute)
+        if not isinstance(seen, functools.partial):
+            return getattr(seen, attribute, default)
+        seen = seen.func
 
 
 def _rebuild(target: str, keywords: dict, attributes: dict) -> LazyFactory:

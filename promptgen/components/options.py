@@ -2,18 +2,27 @@
 
 A component's options are the keyword parameters of its factory (a class's ``__init__``) except the
 arguments its hook specification passes (a generator's ``feature_dim``, ``n_ctx``, ``ctx_dim``, ...).
-Each option has a default and a type, read from its annotation (else from its default), so
-``promptgen plugins --options NAME`` can list them and a bad value fails naming the component and
-the option. A factory's ``**kwargs`` declares nothing: only named options can be set.
+Each option has a default and a type, read from its annotation (else from its default); a
+``Literal[...]`` annotation lists its choices. Where a range, a description or a search space is
+wanted, the annotation says it too, DomainBed-style, in the same place::
 
-Run-level values reach a component that declares an option of their name: ``seed`` (the run's
-seed), ``progress`` (progress bars on or off) and ``cache_dir`` (where generated data goes). They
-are not options a user sets per component.
+    def __init__(self, lr: Annotated[float, option("learning rate", above=0)] = 2e-3,
+                 update: Literal["d-first", "g-first"] = "g-first", ...)
+
+The options every training component shares (the schedule block: ``epochs``, ``batch_size``, ``lr``,
+``warmup_epochs``, ``weight_decay``) and the run values have their description and range declared
+once, here (:data:`SHARED`), for every component that takes them. ``promptgen plugins --options NAME``
+lists them all; a bad value fails before any work with one line naming the component and the option.
+A factory's ``**kwargs`` declares nothing: only named options can be set.
+
+Run values (promptgen.components.run_values) reach a component that declares an option of their name:
+``seed`` (the run's seed), ``progress`` (progress bars on or off), ``cache_dir`` (where generated data
+goes) and ``device``. They are not options a user sets per component (a dataset's ``seed`` is its
+data's seed, an option: every run seed sees the same data).
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 import types
@@ -22,8 +31,10 @@ from typing import Any, Callable, Mapping
 
 import attrs
 
+from promptgen.components.lazy import unwrap
 from promptgen.errors import ConfigError, suggestion
-from promptgen.components.lazy import resolve
+
+RUN_VALUE_NAMES = ("seed", "progress", "cache_dir", "device")  # promptgen.components.run_values.RunValues' fields
 
 # What each kind's hook specification passes to the factory (promptgen/components/hookspecs.py): never options.
 HOOKSPEC_ARGUMENTS: dict[str, tuple[str, ...]] = {
@@ -34,9 +45,46 @@ HOOKSPEC_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "launcher": (),
     "method": (),
 }
-RUN_VALUES = ("seed", "progress", "cache_dir")
-
 _MISSING = inspect.Parameter.empty
+
+
+@attrs.frozen
+class OptionInfo:
+    """What an annotation adds to an option: a one-line description, a range, choices, a search space.
+
+    above/minimum/maximum bound a number (above: strictly); choices lists the values it accepts;
+    component names a kind whose registered names are its choices (a method's ``generator``); search is a
+    random distribution for hyperparameter search (anything with ``draw(rng)``).
+    """
+
+    help: str = ""
+    minimum: float | None = None
+    above: float | None = None
+    maximum: float | None = None
+    choices: tuple | None = None
+    component: str | None = None
+    search: Any = None
+
+
+def option(help: str = "", *, minimum: float | None = None, above: float | None = None,
+           maximum: float | None = None, choices=None, component: str | None = None, search: Any = None) -> OptionInfo:
+    """Describe an option in its annotation: ``epochs: Annotated[int, option("epochs", minimum=1)] = 8``."""
+    return OptionInfo(help, minimum, above, maximum, None if choices is None else tuple(choices), component, search)
+
+
+# Declared once for every component that takes an option of this name (an annotation's own info wins).
+SHARED: dict[str, OptionInfo] = {
+    "epochs": option("training epochs (one pass over the training images each: promptgen.toolkit.epochs)",
+                     minimum=1),
+    "batch_size": option("images per optimizer step", minimum=1),
+    "lr": option("peak learning rate", above=0),
+    "warmup_epochs": option("epochs of warm-up before the cosine schedule", minimum=0),
+    "weight_decay": option("weight decay of the optimizer", minimum=0),
+    "seed": option("the run's seed (a run value)"),
+    "progress": option("show progress bars (a run value)"),
+    "cache_dir": option("where generated data and caches go (a run value)"),
+    "device": option("the run's device (a run value)"),
+}
 
 
 @attrs.frozen
@@ -47,12 +95,21 @@ class Option:
     default: Any
     types: tuple[type, ...] | None  # None: any value
     annotation: str = ""
+    info: OptionInfo = OptionInfo()
+
+    @property
+    def help(self) -> str:
+        return self.info.help
+
+    @property
+    def choices(self) -> tuple | None:
+        return self.info.choices
 
     @property
     def required(self) -> bool:
         return self.default is _MISSING
 
-    def check(self, value: Any, where: str) -> Any:
+    def check(self, value: Any, where: str, registry=None) -> Any:
         """``value`` if this option accepts it (an int for a float, a list for a tuple), else a ConfigError.
 
         NaN and infinities are refused whatever the type: no setting means them, and a NaN learning rate
@@ -61,10 +118,48 @@ class Option:
         if not _finite(value):
             raise ConfigError(f"{where}: option '{self.name}' must be a finite number, got {value!r} (a number "
                               f"beyond ±1.8e308 reads as inf); give a finite value")
-        if self.types is None or _accepts(self.types, value):
-            return tuple(value) if isinstance(value, list) and tuple in self.types and list not in self.types else value
-        raise ConfigError(f"{where}: option '{self.name}' must be {self.type_text()}, got {value!r} "
-                          f"({type(value).__name__})")
+        if self.types is not None and not _accepts(self.types, value):
+            raise ConfigError(f"{where}: option '{self.name}' must be {self.type_text()}, got {value!r} "
+                              f"({type(value).__name__})")
+        if self.types is not None and isinstance(value, list) and tuple in self.types and list not in self.types:
+            value = tuple(value)
+        problem = self.out_of_range(value)
+        kind = self.info.component
+        if problem is None and kind is not None and registry is not None and isinstance(value, str) \
+                and not registry.has(kind, value):
+            problem = f"a registered {kind.replace('_', ' ')} ({', '.join(registry.names(kind))})"
+        if problem:
+            raise ConfigError(f"{where}: option '{self.name}' must be {problem}, got {value!r}")
+        return value
+
+    def out_of_range(self, value: Any) -> str | None:
+        """What ``value`` breaks of the option's declared range or choices ("one of a, b"), else None.
+        The default is always accepted (a None default means 'not set')."""
+        info = self.info
+        if value is None or (not self.required and value == self.default and type(value) is type(self.default)):
+            return None
+        if info.choices is not None and value not in info.choices:
+            return "one of " + ", ".join(map(repr, info.choices))
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if info.minimum is not None and value < info.minimum:
+                return f">= {info.minimum}"
+            if info.above is not None and value <= info.above:
+                return f"> {info.above}"
+            if info.maximum is not None and value > info.maximum:
+                return f"<= {info.maximum}"
+        return None
+
+    def range_text(self) -> str:
+        """The declared range or choices, as ``plugins --options`` shows them ("" when none)."""
+        info = self.info
+        if info.choices is not None:
+            return "one of " + ", ".join(map(repr, info.choices))
+        if info.component is not None:
+            return f"a registered {info.component.replace('_', ' ')}"
+        bounds = [f">= {info.minimum}" if info.minimum is not None else "",
+                  f"> {info.above}" if info.above is not None else "",
+                  f"<= {info.maximum}" if info.maximum is not None else ""]
+        return " and ".join(b for b in bounds if b)
 
     def type_text(self) -> str:
         if self.types is None:
@@ -103,6 +198,8 @@ def _types_of(annotation: Any, default: Any) -> tuple[type, ...] | None:
     if annotation is None or annotation is type(None):
         return (type(None),)
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _types_of(typing.get_args(annotation)[0], default)
     if origin is typing.Union or origin is types.UnionType:
         found: list[type] = []
         for argument in typing.get_args(annotation):
@@ -120,11 +217,7 @@ def _types_of(annotation: Any, default: Any) -> tuple[type, ...] | None:
 
 def _target(factory: Callable) -> tuple[Callable, dict]:
     """The callable whose signature declares the options, and the keywords a functools.partial fixed."""
-    fixed: dict = {}
-    factory = resolve(factory)
-    while isinstance(factory, functools.partial):
-        fixed = {**factory.keywords, **fixed}
-        factory = factory.func
+    factory, fixed = unwrap(factory)
     return (factory.__init__ if isinstance(factory, type) else factory), fixed
 
 
@@ -136,7 +229,7 @@ def declared_options(factory: Callable, kind: str) -> dict[str, Option]:
     except (TypeError, ValueError):
         return {}
     try:
-        hints = typing.get_type_hints(target)
+        hints = typing.get_type_hints(target, include_extras=True)
     except Exception:  # an annotation that cannot be resolved: fall back to the defaults' types
         hints = {}
     skip = set(HOOKSPEC_ARGUMENTS[kind]) | {"self"}
@@ -146,17 +239,51 @@ def declared_options(factory: Callable, kind: str) -> dict[str, Option]:
             continue
         default = fixed.get(name, parameter.default)
         annotation = hints.get(name, _MISSING)
-        text = "" if annotation is _MISSING else inspect.formatannotation(annotation)
-        options[name] = Option(name, default, _types_of(annotation, default), text)
+        options[name] = Option(name, default, _types_of(annotation, default), _annotation_text(annotation),
+                               _info(name, annotation))
     return options
 
 
-def check_values(options: Mapping[str, Option], values: Mapping[str, Any], where: str) -> dict:
+def _annotation_text(annotation: Any) -> str:
+    if annotation is _MISSING:
+        return ""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return inspect.formatannotation(annotation)
+
+
+def _info(name: str, annotation: Any) -> OptionInfo:
+    """The option's OptionInfo: its annotation's (``Annotated[..., option(...)]``), else the shared one of its
+    name; choices from a ``Literal`` annotation."""
+    info = SHARED.get(name, OptionInfo())
+    if typing.get_origin(annotation) is typing.Annotated:
+        base, *extras = typing.get_args(annotation)
+        info = next((extra for extra in extras if isinstance(extra, OptionInfo)), info)
+        annotation = base
+    literal = _literal_values(annotation)
+    if literal is not None and info.choices is None:
+        info = attrs.evolve(info, choices=literal)
+    return info
+
+
+def _literal_values(annotation: Any) -> tuple | None:
+    """The values a Literal annotation (or an Optional Literal) admits, else None."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return typing.get_args(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        values = [_literal_values(a) for a in typing.get_args(annotation) if a is not type(None)]
+        if values and all(v is not None for v in values):
+            return tuple(v for group in values for v in group) + (None,)
+    return None
+
+
+def check_values(options: Mapping[str, Option], values: Mapping[str, Any], where: str, registry=None) -> dict:
     """``values`` checked against ``options``: unknown names and wrong types fail naming ``where``."""
     unknown = sorted(set(values) - set(options))
     if unknown:
-        settable = [name for name in options if name not in RUN_VALUES]
+        settable = [name for name in options if name not in RUN_VALUE_NAMES]
         listed = ", ".join(settable) if settable else "none"
         raise ConfigError(f"{where}: unknown option{'s' if len(unknown) > 1 else ''} "
                           f"{', '.join(repr(u) for u in unknown)}; its options: {listed}{suggestion(unknown[0], settable)}")
-    return {name: options[name].check(value, where) for name, value in values.items()}
+    return {name: options[name].check(value, where, registry) for name, value in values.items()}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from promptgen.components.lazy import factory_attribute
 from promptgen.errors import ConfigError
 
 PRESETS = ("cpu", "gpu")
@@ -50,9 +51,7 @@ def resolve_preset(name: str, device_type: str) -> str:
 
 def declared_presets(factory: Callable) -> dict[str, dict]:
     """The ``presets`` mapping a component's factory declares (empty if none)."""
-    while hasattr(factory, "func") and not hasattr(factory, "presets"):  # functools.partial
-        factory = factory.func
-    presets = getattr(factory, "presets", None) or {}
+    presets = factory_attribute(factory, "presets") or {}
     if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
         raise ConfigError(f"{getattr(factory, '__qualname__', factory)}.presets must map preset names to dicts "
                           f"of option values")

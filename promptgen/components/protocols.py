@@ -95,6 +95,21 @@ class Generator(Protocol):
         """Restore a state produced by state_dict."""
 
 
+class SteppedGenerator(Generator, Protocol):
+    """A generator that promptgen's epoch loop trains (promptgen.toolkit.generator_training): it gives one
+    training step (``trainer``) and its schedule; the loop runs the epochs, the learning rate and the selection.
+    Optional: a generator that trains itself satisfies Generator alone (DPSPG then trains its two paths one
+    after the other)."""
+
+    schedule: Any  # promptgen.components.schedule.Schedule: epochs, batch_size, lr, warmup_epochs, weight_decay
+    seed: int
+    lr_schedule: str  # "epoch" (Dassl's, per epoch) or "step" (per-step cosine)
+    progress: bool
+
+    def trainer(self, backbone: Backbone, train: FeatureSet, prompt_labels: Sequence[PromptLabel]) -> Any:
+        """The Trainer (promptgen.toolkit.generator_training.Trainer) of one step on ``train``."""
+
+
 class Dataset(Protocol):
     """A domain-generalization dataset: domains sharing one list of classes, loaded lazily."""
 

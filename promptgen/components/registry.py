@@ -35,8 +35,8 @@ from promptgen.errors import (
     UnknownComponentError,
     suggestion,
 )
-from promptgen.components.lazy import LazyFactory
-from promptgen.components.options import Option, declared_options
+from promptgen.components.lazy import LazyFactory, unwrap
+from promptgen.components.options import Option, check_values, declared_options
 from promptgen.components.protocols import PROTOCOLS, missing_members
 
 # kind -> name of the hook that registers components of that kind, in the order they are called
@@ -63,11 +63,9 @@ class Component:
 
     @property
     def description(self) -> str:
-        factory = self.factory
-        if isinstance(factory, LazyFactory):  # read from its source: listing plugins imports none of them
-            return factory.description
-        while isinstance(factory, functools.partial):  # a partial's own __doc__ is functools' text
-            factory = factory.func
+        if isinstance(self.factory, LazyFactory):  # read from its source: listing plugins imports none of them
+            return self.factory.description
+        factory, _ = unwrap(self.factory)  # a partial's own __doc__ is functools' text
         doc = (getattr(factory, "__doc__", None) or "").strip()
         return doc.splitlines()[0] if doc else ""
 
@@ -128,6 +126,9 @@ class Registry:
     def create(self, kind: str, name: str, **options: Any) -> Any:
         """Build the component ``name`` of ``kind`` with ``options`` passed to its factory."""
         component = self.get(kind, name)
+        declared = component.options  # each value its declaration accepts (type, range, choices), or one line
+        options.update(check_values(declared, {key: value for key, value in options.items() if key in declared},
+                                    component.where, self))
         built = component.factory(**options)
         if not isinstance(component.factory, type):  # classes were checked at registration
             problems = missing_members(built, PROTOCOLS[kind])
@@ -357,12 +358,7 @@ def _component_raising(registry: Registry, plugin: str, frames: list) -> Compone
     classes = {}
     for component in registry:
         if component.plugin == plugin:
-            factory = component.factory
-            if isinstance(factory, LazyFactory):  # only if imported already: naming it imports nothing
-                module, _, attribute = factory.target.partition(":")
-                factory = getattr(sys.modules.get(module), attribute, None)
-            while isinstance(factory, functools.partial):
-                factory = factory.func
+            factory, _ = unwrap(component.factory, load=False)  # only if imported already: naming imports nothing
             if isinstance(factory, type):
                 classes.setdefault(factory, component)
     for frame in frames:

@@ -22,6 +22,7 @@ SEED_LIMIT = 2**32 - 1  # numpy and torch seeds: larger values are refused by on
 
 
 def _where(instance: Any, attribute: attrs.Attribute) -> str:
+    """The field a validator checks, as ConfigError's ``field``: "RunConfig.seed"."""
     return f"{type(instance).__name__}.{attribute.name}"
 
 
@@ -32,7 +33,7 @@ def integer(minimum: int, maximum: int | None = None):
         ok = not isinstance(value, bool) and isinstance(value, int) and value >= minimum
         if not ok or (maximum is not None and value > maximum):
             bound = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
-            raise ConfigError(f"{_where(instance, attribute)} must be an integer {bound}, got {value!r}")
+            raise ConfigError(f"must be an integer {bound}, got {value!r}", field=_where(instance, attribute))
 
     return check
 
@@ -43,7 +44,7 @@ def number(minimum: float, *, inclusive: bool = True):
         ok = ok and (value >= minimum if inclusive else value > minimum)
         if not ok:
             bound = f">= {minimum}" if inclusive else f"> {minimum}"
-            raise ConfigError(f"{_where(instance, attribute)} must be a number {bound}, got {value!r}")
+            raise ConfigError(f"must be a number {bound}, got {value!r}", field=_where(instance, attribute))
 
     return check
 
@@ -53,7 +54,7 @@ def one_of(choices: Iterable[str]):
 
     def check(instance, attribute, value):
         if value not in choices:
-            raise ConfigError(f"{_where(instance, attribute)} must be one of {', '.join(choices)}; got {value!r}")
+            raise ConfigError(f"must be one of {', '.join(choices)}; got {value!r}", field=_where(instance, attribute))
 
     return check
 
@@ -71,7 +72,7 @@ def _optional_one_of(choices: Iterable[str]):
 def text(instance, attribute, value):
     """A non-empty string."""
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{_where(instance, attribute)} must be a non-empty string, got {value!r}")
+        raise ConfigError(f"must be a non-empty string, got {value!r}", field=_where(instance, attribute))
 
 
 def optional_text(instance, attribute, value):
@@ -84,10 +85,10 @@ def names(instance, attribute, value):
     if value is None and attribute.default is None:
         return
     if not value or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{_where(instance, attribute)} must be one or more non-empty names, got {value!r}")
+        raise ConfigError(f"must be one or more non-empty names, got {value!r}", field=_where(instance, attribute))
     twice = next((v for i, v in enumerate(value) if v in value[:i]), None)
     if twice is not None:  # a target twice is tested twice
-        raise ConfigError(f"{_where(instance, attribute)} lists {twice!r} twice; name each once")
+        raise ConfigError(f"lists {twice!r} twice; name each once", field=_where(instance, attribute))
 
 
 def device_name(instance, attribute, value):
@@ -95,7 +96,7 @@ def device_name(instance, attribute, value):
         isinstance(value, str) and value.startswith("cuda:") and value[5:].isdigit()
     )
     if not ok:
-        raise ConfigError(f"{_where(instance, attribute)} must be one of {', '.join(DEVICES)}; got {value!r}")
+        raise ConfigError(f"must be one of {', '.join(DEVICES)}; got {value!r}", field=_where(instance, attribute))
 
 
 def _as_names(value) -> tuple[str, ...]:
@@ -117,14 +118,19 @@ class BackboneConfig:
     precision: str = attrs.field(default="auto", validator=one_of(PRECISIONS))
     options: dict = attrs.field(factory=dict)  # the backbone plugin's own options (e.g. init_seed)
 
-    def build(self, registry=None):
-        """The backbone, from ``registry`` (default: the installed plugins)."""
+    def build(self, registry=None, settings=None, run=None):
+        """The backbone, from ``registry`` (default: the installed plugins), with the options the resolver gives
+        it (promptgen.components.resolve): its preset's, ``options``, then a run's ``--set <name>.<option>``
+        (``settings``: a run's; default: this config's options under the device's preset)."""
+        from promptgen.components.presets import resolve_preset
         from promptgen.components.registry import default_registry
+        from promptgen.components.resolve import Settings, build
+        from promptgen.runs.device import resolve_device
 
-        return (registry or default_registry()).create(
-            "backbone", self.name, model=self.model, pretrained=self.pretrained,
-            device=self.device, precision=self.precision, **self.options,
-        )
+        if settings is None:
+            settings = Settings(resolve_preset("auto", resolve_device(self.device).type), backbone_options=self.options)
+        return build(registry or default_registry(), "backbone", self.name, settings, run, model=self.model,
+                     pretrained=self.pretrained, device=self.device, precision=self.precision)
 
 
 def _backbone(value) -> BackboneConfig:
@@ -133,8 +139,8 @@ def _backbone(value) -> BackboneConfig:
 
 def _overrides(instance, attribute, value):
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in value.items()):
-        raise ConfigError(f"{_where(instance, attribute)} must map component names to tables of option values, "
-                          f"e.g. {{'my-learner': {{'epochs': 2}}}}; got {value!r}")
+        raise ConfigError(f"must map component names to tables of option values, e.g. "
+                          f"{{'my-learner': {{'epochs': 2}}}}; got {value!r}", field=_where(instance, attribute))
 
 
 # Fields that say where or how a run reads and computes, not what it computes: they stay out of a job's identity.

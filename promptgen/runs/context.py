@@ -19,81 +19,17 @@ Domain ids of "train" and "val" index ``sources``; those of a test split are 0.
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from typing import Any, Iterator, Sequence
 
 import attrs
 import torch
 
-from promptgen.errors import ConfigError, suggestion
-from promptgen.components.lazy import resolve
-from promptgen.components.options import RUN_VALUES, check_values
+from promptgen.components.resolve import Settings, component_options
+from promptgen.components.run_values import RunValues
+from promptgen.errors import ConfigError
 from promptgen.runs.plan import Plan
-from promptgen.components.presets import component_preset
 from promptgen.toolkit.values import FeatureSet, PromptLabel, Sample
-
-
-def resolve_options(registry, kind: str, name: str, preset: str, dataset: str | None, overrides: dict) -> dict:
-    """A component's option values: its preset's (for ``dataset``), then the run's overrides of its name.
-
-    A factory may declare ``settings_from``: other components' sections whose settings it takes too, before
-    its own (SPG's stage I learner ``spg-coop`` is CoOp with other preset values: ``--set coop.epochs=2``
-    reaches it as it reaches ``coop``, ``--set spg-coop.epochs=2`` only it)."""
-    component = registry.get(kind, name)
-    declared = component.options
-    values = check_values(declared, component_preset(component.factory, preset, dataset),
-                          f"{component.where}, preset '{preset}'")
-    for section_name in (*(_factory_attribute(component.factory, "settings_from") or ()), component.name):
-        section = overrides.get(section_name, {})
-        values.update(check_values(declared, {k: v for k, v in section.items() if k in declared}, component.where))
-    return values
-
-
-def effective_options(registry, kind: str, name: str, preset: str, dataset: str | None, overrides: dict) -> dict:
-    """Every option's value as the component will run with it: its default, then :func:`resolve_options`'s,
-    then what the component derives from them (run-level values, ``seed`` included, left out).
-
-    A factory may declare ``effective_options(values) -> values`` (a static or class method beside its
-    ``presets``): the options it derives from others (CoOp's ``n_ctx`` from ``ctx_init``), raising a
-    ConfigError for settings that contradict each other. What a dry run prints and what the run checks
-    (promptgen.toolkit.schedules.check_warmup) are these values.
-    """
-    component = registry.get(kind, name)
-    values = {key: option.default for key, option in component.options.items()
-              if not option.required and key not in RUN_VALUES}
-    values.update(resolve_options(registry, kind, name, preset, dataset, overrides))
-    derive = _factory_attribute(component.factory, "effective_options")
-    if derive is None:
-        return values
-    try:
-        return dict(derive(dict(values)))
-    except ConfigError as error:  # name the component the user sets (its message may not)
-        raise ConfigError(str(error) if str(error).startswith(component.name) else f"{component.name}: {error}") \
-            from None
-
-
-def _factory_attribute(factory, attribute: str):
-    """An attribute of the class behind ``factory`` (a class, functools.partial or lazy reference), else None."""
-    factory = resolve(factory)
-    while not hasattr(factory, attribute) and isinstance(factory, functools.partial):
-        factory = factory.func
-    return getattr(factory, attribute, None)
-
-
-def check_overrides(registry, overrides: dict) -> None:
-    """Every key is an option of a component of its section's name (the sections themselves are checked by
-    promptgen.runs.config.check_names, which engine.check runs first, importing no component)."""
-    for section, values in overrides.items():
-        components = [c for c in registry if c.name == section or section in c.aliases]
-        for key, value in values.items():
-            owners = [c for c in components if key in c.options]
-            if not owners:
-                listed = "; ".join(f"{c.where}: {', '.join(c.options) or 'none'}" for c in components)
-                raise ConfigError(f"{section}: unknown option {key!r}; options of {listed}"
-                                  f"{suggestion(key, [option for c in components for option in c.options])}")
-            for component in owners:
-                component.options[key].check(value, component.where)
 
 
 @attrs.define
@@ -109,6 +45,7 @@ class RunContext:
     epoch: str = "images"  # what a training epoch iterates: "images" (one view of each) or "views" (every view)
     progress: bool = True
     cache: Any = None  # a FeatureCache, open for the run's duration
+    reuse_labels: bool = True  # False: every prompt label trained, none loaded (promptgen.storage.label_store)
     seconds: dict = attrs.field(factory=dict)
     _features: dict = attrs.field(factory=dict)
     _timers: list = attrs.field(factory=list)
@@ -195,14 +132,19 @@ class RunContext:
 
     # --- components -----------------------------------------------------------------------------
 
+    @property
+    def settings(self) -> Settings:
+        """What the run says about its components' options (promptgen.components.resolve)."""
+        return Settings.of(self.config, self.preset)
+
+    @property
+    def run_values(self) -> RunValues:
+        return RunValues(seed=self.seed, progress=self.progress, cache_dir=self.config.cache_dir,
+                         device=getattr(self.backbone, "device", None))
+
     def options(self, kind: str, name: str) -> dict:
         """The options component ``name`` of ``kind`` receives: preset values, overrides, run values it declares."""
-        values = resolve_options(self.registry, kind, name, self.preset, self.plan.dataset_name,
-                                 self.config.overrides)
-        declared = self.registry.get(kind, name).options
-        run_values = {"seed": self.seed, "progress": self.progress, "cache_dir": self.config.cache_dir}
-        values.update({key: value for key, value in run_values.items() if key in declared and key not in values})
-        return values
+        return component_options(self.registry, kind, name, self.settings, self.run_values)
 
     def create(self, kind: str, name: str, **arguments) -> Any:
         """Build a component with its options; ``arguments`` are those its hook specification names."""

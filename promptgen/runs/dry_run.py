@@ -3,7 +3,7 @@
 ``promptgen train --dry-run`` (and ``python -m benchmarks.run --dry-run``, for a suite's first job)
 checks the config (as a run does: names, options, schedules), plans the domains and classes and counts
 the samples of every split, then prints every component's options as it will run with them (derived
-ones included: promptgen.runs.context.effective_options) and an estimate of the text-encoder work: the class prompts each
+ones included: promptgen.components.resolve.effective_options) and an estimate of the text-encoder work: the class prompts each
 stage encodes. Nothing heavy is built (no backbone, no features), nothing is written.
 
 The estimate counts what promptgen's built-in components do, from their options: a prompt learner
@@ -16,19 +16,19 @@ and ``batch_size`` options is listed with its options and no estimate.
 
 from __future__ import annotations
 
-from promptgen.runs.context import effective_options
-from promptgen.toolkit.epochs import steps_per_epoch
 from promptgen.components.presets import run_preset
+from promptgen.components.resolve import Settings, resolved_components
+from promptgen.components.run_values import RunValues
+from promptgen.components.schedule import Schedule
+from promptgen.toolkit.epochs import steps_per_epoch
 
 
-def _effective(registry, kind: str, name: str, preset: str, config) -> dict:
-    """Every option's value as the component will run with it: its default, then the preset's, then the overrides,
-    then what the component derives from them (promptgen.runs.context.effective_options: CoOp's n_ctx from ctx_init)."""
-    declared = registry.get(kind, name).options
-    values = effective_options(registry, kind, name, preset, config.dataset, config.overrides)
-    if "seed" in declared and "seed" not in values:  # the run's seed, as RunContext.options gives it
-        values["seed"] = config.seed
-    return {**{key: values[key] for key in declared if key in values}, **values}  # in the factory's order
+def run_components(config, checked) -> tuple[tuple[str, str], ...]:
+    """Every component a run builds, in the order the dry run lists them: method, its components, backbone,
+    dataset(s) (promptgen.runs.engine.run_components)."""
+    from promptgen.runs.engine import run_components as built_by_every_run
+
+    return (("method", checked.method_name), *checked.components, *built_by_every_run(config))
 
 
 def describe(config, registry, checked, plan, out) -> dict:
@@ -41,20 +41,19 @@ def describe(config, registry, checked, plan, out) -> dict:
     counts.update({f"val/{d}": len(dataset.samples(d, "val")) for d in plan.sources})
     counts.update({f"test/{d}": len(plan.target_dataset.samples(d, "test")) for d in plan.targets})
     classes = len(plan.classes)
-    options = {"method": {checked.method_name: _effective(registry, "method", checked.method_name, checked.preset,
-                                                          config)}}
+    options = resolved_components(registry, run_components(config, checked), Settings.of(config, checked.preset),
+                                  RunValues(seed=config.seed))
     stages = {}
     val = sum(counts[f"val/{d}"] for d in plan.sources)
     for kind, name in checked.components:
-        values = _effective(registry, kind, name, checked.preset, config)
-        options.setdefault(kind, {})[name] = values
-        if not {"epochs", "batch_size"} <= set(values):
+        schedule = Schedule.of(options[kind][registry.canonical(kind, name)])  # the protocols' schedule block
+        if schedule is None:
             continue
         if kind == "prompt_learner":
-            steps = sum(steps_per_epoch(counts[f"train/{d}"] * per_image, values["batch_size"]) for d in plan.sources)
-            stages[f"stage I ({name})"] = values["epochs"] * steps * classes
+            steps = sum(steps_per_epoch(counts[f"train/{d}"] * per_image, schedule.batch_size) for d in plan.sources)
+            stages[f"stage I ({name})"] = schedule.epochs * steps * classes
         elif kind == "generator":
-            stages[f"stage II ({name}, val scoring)"] = values["epochs"] * val * classes
+            stages[f"stage II ({name}, val scoring)"] = schedule.epochs * val * classes
     stages["test (per-image prompts)"] = sum(counts[f"test/{d}"] for d in plan.targets) * classes
     return {"method": checked.method_name, "preset": checked.preset, "dataset": config.dataset,
             "sources": list(plan.sources), "targets": list(plan.targets), "classes": classes, "views": views,

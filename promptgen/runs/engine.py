@@ -25,7 +25,9 @@ from promptgen import __version__
 from promptgen.runs import rundir
 from promptgen.storage.cache import FeatureCache
 from promptgen.runs.config import RunConfig, check_names
-from promptgen.runs.context import RunContext, check_overrides, effective_options, resolve_options
+from promptgen.components.resolve import Settings, build, check_overrides, component_options, effective_options
+from promptgen.components.run_values import RunValues
+from promptgen.runs.context import RunContext
 from promptgen.runs.device import cuda_devices, resolve_device
 from promptgen.errors import ConfigError, PromptgenError
 from promptgen.toolkit.evaluate import correct_predictions, pack_correct
@@ -63,10 +65,10 @@ def check(config: RunConfig, registry: Registry) -> Checked:
     check_overrides(registry, config.overrides)
     preset = resolve_preset(config.preset, resolve_device(config.backbone.device).type)
     method_name = registry.canonical("method", config.method)
+    settings = Settings.of(config, preset)
     try:
         method = registry.create("method", method_name,
-                                 **resolve_options(registry, "method", method_name, preset, config.dataset,
-                                                   config.overrides))
+                                 **component_options(registry, "method", method_name, settings))
     except ConfigError as error:  # a bad option value: say which method's (its message may not know its name)
         raise ConfigError(str(error) if str(error).startswith(method_name) else f"method {method_name!r}: {error}") \
             from None
@@ -82,18 +84,25 @@ def check(config: RunConfig, registry: Registry) -> Checked:
     if reason:
         raise ConfigError(f"method {method_name!r} cannot run on backbone {config.backbone.name!r}: {reason}")
     for kind, name in (("method", method_name), *components):  # the values, as the component derives them
-        values = effective_options(registry, kind, name, preset, config.dataset, config.overrides)
+        values = effective_options(registry, kind, name, settings)
         check_warmup(registry.get(kind, name).name, values)  # a schedule that is all warm-up trains nothing
+    for kind, name in run_components(config):  # the backbone's and datasets' settings are checked as early
+        effective_options(registry, kind, name, settings)
     return Checked(config, preset, method_name, method, components)
 
 
-def build_dataset(config: RunConfig, registry: Registry, name: str, preset: str, progress: bool):
-    """Dataset plugin ``name`` with its options (preset, overrides) and the run's data root and cache dir."""
-    options = resolve_options(registry, "dataset", name, preset, name, config.overrides)
-    declared = registry.get("dataset", name).options
-    run_values = {"cache_dir": config.cache_dir, "progress": progress}
-    options.update({k: v for k, v in run_values.items() if k in declared and k not in options})
-    return registry.create("dataset", name, root=config.data_root, **options)
+def run_components(config: RunConfig) -> tuple[tuple[str, str], ...]:
+    """The components every run builds whatever its method: the backbone and the dataset(s)."""
+    datasets = (config.dataset,) if config.target_dataset in (None, config.dataset) else \
+        (config.dataset, config.target_dataset)
+    return (("backbone", config.backbone.name), *(("dataset", name) for name in datasets))
+
+
+def build_dataset(config: RunConfig, registry: Registry, name: str, preset: str, progress: bool = False):
+    """Dataset plugin ``name`` as a run of ``config`` builds it (the one way: a run, its dry run, ``cache
+    extract``, the benchmarks): the resolver's options and the run's data root."""
+    return build(registry, "dataset", name, Settings.of(config, preset),
+                 RunValues(seed=config.seed, progress=progress, cache_dir=config.cache_dir), root=config.data_root)
 
 
 def plan_run(config: RunConfig, registry: Registry, checked: Checked, progress: bool):
@@ -105,12 +114,27 @@ def plan_run(config: RunConfig, registry: Registry, checked: Checked, progress: 
     return make_plan(config.dataset, dataset, config.target_dataset, target_dataset, config.targets, config.sources)
 
 
+@contextlib.contextmanager
+def run_setup(config: RunConfig, registry: Registry, progress: bool, *, checked: Checked | None = None, plan=None,
+              reuse_labels: bool = True):
+    """The one run setup: under a forked torch RNG seeded with the run's seed (the caller's global RNG is left as
+    it was), with the feature cache open, the config checked, planned and its backbone built. Yields
+    ``(checked, context)``. reuse_labels=False trains every prompt label instead of loading a stored one (what a
+    cost measurement needs: benchmarks/method_costs.py)."""
+    with torch.random.fork_rng(devices=cuda_devices()), FeatureCache(config.cache_dir) as cache:
+        torch.manual_seed(config.seed)
+        checked, context = prepare(config, registry, progress, cache, checked, plan)
+        context.reuse_labels = reuse_labels
+        yield checked, context
+
+
 def prepare(config: RunConfig, registry: Registry, progress: bool, cache: FeatureCache,
             checked: Checked | None = None, plan=None) -> tuple[Checked, RunContext]:
     """Check the config and plan it (unless given), then build the backbone: what a method's run needs."""
     checked = checked or check(config, registry)
     plan = plan or plan_run(config, registry, checked, progress)
-    backbone = config.backbone.build(registry)
+    backbone = config.backbone.build(registry, Settings.of(config, checked.preset),
+                                     RunValues(seed=config.seed, progress=progress, cache_dir=config.cache_dir))
     preset = run_preset(checked.preset)
     views = config.views if config.views is not None else preset["views"]
     epoch = config.epoch if config.epoch is not None else preset["epoch"]
@@ -156,9 +180,7 @@ def run(config: RunConfig, out_dir: str | Path, *, registry: Registry | None = N
     check_outside_cache(out, config.cache_dir)
     work = rundir.start(out, force=force)
     try:
-        with torch.random.fork_rng(devices=cuda_devices()), FeatureCache(config.cache_dir) as cache:
-            torch.manual_seed(config.seed)
-            checked, context = prepare(config, registry, progress, cache, checked, plan)
+        with run_setup(config, registry, progress, checked=checked, plan=plan) as (checked, context):
             method = checked.method
             rundir.write_config(work, config, checked, context)
             with context.timed("fit"):
@@ -168,7 +190,7 @@ def run(config: RunConfig, out_dir: str | Path, *, registry: Registry | None = N
             quality = _quality(method, context)
             metrics = rundir.metrics(config, checked, context, scores, report, quality, versions={
                 "promptgen": __version__, "torch": torch.__version__, "python": platform.python_version()})
-            metrics["cache"] = {"recomputed_damaged_entries": cache.recomputed}
+            metrics["cache"] = {"recomputed_damaged_entries": context.cache.recomputed}
             metrics["test_predictions"] = predictions
             rundir.write_metrics(work, metrics, report.get("history"))
         rundir.finish(work, out)
@@ -188,9 +210,7 @@ def opened(run_dir: str | Path, *, registry: Registry | None = None, progress: b
     registry = registry or default_registry()
     run_dir = Path(run_dir)
     config = rundir.load_config(run_dir)
-    with torch.random.fork_rng(devices=cuda_devices()), FeatureCache(config.cache_dir) as cache:
-        torch.manual_seed(config.seed)
-        checked, context = prepare(config, registry, progress, cache)
+    with run_setup(config, registry, progress) as (checked, context):
         method = checked.method
         try:
             method.load(run_dir, context)

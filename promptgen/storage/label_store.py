@@ -24,17 +24,17 @@ import attrs
 import torch
 
 from promptgen import __version__
+from promptgen.components.run_values import RunValues
 from promptgen.storage.checkpoints import load_prompt_label, save_prompt_label
 from promptgen.runs.device import cuda_devices
 from promptgen.storage.paths import cache_root
 
 log = logging.getLogger(__name__)
-NOT_IDENTITY = ("progress", "cache_dir")  # options that change how a learner reports, not what it learns
 
 
 def label_key(run, learner: str, domain: str, train_samples, val_samples) -> str:
     """The hash of everything the label of ``domain`` depends on."""
-    options = {k: v for k, v in run.options("prompt_learner", learner).items() if k not in NOT_IDENTITY}
+    options = {k: v for k, v in run.options("prompt_learner", learner).items() if k not in RunValues.NOT_IDENTITY}
     backbone = run.config.backbone
     identity = {
         "promptgen": __version__, "learner": learner, "options": options, "domain": domain,
@@ -51,12 +51,9 @@ def store_dir(cache_dir: str | None) -> Path:
     return cache_root(cache_dir) / "prompt-labels"
 
 
-ENABLED = True  # False: every label is trained (what a cost measurement needs: benchmarks/method_costs.py)
-
-
 def fetch_or_fit(run, key: str, fit):
     """The stored label named ``key``, or ``fit()``'s, stored; its metadata records which."""
-    if not ENABLED:
+    if not run.reuse_labels:  # a cost measurement: every label trained (benchmarks/method_costs.py)
         with torch.random.fork_rng(devices=cuda_devices()):
             return fit()
     folder = store_dir(run.config.cache_dir) / key

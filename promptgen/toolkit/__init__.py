@@ -38,7 +38,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "promptgen.toolkit.methods": ("SharedPromptMethod",),
     "promptgen.toolkit.prompts": ("PromptAssembler", "phrase_embedding", "context_length"),
     "promptgen.toolkit.quality": ("prompt_quality",),
-    "promptgen.toolkit.schedule": ("Schedule",),
+    "promptgen.components.schedule": ("Schedule",),
     "promptgen.toolkit.schedules": ("warmup_cosine", "dassl_lr"),
     "promptgen.toolkit.selection": ("BestEpoch",),
     "promptgen.toolkit.values": ("Sample", "FeatureSet", "PromptLabel", "Tokens"),

@@ -3,9 +3,8 @@
 CoOp's schedule (the official config SPG's stage I and its baselines use): SGD with momentum, a
 constant warm-up at ``warmup_lr`` for ``warmup_epochs``, then Dassl's per-epoch cosine
 (promptgen.toolkit.schedules.dassl_lr). After each epoch the prompts are scored (on the source val split)
-and the best epoch is kept; ``ties`` says which of two equal epochs: "earlier" as the official code
-(strictly better replaces), "later" promptgen's earlier rule (a run whose score plateaus at its
-initialisation is not pinned there). The caller supplies the batches, the loss of one batch and the
+and the best epoch is kept by the one rule every loop shares (promptgen.toolkit.selection: of two equal
+scores the earlier, as the official code). The caller supplies the batches, the loss of one batch and the
 score; the per-epoch history (train loss, score, learning rate) and a progress bar by step are here
 once. :func:`fit_context` is the loop for one shared context on cached features (CoOp-style prompt
 learners), its batches from promptgen.toolkit.epochs (one view of every image per epoch).
@@ -13,7 +12,6 @@ learners), its batches from promptgen.toolkit.epochs (one view of every image pe
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable, Iterable
 
 import torch
@@ -22,27 +20,25 @@ from tqdm.auto import tqdm
 from promptgen.toolkit.evaluate import prompt_logits
 from promptgen.toolkit.prompts import PromptAssembler
 from promptgen.toolkit.epochs import Epochs
+from promptgen.toolkit.selection import BestEpoch
 from promptgen.toolkit.schedules import dassl_lr
 from promptgen.toolkit.values import FeatureSet
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits [B, C], labels [B]) -> scalar
 Score = Callable[[torch.Tensor, torch.Tensor], float]  # (logits [N, C], labels [N]) -> higher is better
-TIES = ("earlier", "later")  # which of two epochs with the same score is kept
 
 
 def train_prompts(module: torch.nn.Module, *, batches: Callable[[], Iterable[Any]], steps: int,
                   loss: Callable[[Any], torch.Tensor], score: Callable[[], float], epochs: int, lr: float,
                   warmup_epochs: int, warmup_lr: float, momentum: float, weight_decay: float, progress: bool,
-                  desc: str, score_name: str = "val_accuracy", ties: str = "later") -> dict:
+                  desc: str, score_name: str = "val_accuracy") -> dict:
     """Train ``module``'s parameters; leave it in its best epoch's state (eval mode).
 
     batches() gives one epoch's batches (``steps`` of them); loss(batch) their loss; score() the
-    epoch's score. Returns {"best_epoch", "score", "history", "steps"} (steps: optimizer steps taken).
+    epoch's score. Returns {"best_epoch", "best_score", "history", "steps"} (steps: optimizer steps taken).
     """
-    if ties not in TIES:
-        raise ValueError(f"{desc}: ties must be one of {', '.join(TIES)}, got {ties!r}")
     optimizer = torch.optim.SGD(module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    best = {"score": float("-inf"), "epoch": -1, "state": copy.deepcopy(module.state_dict())}
+    best = BestEpoch()
     history, taken = [], 0
     bar = tqdm(total=epochs * steps, desc=desc, unit="step", disable=not progress, leave=False)
     for epoch in range(epochs):
@@ -64,13 +60,11 @@ def train_prompts(module: torch.nn.Module, *, batches: Callable[[], Iterable[Any
             result = score()
         history.append({"epoch": epoch, "train_loss": sum(losses) / max(1, len(losses)), score_name: result,
                         "lr": optimizer.param_groups[0]["lr"]})
-        better = result > best["score"] if ties == "earlier" else not result < best["score"]
-        if better or result != result:  # NaN (nothing to score on): the last epoch
-            best = {"score": result, "epoch": epoch, "state": copy.deepcopy(module.state_dict())}
+        best.offer(epoch, result, module.state_dict)
     bar.close()
-    module.load_state_dict(best["state"])
+    module.load_state_dict(best.state)
     module.eval()
-    return {"best_epoch": best["epoch"], "score": best["score"], "history": history, "steps": taken}
+    return {**best.report(), "history": history, "steps": taken}
 
 
 class _Context(torch.nn.Module):
@@ -82,8 +76,8 @@ class _Context(torch.nn.Module):
 def fit_context(backbone, class_names, train: FeatureSet, val: FeatureSet | None, initial: torch.Tensor, *,
                 loss: Loss, score: Score, epochs: int, batch_size: int, lr: float, warmup_epochs: int,
                 warmup_lr: float, momentum: float, weight_decay: float, seed: int, progress: bool,
-                desc: str, score_name: str = "val_accuracy", ties: str = "later") -> dict:
-    """One context [n_ctx, D] for every image, from cached features: {"ctx", "score", "best_epoch",
+                desc: str, score_name: str = "val_accuracy") -> dict:
+    """One context [n_ctx, D] for every image, from cached features: {"ctx", "best_score", "best_epoch",
     "selected_on", "history"} (ctx on the CPU). Scored on ``val``, else on ``train``."""
     context = _Context(initial.clone().to(backbone.device))
     assembler = PromptAssembler(backbone, class_names, initial.shape[0])
@@ -100,5 +94,5 @@ def fit_context(backbone, class_names, train: FeatureSet, val: FeatureSet | None
                                                              selection.features), selection.labels),
                            epochs=epochs, lr=lr, warmup_epochs=warmup_epochs, warmup_lr=warmup_lr,
                            momentum=momentum, weight_decay=weight_decay, progress=progress, desc=desc,
-                           score_name=score_name, ties=ties)
+                           score_name=score_name)
     return {**result, "ctx": context.ctx.detach().cpu(), "selected_on": "val" if selection is val else "train"}

@@ -7,7 +7,6 @@ loop lives here once; a generator supplies one training step.
 
 from __future__ import annotations
 
-import copy
 from typing import Callable, Sequence
 
 import attrs
@@ -19,6 +18,7 @@ from promptgen.toolkit.evaluate import instance_accuracy
 from promptgen.toolkit.prompts import PromptAssembler
 from promptgen.toolkit.epochs import Epochs
 from promptgen.toolkit.schedules import dassl_lr, warmup_cosine
+from promptgen.toolkit.selection import BestEpoch
 from promptgen.toolkit.values import FeatureSet, PromptLabel
 
 
@@ -122,8 +122,8 @@ def train_epochs(
     per-step linear warm-up and cosine to zero. score: how an epoch is judged (higher is better), by
     default the accuracy of the generator's own prompts on ``val``; a method that uses the generated
     prompts otherwise (a negative path subtracted from a positive one) passes its own. Only epochs from
-    ``select_from`` on are candidates (DPSPG's LATE); ties keep the earlier epoch, as the official code.
-    Returns the best epoch, its score and the per-epoch history (rows ``{"epoch", "val_accuracy", <the
+    ``select_from`` on are candidates (DPSPG's LATE); promptgen.toolkit.selection's rule keeps the epoch.
+    Returns {"best_epoch", "best_score", "history"} (history rows ``{"epoch", "val_accuracy", <the
     step's losses>}``: the Generator protocol's report, so a generator's ``fit`` can return it as it is);
     the generator is left in its best state.
     """
@@ -137,7 +137,7 @@ def train_epochs(
     rng = torch.Generator().manual_seed(seed)
     batches = Epochs(train, batch_size, rng)
     steps = batches.steps
-    best = {"val_accuracy": -1.0, "epoch": -1, "state": None}
+    best = BestEpoch(select_from)
     history = []
     total, warmup = epochs * steps, warmup_epochs * steps
     # by step (with a rate), not by epoch: an epoch can take minutes on a loaded machine
@@ -162,32 +162,41 @@ def train_epochs(
             result = instance_accuracy(backbone, assembler, generator, val, name) if val is not None and len(val) \
                 else float("nan")
         history.append({"epoch": epoch, "val_accuracy": result, **losses})
-        candidate = epoch >= select_from
-        if candidate and (best["state"] is None or not result <= best["val_accuracy"]):  # NaN (no val): the last
-            best = {"val_accuracy": result, "epoch": epoch, "state": copy.deepcopy(generator.state_dict())}
+        best.offer(epoch, result, generator.state_dict)
         bar.set_postfix(epoch=epoch, val=f"{result:.3f}", **{key: f"{value:.3f}" for key, value in losses.items()})
     bar.close()
-    generator.load_state_dict(best["state"])
-    return {"best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "history": history}
+    generator.load_state_dict(best.state)
+    return {**best.report(), "history": history}
 
 
 def fit_generator(generator, backbone, train: FeatureSet, prompt_labels: Sequence[PromptLabel], val: FeatureSet | None,
                   *, name: str) -> dict:
-    """:func:`train_epochs` with the generator's own ``trainer(...)`` and schedule options.
-
-    The generator keeps its schedule in ``generator.options`` (epochs, batch_size, lr, warmup_epochs,
-    seed, and optionally schedule and warmup_lr: :func:`schedule_options`) and its progress flag in
-    ``generator.progress``.
-    """
+    """:func:`train_epochs` with the generator's own ``trainer(...)`` and :func:`loop_settings`."""
     return train_epochs(generator, backbone, train, prompt_labels, val, name=name,
-                        trainer=generator.trainer(backbone, train, prompt_labels), progress=generator.progress,
-                        **schedule_options(generator.options))
+                        trainer=generator.trainer(backbone, train, prompt_labels), **loop_settings(generator))
 
 
-SCHEDULE_OPTIONS = ("epochs", "batch_size", "lr", "warmup_epochs", "seed")  # what the epoch loop needs of a generator
+def loop_settings(generator) -> dict:
+    """The keywords of :func:`train_epochs` a generator that trains in this loop gives (the SteppedGenerator
+    protocol, promptgen.components.protocols): its schedule block, ``seed``, ``lr_schedule`` and ``progress``."""
+    schedule = generator.schedule
+    return {"epochs": schedule.epochs, "batch_size": schedule.batch_size, "lr": schedule.lr,
+            "warmup_epochs": schedule.warmup_epochs, "seed": generator.seed, "schedule": generator.lr_schedule,
+            "progress": generator.progress}
 
 
-def schedule_options(options: dict) -> dict:
-    """The keywords of :func:`train_epochs` a generator's options hold (:data:`SCHEDULE_OPTIONS`; schedule and
-    warmup_lr when it declares them)."""
-    return {key: options[key] for key in (*SCHEDULE_OPTIONS, "schedule", "warmup_lr") if key in options}
+def trains_in_loop(generator) -> bool:
+    """Whether ``generator`` (a built one) is a SteppedGenerator: one that this loop can train. A factory is
+    asked with ``trains_in_loop(factory_class(...))`` or, before building, :func:`builds_stepped`."""
+    from promptgen.components.protocols import SteppedGenerator, protocol_members
+
+    methods, attributes = protocol_members(SteppedGenerator)
+    return all(callable(getattr(generator, name, None)) for name in methods) and \
+        all(hasattr(generator, name) for name in attributes)
+
+
+def builds_stepped(factory) -> bool:
+    """Whether the generators ``factory`` (a class, functools.partial or lazy one) builds have a ``trainer()``."""
+    from promptgen.components.lazy import unwrap
+
+    return callable(getattr(unwrap(factory)[0], "trainer", None))
