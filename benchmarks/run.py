@@ -30,6 +30,7 @@ from promptgen.storage.files import write_json, write_text
 from promptgen.storage.paths import check_outside_cache
 from promptgen.components.presets import PRESET_CHOICES
 from promptgen.components.registry import default_registry
+from promptgen.components.resolve import Settings, build_launcher
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,13 +168,13 @@ def rank_device(suite: suites.Suite) -> str | None:
     return f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"  # more ranks than GPUs: they share
 
 
-def launcher(args, registry):
-    """The launcher plugin, given the command-line options it declares (progress, workers, address)."""
-    component = registry.get("launcher", args.launcher)
-    wanted = {"progress": not args.quiet, "workers": args.workers, "address": args.ray_address,
-              "threads_per_worker": args.threads}
-    options = {key: value for key, value in wanted.items() if key in component.options and value is not None}
-    return registry.create("launcher", args.launcher, **options)
+def launcher(args, registry, suite: suites.Suite | None = None):
+    """The launcher plugin: the suite's settings of its name, then the command-line options it declares
+    (workers, address, threads per worker) and progress (promptgen.components.resolve.build_launcher)."""
+    settings = Settings("cpu", overrides=suite.example().overrides) if suite is not None else None
+    return build_launcher(registry, args.launcher, {"workers": args.workers, "address": args.ray_address,
+                                                    "threads_per_worker": args.threads}, settings,
+                          progress=not args.quiet)
 
 
 def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
@@ -202,7 +203,7 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
             require_tensorboard()  # before the sweep, not after its first job
         runner = sweep.JobRunner(out, args.cache_dir, progress=not args.quiet and args.launcher == defaults.LAUNCHER,
                                  device=rank_device(suite), log=args.log)
-        run_jobs(pending, runner, store, force=True, launcher=launcher(args, registry))
+        run_jobs(pending, runner, store, force=True, launcher=launcher(args, registry, suite))
     records = store.records(jobs)
     if args.report and not records and store.records():
         raise ConfigError(f"--report: none of the {len(store.records())} records under {store.directory} is a job of "

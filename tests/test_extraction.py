@@ -91,7 +91,7 @@ def test_a_killed_shard_computes_only_what_it_lacks_when_run_again(tmp_path, mon
 
     tree = _tree(tmp_path / "tree", domains=2, classes=3, per_class=20)
     job = ExtractJob(dataset="folder", backbone={"device": "cpu"}, cache_dir=str(tmp_path / "cache"),
-                     data_root=str(tree), dataset_options={"check_images": False}, shard=1, shards=2,
+                     data_root=str(tree), overrides={"folder": {"check_images": False}}, shard=1, shards=2,
                      batch_size=4, progress=False)
     real, encoded = cache_module.encode_batches, []
 
@@ -125,7 +125,7 @@ def test_merge_leaves_a_damaged_shard_entry_out_and_keeps_that_shard(tmp_path, c
     tree = _tree(tmp_path / "tree", domains=2, classes=2, per_class=10)
     for shard in range(2):
         extract(ExtractJob(dataset="folder", backbone={"device": "cpu"}, cache_dir=str(tmp_path / "cache"),
-                           data_root=str(tree), dataset_options={"check_images": False}, shard=shard, shards=2,
+                           data_root=str(tree), overrides={"folder": {"check_images": False}}, shard=shard, shards=2,
                            progress=False))
     first, second = shard_dirs(str(tmp_path / "cache"))
     env = lmdb.open(str(first / "features.lmdb"))
@@ -146,3 +146,17 @@ def test_a_bad_shard_spec_is_named(capsys):
     assert "shard must be I/N with 0 <= I < N, got 2/2" in capsys.readouterr().err
     assert cli.main(["cache", "extract", "--shard", "one", "--quiet"]) == 2
     assert "--shard must be I/N, got 'one'" in capsys.readouterr().err
+
+
+def test_cache_extract_takes_the_runs_preset_so_it_extracts_the_samples_they_use(tmp_path, capsys):
+    """`cache extract` builds the dataset as a run does (promptgen.components.resolve): with --preset gpu the
+    official 70/30 split (train: round(0.7 n) of a class), with cpu the seeded 80/20 one; 2 train views each."""
+    tree = _tree(tmp_path / "tree", domains=2, classes=2, per_class=10)
+    counts = {}
+    for preset in ("gpu", "cpu"):
+        assert cli.main(["cache", "extract", "--dataset", "folder", "--data-root", str(tree), "--cache-dir",
+                         str(tmp_path / preset), "--preset", preset, "--views", "2", "--device", "cpu",
+                         "--set", "folder.check_images=false", "--quiet"]) == 0
+        counts[preset] = int(capsys.readouterr().out.split(" features")[0].split()[-1])
+    # 40 images; train views x train + val + test (a domain's train + val under both splits)
+    assert counts == {"gpu": 2 * 28 + 12 + 40, "cpu": 2 * 32 + 8 + 40}

@@ -110,6 +110,7 @@ def cmd_cache_extract(args: argparse.Namespace) -> int:
     from promptgen.storage.extraction import ExtractJob, extract, merge
     from promptgen.components.presets import resolve_preset, run_preset
     from promptgen.components.registry import default_registry
+    from promptgen.components.resolve import build_launcher
 
     registry = default_registry()
     if not registry.has("dataset", args.dataset):
@@ -124,9 +125,10 @@ def cmd_cache_extract(args: argparse.Namespace) -> int:
     except ValueError:
         raise ConfigError(f"--shard must be I/N, got {spec!r}") from None
     backbone = backbone_config(args)
-    views = args.views or run_preset(resolve_preset("auto", resolve_device(backbone.device).type))["views"]
+    preset = resolve_preset(args.preset, resolve_device(backbone.device).type)
+    views = args.views or run_preset(preset)["views"]
     job = ExtractJob(dataset=args.dataset, backbone=attrs.asdict(backbone), cache_dir=args.cache_dir,
-                     data_root=args.data_root, dataset_options=parse_settings(args.set).get(args.dataset, {}),
+                     data_root=args.data_root, preset=preset, overrides=parse_settings(args.set),
                      domains=tuple(args.domains) if args.domains else None, views=views, shard=shard, shards=shards,
                      num_workers=args.workers, progress=not args.quiet)
     if spec or shards == 1:  # this process's part
@@ -134,9 +136,8 @@ def cmd_cache_extract(args: argparse.Namespace) -> int:
         print(f"{args.dataset}: {result['features']} features of {result['samples']} samples in {result['root']}"
               + (f" (shard {shard}/{shards}; `promptgen cache merge` once every shard is done)" if spec else ""))
         return 0
-    launcher = registry.create("launcher", args.launcher, **{k: v for k, v in (
-        ("workers", args.launcher_workers), ("address", args.ray_address), ("progress", not args.quiet))
-        if v is not None and k in registry.get("launcher", args.launcher).options})
+    launcher = build_launcher(registry, args.launcher, {"workers": args.launcher_workers, "address": args.ray_address},
+                              progress=not args.quiet)
     jobs = [attrs.evolve(job, shard=i, progress=False) for i in range(shards)]
     results = launcher.run(extract, jobs)
     merged = merge(args.cache_dir)

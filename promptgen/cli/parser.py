@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     cache_extract.add_argument("--dataset", default=defaults.DATASET, help="dataset plugin (default: %(default)s)")
     cache_extract.add_argument("--domains", nargs="+", metavar="DOMAIN", help="only these domains (default: all)")
     cache_extract.add_argument("--views", type=int, default=None, help="train views (default: the preset's)")
+    cache_extract.add_argument("--preset", default="auto", choices=PRESET_CHOICES,
+                               help="the preset whose dataset options (e.g. the split) and views the runs will use: "
+                                    "the samples extracted are those they train and test on (default: %(default)s)")
     cache_extract.add_argument("--shard", metavar="I/N", help="compute shard I of N into its own LMDB under "
                                "<cache>/shards/ (default: torchrun's RANK/WORLD_SIZE when set)")
     cache_extract.add_argument("--shards", type=int, metavar="N", help="run all N shards with --launcher, then merge")

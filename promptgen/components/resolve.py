@@ -54,6 +54,10 @@ def set_options(registry, kind: str, name: str, settings: Settings) -> dict:
     dataset = name if kind == "dataset" else settings.dataset  # a dataset's preset entry is its own
     values = check_values(declared, component_preset(component.factory, settings.preset, dataset),
                           f"{component.where}, preset '{settings.preset}'", registry)
+    # a key no component of a section's name declares fails here too (a section may name components of several
+    # kinds: `coop` is a method and a learner; each takes the keys it declares)
+    check_overrides(registry, {section: settings.overrides[section] for section in (*component.aliases, component.name)
+                               if section in settings.overrides})
     layers = [settings.overrides.get(section, {}) for section in _sections(component)]
     if kind == "backbone":
         layers.insert(0, settings.backbone_options)
@@ -128,3 +132,14 @@ def build(registry, kind: str, name: str, settings: Settings, run: RunValues | N
     """Build a component with the options the resolver gives it; ``arguments`` are those its hook specification
     names (a dataset's ``root``, a backbone's ``model``, ``pretrained``, ``device``, ``precision``, ...)."""
     return registry.create(kind, name, **arguments, **component_options(registry, kind, name, settings, run))
+
+
+def build_launcher(registry, name: str, flags: Mapping[str, Any], settings: Settings | None = None,
+                   progress: bool = True) -> Any:
+    """A launcher, as a command line asks for it: the run's settings of its name (a suite's overrides), then the
+    command's flags it declares (``workers``, ``address``, ...: None is 'not given'), and ``progress``."""
+    declared = registry.get("launcher", name).options
+    given = {key: value for key, value in flags.items() if value is not None and key in declared}
+    settings = settings or Settings("cpu")
+    overrides = {**settings.overrides, name: {**settings.overrides.get(name, {}), **given}}
+    return build(registry, "launcher", name, attrs.evolve(settings, overrides=overrides), RunValues(progress=progress))

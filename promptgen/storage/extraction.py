@@ -19,6 +19,8 @@ from pathlib import Path
 
 import attrs
 
+from promptgen.components.resolve import Settings, build
+from promptgen.components.run_values import RunValues
 from promptgen.storage.cache import FeatureCache, image_fingerprint
 from promptgen.runs.config import BackboneConfig
 from promptgen.errors import ConfigError
@@ -35,7 +37,8 @@ class ExtractJob:
     backbone: dict  # BackboneConfig fields
     cache_dir: str | None = None
     data_root: str | None = None
-    dataset_options: dict = attrs.field(factory=dict)
+    preset: str = "cpu"  # the preset whose dataset options the runs use (the split, ...): promptgen.components.resolve
+    overrides: dict = attrs.field(factory=dict)  # the runs' --set settings, by component name
     domains: tuple[str, ...] | None = None  # None: every domain
     views: int = 1
     shard: int = 0
@@ -81,8 +84,12 @@ def extract(job: ExtractJob, registry=None) -> dict:
     from promptgen.components.registry import default_registry
 
     registry = registry or default_registry()
-    backbone = BackboneConfig(**job.backbone).build(registry)
-    dataset = registry.create("dataset", job.dataset, root=job.data_root, **job.dataset_options)
+    backbone_config = BackboneConfig(**job.backbone)
+    settings = Settings(job.preset, job.dataset, job.overrides, backbone_config.options)
+    backbone = backbone_config.build(registry, settings)
+    # the dataset as a run builds it (promptgen.runs.engine.build_dataset): the same samples, split and all
+    dataset = build(registry, "dataset", job.dataset, settings, RunValues(progress=job.progress, cache_dir=job.cache_dir),
+                    root=job.data_root)
     root = shard_root(job, image_fingerprint(backbone)) if job.shards > 1 else cache_root(job.cache_dir)
     features = samples = 0
     with FeatureCache(root) as cache:
