@@ -30,6 +30,7 @@ from promptgen.runs.config import BackboneConfig, RunConfig
 from promptgen.errors import ConfigError
 from promptgen.components.registry import default_registry
 from promptgen.components.resolve import Settings, build
+from promptgen.components.schedule import Schedule
 from promptgen.components.run_values import RunValues
 
 MEGABYTE = 2**20
@@ -68,15 +69,15 @@ class Peak:
 
 
 def one_epoch(registry, method: str, names) -> dict:
-    """Overrides setting ``epochs`` to 1 for the method and every component it uses that has the option, and
-    ``warmup_epochs`` to 0 where it has one (an epoch costs the same at any rate; a run that is all warm-up is
-    refused: promptgen.toolkit.schedules.check_warmup)."""
+    """Overrides cutting the method and every component it uses that trains by the schedule block
+    (promptgen.components.schedule.Schedule) to one epoch without warm-up (an epoch costs the same at any rate; a
+    run that is all warm-up is refused: promptgen.toolkit.schedules.check_warmup)."""
     overrides = {}
     for kind, name in (("method", method), *names):
-        options = registry.get(kind, name).options
-        if "epochs" in options:
-            overrides[registry.get(kind, name).name] = {"epochs": 1, **({"warmup_epochs": 0} if "warmup_epochs" in
-                                                                        options else {})}
+        component = registry.get(kind, name)
+        if set(Schedule.REQUIRED) <= set(component.options):
+            overrides[component.name] = {"epochs": 1, **({"warmup_epochs": 0} if "warmup_epochs" in
+                                                          component.options else {})}
     return overrides
 
 

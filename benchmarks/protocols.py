@@ -18,7 +18,7 @@ import attrs
 
 from benchmarks.records import Job
 from benchmarks.suites import Suite
-from promptgen.runs.device import resolve_device
+from promptgen.toolkit.device import resolve_device
 from promptgen.components.lazy import factory_attribute
 from promptgen.runs.engine import build_dataset, check
 from promptgen.errors import ConfigError, PromptgenError, suggestion

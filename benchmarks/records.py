@@ -3,7 +3,7 @@
 A job is a protocol and the RunConfig of one run. It is identified by what it computes — dataset,
 protocol, sources, targets, method, seed and a hash of the whole config's identity (where the data
 and the cache live is not part of it) — so changing any of them makes a new job rather than reusing
-a stale record. Records are written atomically and strictly (promptgen.storage.files): a sweep killed
+a stale record. Records are written atomically and strictly (promptgen.files): a sweep killed
 mid-write never leaves a half record.
 """
 
@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 import attrs
 
 from promptgen.runs.config import RunConfig
-from promptgen.storage.files import write_json
+from promptgen.files import write_json
 
 log = logging.getLogger(__name__)
 

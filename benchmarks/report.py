@@ -15,8 +15,8 @@ import re
 from pathlib import Path
 from urllib.parse import quote
 
-from promptgen.toolkit.curves import PNG as CURVES
-from promptgen.storage.files import read_json_or_none, write_text
+from promptgen.runs.curves import PNG as CURVES
+from promptgen.files import read_json_or_none, write_text
 
 TABLES = ("table.md", "methods.md", "stability.md", "domain_gap.md")
 FIRST_PLOTS = ("table.png", "stability.png")

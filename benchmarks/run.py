@@ -24,10 +24,10 @@ from promptgen.runs import defaults
 from promptgen.runs.settings import merge_overrides, parse_settings
 from promptgen.cli.common import (Parser, add_log_argument, add_set_argument, run_command, setup_logging,
                                   sigterm_raises, warn_about_plugins)
-from promptgen.toolkit.curves import require_tensorboard
+from promptgen.runs.curves import require_tensorboard
 from promptgen.errors import ConfigError, PromptgenError, suggestion
-from promptgen.storage.files import write_json, write_text
-from promptgen.storage.paths import check_outside_cache
+from promptgen.files import write_json, write_text
+from promptgen.paths import check_outside_cache
 from promptgen.components.presets import PRESET_CHOICES
 from promptgen.components.registry import default_registry
 from promptgen.components.resolve import Settings, build_launcher
@@ -362,7 +362,7 @@ def run_perf(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
 
 def check_out_is_this_suites(out: Path, suite: suites.Suite) -> None:
     """Refuse an --out that holds another suite's results: its tables would be overwritten by this one's."""
-    from promptgen.storage.files import read_json_or_none
+    from promptgen.files import read_json_or_none
 
     summary = read_json_or_none(out / "summary.json")
     held = summary.get("suite") if isinstance(summary, dict) else None

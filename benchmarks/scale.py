@@ -27,7 +27,7 @@ import numpy as np
 from benchmarks.perf import measured_interpreter, promptgen_code
 from promptgen.toolkit.epochs import steps_per_epoch
 from promptgen.errors import ConfigError
-from promptgen.storage.files import write_json
+from promptgen.files import write_json
 from promptgen.components.registry import default_registry
 
 SETTINGS = {"per_class": 12, "image_size": 32, "dir_name": None, "sizes": None, "val_fraction": 0.2,

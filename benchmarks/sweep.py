@@ -24,8 +24,8 @@ from benchmarks.records import Job
 from benchmarks.suites import Suite
 from benchmarks.tables import Table, accuracy_table
 from promptgen.storage.cache import FeatureCache
-from promptgen.toolkit.curves import TENSORBOARD_DIR, write_tensorboard
-from promptgen.runs.device import resolve_device
+from promptgen.runs.curves import TENSORBOARD_DIR, write_tensorboard
+from promptgen.toolkit.device import resolve_device
 from promptgen.components.resolve import Settings
 from promptgen.runs.engine import build_dataset, run
 from promptgen.components.presets import resolve_preset

@@ -508,11 +508,13 @@ def test_empty_domain(create, tmp_path, cache):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"val_fraction": 1.5}, "pacs: val_fraction must be a number between 0 and 1 (exclusive), got 1.5"),
-    ({"bad_images": "ignore"}, "pacs: bad_images must be one of fail, skip, got 'ignore'"),
+    ({"val_fraction": 1.5}, "dataset 'pacs' (plugin dg_datasets): option 'val_fraction' must be < 1, got 1.5"),
+    ({"bad_images": "ignore"}, "dataset 'pacs' (plugin dg_datasets): option 'bad_images' must be one of 'fail', "
+                               "'skip', got 'ignore'"),
     ({"colour": "red"}, "pacs: unknown option(s) colour; options: seed, split, val_fraction, bad_images"),
-    ({"split": "offical"}, "pacs: split must be one of files, official, got 'offical'; did you mean 'official'?"),
-    ({"seed": "1"}, "pacs: seed must be an int, got '1'"),
+    ({"split": "offical"}, "dataset 'pacs' (plugin dg_datasets): option 'split' must be one of 'files', 'official', "
+                           "got 'offical'; did you mean 'official'?"),
+    ({"seed": "1"}, "dataset 'pacs' (plugin dg_datasets): option 'seed' must be int, got '1'"),
 ])
 def test_bad_options(create, pacs_root, options, message):
     with pytest.raises(ConfigError) as error:
@@ -641,8 +643,8 @@ def test_data_info_split_option(pacs_root, capsys):
     assert info["split"] == "official" and info["splits"]["cartoon"] == {"train": 28, "val": 7, "test": 35}
     assert info["split_source"]["cartoon"].startswith("official procedure, seeded: ")
     assert main(["data", "info", "--dataset", "pacs", "--data-root", str(pacs_root), "--split", "offical"]) == 2
-    assert ("pacs: split must be one of files, official, got 'offical'; did you mean 'official'?"
-            in capsys.readouterr().err)
+    assert ("dataset 'pacs' (plugin dg_datasets): option 'split' must be one of 'files', 'official', got 'offical'; "
+            "did you mean 'official'?" in capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("name", ["pacs", "vlcs", "office-home", "terra-incognita", "domainnet", "folder"])

@@ -49,8 +49,9 @@ def _values(option):
         return st.integers(low, min(info.maximum, low + 1000) if info.maximum is not None else low + 1000)
     if float in types:
         low = -1e3 if low is None else low
-        return st.floats(low, info.maximum if info.maximum is not None else low + 1e3, allow_nan=False,
-                         allow_infinity=False, exclude_min=info.above is not None)
+        high = info.maximum if info.maximum is not None else info.below if info.below is not None else low + 1e3
+        return st.floats(low, high, allow_nan=False, allow_infinity=False, exclude_min=info.above is not None,
+                         exclude_max=info.below is not None)
     if str in types:
         return st.text("abcdefgh ", min_size=1, max_size=12).filter(lambda s: s.strip() == s and s)
     return None
@@ -162,6 +163,8 @@ def _bad_values(option):
         bad.append(repr(info.above))
     if info.maximum is not None:
         bad.append(repr(info.maximum + 1))
+    if info.below is not None:
+        bad.append(repr(info.below))
     return bad
 
 

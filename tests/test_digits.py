@@ -79,8 +79,11 @@ def test_bad_names_list_the_choices(tmp_path, build, message):
 
 
 def test_seed_must_be_an_int(tmp_path):
-    with pytest.raises(ConfigError, match=r"seed must be an int, got '1' \(str\)"):
-        DigitsDG(seed="1", cache_dir=tmp_path)
+    from promptgen.components.registry import default_registry
+
+    with pytest.raises(ConfigError, match=r"dataset 'digits-dg' \(plugin digits\): option 'seed' must be int, got '1' "
+                                          r"\(str\)"):
+        default_registry().create("dataset", "digits-dg", seed="1", cache_dir=str(tmp_path))
 
 
 def test_unwritable_cache_directory_is_named(tmp_path):

@@ -13,7 +13,7 @@ from benchmarks import run as benchmarks_run
 from benchmarks.records import RecordStore
 from promptgen import cli
 from promptgen.runs.config import RunConfig
-from promptgen.toolkit.curves import curve_sets
+from promptgen.runs.curves import curve_sets
 from promptgen.runs.engine import run
 from promptgen.components.protocols import check_fit_report
 from promptgen.components.registry import load_registry

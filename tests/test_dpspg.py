@@ -91,7 +91,7 @@ def test_the_negative_path_changes_the_scores_and_alpha_zero_removes_it(tmp_path
 def test_alpha_outside_zero_one_is_refused_before_any_work(capsys, alpha):
     assert cli.main(["train", "--method", "dpspg", "--target", "photo", "--set", f"dpspg.alpha={alpha}"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "alpha must be a number in [0, 1]" in error[0] and "dpspg" in error[0]
+    assert len(error) == 1 and "method 'dpspg' (plugin dpspg): option 'alpha' must be" in error[0]
 
 
 def test_a_run_saved_without_negatives_is_named_when_a_dual_path_method_loads_it(tmp_path, capsys):
@@ -183,7 +183,7 @@ def test_the_joint_score_is_the_official_positive_minus_negative():
 def test_the_negative_context_goes_through_the_label_files_exactly(tmp_path):
     """The joint label carries the negative context in its JSON metadata (what the label store writes): a float32
     read back is the same float32, so the negative label after a reload is bit-identical."""
-    from promptgen.storage.checkpoints import load_prompt_label, save_prompt_label
+    from promptgen.toolkit.checkpoints import load_prompt_label, save_prompt_label
     from promptgen.errors import PromptgenError
     from promptgen.toolkit.values import PromptLabel
     from promptgen_dpspg.joint import NEGATIVE_CTX, split_label
@@ -310,7 +310,7 @@ def test_dpspg_with_the_official_procedure_trains_end_to_end_and_shares_its_join
     shared = run(_config("dpspg-positive", **{"dpspg-positive": official}, **tiny), tmp_path / "positive",
                  registry=REGISTRY, progress=False)
     assert all(label["stage1_store"]["reused"] for label in shared["fit"]["stage1"]["positive"].values())
-    from promptgen.storage.checkpoints import load_prompt_label
+    from promptgen.toolkit.checkpoints import load_prompt_label
 
     for domain in stage1["positive"]:
         assert torch.equal(load_prompt_label(out / "prompt_labels_positive" / domain).ctx,

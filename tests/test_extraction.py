@@ -12,7 +12,7 @@ from PIL import Image
 
 from promptgen import cli
 from promptgen.storage.cache import FeatureCache, _scan, decode_entry
-from promptgen.storage.extraction import ExtractJob, extract, merge, shard_dirs
+from promptgen.runs.extraction import ExtractJob, extract, merge, shard_dirs
 
 
 def _entries(root) -> dict[bytes, bytes]:

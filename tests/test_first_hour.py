@@ -14,9 +14,9 @@ import pytest
 from benchmarks import protocols, suites
 from benchmarks import run as benchmarks_run
 from promptgen import cli
-from promptgen.storage.checkpoints import load_prompt_label
+from promptgen.toolkit.checkpoints import load_prompt_label
 from promptgen.runs.config import RunConfig
-from promptgen.toolkit.curves import curve_sets
+from promptgen.runs.curves import curve_sets
 from promptgen.runs.engine import check
 from promptgen.errors import ConfigError
 from promptgen.components.registry import default_registry

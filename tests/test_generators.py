@@ -1,12 +1,14 @@
 """Every registered generator: prompt-shaped samples for any batch and n_ctx, learning on a toy problem whose right
 answer is known, and checkpoints that reproduce the same prompts."""
 
+import re
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptgen.storage.checkpoints import load_generator, save_generator
+from promptgen.toolkit.checkpoints import load_generator, save_generator
 from promptgen.errors import ConfigError
 from promptgen.components.registry import create, default_registry
 from promptgen.toolkit.values import FeatureSet, PromptLabel
@@ -70,13 +72,15 @@ def test_cvae_mean_mode_is_deterministic_and_random_mode_varies_with_the_noise(t
 
 
 @pytest.mark.parametrize("name, options, message", [
-    ("cvae", {"sample_mode": "median"}, "cvae: sample_mode must be one of random, mean"),
-    ("diffusion", {"sample_steps": 0}, "diffusion: sample_steps must be between 1 and timesteps=1000"),
+    ("cvae", {"sample_mode": "median"}, "generator 'cvae' (plugin cvae): option 'sample_mode' must be one of 'random', "
+                                       "'mean', got 'median'"),
+    ("diffusion", {"sample_steps": 0}, "option 'sample_steps' must be >= 1, got 0"),
+    ("diffusion", {"sample_steps": 1001}, "diffusion: sample_steps must be between 1 and timesteps=1000"),
     ("diffusion", {"guidance": 2.0, "cond_drop": 0.0}, "guidance needs the unconditional model"),
-    ("diffusion", {"prediction": "v"}, "diffusion: prediction must be one of x0, epsilon"),
+    ("diffusion", {"prediction": "v"}, "option 'prediction' must be one of 'x0', 'epsilon', got 'v'"),
 ])
 def test_bad_generator_options_are_named(name, options, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         create("generator", name, feature_dim=8, n_ctx=2, ctx_dim=8, **options)
 
 

@@ -156,7 +156,7 @@ def test_out_inside_the_cache_database_is_refused(tmp_path, shared_cache):
 def test_a_full_disk_mid_write_names_the_file(tmp_path, monkeypatch):
     """An OSError met while flushing names no file: the atomic writer names its target, and leaves no temporary."""
     from promptgen import errors
-    from promptgen.storage.files import atomic_file
+    from promptgen.files import atomic_file
 
     target = tmp_path / "features.npz"
     target.write_bytes(b"old")

@@ -61,8 +61,10 @@ def test_plugins_options_lists_types_defaults_and_presets(capsys, install_plugin
     assert cli.main(["plugins", "--options", "cgan"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("generator cgan (plugin cgan): ")
-    assert "  epochs             int                    default 70; gpu: 70, cpu: 12" in out
-    assert "  grad_clip          dict or str or None    default None; gpu: 'official'" in out
+    assert "  epochs             int (>= 1)                   default 70; gpu: 70, cpu: 12" in out
+    assert "  grad_clip          dict or str or None          default None; gpu: 'official'" in out
+    assert "  update             str (one of 'd-first', 'g-first') default 'g-first'; gpu: 'd-first'" in out
+    assert "                     training epochs (one pass over the training images each" in out  # its description
     # a preset value of one dataset (no built-in has one since the gpu preset became the released scripts')
     install_plugin("pg_per_dataset", """
         from promptgen import hookimpl

@@ -389,3 +389,58 @@ def test_every_builtin_plugin_registers_without_importing_torch():
             "assert len(list(registry)) > 30\nprint(sorted(m for m in ('torch', 'open_clip') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "[]", done.stderr[-2000:]
+
+
+def test_every_plugin_facing_name_is_importable_from_promptgen_toolkit():
+    """docs/plugins.md's one documented place: each name resolves, the table there lists them all, and importing
+    the module itself loads no torch."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import promptgen.toolkit as toolkit
+
+    documented = (Path(__file__).parent.parent / "docs" / "plugins.md").read_text()
+    for name in toolkit.__all__:
+        assert getattr(toolkit, name) is not None
+        assert f"`{name}`" in documented, f"{name} is exported but docs/plugins.md does not list it"
+    with pytest.raises(AttributeError, match="plugin-facing names"):
+        toolkit.no_such_name  # noqa: B018
+    code = "import sys, promptgen.toolkit; from promptgen.toolkit import option; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"
+
+
+LAYERS = ("foundations", "components", "toolkit", "storage", "runs", "cli")  # docs/architecture.md
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else "foundations"
+
+
+def test_each_core_layer_imports_only_the_layers_before_it():
+    """The layout shows the architecture: foundations <- components <- toolkit <- storage <- runs <- cli, at module
+    level (imports inside functions and TYPE_CHECKING blocks are not arrows of the import graph)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    upward = []
+    for path in sorted((root / "promptgen").rglob("*.py")):
+        module = ".".join(path.relative_to(root).with_suffix("").parts)
+        if module in ("promptgen.__init__", "promptgen.__main__"):  # the package's face: re-exports, main
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            for inner in ast.walk(node):
+                if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    break
+                if isinstance(inner, ast.ImportFrom) and inner.module and inner.module.startswith("promptgen"):
+                    names = [inner.module] if inner.module != "promptgen" else [
+                        f"promptgen.{alias.name}" for alias in inner.names]
+                    for name in names:
+                        if LAYERS.index(_layer(name)) > LAYERS.index(_layer(module)):
+                            upward.append(f"{module} ({_layer(module)}) imports {name} ({_layer(name)})")
+    assert not upward, "\n".join(upward)

@@ -1,4 +1,4 @@
-"""The report of a sweep: per-run training curves (promptgen.toolkit.curves: PNG, TensorBoard) and the self-contained
+"""The report of a sweep: per-run training curves (promptgen.runs.curves: PNG, TensorBoard) and the self-contained
 index.html (benchmarks.report), checked on handcrafted run directories, on a real tiny sweep, and in a headless
 browser."""
 
@@ -20,9 +20,9 @@ import pytest
 from benchmarks import run
 from benchmarks.records import RecordStore
 from benchmarks.report import write_report
-from promptgen.toolkit import curves
+from promptgen.runs import curves
 from promptgen.runs import rundir
-from promptgen.toolkit.curves import curve_sets, plot_curves, write_tensorboard
+from promptgen.runs.curves import curve_sets, plot_curves, write_tensorboard
 from promptgen.errors import PromptgenError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

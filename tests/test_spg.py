@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptgen.storage.checkpoints import load_generator, load_prompt_label, save_generator, save_prompt_label
+from promptgen.toolkit.checkpoints import load_generator, load_prompt_label, save_generator, save_prompt_label
 from promptgen.toolkit.data import extract_features
 from promptgen.toolkit.evaluate import instance_logits, prompt_accuracy
 from promptgen.toolkit.prompts import PromptAssembler

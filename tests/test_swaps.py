@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptgen.storage.checkpoints import load_generator, save_generator
+from promptgen.toolkit.checkpoints import load_generator, save_generator
 from promptgen.toolkit.data import extract_features
 from promptgen.toolkit.evaluate import instance_logits
 from promptgen.toolkit.prompts import PromptAssembler

@@ -100,12 +100,21 @@ def test_difficulty_is_another_dataset(tmp_path):
     assert harder.images("dusk")["image"].tobytes() != default.images("dusk")["image"].tobytes()
 
 
+def _create(**options):
+    from promptgen.components.registry import default_registry
+
+    return default_registry().create("dataset", "digits-traps", **options)
+
+
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda p: DigitsTraps(seed="1", cache_dir=p), r"digits-traps: seed must be an int, got '1' \(str\)"),
-        (lambda p: DigitsTraps(per_class=3, cache_dir=p), "digits-traps: per_class must be an int >= 5, got 3"),
-        (lambda p: DigitsTraps(difficulty=0, cache_dir=p), r"digits-traps: difficulty must be a number in \(0, 4\]"),
+        (lambda p: _create(seed="1", cache_dir=str(p)), r"digits-traps' \(plugin digits\): option 'seed' must be int, "
+                                                         r"got '1' \(str\)"),
+        (lambda p: _create(per_class=3, cache_dir=str(p)), "digits-traps' \\(plugin digits\\): option 'per_class' must "
+                                                          "be >= 5, got 3"),
+        (lambda p: _create(difficulty=0, cache_dir=str(p)), "option 'difficulty' must be > 0, got 0"),
+        (lambda p: _create(difficulty=4.5, cache_dir=str(p)), "option 'difficulty' must be <= 4, got 4.5"),
         (lambda p: DigitsTraps(cache_dir=p).samples("photo", "train"),
          "digits-traps: unknown domain 'photo'; domains: night-ir-a, night-ir-b, dusk, day"),
         (lambda p: DigitsTraps(cache_dir=p).samples("day", "dev"),
@@ -114,6 +123,7 @@ def test_difficulty_is_another_dataset(tmp_path):
     ],
 )
 def test_bad_arguments_name_digits_traps(tmp_path, build, message):
+    """Through the registry, as a run builds it (the declared options are checked there, before the dataset)."""
     with pytest.raises(ConfigError, match=message):
         build(tmp_path)
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
 from promptgen.toolkit.epochs import Epochs
 from promptgen.toolkit.evaluate import logits as cosine_logits
-from promptgen_baselines.conditional import ConditionalPromptMethod, MetaNetPrompt, MLPPrompt
+from promptgen.toolkit import option
+from promptgen_baselines.conditional import CTX_INIT, N_CTX, ConditionalPromptMethod, \
+    MetaNetPrompt, MLPPrompt
 
 # The SPG baselines' schedule (configs/trainers/BASELINE/b32_ep50.yaml, train_baseline.py): SGD,
 # lr 2e-3, momentum 0.9, weight decay 1e-4, batch 32, 50 epochs, one constant warm-up epoch at 1e-5.
@@ -21,9 +25,13 @@ class CoCoOp(ConditionalPromptMethod):
     rank = 30
     presets = {"gpu": OFFICIAL, "cpu": CPU}
 
-    def __init__(self, ctx_init: str | None = "a photo of a", n_ctx: int | None = None, reduction: int = 16,
+    def __init__(self, ctx_init: Annotated[str | None, CTX_INIT] = "a photo of a",
+                 n_ctx: Annotated[int | None, N_CTX] = None,
+                 reduction: Annotated[int, option("the meta-net's hidden width is the feature width divided by this "
+                                                  "(CoCoOp: 16)", minimum=1)] = 16,
                  epochs: int = 50, batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 1,
-                 warmup_lr: float = 1e-5, momentum: float = 0.9, weight_decay: float = 1e-4):
+                 warmup_lr: float = 1e-5, momentum: float = 0.9,
+                 weight_decay: float = 1e-4):
         super().__init__(ctx_init=ctx_init, n_ctx=n_ctx, epochs=epochs, batch_size=batch_size, lr=lr,
                          warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, momentum=momentum,
                          weight_decay=weight_decay, name="cocoop")
@@ -45,9 +53,16 @@ class DPL(ConditionalPromptMethod):
     rank = 40
     presets = {"gpu": OFFICIAL, "cpu": CPU}
 
-    def __init__(self, ctx_init: str | None = "a photo of a", n_ctx: int | None = None, width: int = 512,
-                 depth: int = 3, dropout: float = 0.1, test_batch: int = 100, epochs: int = 50, batch_size: int = 32,
-                 lr: float = 2e-3, warmup_epochs: int = 1, warmup_lr: float = 1e-5, momentum: float = 0.9,
+    def __init__(self, ctx_init: Annotated[str | None, CTX_INIT] = "a photo of a",
+                 n_ctx: Annotated[int | None, N_CTX] = None,
+                 width: Annotated[int, option("width of the MLP's hidden layers", minimum=1)] = 512,
+                 depth: Annotated[int, option("linear layers of the MLP (depth - 1 hidden ones)", minimum=1)] = 3,
+                 dropout: Annotated[float, option("dropout after each hidden layer of the MLP", minimum=0,
+                                                  maximum=1)] = 0.1,
+                 test_batch: Annotated[int, option("target images per test block, which share one prompt (the "
+                                                   "official test batch: 100)", minimum=1)] = 100,
+                 epochs: int = 50, batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 1,
+                 warmup_lr: float = 1e-5, momentum: float = 0.9,
                  weight_decay: float = 1e-4):
         super().__init__(ctx_init=ctx_init, n_ctx=n_ctx, epochs=epochs, batch_size=batch_size, lr=lr,
                          warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, momentum=momentum,

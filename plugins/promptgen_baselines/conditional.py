@@ -16,13 +16,19 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from promptgen.errors import ConfigError
+from promptgen.toolkit import option
 from promptgen.toolkit.context_fitting import train_prompts
 from promptgen.toolkit.epochs import Epochs
 from promptgen.toolkit.evaluate import accuracy, instance_logits, logits
-from promptgen.storage.files import read_json, write_json
+from promptgen.files import read_json, write_json
 from promptgen.toolkit.prompts import PromptAssembler, context_length, phrase_embedding
 
 RANDOM_N_CTX = 4  # context vectors without ctx_init (the SPG baselines' 4, randomly initialised)
+
+# The options CoCoOp and DPL share (promptgen_baselines.cocoop_dpl), declared once.
+CTX_INIT = option("phrase the context starts from, one vector per word; empty or None: n_ctx random vectors")
+N_CTX = option("context vectors: ctx_init's word count when it is set, else 4 random ones (the SPG baselines') "
+               "unless given", minimum=1)
 
 
 class PromptNet(torch.nn.Module):
@@ -78,8 +84,8 @@ class ConditionalPromptMethod:
     def __init__(self, *, ctx_init: str | None, n_ctx: int | None, epochs: int, batch_size: int, lr: float,
                  warmup_epochs: int, warmup_lr: float, momentum: float, weight_decay: float, name: str):
         n_ctx = context_length(ctx_init, n_ctx, RANDOM_N_CTX, name)
-        if epochs < 1 or batch_size < 1 or n_ctx < 1:
-            raise ConfigError(f"{name}: epochs, batch_size and n_ctx must be >= 1; got {epochs}, {batch_size}, {n_ctx}")
+        if n_ctx < 1:  # ctx_init set but without a word
+            raise ConfigError(f"{name}: n_ctx must be >= 1; got {n_ctx} (ctx_init {ctx_init!r})")
         self.name = name
         self.options = dict(ctx_init=ctx_init, n_ctx=n_ctx, epochs=epochs, batch_size=batch_size, lr=lr,
                             warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, momentum=momentum,

@@ -10,13 +10,16 @@ Trains on pixels (``inputs = "images"``): the image encoder's input changes.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 
 from promptgen.errors import ConfigError
+from promptgen.toolkit import option
 from promptgen.toolkit.prompts import phrase_embedding
-from promptgen_baselines.visual import ImagePromptMethod, is_vit, run_blocks, vit_head, vit_model_unsupported, \
-    vit_tokens
+from promptgen_baselines.visual import NUM_WORKERS, ImagePromptMethod, is_vit, run_blocks, \
+    vit_head, vit_model_unsupported, vit_tokens
 from promptgen_openclip.backbone import _pool
 
 
@@ -47,14 +50,20 @@ class MaPLe(ImagePromptMethod):
     unsupported = staticmethod(vit_model_unsupported)
     file = "maple"
 
-    def __init__(self, n_ctx: int = 2, depth: int | None = None, epochs: int = 50, batch_size: int = 32,
-                 lr: float = 2e-3, warmup_epochs: int = 1, warmup_lr: float = 1e-5, momentum: float = 0.9,
-                 weight_decay: float = 1e-4, ctx_init: str = "a photo of a", num_workers: int = 0):
+    def __init__(self,
+                 n_ctx: Annotated[int, option("learned context vectors, in place of ctx_init's first words (MaPLe: "
+                                              "2; at most ctx_init's tokens)", minimum=1)] = 2,
+                 depth: Annotated[int | None, option("layers of both towers that get prompts, from the first; None: "
+                                                     "every layer", minimum=1)] = None,
+                 epochs: int = 50, batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 1,
+                 warmup_lr: float = 1e-5, momentum: float = 0.9,
+                 weight_decay: float = 1e-4,
+                 ctx_init: Annotated[str, option("the text prompt before the class name; its first n_ctx words' "
+                                                 "embeddings start the context ('a photo of a')")] = "a photo of a",
+                 num_workers: Annotated[int, NUM_WORKERS] = 0):
         super().__init__(name="maple", epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
                          warmup_lr=warmup_lr, momentum=momentum, weight_decay=weight_decay, ctx_init=ctx_init,
                          num_workers=num_workers)
-        if n_ctx < 1 or (depth is not None and depth < 1):
-            raise ConfigError(f"maple: n_ctx and depth must be >= 1; got {n_ctx}, {depth}")
         self.n_ctx, self.depth = n_ctx, depth
         self.options.update(n_ctx=n_ctx, depth=depth)
         self._tokens = None

@@ -11,15 +11,22 @@ backbone (``backbone.model``): the encoder's weights stay frozen, gradients flow
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from promptgen.toolkit import option
 from promptgen.toolkit.context_fitting import train_prompts
 from promptgen.errors import ConfigError
 from promptgen.toolkit.evaluate import accuracy, logits
-from promptgen.storage.files import read_json, write_json
+from promptgen.files import read_json, write_json
+
+
+# The options VP, VPT and MaPLe share (the SPG baselines' SGD schedule and text prompt), declared once.
+CTX_INIT = option("the hand-written phrase before the class name in the text prompt ('a photo of a')")
+NUM_WORKERS = option("DataLoader worker processes that load the training images (0: in this process)", minimum=0)
 
 
 class _Indexed(torch.utils.data.Dataset):
@@ -74,8 +81,6 @@ class ImagePromptMethod:
 
     def __init__(self, *, name: str, epochs: int, batch_size: int, lr: float, warmup_epochs: int, warmup_lr: float,
                  momentum: float, weight_decay: float, ctx_init: str, num_workers: int):
-        if epochs < 1 or batch_size < 1:
-            raise ConfigError(f"{name}: epochs and batch_size must be >= 1; got {epochs}, {batch_size}")
         self.name = name
         self.options = dict(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
                             warmup_lr=warmup_lr, momentum=momentum, weight_decay=weight_decay, ctx_init=ctx_init)
@@ -190,14 +195,15 @@ class VP(ImagePromptMethod):
                "cpu": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 0,
                        "patch_size": 4}}
 
-    def __init__(self, patch_size: int = 10, epochs: int = 50, batch_size: int = 32, lr: float = 2e-3,
-                 warmup_epochs: int = 1, warmup_lr: float = 1e-5, momentum: float = 0.9, weight_decay: float = 1e-4,
-                 ctx_init: str = "a photo of a", num_workers: int = 0):
+    def __init__(self, patch_size: Annotated[int, option("side in pixels of the learned square patch (at most the "
+                                                         "image size)", minimum=1)] = 10,
+                 epochs: int = 50, batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 1,
+                 warmup_lr: float = 1e-5, momentum: float = 0.9,
+                 weight_decay: float = 1e-4, ctx_init: Annotated[str, CTX_INIT] = "a photo of a",
+                 num_workers: Annotated[int, NUM_WORKERS] = 0):
         super().__init__(name="vp", epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
                          warmup_lr=warmup_lr, momentum=momentum, weight_decay=weight_decay, ctx_init=ctx_init,
                          num_workers=num_workers)
-        if patch_size < 1:
-            raise ConfigError(f"vp: patch_size must be >= 1, got {patch_size}")
         self.patch_size = patch_size
         self.options["patch_size"] = patch_size
 
@@ -252,14 +258,17 @@ class VPT(ImagePromptMethod):
                        "tokens": 4}}
     unsupported = staticmethod(vit_model_unsupported)
 
-    def __init__(self, tokens: int = 10, deep: bool = False, epochs: int = 50, batch_size: int = 32,
-                 lr: float = 2e-3, warmup_epochs: int = 1, warmup_lr: float = 1e-5, momentum: float = 0.9,
-                 weight_decay: float = 1e-4, ctx_init: str = "a photo of a", num_workers: int = 0):
+    def __init__(self, tokens: Annotated[int, option("learned tokens inserted after the class token (the SPG code: "
+                                                     "10)", minimum=1)] = 10,
+                 deep: Annotated[bool, option("new tokens in every layer (VPT-deep); False: once, before the first "
+                                              "(the SPG code)")] = False,
+                 epochs: int = 50, batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 1,
+                 warmup_lr: float = 1e-5, momentum: float = 0.9,
+                 weight_decay: float = 1e-4, ctx_init: Annotated[str, CTX_INIT] = "a photo of a",
+                 num_workers: Annotated[int, NUM_WORKERS] = 0):
         super().__init__(name="vpt", epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
                          warmup_lr=warmup_lr, momentum=momentum, weight_decay=weight_decay, ctx_init=ctx_init,
                          num_workers=num_workers)
-        if tokens < 1:
-            raise ConfigError(f"vpt: tokens must be >= 1, got {tokens}")
         self.tokens, self.deep = tokens, deep
         self.options.update(tokens=tokens, deep=deep)
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import warnings
 
-from typing import Literal
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
 from promptgen.errors import ConfigError
-from promptgen.toolkit import Schedule
-from promptgen.toolkit.generator_training import SCHEDULES, Trainer, fit_generator, load_module_states, module_states
+from promptgen.toolkit import Schedule, option
+from promptgen.toolkit.generator_training import Trainer, fit_generator, load_module_states, module_states
 from promptgen.toolkit.values import FeatureSet
 from promptgen_cgan.networks import CONDITIONS, INITS, PromptDiscriminator, PromptGenerator
 
@@ -74,25 +74,33 @@ class CGANGenerator:
         feature_dim: int,
         n_ctx: int,
         ctx_dim: int,
-        noise_dim: int = 100,
+        noise_dim: Annotated[int, option("width of the noise drawn per image (the official code: 100)",
+                                         minimum=1)] = 100,
         epochs: int = 70,
-        batch_size: int = 32,
+        batch_size: Annotated[int, option("images per optimizer step (>= 2: the generator's BatchNorm needs two)",
+                                          minimum=2)] = 32,
         lr: float = 2e-3,
         weight_decay: float = 1e-4,
         warmup_epochs: int = 4,
-        lr_schedule: Literal["epoch", "step"] = "step",
-        grad_clip: dict | str | None = None,
-        condition: str = "scaled",
-        betas: tuple[float, float] = (0.5, 0.999),
-        update: str = "g-first",
-        init: str = "gan",
-        output_scale: float = 1.0,
+        lr_schedule: str = "step",
+        grad_clip: Annotated[dict | str | None, option("per-parameter gradient-norm limits: 'official' (the "
+                                                       "released scripts'), a dict of some of them, or None (no "
+                                                       "clipping)")] = None,
+        condition: Annotated[str, option("the image condition: 'normalised' the L2-normalised feature (the official "
+                                         "code), 'scaled' rescaled to unit variance per dimension",
+                                         choices=CONDITIONS)] = "scaled",
+        betas: Annotated[tuple[float, float], option("AdamW's betas of both networks (the official code: PyTorch's "
+                                                     "(0.9, 0.999))")] = (0.5, 0.999),
+        update: Annotated[str, option("which network steps first in each step: 'd-first' (the official order) or "
+                                      "'g-first'", choices=UPDATES)] = "g-first",
+        init: Annotated[str, option("weight init of both networks: 'kaiming' (the official code's, a = 0) or 'gan' "
+                                    "(a = 0.2, zero generator biases)", choices=INITS)] = "gan",
+        output_scale: Annotated[float, option("scale of the generator's Tanh output: prompts lie in [-scale, scale] "
+                                              "(the official code: 1)", above=0)] = 1.0,
         seed: int = 0,
-        sample_seed: int = 0,
+        sample_seed: Annotated[int, option("seed of the noise drawn when sampling prompts (the same every call)")] = 0,
         progress: bool = True,
     ):
-        if epochs < 1 or batch_size < 2:
-            raise ConfigError(f"cgan: epochs must be >= 1 and batch_size >= 2; got {epochs}, {batch_size}")
         if isinstance(grad_clip, str):
             if grad_clip != "official":
                 raise ConfigError(f"cgan: grad_clip must be 'official', a dict of limits or None; got {grad_clip!r}")
@@ -100,10 +108,6 @@ class CGANGenerator:
         unknown = set(grad_clip or {}) - set(OFFICIAL_CLIP)
         if unknown:
             raise ConfigError(f"cgan: unknown grad_clip keys {sorted(unknown)}; allowed: {', '.join(OFFICIAL_CLIP)}")
-        for option, value, allowed in (("condition", condition, CONDITIONS), ("update", update, UPDATES),
-                                       ("init", init, INITS), ("lr_schedule", lr_schedule, SCHEDULES)):
-            if value not in allowed:
-                raise ConfigError(f"cgan: {option} must be one of {', '.join(allowed)}; got {value!r}")
         self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs)
         self.noise_dim = noise_dim
         self.lr_schedule = lr_schedule

@@ -6,10 +6,13 @@ CLIP weights zero-shot accuracy is high on ``solid`` and lower on the other styl
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 from PIL import Image
 
 from promptgen.errors import ConfigError
+from promptgen.toolkit import option
 from promptgen.toolkit.values import Sample
 
 COLORS = {
@@ -32,9 +35,12 @@ class ColorsDataset:
     domains = ("solid", "stripes", "noise")
     classes = tuple(COLORS)
 
-    def __init__(self, root=None, seed: int = 0, per_class: int = 20, image_size: int = 32):
-        if per_class < 5:
-            raise ConfigError(f"colors: per_class must be >= 5 (one image per split at least), got {per_class}")
+    def __init__(self, root=None,
+                 seed: Annotated[int, option("seed of the drawn swatches and their split; the data's own, the same for "
+                                             "every run seed", minimum=0)] = 0,
+                 per_class: Annotated[int, option("images per class and domain, split 60/20/20 into train, val and "
+                                                  "test (>= 5: one per split at least)", minimum=5)] = 20,
+                 image_size: Annotated[int, option("side of the square images in pixels", minimum=1)] = 32):
         self.seed = seed
         self.per_class = per_class
         self.image_size = image_size

@@ -13,12 +13,14 @@ epochs (spg_coop.py:206-208, trainers_baseline/basedg.py:235).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import attrs
 import torch
 import torch.nn.functional as F
 
 from promptgen.errors import ConfigError
-from promptgen.toolkit import Schedule
+from promptgen.toolkit import Schedule, option
 from promptgen.toolkit.context_fitting import fit_context
 from promptgen.toolkit.evaluate import accuracy
 from promptgen.toolkit.prompts import context_length, phrase_embedding
@@ -48,8 +50,10 @@ class CoOpPrompt:
 
     def __init__(
         self,
-        ctx_init: str | None = "a photo of a",
-        n_ctx: int | None = None,
+        ctx_init: Annotated[str | None, option("phrase the context starts from, one vector per word (CoOp: 'a photo "
+                                               "of a'); empty or None: n_ctx random vectors")] = "a photo of a",
+        n_ctx: Annotated[int | None, option("context vectors: ctx_init's word count when it is set, else 16 random "
+                                            "ones (CoOp's) unless given", minimum=1)] = None,
         epochs: int = 50,
         batch_size: int = 32,
         lr: float = 2e-3,
@@ -61,9 +65,8 @@ class CoOpPrompt:
         progress: bool = True,
     ):
         n_ctx = context_length(ctx_init, n_ctx, RANDOM_N_CTX, self.name)
-        if epochs < 1 or batch_size < 1 or n_ctx < 1:
-            raise ConfigError(f"{self.name}: epochs, batch_size and n_ctx must be >= 1; got {epochs}, {batch_size}, "
-                              f"{n_ctx}")
+        if n_ctx < 1:  # ctx_init set but without a word
+            raise ConfigError(f"{self.name}: n_ctx must be >= 1; got {n_ctx} (ctx_init {ctx_init!r})")
         self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, weight_decay=weight_decay)
         self.ctx_init = ctx_init
         self.n_ctx = n_ctx

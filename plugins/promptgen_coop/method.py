@@ -1,5 +1,8 @@
 """The ``coop`` method: one CoOp prompt learned on the source domains pooled."""
 
+from typing import Annotated
+
+from promptgen.toolkit import option
 from promptgen.toolkit.methods import SharedPromptMethod
 
 
@@ -8,5 +11,6 @@ class CoOp(SharedPromptMethod):
 
     rank = 20  # the SPG paper's table: zero-shot, linear probe, CoOp, CoCoOp, DPL, VP, VPT, MaPLe, SPG
 
-    def __init__(self, learner: str = "coop"):
+    def __init__(self, learner: Annotated[str, option("the prompt learner of the one shared prompt",
+                                                      component="prompt_learner")] = "coop"):
         super().__init__(learner)

@@ -14,15 +14,14 @@ seeded by ``sample_seed``, so repeatable) or z = 0 (``sample_mode="mean"``, dete
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated
 
 import torch
 from torch import nn
 
-from promptgen.errors import ConfigError
-from promptgen.toolkit import Schedule
+from promptgen.toolkit import Schedule, option
 from promptgen.toolkit.epochs import Epochs
-from promptgen.toolkit.generator_training import (SCHEDULES, PromptScaler, Trainer, condition, fit_generator, load_module_states,
+from promptgen.toolkit.generator_training import (PromptScaler, Trainer, condition, fit_generator, load_module_states,
                                 module_states)
 from promptgen.toolkit.values import FeatureSet
 
@@ -46,28 +45,22 @@ class CVAEGenerator:
         feature_dim: int,
         n_ctx: int,
         ctx_dim: int,
-        latent_dim: int = 32,
-        hidden: int = 512,
-        beta: float = 1.0,
-        kl_warmup_epochs: int = 4,
-        sample_mode: str = "random",
+        latent_dim: Annotated[int, option("width of the latent code z", minimum=1)] = 32,
+        hidden: Annotated[int, option("width of the encoder's and decoder's two hidden layers", minimum=1)] = 512,
+        beta: Annotated[float, option("weight of the KL term once annealed (1: the plain ELBO)", minimum=0)] = 1.0,
+        kl_warmup_epochs: Annotated[int, option("epochs over which the KL weight rises from 0 to beta", minimum=0)] = 4,
+        sample_mode: Annotated[str, option("z at inference: 'random' N(0, I) seeded by sample_seed, 'mean' z = 0 "
+                                           "(deterministic)", choices=SAMPLE_MODES)] = "random",
         epochs: int = 70,
         batch_size: int = 32,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         warmup_epochs: int = 4,
-        lr_schedule: Literal["epoch", "step"] = "step",
+        lr_schedule: str = "step",
         seed: int = 0,
-        sample_seed: int = 0,
+        sample_seed: Annotated[int, option("seed of the noise drawn when sampling prompts (the same every call)")] = 0,
         progress: bool = True,
     ):
-        if epochs < 1 or batch_size < 1 or latent_dim < 1 or beta < 0:
-            raise ConfigError(f"cvae: epochs, batch_size and latent_dim must be >= 1 and beta >= 0; got "
-                              f"{epochs}, {batch_size}, {latent_dim}, {beta}")
-        if lr_schedule not in SCHEDULES:
-            raise ConfigError(f"cvae: schedule must be one of {', '.join(SCHEDULES)}, got {lr_schedule!r}")
-        if sample_mode not in SAMPLE_MODES:
-            raise ConfigError(f"cvae: sample_mode must be one of {', '.join(SAMPLE_MODES)}, got {sample_mode!r}")
         self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs)
         self.latent_dim = latent_dim
         self.hidden = hidden

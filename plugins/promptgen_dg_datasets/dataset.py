@@ -7,11 +7,13 @@ import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import Annotated
 
 import attrs
 from PIL import Image
 
 from promptgen.errors import ConfigError, DatasetError, suggestion
+from promptgen.toolkit import option
 from promptgen.toolkit.values import Sample
 from promptgen_dg_datasets import imagecheck, splits
 from promptgen_dg_datasets.layout import Layout, Spec, locate
@@ -84,23 +86,29 @@ class FolderTreeDataset:
             cls.class_folders = tuple(sorted(cls.spec.class_folders))
             cls.classes = tuple(cls.spec.prompt_name(folder) for folder in cls.class_folders)
 
-    def __init__(self, root=None, seed: int = 0, *, split: str = "files", val_fraction: float = 0.2,
-                 bad_images: str = "fail", check_images: bool = True, content_hash: bool = False,
-                 progress: bool = True, cache_dir: str | None = None, **unknown):
+    def __init__(
+        self,
+        root=None,
+        seed: Annotated[int, option("seed of a drawn split (no official split file); the data's own, the same for "
+                                    "every run seed")] = 0,
+        *,
+        split: Annotated[str, option("'files': the official split files, else a seeded split by val_fraction; "
+                                     "'official': what the released SPG code runs", choices=splits.MODES)] = "files",
+        val_fraction: Annotated[float, option("share of each class drawn to val when split 'files' has no split file "
+                                              "(DomainBed's holdout: 0.2)", above=0, below=1)] = 0.2,
+        bad_images: Annotated[str, option("'fail': one error listing every unreadable image; 'skip': leave them out, "
+                                          "listed as problems", choices=BAD_IMAGES)] = "fail",
+        check_images: Annotated[bool, option("scan every image once for readability (False: no scan)")] = True,
+        content_hash: Annotated[bool, option("identify images by a hash of their bytes, not their size and "
+                                             "modification time")] = False,
+        progress: bool = True,
+        cache_dir: str | None = None,
+        **unknown,
+    ):
         name = self.spec.name if self.spec else "folder"
         if unknown:
             raise ConfigError(f"{name}: unknown option(s) {', '.join(sorted(unknown))}; options: {', '.join(OPTIONS)}"
                               f"{suggestion(sorted(unknown)[0], OPTIONS)}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"{name}: seed must be an int, got {seed!r}")
-        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
-            raise ConfigError(f"{name}: val_fraction must be a number between 0 and 1 (exclusive), "
-                              f"got {val_fraction!r}")
-        if split not in splits.MODES:
-            raise ConfigError(f"{name}: split must be one of {', '.join(splits.MODES)}, got {split!r}"
-                              f"{suggestion(split, splits.MODES)}")
-        if bad_images not in BAD_IMAGES:
-            raise ConfigError(f"{name}: bad_images must be one of {', '.join(BAD_IMAGES)}, got {bad_images!r}")
         self.seed, self.split, self.val_fraction, self.bad_images = seed, split, float(val_fraction), bad_images
         self.check_images, self.progress = bool(check_images), bool(progress)
         self.cache_dir = cache_dir  # where seeded splits and image-scan results go (default: the cache root)

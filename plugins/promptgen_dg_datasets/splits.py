@@ -28,8 +28,8 @@ import numpy as np
 
 from promptgen.toolkit.data import stable_int_hash
 from promptgen.errors import DatasetError
-from promptgen.storage.files import atomic_file
-from promptgen.storage.paths import cache_root, writable_dir
+from promptgen.files import atomic_file
+from promptgen.paths import cache_root, writable_dir
 from promptgen.runs.plan import class_key
 from promptgen_dg_datasets.listing import SPLIT_DIR
 

@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import math
 
-from typing import Literal
+from typing import Annotated
 
 import torch
 from torch import nn
 
 from promptgen.errors import ConfigError
-from promptgen.toolkit import Schedule
-from promptgen.toolkit.generator_training import SCHEDULES, PromptScaler, Trainer, condition, fit_generator, load_module_states, module_states
+from promptgen.toolkit import Schedule, option
+from promptgen.toolkit.generator_training import PromptScaler, Trainer, condition, fit_generator, load_module_states, module_states
 from promptgen.toolkit.values import FeatureSet
 
 TIME_FEATURES = 64
@@ -88,34 +88,30 @@ class DiffusionGenerator:
         feature_dim: int,
         n_ctx: int,
         ctx_dim: int,
-        hidden: int = 512,
-        layers: int = 3,
-        timesteps: int = 1000,
-        sample_steps: int = 10,
-        guidance: float = 0.0,
-        cond_drop: float = 0.1,
-        prediction: str = "x0",
+        hidden: Annotated[int, option("width of the denoiser MLP's hidden layers", minimum=1)] = 512,
+        layers: Annotated[int, option("hidden layers of the denoiser MLP", minimum=1)] = 3,
+        timesteps: Annotated[int, option("diffusion steps T of the cosine noise schedule", minimum=1)] = 1000,
+        sample_steps: Annotated[int, option("DDIM steps when sampling, evenly spaced over the T timesteps (at most T)",
+                                            minimum=1)] = 10,
+        guidance: Annotated[float, option("classifier-free guidance weight w (0: the plain conditional model; > 0 "
+                                          "needs cond_drop > 0)", minimum=0)] = 0.0,
+        cond_drop: Annotated[float, option("share of conditions dropped in training (classifier-free guidance)",
+                                           minimum=0, below=1)] = 0.1,
+        prediction: Annotated[str, option("what the denoiser predicts: 'x0' the clean prompt, 'epsilon' the noise "
+                                          "(DDPM's loss)", choices=PREDICTIONS)] = "x0",
         epochs: int = 70,
         batch_size: int = 32,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         warmup_epochs: int = 4,
-        lr_schedule: Literal["epoch", "step"] = "step",
+        lr_schedule: str = "step",
         seed: int = 0,
-        sample_seed: int = 0,
+        sample_seed: Annotated[int, option("seed of the initial noise when sampling prompts (the same every "
+                                           "call)")] = 0,
         progress: bool = True,
     ):
-        if epochs < 1 or batch_size < 1 or layers < 1:
-            raise ConfigError(f"diffusion: epochs, batch_size and layers must be >= 1; got {epochs}, {batch_size}, "
-                              f"{layers}")
-        if not 1 <= sample_steps <= timesteps:
+        if sample_steps > timesteps:
             raise ConfigError(f"diffusion: sample_steps must be between 1 and timesteps={timesteps}, got {sample_steps}")
-        if not 0 <= cond_drop < 1 or guidance < 0:
-            raise ConfigError(f"diffusion: cond_drop must be in [0, 1) and guidance >= 0; got {cond_drop}, {guidance}")
-        if lr_schedule not in SCHEDULES:
-            raise ConfigError(f"diffusion: schedule must be one of {', '.join(SCHEDULES)}, got {lr_schedule!r}")
-        if prediction not in PREDICTIONS:
-            raise ConfigError(f"diffusion: prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")
         if guidance > 0 and cond_drop == 0:
             raise ConfigError("diffusion: guidance needs the unconditional model: train with cond_drop > 0")
         self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from promptgen.errors import BackboneLoadError, ConfigError
-from promptgen_openclip.backbone import OpenClipBackbone
+from promptgen_openclip.backbone import TRAIN_CROP_SCALE, TRAIN_FLIP, OpenClipBackbone
 
 MODEL_NAME = "tiny-clip-digits"
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -24,8 +25,9 @@ def add_model_config() -> None:
 class TinyClipDigits(OpenClipBackbone):
     """tiny-clip-digits: a small CLIP pretrained on the digits world; weights ship with promptgen (offline)."""
 
-    def __init__(self, model=None, pretrained=None, device="auto", precision="auto", train_crop_scale=(0.5, 1.0),
-                 train_flip=False, **options):
+    def __init__(self, model=None, pretrained=None, device="auto", precision="auto",
+                 train_crop_scale: Annotated[tuple[float, float], TRAIN_CROP_SCALE] = (0.5, 1.0),
+                 train_flip: Annotated[bool, TRAIN_FLIP] = False, **options):
         if model not in (None, MODEL_NAME):
             raise ConfigError(f"backbone tiny-clip-digits has one model, {MODEL_NAME}; got --model {model}")
         weights = Path(pretrained) if pretrained else WEIGHTS

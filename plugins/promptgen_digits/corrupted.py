@@ -8,13 +8,15 @@ stored beyond digits-dg's own cache.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from promptgen.toolkit.data import stable_int_hash
 from promptgen.errors import ConfigError
 from promptgen.toolkit.values import Sample
-from promptgen_digits.dataset import SPLITS, DigitsDG
+from promptgen_digits.dataset import IMAGE_SIZE, PER_CLASS, SEED, SPLITS, DigitsDG
 
 STRIDE = 4  # every 4th digits-dg image: 400 test images per corruption, like a digits-dg domain
 
@@ -47,7 +49,8 @@ class DigitsC:
     domains = tuple(CORRUPTIONS)
     classes = DigitsDG.classes
 
-    def __init__(self, root=None, seed: int = 0, per_class: int = 200, image_size: int = 32, cache_dir=None):
+    def __init__(self, root=None, seed: Annotated[int, SEED] = 0, per_class: Annotated[int, PER_CLASS] = 200,
+                 image_size: Annotated[int, IMAGE_SIZE] = 32, cache_dir=None):
         self.base = DigitsDG(root=root, seed=seed, per_class=per_class, image_size=image_size, cache_dir=cache_dir)
 
     def samples(self, domain: str, split: str) -> list[Sample]:

@@ -9,19 +9,26 @@ shared between train, val and test.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from PIL import Image
 
 from promptgen.errors import ConfigError
-from promptgen.storage.files import atomic_file
-from promptgen.storage.paths import cache_root, writable_dir
+from promptgen.files import atomic_file
+from promptgen.paths import cache_root, writable_dir
+from promptgen.toolkit import option
 from promptgen.toolkit.values import Sample
 from promptgen_digits import styles, world
 
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 FORMAT_VERSION = 1  # bump when generation changes: old caches are then ignored, never misread
+
+# The options of the generated digits datasets (digits-dg, digits-c, digits-traps), declared once.
+SEED = option("seed of the generated images and their split; the data's own, the same for every run seed", minimum=0)
+PER_CLASS = option("images per class and domain, split 60/20/20 into train, val and test", minimum=5)
+IMAGE_SIZE = option("side of the square images in pixels", minimum=1)
 
 
 class DigitsDG:
@@ -32,11 +39,8 @@ class DigitsDG:
     domains = world.DOMAINS
     classes = world.CLASSES
 
-    def __init__(self, root=None, seed: int = 0, per_class: int = 200, image_size: int = 32, cache_dir=None):
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ConfigError(f"{self.name}: seed must be an int, got {seed!r} ({type(seed).__name__})")
-        if not isinstance(per_class, int) or per_class < 5:
-            raise ConfigError(f"{self.name}: per_class must be an int >= 5, got {per_class!r}")
+    def __init__(self, root=None, seed: Annotated[int, SEED] = 0, per_class: Annotated[int, PER_CLASS] = 200,
+                 image_size: Annotated[int, IMAGE_SIZE] = 32, cache_dir=None):
         self.seed = int(seed)
         self.per_class = per_class
         self.image_size = image_size

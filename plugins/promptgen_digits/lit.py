@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from promptgen.storage.cache import FeatureCache
 from promptgen.runs.config import integer, number
 from promptgen.errors import ConfigError
-from promptgen.storage.files import atomic_file
+from promptgen.files import atomic_file
 from promptgen.toolkit.schedules import warmup_cosine
 from promptgen_digits import glyphs, world
 from promptgen_digits.backbone import MODEL_NAME, TinyClipDigits, add_model_config

@@ -11,13 +11,14 @@ or darker than the ground, sometimes behind a branch or a post. Two sites are in
 from __future__ import annotations
 
 import functools
+from typing import Annotated
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from promptgen.errors import ConfigError
+from promptgen.toolkit import option
 from promptgen_digits import world
-from promptgen_digits.dataset import DigitsDG, generate
+from promptgen_digits.dataset import IMAGE_SIZE, PER_CLASS, SEED, DigitsDG, generate
 from promptgen_digits.glyphs import CANVAS
 
 FORMAT_VERSION = 1  # bump when the rendering or SITES change: old caches are then ignored, never misread
@@ -56,11 +57,12 @@ class DigitsTraps(DigitsDG):
     format_version = FORMAT_VERSION
     domains = tuple(SITES)
 
-    def __init__(self, root=None, seed: int = 0, per_class: int = 200, image_size: int = 32, cache_dir=None,
-                 difficulty: float = 1.0):
+    def __init__(self, root=None, seed: Annotated[int, SEED] = 0, per_class: Annotated[int, PER_CLASS] = 200,
+                 image_size: Annotated[int, IMAGE_SIZE] = 32, cache_dir=None,
+                 difficulty: Annotated[float, option("how hard the sites are: divides paint contrast and digit size, "
+                                                     "multiplies noise, occlusion and blur (1: the measured default)",
+                                                     above=0, maximum=4)] = 1.0):
         super().__init__(root=root, seed=seed, per_class=per_class, image_size=image_size, cache_dir=cache_dir)
-        if isinstance(difficulty, bool) or not isinstance(difficulty, (int, float)) or not 0 < difficulty <= 4:
-            raise ConfigError(f"digits-traps: difficulty must be a number in (0, 4], got {difficulty!r}")
         self.difficulty = float(difficulty)
         if self.difficulty != 1.0:  # another difficulty is another dataset: its own cache and sample versions
             self.directory = self.directory.with_name(f"{self.directory.name}-d{self.difficulty:g}")

@@ -16,7 +16,7 @@ under a key made of the learner's name and options): :class:`DualCoOp` returns t
 ``ctx`` the positive context -- a CoOp prompt label any consumer of prompt labels can use as it is
 (``--set spg-cgan.learner=dpspg-coop`` gives SPG a sound label) -- and carries the negative context,
 learned in the same loop and selected with it, in its metadata under ``negative_ctx`` as a nested list of
-floats. The label store writes metadata as strict JSON (promptgen.storage.checkpoints.save_prompt_label), and a
+floats. The label store writes metadata as strict JSON (promptgen.toolkit.checkpoints.save_prompt_label), and a
 float32 written by ``json`` and read back is the same float32: the round trip is exact. One entry per
 domain, written atomically, so the two contexts can never come from different trainings; the method
 splits it with :func:`split_label`. The alternatives train twice or couple entries: a ``path`` option
@@ -27,11 +27,13 @@ in length).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import attrs
 import torch
 import torch.nn.functional as F
 
-from promptgen.toolkit import Schedule
+from promptgen.toolkit import Schedule, option
 from promptgen.toolkit.context_fitting import train_prompts
 from promptgen.toolkit.epochs import Epochs
 from promptgen.errors import ConfigError, PromptgenError
@@ -63,13 +65,18 @@ class DualCoOp:
         "cpu": {"epochs": 8, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 1},
     }
 
-    def __init__(self, ctx_init: str = "a photo of a", negative_ctx_init: str = "a photo without a", epochs: int = 70,
-                 batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 4, warmup_lr: float = 1e-5,
-                 momentum: float = 0.9, weight_decay: float = 1e-4, seed: int = 0,
-                 progress: bool = True):
-        if epochs < 1 or batch_size < 1 or not ctx_init or not negative_ctx_init:
-            raise ConfigError(f"{self.name}: epochs and batch_size must be >= 1 and ctx_init, negative_ctx_init "
-                              f"phrases; got {epochs}, {batch_size}, {ctx_init!r}, {negative_ctx_init!r}")
+    def __init__(self,
+                 ctx_init: Annotated[str, option("phrase the positive context starts from, one vector per word "
+                                                 "(DPSPG: 'a photo of a')")] = "a photo of a",
+                 negative_ctx_init: Annotated[str, option("phrase the negative context starts from, one vector per "
+                                                          "word (DPSPG: 'a photo without a')")] = "a photo without a",
+                 epochs: int = 70, batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 4,
+                 warmup_lr: float = 1e-5,
+                 momentum: float = 0.9,
+                 weight_decay: float = 1e-4, seed: int = 0, progress: bool = True):
+        if not ctx_init or not negative_ctx_init:
+            raise ConfigError(f"{self.name}: ctx_init and negative_ctx_init must be phrases; got {ctx_init!r}, "
+                              f"{negative_ctx_init!r}")
         self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, weight_decay=weight_decay)
         self.ctx_init = ctx_init
         self.negative_ctx_init = negative_ctx_init

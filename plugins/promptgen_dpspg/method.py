@@ -13,13 +13,14 @@ own selection score), instance-specific inference from ``promptgen.toolkit.evalu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Callable
 
 import torch
 
-from promptgen.storage.checkpoints import check_fingerprint, load_generator, load_prompt_label, save_generator, \
+from promptgen.toolkit.checkpoints import check_fingerprint, load_generator, load_prompt_label, save_generator, \
     save_prompt_label
 from promptgen.errors import ConfigError, PromptgenError
+from promptgen.toolkit import option
 from promptgen.toolkit.evaluate import accuracy, drawn_prompts, instance_logits, per_draw
 from promptgen.toolkit.prompts import PromptAssembler
 from promptgen.components.protocols import check_fit_report
@@ -56,17 +57,27 @@ class DualPath:
     presets = {"gpu": {"stage1": "joint", "stage2": "joint", "late": 20},
                "cpu": {"stage1": "separate", "stage2": "sequential", "late": 0}}
 
-    def __init__(self, generator: str = "transformer", learner: str = "spg-coop",
-                 negative_learner: str = "negative-coop", joint_learner: str = "dpspg-coop", alpha: float = 0.2, negative: bool = True,
-                 stage1: str = "separate", stage2: str = "sequential", late: int = 0):
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-            raise ConfigError(f"alpha must be a number in [0, 1] (DPSPG uses 0.2), got {alpha!r}")
-        for option, value, allowed in (("stage1", stage1, STAGE1), ("stage2", stage2, STAGE2)):
-            if value not in allowed:
-                raise ConfigError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
-        if isinstance(late, bool) or not isinstance(late, int) or late < 0:
-            raise ConfigError(f"late must be an int >= 0 (the first epoch that may be selected; DPSPG uses 20), "
-                              f"got {late!r}")
+    def __init__(
+        self,
+        generator: Annotated[str, option("stage II generator of both paths (DPSPG: transformer)",
+                                         component="generator")] = "transformer",
+        learner: Annotated[str, option("stage I learner of the positive labels when stage1 is 'separate'",
+                                       component="prompt_learner")] = "spg-coop",
+        negative_learner: Annotated[str, option("stage I learner of the negative labels when stage1 is 'separate'",
+                                                component="prompt_learner")] = "negative-coop",
+        joint_learner: Annotated[str, option("stage I learner of both labels in one loop when stage1 is 'joint'",
+                                             component="prompt_learner")] = "dpspg-coop",
+        alpha: Annotated[float, option("weight of the negative path: logits = positive - alpha * negative (DPSPG: 0.2)",
+                                       minimum=0, maximum=1)] = 0.2,
+        negative: Annotated[bool, option("train and subtract the negative path (False: the positive path "
+                                         "alone)")] = True,
+        stage1: Annotated[str, option("stage I: 'joint' both labels in one loop (DPSPG), 'separate' one learner each",
+                                      choices=STAGE1)] = "separate",
+        stage2: Annotated[str, option("stage II: 'joint' both generators in one epoch loop (DPSPG), 'sequential' one "
+                                      "after the other", choices=STAGE2)] = "sequential",
+        late: Annotated[int, option("first epoch (0-based) that may be selected in each epoch loop (DPSPG's LATE: 20)",
+                                    minimum=0)] = 0,
+    ):
         self.generator_name, self.learner, self.negative_learner = generator, learner, negative_learner
         self.joint_learner, self.stage1, self.stage2, self.late = joint_learner, stage1, stage2, late
         self.alpha, self.negative = float(alpha), bool(negative)

@@ -13,16 +13,20 @@ with it on positive - negative, as the DPSPG code does (the gpu preset).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import attrs
 import torch
 import torch.nn.functional as F
 
-from promptgen.toolkit import Schedule
+from promptgen.toolkit import Schedule, option
 from promptgen.toolkit.context_fitting import fit_context
 from promptgen.errors import ConfigError
 from promptgen.toolkit.evaluate import accuracy
 from promptgen.toolkit.prompts import phrase_embedding
 from promptgen.toolkit.values import FeatureSet, PromptLabel
+
+# The SGD schedule's own options (CoOp's, as Dassl runs it), shared with dpspg-coop (promptgen_dpspg.joint).
 
 
 class NegativeCoOp:
@@ -36,12 +40,15 @@ class NegativeCoOp:
         "cpu": {"epochs": 8, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 1},
     }
 
-    def __init__(self, ctx_init: str = "a photo without a", epochs: int = 70, batch_size: int = 32, lr: float = 2e-3,
-                 warmup_epochs: int = 4, warmup_lr: float = 1e-5, momentum: float = 0.9, weight_decay: float = 1e-4,
-                 seed: int = 0, progress: bool = True):
-        if epochs < 1 or batch_size < 1 or not ctx_init:
-            raise ConfigError(f"negative-coop: epochs and batch_size must be >= 1 and ctx_init a phrase; got "
-                              f"{epochs}, {batch_size}, {ctx_init!r}")
+    def __init__(self,
+                 ctx_init: Annotated[str, option("phrase the negative context starts from, one vector per word "
+                                                 "(DPSPG: 'a photo without a')")] = "a photo without a",
+                 epochs: int = 70, batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 4,
+                 warmup_lr: float = 1e-5,
+                 momentum: float = 0.9,
+                 weight_decay: float = 1e-4, seed: int = 0, progress: bool = True):
+        if not ctx_init:
+            raise ConfigError(f"negative-coop: ctx_init must be a phrase; got {ctx_init!r}")
         self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, weight_decay=weight_decay)
         self.ctx_init = ctx_init
         self.warmup_lr = warmup_lr

@@ -9,14 +9,14 @@ With one token, self-attention mixes nothing: the encoder is a deep residual MLP
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated
 
 import torch
 from torch import nn
 
 from promptgen.errors import ConfigError
-from promptgen.toolkit import Schedule
-from promptgen.toolkit.generator_training import SCHEDULES, Trainer, fit_generator, load_module_states, module_states
+from promptgen.toolkit import Schedule, option
+from promptgen.toolkit.generator_training import Trainer, fit_generator, load_module_states, module_states
 from promptgen.toolkit.values import FeatureSet
 
 
@@ -32,17 +32,20 @@ class TransformerGenerator:
     presets = {"gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3, "warmup_epochs": 4, "lr_schedule": "epoch"},
                "cpu": {"epochs": 6, "batch_size": 128, "lr": 2e-3, "warmup_epochs": 1}}
 
-    def __init__(self, feature_dim: int, n_ctx: int, ctx_dim: int, layers: int = 4, heads: int = 8,
-                 feedforward: int = 2048, dropout: float = 0.1, epochs: int = 50, batch_size: int = 32,
-                 lr: float = 2e-3, weight_decay: float = 1e-4, warmup_epochs: int = 4, lr_schedule: Literal["epoch", "step"] = "step",
+    def __init__(self, feature_dim: int, n_ctx: int, ctx_dim: int,
+                 layers: Annotated[int, option("transformer encoder layers (DPSPG: 4)", minimum=1)] = 4,
+                 heads: Annotated[int, option("attention heads; must divide the image feature width (DPSPG: 8)",
+                                              minimum=1)] = 8,
+                 feedforward: Annotated[int, option("width of each layer's feed-forward block (PyTorch's default "
+                                                    "2048, as DPSPG)", minimum=1)] = 2048,
+                 dropout: Annotated[float, option("dropout in each encoder layer (PyTorch's default 0.1, as DPSPG)",
+                                                  minimum=0, maximum=1)] = 0.1,
+                 epochs: int = 50, batch_size: int = 32, lr: float = 2e-3, weight_decay: float = 1e-4,
+                 warmup_epochs: int = 4,
+                 lr_schedule: str = "step",
                  seed: int = 0, progress: bool = True):
-        if layers < 1 or heads < 1 or feature_dim % heads:
-            raise ConfigError(f"transformer: layers >= 1 and heads dividing the feature width {feature_dim}; "
-                              f"got layers={layers}, heads={heads}")
-        if epochs < 1 or batch_size < 1:
-            raise ConfigError(f"transformer: epochs and batch_size must be >= 1; got {epochs}, {batch_size}")
-        if lr_schedule not in SCHEDULES:
-            raise ConfigError(f"transformer: lr_schedule must be one of {', '.join(SCHEDULES)}; got {lr_schedule!r}")
+        if feature_dim % heads:
+            raise ConfigError(f"transformer: heads must divide the feature width {feature_dim}; got heads={heads}")
         self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs)
         self.layers = layers
         self.heads = heads

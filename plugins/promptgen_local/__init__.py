@@ -6,10 +6,12 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
+from typing import Annotated
 
 from tqdm.auto import tqdm
 
 from promptgen import hookimpl
+from promptgen.toolkit import option
 
 
 class LocalLauncher:
@@ -46,7 +48,11 @@ class ProcessLauncher:
     each other down many times over. ``fn`` and the jobs must pickle; results come back in job order.
     """
 
-    def __init__(self, workers: int = 2, threads_per_worker: int | None = None, progress: bool = True):
+    def __init__(self,
+                 workers: Annotated[int, option("worker processes, each running one job at a time", minimum=1)] = 2,
+                 threads_per_worker: Annotated[int | None, option("torch threads of each worker; None: its share of "
+                                                                  "the usable cores, at least one", minimum=1)] = None,
+                 progress: bool = True):
         self.workers = max(1, int(workers))
         self.threads = threads_per_worker or max(1, usable_cores() // self.workers)
         self.progress = progress

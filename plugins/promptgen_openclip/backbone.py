@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, Sequence
+from typing import Annotated, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torchvision import transforms as T
 
-from promptgen.runs.device import autocast, resolve_device, resolve_precision
+from promptgen.toolkit.device import autocast, resolve_device, resolve_precision
 from promptgen.errors import BackboneLoadError
+from promptgen.toolkit import option
 from promptgen.toolkit.values import Tokens
 from promptgen_openclip.loading import load_model
 from promptgen_openclip.prefix import encode_with_prefix
 from promptgen_openclip.prefix import supported as prefix_supported
+
+# The training augmentation's options (Dassl's, as SPG runs it), shared with tiny-clip-digits (promptgen_digits).
+TRAIN_CROP_SCALE = option("(min, max) share of the image area a training image's random resized crop keeps")
+TRAIN_FLIP = option("flip training images horizontally at random")
 
 # Text-pooling types that read the feature at the EOT token.
 _EOT_POOLING = ("argmax", "eos")
@@ -37,9 +42,9 @@ class OpenClipBackbone:
         device: str = "auto",
         precision: str = "auto",
         cache_dir: str | None = None,
-        init_seed: int = 0,
-        train_crop_scale: tuple[float, float] = (0.08, 1.0),
-        train_flip: bool = True,
+        init_seed: Annotated[int, option("seed of the random weights when no pretrained weights are given")] = 0,
+        train_crop_scale: Annotated[tuple[float, float], TRAIN_CROP_SCALE] = (0.08, 1.0),
+        train_flip: Annotated[bool, TRAIN_FLIP] = True,
     ):
         import open_clip
 

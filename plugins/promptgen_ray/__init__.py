@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
 from tqdm.auto import tqdm
 
 from promptgen import hookimpl
 from promptgen.errors import PluginError
+from promptgen.toolkit import option
 
 
 class RayLauncher:
@@ -24,8 +26,19 @@ class RayLauncher:
     so that a task can unpickle it on a node that lacks it).
     """
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, cpus_per_job: float = 1,
-                 gpus_per_job: float = 0, py_modules: list[str] | None = None, progress: bool = True):
+    def __init__(self,
+                 address: Annotated[str | None, option("a running Ray cluster ('ray://head:10001' or 'auto'); None: "
+                                                       "start a local instance")] = None,
+                 num_cpus: Annotated[int | None, option("CPUs of the local instance (None: all); unused with an "
+                                                        "address", minimum=1)] = None,
+                 cpus_per_job: Annotated[float, option("CPUs Ray reserves for each job (fractions allowed)",
+                                                       minimum=0)] = 1,
+                 gpus_per_job: Annotated[float, option("GPUs Ray reserves for each job (fractions allowed)",
+                                                       minimum=0)] = 0,
+                 py_modules: Annotated[list[str] | None, option("module directories shipped with the tasks to a "
+                                                                "cluster; None: the package of the function "
+                                                                "run")] = None,
+                 progress: bool = True):
         self.address = address
         self.num_cpus = num_cpus
         self.cpus_per_job = cpus_per_job

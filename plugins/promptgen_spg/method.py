@@ -9,10 +9,12 @@ Any registered generator can be stage II (``spg-<generator>``); any prompt learn
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import torch
 
-from promptgen.storage.checkpoints import check_fingerprint, load_generator, load_prompt_label, save_generator, save_prompt_label
+from promptgen.toolkit.checkpoints import check_fingerprint, load_generator, load_prompt_label, save_generator, save_prompt_label
+from promptgen.toolkit import option
 from promptgen.toolkit.evaluate import drawn_prompts, instance_logits, per_draw
 from promptgen.toolkit.prompts import PromptAssembler
 from promptgen.components.protocols import check_fit_report
@@ -27,7 +29,9 @@ class SPG:
 
     inputs = "features"  # its table rank is set where it is registered (promptgen_spg)
 
-    def __init__(self, generator: str, learner: str = "spg-coop"):
+    def __init__(self, generator: Annotated[str, option("the stage II generator (SPG: cgan)", component="generator")],
+                 learner: Annotated[str, option("the stage I prompt learner of the per-domain prompt labels",
+                                                component="prompt_learner")] = "spg-coop"):
         self.generator_name = generator
         self.learner = learner
         self.labels = []

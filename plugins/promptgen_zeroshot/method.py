@@ -1,5 +1,8 @@
 """Zero-shot CLIP: the hand-written prompt as a prompt learner that learns nothing, and as a method."""
 
+from typing import Annotated
+
+from promptgen.toolkit import option
 from promptgen.toolkit.methods import SharedPromptMethod
 from promptgen.toolkit.prompts import phrase_embedding
 from promptgen.toolkit.values import PromptLabel
@@ -8,7 +11,8 @@ from promptgen.toolkit.values import PromptLabel
 class ZeroShotPrompt:
     """Zero-shot CLIP: the words of a phrase ("a photo of a") as the context, learned from nothing."""
 
-    def __init__(self, ctx_init: str = "a photo of a"):
+    def __init__(self, ctx_init: Annotated[str, option("the hand-written phrase before the class name (CLIP: 'a photo "
+                                                       "of a')")] = "a photo of a"):
         self.ctx_init = ctx_init
 
     def fit(self, backbone, class_names, train, val, domain) -> PromptLabel:
@@ -27,7 +31,8 @@ class ZeroShot(SharedPromptMethod):
     rank = 0  # first row of the tables, as in the SPG paper
     deterministic = True  # no seed changes it: benchmark sweeps run it once
 
-    def __init__(self, learner: str = "zeroshot"):
+    def __init__(self, learner: Annotated[str, option("the prompt learner that gives the prompt (zeroshot: the "
+                                                      "hand-written one)", component="prompt_learner")] = "zeroshot"):
         super().__init__(learner)
 
     def fit(self, run) -> dict:

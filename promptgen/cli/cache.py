@@ -105,9 +105,9 @@ def cmd_cache_extract(args: argparse.Namespace) -> int:
 
     import attrs
 
-    from promptgen.runs.device import resolve_device
+    from promptgen.toolkit.device import resolve_device
     from promptgen.errors import ConfigError
-    from promptgen.storage.extraction import ExtractJob, extract, merge
+    from promptgen.runs.extraction import ExtractJob, extract, merge
     from promptgen.components.presets import resolve_preset, run_preset
     from promptgen.components.registry import default_registry
     from promptgen.components.resolve import build_launcher
@@ -149,7 +149,7 @@ def cmd_cache_extract(args: argparse.Namespace) -> int:
 
 def cmd_cache_merge(args: argparse.Namespace) -> int:
     """Fold the shards that `promptgen cache extract --shard` wrote into the cache (each entry checked)."""
-    from promptgen.storage.extraction import merge
+    from promptgen.runs.extraction import merge
 
     result = merge(args.cache_dir, keep=args.keep)
     if not result["shards"]:

@@ -12,7 +12,7 @@ from promptgen.cli.common import backbone_config
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     """List every registered component with its kind, name and the plugin that provides it."""
-    from promptgen.storage.files import dumps
+    from promptgen.files import dumps
     from promptgen.components.registry import default_registry
 
     registry = default_registry()
@@ -46,6 +46,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def _print_options(registry, name: str, as_json: bool) -> int:
     """Every component called ``name``: its options with type, default and the presets' values."""
     from promptgen.errors import UnknownComponentError, suggestion
+    from promptgen.components.options import RUN_VALUE_NAMES
     from promptgen.components.presets import declared_presets
 
     found = [c for c in registry if c.name == name or name in c.aliases]
@@ -56,7 +57,9 @@ def _print_options(registry, name: str, as_json: bool) -> int:
     for component in found:
         presets = declared_presets(component.factory)
         options = [{"name": o.name, "type": o.type_text(), "default": None if o.required else o.default,
-                    "required": o.required, "presets": {p: v[o.name] for p, v in presets.items() if o.name in v}}
+                    "required": o.required, "range": o.range_text(), "help": o.help,
+                    "run_value": o.name in RUN_VALUE_NAMES and not (component.kind == "dataset" and o.name == "seed"),
+                    "presets": {p: v[o.name] for p, v in presets.items() if o.name in v}}
                    for o in component.options.values()]
         listing.append({"kind": component.kind, "name": component.name, "plugin": component.plugin,
                         "options": options})
@@ -69,8 +72,11 @@ def _print_options(registry, name: str, as_json: bool) -> int:
         for option in entry["options"]:
             default = "(required)" if option["required"] else repr(option["default"])
             presets = ", ".join(f"{p}: {v!r}" for p, v in option["presets"].items())
-            print(f"  {option['name']:<18} {option['type']:<22} default {default}"
-                  + (f"; {presets}" if presets else ""))
+            accepted = f" ({option['range']})" if option["range"] else ""
+            print(f"  {option['name']:<18} {option['type'] + accepted:<28} default {default}"
+                  + (f"; {presets}" if presets else "") + (" [run value]" if option["run_value"] else ""))
+            if option["help"]:
+                print(f"  {'':<18} {option['help']}")
     return 0
 
 

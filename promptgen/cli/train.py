@@ -38,12 +38,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(dry_run.text(dry_run.describe(config, registry, checked, plan, out)))
         return 0
     if args.log == "tensorboard":
-        from promptgen.toolkit.curves import require_tensorboard
+        from promptgen.runs.curves import require_tensorboard
 
         require_tensorboard()  # before training, not after it
     metrics = run(config, out, registry=registry, progress=not args.quiet, force=args.force)
     if args.log == "tensorboard":
-        from promptgen.toolkit.curves import TENSORBOARD_DIR, write_tensorboard
+        from promptgen.runs.curves import TENSORBOARD_DIR, write_tensorboard
 
         if write_tensorboard(out, out / TENSORBOARD_DIR):
             print(f"TensorBoard events: tensorboard --logdir {out / TENSORBOARD_DIR}")
@@ -60,7 +60,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from promptgen.runs.engine import evaluate_run
-    from promptgen.storage.files import dumps, read_json
+    from promptgen.files import dumps, read_json
 
     result = evaluate_run(args.run_dir, progress=not args.quiet)
     saved = read_json(Path(args.run_dir) / "metrics.json", "run metrics")

@@ -9,7 +9,8 @@ that find the same component (not listed as components of their own).
 
 The factory's keyword parameters, other than the arguments its hook passes,
 are the component's options (:mod:`promptgen.components.options`); a ``presets`` attribute
-gives their values per preset and dataset (:mod:`promptgen.components.presets`).
+gives their values per preset and dataset (:mod:`promptgen.components.presets`); one resolver
+(:mod:`promptgen.components.resolve`) decides what each component receives.
 
 A plugin is a module (or object) with functions of these names marked with
 ``@promptgen.hookimpl``. It need implement only the hooks it uses.
@@ -55,8 +56,11 @@ def register_generators(register):
 def register_datasets(register):
     """Register domain-generalization datasets: ``register(name, factory)``.
 
-    ``factory(root=..., seed=..., **options)`` returns a
-    :class:`promptgen.components.protocols.Dataset`.
+    ``factory(root=..., **options)`` returns a :class:`promptgen.components.protocols.Dataset`. A
+    dataset's ``seed`` option, when it declares one, is its data's seed (a user sets it with
+    ``--set <dataset>.seed=N``): the run's seed never reaches a dataset, so every run seed sees the same
+    samples. ``progress`` and ``cache_dir`` are run values it may declare
+    (promptgen.components.run_values).
     """
 
 

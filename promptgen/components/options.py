@@ -52,7 +52,7 @@ _MISSING = inspect.Parameter.empty
 class OptionInfo:
     """What an annotation adds to an option: a one-line description, a range, choices, a search space.
 
-    above/minimum/maximum bound a number (above: strictly); choices lists the values it accepts;
+    above/minimum/maximum/below bound a number (above, below: strictly); choices lists the values it accepts;
     component names a kind whose registered names are its choices (a method's ``generator``); search is a
     random distribution for hyperparameter search (anything with ``draw(rng)``).
     """
@@ -61,15 +61,18 @@ class OptionInfo:
     minimum: float | None = None
     above: float | None = None
     maximum: float | None = None
+    below: float | None = None
     choices: tuple | None = None
     component: str | None = None
     search: Any = None
 
 
 def option(help: str = "", *, minimum: float | None = None, above: float | None = None,
-           maximum: float | None = None, choices=None, component: str | None = None, search: Any = None) -> OptionInfo:
+           maximum: float | None = None, below: float | None = None, choices=None, component: str | None = None,
+           search: Any = None) -> OptionInfo:
     """Describe an option in its annotation: ``epochs: Annotated[int, option("epochs", minimum=1)] = 8``."""
-    return OptionInfo(help, minimum, above, maximum, None if choices is None else tuple(choices), component, search)
+    return OptionInfo(help, minimum, above, maximum, below, None if choices is None else tuple(choices), component,
+                      search)
 
 
 # Declared once for every component that takes an option of this name (an annotation's own info wins).
@@ -80,6 +83,10 @@ SHARED: dict[str, OptionInfo] = {
     "lr": option("peak learning rate", above=0),
     "warmup_epochs": option("epochs of warm-up before the cosine schedule", minimum=0),
     "weight_decay": option("weight decay of the optimizer", minimum=0),
+    "warmup_lr": option("learning rate of the constant warm-up epochs (Dassl's WARMUP_MIN_LR: 1e-5)", above=0),
+    "momentum": option("SGD momentum (Dassl's default: 0.9)", minimum=0, maximum=1),
+    "lr_schedule": option("learning-rate schedule: 'epoch' Dassl's, set once per epoch (the official code); 'step' "
+                          "promptgen's per-step warm-up and cosine to zero", choices=("epoch", "step")),
     "seed": option("the run's seed (a run value)"),
     "progress": option("show progress bars (a run value)"),
     "cache_dir": option("where generated data and caches go (a run value)"),
@@ -129,7 +136,8 @@ class Option:
                 and not registry.has(kind, value):
             problem = f"a registered {kind.replace('_', ' ')} ({', '.join(registry.names(kind))})"
         if problem:
-            raise ConfigError(f"{where}: option '{self.name}' must be {problem}, got {value!r}")
+            hint = suggestion(value, [str(c) for c in self.info.choices or ()]) if isinstance(value, str) else ""
+            raise ConfigError(f"{where}: option '{self.name}' must be {problem}, got {value!r}{hint}")
         return value
 
     def out_of_range(self, value: Any) -> str | None:
@@ -147,6 +155,8 @@ class Option:
                 return f"> {info.above}"
             if info.maximum is not None and value > info.maximum:
                 return f"<= {info.maximum}"
+            if info.below is not None and value >= info.below:
+                return f"< {info.below}"
         return None
 
     def range_text(self) -> str:
@@ -158,7 +168,8 @@ class Option:
             return f"a registered {info.component.replace('_', ' ')}"
         bounds = [f">= {info.minimum}" if info.minimum is not None else "",
                   f"> {info.above}" if info.above is not None else "",
-                  f"<= {info.maximum}" if info.maximum is not None else ""]
+                  f"<= {info.maximum}" if info.maximum is not None else "",
+                  f"< {info.below}" if info.below is not None else ""]
         return " and ".join(b for b in bounds if b)
 
     def type_text(self) -> str:

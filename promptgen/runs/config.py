@@ -125,7 +125,7 @@ class BackboneConfig:
         from promptgen.components.presets import resolve_preset
         from promptgen.components.registry import default_registry
         from promptgen.components.resolve import Settings, build
-        from promptgen.runs.device import resolve_device
+        from promptgen.toolkit.device import resolve_device
 
         if settings is None:
             settings = Settings(resolve_preset("auto", resolve_device(self.device).type), backbone_options=self.options)

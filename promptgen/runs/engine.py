@@ -28,10 +28,10 @@ from promptgen.runs.config import RunConfig, check_names
 from promptgen.components.resolve import Settings, build, check_overrides, component_options, effective_options
 from promptgen.components.run_values import RunValues
 from promptgen.runs.context import RunContext
-from promptgen.runs.device import cuda_devices, resolve_device
+from promptgen.toolkit.device import cuda_devices, resolve_device
 from promptgen.errors import ConfigError, PromptgenError
 from promptgen.toolkit.evaluate import correct_predictions, pack_correct
-from promptgen.storage.paths import check_outside_cache
+from promptgen.paths import check_outside_cache
 from promptgen.runs.plan import make_plan
 from promptgen.components.presets import resolve_preset, run_preset
 from promptgen.components.registry import Registry, default_registry

@@ -5,7 +5,7 @@
     <method files> whatever the method's ``save`` writes (prompt labels, generator, ...)
     metrics.json   accuracies, stage seconds, sizes, the method's fit report, generator quality, versions
     history.json   the per-epoch history of the method's fit report, when it has one
-    curves.png     those per-epoch losses and accuracies plotted (promptgen.toolkit.curves), when the run has any
+    curves.png     those per-epoch losses and accuracies plotted (promptgen.runs.curves), when the run has any
     manifest.json  the run's id and every other file's size and hash: written last
 
 A run writes into a temporary directory beside its ``--out`` (``.<name>.partial-<pid>-...``) and
@@ -25,10 +25,10 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from promptgen.toolkit import curves
+from promptgen.runs import curves
 from promptgen.runs.config import RunConfig, from_dict
 from promptgen.errors import ConfigError, PromptgenError, RunDirectoryError
-from promptgen.storage.files import read_json, write_json
+from promptgen.files import read_json, write_json
 
 CONFIG = "config.json"
 METRICS = "metrics.json"

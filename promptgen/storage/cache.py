@@ -35,8 +35,8 @@ import torch
 from promptgen.storage import lmdbcheck
 from promptgen.toolkit.data import SampleImages, encode_batches
 from promptgen.errors import CacheError, ConfigError
-from promptgen.storage.files import write_json
-from promptgen.storage.paths import cache_root, writable_dir
+from promptgen.files import write_json
+from promptgen.paths import cache_root, writable_dir
 from promptgen.components.protocols import Backbone, Dataset
 from promptgen.toolkit.values import FeatureSet, Sample
 

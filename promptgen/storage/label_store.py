@@ -25,9 +25,9 @@ import torch
 
 from promptgen import __version__
 from promptgen.components.run_values import RunValues
-from promptgen.storage.checkpoints import load_prompt_label, save_prompt_label
-from promptgen.runs.device import cuda_devices
-from promptgen.storage.paths import cache_root
+from promptgen.toolkit.checkpoints import load_prompt_label, save_prompt_label
+from promptgen.toolkit.device import cuda_devices
+from promptgen.paths import cache_root
 
 log = logging.getLogger(__name__)
 

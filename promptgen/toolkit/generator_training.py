@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from promptgen.components.options import SHARED
 from promptgen.toolkit.evaluate import instance_accuracy
 from promptgen.toolkit.prompts import PromptAssembler
 from promptgen.toolkit.epochs import Epochs
@@ -91,7 +92,7 @@ class Trainer:
     min_batch: int = 2  # BatchNorm needs two samples
 
 
-SCHEDULES = ("epoch", "step")  # epoch: Dassl's, as the official code; step: promptgen's per-step cosine to zero
+SCHEDULES = SHARED["lr_schedule"].choices  # epoch: Dassl's, as the official code; step: promptgen's per-step cosine
 
 
 def train_epochs(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from promptgen.storage.checkpoints import check_fingerprint, load_prompt_label, save_prompt_label
+from promptgen.toolkit.checkpoints import check_fingerprint, load_prompt_label, save_prompt_label
 from promptgen.toolkit.evaluate import prompt_logits
 from promptgen.toolkit.prompts import PromptAssembler
 

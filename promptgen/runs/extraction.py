@@ -24,7 +24,7 @@ from promptgen.components.run_values import RunValues
 from promptgen.storage.cache import FeatureCache, image_fingerprint
 from promptgen.runs.config import BackboneConfig
 from promptgen.errors import ConfigError
-from promptgen.storage.paths import cache_root
+from promptgen.paths import cache_root
 
 SPLITS = ("train", "val", "test")
 

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from promptgen.errors import MissingDependencyError
-from promptgen.storage.files import read_json_or_none
+from promptgen.files import read_json_or_none
 
 PNG = "curves.png"
 X = "epoch"

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from promptgen.errors import PromptgenError
-from promptgen.storage.files import read_json, write_json
+from promptgen.files import read_json, write_json
 from promptgen.toolkit.values import PromptLabel
 
 
