@@ -6,9 +6,7 @@ from typing import Annotated
 
 import torch
 
-from promptgen.toolkit.epochs import Epochs
-from promptgen.toolkit.evaluate import logits as cosine_logits
-from promptgen.toolkit import option
+from promptgen.toolkit import Epochs, logits as cosine_logits, option
 from promptgen_baselines.conditional import CTX_INIT, N_CTX, ConditionalPromptMethod, \
     MetaNetPrompt, MLPPrompt
 

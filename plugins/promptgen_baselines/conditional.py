@@ -15,13 +15,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from promptgen.errors import ConfigError
-from promptgen.toolkit import option
-from promptgen.toolkit.context_fitting import train_prompts
-from promptgen.toolkit.epochs import Epochs
-from promptgen.toolkit.evaluate import accuracy, instance_logits, logits
-from promptgen.files import read_json, write_json
-from promptgen.toolkit.prompts import PromptAssembler, context_length, phrase_embedding
+from promptgen.toolkit import (
+    accuracy, ConfigError, context_length, Epochs, instance_logits, logits, option, phrase_embedding,
+    PromptAssembler, read_json, train_prompts, write_json,
+)
 
 RANDOM_N_CTX = 4  # context vectors without ctx_init (the SPG baselines' 4, randomly initialised)
 

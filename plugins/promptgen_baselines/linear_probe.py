@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from promptgen.toolkit import option
-from promptgen.files import write_json
+from promptgen.toolkit import option, write_json
 
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 

@@ -15,12 +15,10 @@ from typing import Annotated
 import torch
 import torch.nn.functional as F
 
-from promptgen.errors import ConfigError
-from promptgen.toolkit import option
-from promptgen.toolkit.prompts import phrase_embedding
+from promptgen.toolkit import ConfigError, option, phrase_embedding
 from promptgen_baselines.visual import NUM_WORKERS, ImagePromptMethod, is_vit, run_blocks, \
     vit_head, vit_model_unsupported, vit_tokens
-from promptgen_openclip.backbone import _pool
+from promptgen_openclip.backbone import pool_text_tokens
 
 
 class CoupledPrompts(torch.nn.Module):
@@ -103,7 +101,7 @@ class MaPLe(ImagePromptMethod):
             x = replace(i, x)
             x = block(x, attn_mask=mask) if text.transformer.batch_first else \
                 block(x.transpose(0, 1), attn_mask=mask).transpose(0, 1)
-        x = _pool(text.ln_final(x), eot.to(x.device), text.pool_type)
+        x = pool_text_tokens(text.ln_final(x), eot.to(x.device), text.pool_type)
         projection = text.text_projection
         if projection is not None:
             x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection

@@ -17,11 +17,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from promptgen.toolkit import option
-from promptgen.toolkit.context_fitting import train_prompts
-from promptgen.errors import ConfigError
-from promptgen.toolkit.evaluate import accuracy, logits
-from promptgen.files import read_json, write_json
+from promptgen.toolkit import accuracy, ConfigError, logits, option, read_json, train_prompts, write_json
 
 
 # The options VP, VPT and MaPLe share (the SPG baselines' SGD schedule and text prompt), declared once.

@@ -22,10 +22,9 @@ from typing import Annotated
 import torch
 import torch.nn.functional as F
 
-from promptgen.errors import ConfigError
-from promptgen.toolkit import Schedule, option
-from promptgen.toolkit.generator_training import Trainer, fit_generator, load_module_states, module_states
-from promptgen.toolkit.values import FeatureSet
+from promptgen.toolkit import (
+    ConfigError, FeatureSet, fit_generator, load_module_states, module_states, option, Schedule, Trainer,
+)
 from promptgen_cgan.networks import CONDITIONS, INITS, PromptDiscriminator, PromptGenerator
 
 UPDATES = ("d-first", "g-first")  # d-first: the official order; g-first: promptgen's earlier one

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from promptgen.toolkit.generator_training import condition
+from promptgen.toolkit import condition
 
 
 CONDITIONS = ("normalised", "scaled")

@@ -11,9 +11,7 @@ from typing import Annotated
 import numpy as np
 from PIL import Image
 
-from promptgen.errors import ConfigError
-from promptgen.toolkit import option
-from promptgen.toolkit.values import Sample
+from promptgen.toolkit import ConfigError, option, Sample
 
 COLORS = {
     "red": (210, 30, 30),

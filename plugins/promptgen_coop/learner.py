@@ -19,12 +19,9 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from promptgen.errors import ConfigError
-from promptgen.toolkit import Schedule, option
-from promptgen.toolkit.context_fitting import fit_context
-from promptgen.toolkit.evaluate import accuracy
-from promptgen.toolkit.prompts import context_length, phrase_embedding
-from promptgen.toolkit.values import FeatureSet, PromptLabel
+from promptgen.toolkit import (
+    accuracy, ConfigError, context_length, FeatureSet, fit_context, option, phrase_embedding, PromptLabel, Schedule,
+)
 
 
 RANDOM_N_CTX = 16  # context vectors without ctx_init (CoOp's 16, randomly initialised)

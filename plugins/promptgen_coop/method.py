@@ -2,8 +2,7 @@
 
 from typing import Annotated
 
-from promptgen.toolkit import option
-from promptgen.toolkit.methods import SharedPromptMethod
+from promptgen.toolkit import option, SharedPromptMethod
 
 
 class CoOp(SharedPromptMethod):

@@ -19,11 +19,10 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from promptgen.toolkit import Schedule, option
-from promptgen.toolkit.epochs import Epochs
-from promptgen.toolkit.generator_training import (PromptScaler, Trainer, condition, fit_generator, load_module_states,
-                                module_states)
-from promptgen.toolkit.values import FeatureSet
+from promptgen.toolkit import (
+    condition, Epochs, FeatureSet, fit_generator, load_module_states, module_states, option, PromptScaler, Schedule,
+    Trainer,
+)
 
 SAMPLE_MODES = ("random", "mean")
 

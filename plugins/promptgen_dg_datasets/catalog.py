@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from promptgen.errors import ConfigError, DatasetError
+from promptgen.toolkit import ConfigError, DatasetError
 from promptgen_dg_datasets import class_lists, splits
 from promptgen_dg_datasets.dataset import FolderTreeDataset
 from promptgen_dg_datasets.layout import Spec

@@ -29,7 +29,7 @@ def add_data_command(commands) -> None:
 
 def run_info(args) -> int:
     """Build the dataset, list and check it, and show its domains, classes, splits and problems."""
-    from promptgen.components.registry import default_registry
+    from promptgen.toolkit import default_registry
 
     options = {name: value for name, value in (("seed", args.seed), ("split", args.split),
                                                ("val_fraction", args.val_fraction),

@@ -12,9 +12,7 @@ from typing import Annotated
 import attrs
 from PIL import Image
 
-from promptgen.errors import ConfigError, DatasetError, suggestion
-from promptgen.toolkit import option
-from promptgen.toolkit.values import Sample
+from promptgen.toolkit import ConfigError, DatasetError, option, Sample, suggestion
 from promptgen_dg_datasets import imagecheck, splits
 from promptgen_dg_datasets.layout import Layout, Spec, locate
 from promptgen_dg_datasets.listing import IMAGE_EXTENSIONS, list_domain

@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 from PIL import Image
 from tqdm.auto import tqdm
 
-from promptgen.paths import cache_root
+from promptgen.toolkit import cache_root
 
 FORMAT_VERSION = 1  # bump when the check changes: old results are then ignored
 JPEG_END = b"\xff\xd9"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import attrs
 
-from promptgen.errors import ConfigError, DatasetError
+from promptgen.toolkit import ConfigError, DatasetError
 
 
 @attrs.frozen

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from promptgen.errors import DatasetError
+from promptgen.toolkit import DatasetError
 
 # What torchvision's ImageFolder accepts, minus formats no DG dataset uses.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})

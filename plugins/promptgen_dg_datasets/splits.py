@@ -26,11 +26,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 
-from promptgen.toolkit.data import stable_int_hash
-from promptgen.errors import DatasetError
-from promptgen.files import atomic_file
-from promptgen.paths import cache_root, writable_dir
-from promptgen.runs.plan import class_key
+from promptgen.toolkit import atomic_file, cache_root, class_key, DatasetError, stable_int_hash, writable_dir
 from promptgen_dg_datasets.listing import SPLIT_DIR
 
 SPLITS = ("train", "val", "test")

@@ -33,10 +33,10 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from promptgen.errors import ConfigError
-from promptgen.toolkit import Schedule, option
-from promptgen.toolkit.generator_training import PromptScaler, Trainer, condition, fit_generator, load_module_states, module_states
-from promptgen.toolkit.values import FeatureSet
+from promptgen.toolkit import (
+    condition, ConfigError, FeatureSet, fit_generator, load_module_states, module_states, option, PromptScaler,
+    Schedule, Trainer,
+)
 
 TIME_FEATURES = 64
 PREDICTIONS = ("x0", "epsilon")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from promptgen.errors import BackboneLoadError, ConfigError
+from promptgen.toolkit import BackboneLoadError, ConfigError
 from promptgen_openclip.backbone import TRAIN_CROP_SCALE, TRAIN_FLIP, OpenClipBackbone
 
 MODEL_NAME = "tiny-clip-digits"

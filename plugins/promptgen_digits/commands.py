@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from promptgen.runs.config import BackboneConfig
+from promptgen.toolkit import BackboneConfig
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 WORLD_DATASETS = ("digits-dg", "digits-traps")
@@ -75,7 +75,7 @@ def run_preview(args) -> int:
 
 
 def world_datasets(names, seed: int, cache_dir) -> dict:
-    from promptgen.components.registry import create
+    from promptgen.toolkit import create
 
     return {name: create("dataset", name, seed=seed, cache_dir=cache_dir) for name in names}
 

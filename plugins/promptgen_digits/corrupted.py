@@ -13,9 +13,7 @@ from typing import Annotated
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from promptgen.toolkit.data import stable_int_hash
-from promptgen.errors import ConfigError
-from promptgen.toolkit.values import Sample
+from promptgen.toolkit import ConfigError, Sample, stable_int_hash
 from promptgen_digits.dataset import IMAGE_SIZE, PER_CLASS, SEED, SPLITS, DigitsDG
 
 STRIDE = 4  # every 4th digits-dg image: 400 test images per corruption, like a digits-dg domain

@@ -14,11 +14,7 @@ from typing import Annotated
 import numpy as np
 from PIL import Image
 
-from promptgen.errors import ConfigError
-from promptgen.files import atomic_file
-from promptgen.paths import cache_root, writable_dir
-from promptgen.toolkit import option
-from promptgen.toolkit.values import Sample
+from promptgen.toolkit import atomic_file, cache_root, ConfigError, option, Sample, writable_dir
 from promptgen_digits import styles, world
 
 SPLITS = ("train", "val", "test")

@@ -24,11 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from promptgen.storage.cache import FeatureCache
-from promptgen.runs.config import integer, number
-from promptgen.errors import ConfigError
-from promptgen.files import atomic_file
-from promptgen.toolkit.schedules import warmup_cosine
+from promptgen.toolkit import atomic_file, ConfigError, FeatureCache, integer, number, warmup_cosine
 from promptgen_digits import glyphs, world
 from promptgen_digits.backbone import MODEL_NAME, TinyClipDigits, add_model_config
 from promptgen_digits.pool import PretrainPool

@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from promptgen.paths import cache_root
-from promptgen.toolkit.values import Sample
+from promptgen.toolkit import cache_root, Sample
 from promptgen_digits import glyphs, styles, world
 from promptgen_digits.dataset import write_npz
 

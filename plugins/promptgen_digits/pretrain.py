@@ -19,9 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from promptgen.runs.config import integer, number
-from promptgen.toolkit.device import autocast
-from promptgen.toolkit.schedules import warmup_cosine
+from promptgen.toolkit import autocast, integer, number, warmup_cosine
 from promptgen_digits import styles, world
 from promptgen_digits.backbone import MODEL_NAME, add_model_config
 

@@ -10,10 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from promptgen.storage.cache import FeatureCache
-from promptgen.toolkit.data import extract_features
-from promptgen.toolkit.evaluate import prompt_accuracy
-from promptgen.toolkit.values import FeatureSet
+from promptgen.toolkit import extract_features, FeatureCache, FeatureSet, prompt_accuracy
 from promptgen_digits import world
 from promptgen_zeroshot.method import ZeroShotPrompt
 

@@ -33,13 +33,10 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from promptgen.toolkit import Schedule, option
-from promptgen.toolkit.context_fitting import train_prompts
-from promptgen.toolkit.epochs import Epochs
-from promptgen.errors import ConfigError, PromptgenError
-from promptgen.toolkit.evaluate import accuracy, prompt_logits
-from promptgen.toolkit.prompts import PromptAssembler, phrase_embedding
-from promptgen.toolkit.values import FeatureSet, PromptLabel
+from promptgen.toolkit import (
+    accuracy, ConfigError, Epochs, FeatureSet, option, phrase_embedding, prompt_logits, PromptAssembler,
+    PromptgenError, PromptLabel, Schedule, train_prompts,
+)
 from promptgen_dpspg.negative import NegativeCoOp
 
 NEGATIVE_CTX = "negative_ctx"  # the metadata key of the negative context (a list of n_ctx lists of D floats)

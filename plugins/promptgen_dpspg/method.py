@@ -17,14 +17,11 @@ from typing import Annotated, Callable
 
 import torch
 
-from promptgen.toolkit.checkpoints import check_fingerprint, load_generator, load_prompt_label, save_generator, \
-    save_prompt_label
-from promptgen.errors import ConfigError, PromptgenError
-from promptgen.toolkit import option
-from promptgen.toolkit.evaluate import accuracy, drawn_prompts, instance_logits, per_draw
-from promptgen.toolkit.prompts import PromptAssembler
-from promptgen.components.protocols import check_fit_report
-from promptgen.toolkit.generator_training import Trainer, builds_stepped, loop_settings, train_epochs, trains_in_loop
+from promptgen.toolkit import (
+    accuracy, builds_stepped, check_fit_report, ConfigError, drawn_prompts, instance_logits,
+    load_labels_and_generator, loop_settings, option, per_draw, PromptAssembler, PromptgenError,
+    save_labels_and_generator, train_epochs, Trainer, trains_in_loop,
+)
 from promptgen_dpspg.joint import split_label
 
 PATHS = ("positive", "negative")
@@ -220,23 +217,17 @@ class DualPath:
 
     def save(self, directory: Path) -> None:
         for path in self.paths:
-            for label in self.labels[path]:
-                save_prompt_label(label, Path(directory) / f"prompt_labels_{path}" / label.domain)
-            save_generator(self.generators[path], self.generator_name, self.generator_options[path],
-                           Path(directory) / f"generator_{path}")
+            save_labels_and_generator(directory, self.labels[path], self.generators[path], self.generator_name,
+                                      self.generator_options[path], labels_dir=f"prompt_labels_{path}",
+                                      generator_dir=f"generator_{path}")
 
     def load(self, directory: Path, run) -> None:
-        directory = Path(directory)
         for path in self.paths:
-            folder = directory / f"prompt_labels_{path}"
-            if not folder.is_dir():
-                raise PromptgenError(f"{directory}: no {path} prompt labels ({folder.name}/): this run was not "
-                                     f"saved by a method with a {path} path")
-            self.labels[path] = [load_prompt_label(folder / domain) for domain in run.sources]
-            for label, domain in zip(self.labels[path], run.sources):
-                check_fingerprint(label, run.backbone, folder / domain)
-            self.generators[path], _, self.generator_options[path] = load_generator(
-                directory / f"generator_{path}", run.registry)
+            if not (Path(directory) / f"prompt_labels_{path}").is_dir():
+                raise PromptgenError(f"{directory}: no {path} prompt labels (prompt_labels_{path}/): this run was "
+                                     f"not saved by a method with a {path} path")
+            self.labels[path], self.generators[path], _, self.generator_options[path] = load_labels_and_generator(
+                directory, run, labels_dir=f"prompt_labels_{path}", generator_dir=f"generator_{path}")
 
 
 class JointGenerators:

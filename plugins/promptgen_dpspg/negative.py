@@ -19,12 +19,9 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from promptgen.toolkit import Schedule, option
-from promptgen.toolkit.context_fitting import fit_context
-from promptgen.errors import ConfigError
-from promptgen.toolkit.evaluate import accuracy
-from promptgen.toolkit.prompts import phrase_embedding
-from promptgen.toolkit.values import FeatureSet, PromptLabel
+from promptgen.toolkit import (
+    accuracy, ConfigError, FeatureSet, fit_context, option, phrase_embedding, PromptLabel, Schedule,
+)
 
 # The SGD schedule's own options (CoOp's, as Dassl runs it), shared with dpspg-coop (promptgen_dpspg.joint).
 

@@ -14,10 +14,9 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from promptgen.errors import ConfigError
-from promptgen.toolkit import Schedule, option
-from promptgen.toolkit.generator_training import Trainer, fit_generator, load_module_states, module_states
-from promptgen.toolkit.values import FeatureSet
+from promptgen.toolkit import (
+    ConfigError, FeatureSet, fit_generator, load_module_states, module_states, option, Schedule, Trainer,
+)
 
 
 class TransformerGenerator:

@@ -9,10 +9,7 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms as T
 
-from promptgen.toolkit.device import autocast, resolve_device, resolve_precision
-from promptgen.errors import BackboneLoadError
-from promptgen.toolkit import option
-from promptgen.toolkit.values import Tokens
+from promptgen.toolkit import autocast, BackboneLoadError, option, resolve_device, resolve_precision, Tokens
 from promptgen_openclip.loading import load_model
 from promptgen_openclip.prefix import encode_with_prefix
 from promptgen_openclip.prefix import supported as prefix_supported
@@ -155,7 +152,7 @@ class OpenClipBackbone:
             mask = text.attn_mask[:length, :length] if text.attn_mask is not None else None
             x = text.transformer(x, attn_mask=mask)
             x = text.ln_final(x)
-            x = _pool(x, eot_index, text.pool_type)
+            x = pool_text_tokens(x, eot_index, text.pool_type)
             projection = text.text_projection
             if projection is not None:
                 x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
@@ -199,7 +196,9 @@ def _to_rgb(image):
     return image.convert("RGB") if hasattr(image, "convert") else image
 
 
-def _pool(x: torch.Tensor, eot_index: torch.Tensor, pool_type: str) -> torch.Tensor:
+def pool_text_tokens(x: torch.Tensor, eot_index: torch.Tensor, pool_type: str) -> torch.Tensor:
+    """The text feature of each row of token states ``x`` [N, L, D]: the first, last or EOT token (open_clip's
+    ``pool_type``). Public: MaPLe (promptgen_baselines) runs the text tower block by block and pools the same way."""
     if pool_type == "first":
         return x[:, 0]
     if pool_type == "last":

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from promptgen.errors import BackboneLoadError
+from promptgen.toolkit import BackboneLoadError
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 _configs_added = False

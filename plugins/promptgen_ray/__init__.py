@@ -12,8 +12,7 @@ from typing import Annotated
 from tqdm.auto import tqdm
 
 from promptgen import hookimpl
-from promptgen.errors import PluginError
-from promptgen.toolkit import option
+from promptgen.toolkit import option, PluginError
 
 
 class RayLauncher:

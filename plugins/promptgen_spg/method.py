@@ -13,12 +13,10 @@ from typing import Annotated
 
 import torch
 
-from promptgen.toolkit.checkpoints import check_fingerprint, load_generator, load_prompt_label, save_generator, save_prompt_label
-from promptgen.toolkit import option
-from promptgen.toolkit.evaluate import drawn_prompts, instance_logits, per_draw
-from promptgen.toolkit.prompts import PromptAssembler
-from promptgen.components.protocols import check_fit_report
-from promptgen.toolkit.quality import prompt_quality
+from promptgen.toolkit import (
+    check_fit_report, drawn_prompts, instance_logits, load_labels_and_generator, option, per_draw, prompt_quality,
+    PromptAssembler, save_labels_and_generator,
+)
 
 LABELS = "prompt_labels"
 GENERATOR = "generator"
@@ -75,14 +73,9 @@ class SPG:
                               name=self.generator_name)
 
     def save(self, directory: Path) -> None:
-        for label in self.labels:
-            save_prompt_label(label, Path(directory) / LABELS / label.domain)
-        save_generator(self.generator, self.generator_name, self.generator_options, Path(directory) / GENERATOR)
+        save_labels_and_generator(directory, self.labels, self.generator, self.generator_name, self.generator_options,
+                                  labels_dir=LABELS, generator_dir=GENERATOR)
 
     def load(self, directory: Path, run) -> None:
-        directory = Path(directory)
-        self.labels = [load_prompt_label(directory / LABELS / domain) for domain in run.sources]
-        for label, domain in zip(self.labels, run.sources):
-            check_fingerprint(label, run.backbone, directory / LABELS / domain)
-        self.generator, self.generator_name, self.generator_options = load_generator(directory / GENERATOR,
-                                                                                     run.registry)
+        self.labels, self.generator, self.generator_name, self.generator_options = load_labels_and_generator(
+            directory, run, labels_dir=LABELS, generator_dir=GENERATOR)

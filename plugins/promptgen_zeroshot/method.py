@@ -2,10 +2,7 @@
 
 from typing import Annotated
 
-from promptgen.toolkit import option
-from promptgen.toolkit.methods import SharedPromptMethod
-from promptgen.toolkit.prompts import phrase_embedding
-from promptgen.toolkit.values import PromptLabel
+from promptgen.toolkit import option, phrase_embedding, PromptLabel, SharedPromptMethod
 
 
 class ZeroShotPrompt:

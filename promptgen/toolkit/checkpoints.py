@@ -79,3 +79,24 @@ def check_fingerprint(label: PromptLabel, backbone, where: Path) -> None:
     if label.fingerprint != backbone.fingerprint:
         raise PromptgenError(f"{where}: learned on backbone {label.fingerprint}, but the backbone now loads as "
                              f"{backbone.fingerprint}; pass the same weights")
+
+
+def save_labels_and_generator(directory: str | Path, labels, generator: Any, name: str, options: dict, *,
+                              labels_dir: str = "prompt_labels", generator_dir: str = "generator") -> None:
+    """A two-stage method's state: one prompt label per source domain under ``labels_dir/<domain>`` and its
+    generator under ``generator_dir`` (SPG's layout; DPSPG saves one such pair per path)."""
+    for label in labels:
+        save_prompt_label(label, Path(directory) / labels_dir / label.domain)
+    save_generator(generator, name, options, Path(directory) / generator_dir)
+
+
+def load_labels_and_generator(directory: str | Path, run, *, labels_dir: str = "prompt_labels",
+                              generator_dir: str = "generator") -> tuple[list[PromptLabel], Any, str, dict]:
+    """What :func:`save_labels_and_generator` wrote, for ``run``'s sources, each label checked against the run's
+    backbone: (labels, generator, its name, its options)."""
+    folder = Path(directory) / labels_dir
+    labels = [load_prompt_label(folder / domain) for domain in run.sources]
+    for label, domain in zip(labels, run.sources):
+        check_fingerprint(label, run.backbone, folder / domain)
+    generator, name, options = load_generator(Path(directory) / generator_dir, run.registry)
+    return labels, generator, name, options
