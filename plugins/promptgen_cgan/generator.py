@@ -107,7 +107,8 @@ class CGANGenerator:
         unknown = set(grad_clip or {}) - set(OFFICIAL_CLIP)
         if unknown:
             raise ConfigError(f"cgan: unknown grad_clip keys {sorted(unknown)}; allowed: {', '.join(OFFICIAL_CLIP)}")
-        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs)
+        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                                 warmup_epochs=warmup_epochs)
         self.noise_dim = noise_dim
         self.lr_schedule = lr_schedule
         self.grad_clip = grad_clip
@@ -146,7 +147,8 @@ class CGANGenerator:
         return fit_generator(self, backbone, train, prompt_labels, val, name="cgan")
 
     def trainer(self, backbone, train: FeatureSet, prompt_labels) -> Trainer:
-        """The nets on the backbone's device, their optimizers and one G + D step (promptgen.toolkit.generator_training.Trainer)."""
+        """The nets on the backbone's device, their optimizers and one G + D step
+        (promptgen.toolkit.generator_training.Trainer)."""
         device = backbone.device
         self.generator.to(device)
         self.discriminator.to(device)
@@ -157,7 +159,8 @@ class CGANGenerator:
         features, domain_ids = train.features.to(device), train.domain_ids.to(device)
         # betas: the official code's AdamW defaults (0.9, 0.999) in the gpu preset; (0.5, 0.999), the usual GAN
         # setting, is the default and the cpu preset's.
-        optimizers = [torch.optim.AdamW(net.parameters(), lr=self.schedule.lr, betas=self.betas, weight_decay=self.schedule.weight_decay)
+        optimizers = [torch.optim.AdamW(net.parameters(), lr=self.schedule.lr, betas=self.betas,
+                                        weight_decay=self.schedule.weight_decay)
                       for net in (self.generator, self.discriminator)]
         return Trainer(step=lambda index, rng: self._step(features, domain_ids, targets, index, optimizers, rng),
                        optimizers=optimizers, modules=(self.generator, self.discriminator), features=features)

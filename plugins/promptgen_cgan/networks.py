@@ -27,8 +27,9 @@ def initialise(net: nn.Module, how: str) -> None:
 
 def conditioned(features: torch.Tensor, how: str) -> torch.Tensor:
     """The image condition both networks see: the L2-normalised feature as it is ("normalised", the official
-    code: spg_cgan.py:159,194,298) or rescaled to unit variance per dimension ("scaled": promptgen.toolkit.generator_training
-    .condition, which keeps the image from being drowned by the noise on small backbones)."""
+    code: spg_cgan.py:159,194,298) or rescaled to unit variance per dimension ("scaled":
+    promptgen.toolkit.generator_training.condition, which keeps the image from being drowned by the noise on small
+    backbones)."""
     return features if how == "normalised" else condition(features)
 
 

@@ -64,7 +64,8 @@ class CoOpPrompt:
         n_ctx = context_length(ctx_init, n_ctx, RANDOM_N_CTX, self.name)
         if n_ctx < 1:  # ctx_init set but without a word
             raise ConfigError(f"{self.name}: n_ctx must be >= 1; got {n_ctx} (ctx_init {ctx_init!r})")
-        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, weight_decay=weight_decay)
+        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
+                                 weight_decay=weight_decay)
         self.ctx_init = ctx_init
         self.n_ctx = n_ctx
         self.warmup_lr = warmup_lr
@@ -97,10 +98,10 @@ class CoOpPrompt:
 
     def fit(self, backbone, class_names, train: FeatureSet, val: FeatureSet | None, domain: str) -> PromptLabel:
         result = fit_context(backbone, class_names, train, val, self._initial_context(backbone), loss=self.loss,
-                             score=self.score, epochs=self.schedule.epochs, batch_size=self.schedule.batch_size, lr=self.schedule.lr,
-                             warmup_epochs=self.schedule.warmup_epochs, warmup_lr=self.warmup_lr, momentum=self.momentum,
-                             weight_decay=self.schedule.weight_decay, seed=self.seed, progress=self.progress,
-                             desc=f"{self.name} [{domain}]")
+                             score=self.score, epochs=self.schedule.epochs, batch_size=self.schedule.batch_size,
+                             lr=self.schedule.lr, warmup_epochs=self.schedule.warmup_epochs, warmup_lr=self.warmup_lr,
+                             momentum=self.momentum, weight_decay=self.schedule.weight_decay, seed=self.seed,
+                             progress=self.progress, desc=f"{self.name} [{domain}]")
         n_ctx = result["ctx"].shape[0]  # == self.n_ctx (phrase_embedding checks it)
         return PromptLabel(
             ctx=result["ctx"],
@@ -108,8 +109,8 @@ class CoOpPrompt:
             domain=domain,
             class_names=tuple(class_names),
             metadata={"learner": self.name, "val_accuracy": result["best_score"], "best_epoch": result["best_epoch"],
-                      "selected_on": result["selected_on"], "steps": result["steps"], "config": {**self.config(), "n_ctx": n_ctx},
-                      "history": result["history"]},
+                      "selected_on": result["selected_on"], "steps": result["steps"],
+                      "config": {**self.config(), "n_ctx": n_ctx}, "history": result["history"]},
         )
 
 

@@ -37,7 +37,8 @@ class CVAEGenerator:
 
     # No paper gives official values: gpu runs on the defaults with the schedule of the SPG stage II it stands in
     # for (Dassl's, per epoch); cpu as the CGAN's cpu preset.
-    presets = {"gpu": {"lr_schedule": "epoch"}, "cpu": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1}}
+    presets = {"gpu": {"lr_schedule": "epoch"},
+               "cpu": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1}}
 
     def __init__(
         self,
@@ -60,7 +61,8 @@ class CVAEGenerator:
         sample_seed: Annotated[int, option("seed of the noise drawn when sampling prompts (the same every call)")] = 0,
         progress: bool = True,
     ):
-        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs)
+        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                                 warmup_epochs=warmup_epochs)
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.beta = beta
@@ -100,7 +102,8 @@ class CVAEGenerator:
         return fit_generator(self, backbone, train, prompt_labels, val, name="cvae")
 
     def trainer(self, backbone, train: FeatureSet, prompt_labels) -> Trainer:
-        """The networks on the backbone's device, the optimizer and one step (promptgen.toolkit.generator_training.Trainer)."""
+        """The networks on the backbone's device, the optimizer and one step
+        (promptgen.toolkit.generator_training.Trainer)."""
         device = backbone.device
         for module in self._modules().values():
             module.to(device)

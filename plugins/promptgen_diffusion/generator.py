@@ -81,7 +81,8 @@ class DiffusionGenerator:
 
     # No paper gives official values: gpu runs on the defaults with the schedule of the SPG stage II it stands in
     # for (Dassl's, per epoch); cpu as the CGAN's cpu preset.
-    presets = {"gpu": {"lr_schedule": "epoch"}, "cpu": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1}}
+    presets = {"gpu": {"lr_schedule": "epoch"},
+               "cpu": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1}}
 
     def __init__(
         self,
@@ -114,7 +115,8 @@ class DiffusionGenerator:
             raise ConfigError(f"diffusion: sample_steps must be between 1 and timesteps={timesteps}, got {sample_steps}")
         if guidance > 0 and cond_drop == 0:
             raise ConfigError("diffusion: guidance needs the unconditional model: train with cond_drop > 0")
-        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs)
+        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                                 warmup_epochs=warmup_epochs)
         self.hidden = hidden
         self.layers = layers
         self.timesteps = timesteps
@@ -166,7 +168,8 @@ class DiffusionGenerator:
         return fit_generator(self, backbone, train, prompt_labels, val, name="diffusion")
 
     def trainer(self, backbone, train: FeatureSet, prompt_labels) -> Trainer:
-        """The networks on the backbone's device, the optimizer and one step (promptgen.toolkit.generator_training.Trainer)."""
+        """The networks on the backbone's device, the optimizer and one step
+        (promptgen.toolkit.generator_training.Trainer)."""
         device = backbone.device
         self.denoiser.to(device)
         self.scaler.to(device)
@@ -174,7 +177,8 @@ class DiffusionGenerator:
         self.scaler.fit(targets)
         normalized = self.scaler.normalize(targets)  # [domains, P]
         features, domain_ids = train.features.to(device), train.domain_ids.to(device)
-        optimizer = torch.optim.AdamW(self.denoiser.parameters(), lr=self.schedule.lr, weight_decay=self.schedule.weight_decay)
+        optimizer = torch.optim.AdamW(self.denoiser.parameters(), lr=self.schedule.lr,
+                                      weight_decay=self.schedule.weight_decay)
 
         def step(index, rng):
             loss = self.loss(normalized[domain_ids[index]], features[index], rng)

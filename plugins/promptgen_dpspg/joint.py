@@ -74,7 +74,8 @@ class DualCoOp:
         if not ctx_init or not negative_ctx_init:
             raise ConfigError(f"{self.name}: ctx_init and negative_ctx_init must be phrases; got {ctx_init!r}, "
                               f"{negative_ctx_init!r}")
-        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, weight_decay=weight_decay)
+        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
+                                 weight_decay=weight_decay)
         self.ctx_init = ctx_init
         self.negative_ctx_init = negative_ctx_init
         self.warmup_lr = warmup_lr
@@ -119,8 +120,9 @@ class DualCoOp:
                          for path in ("positive", "negative"))
 
         result = train_prompts(contexts, batches=epochs.next, steps=epochs.steps, loss=batch_loss,
-                               score=lambda: self.score(*selection_logits(), selection.labels), epochs=self.schedule.epochs,
-                               lr=self.schedule.lr, warmup_epochs=self.schedule.warmup_epochs, warmup_lr=self.warmup_lr,
+                               score=lambda: self.score(*selection_logits(), selection.labels),
+                               epochs=self.schedule.epochs, lr=self.schedule.lr,
+                               warmup_epochs=self.schedule.warmup_epochs, warmup_lr=self.warmup_lr,
                                momentum=self.momentum, weight_decay=self.schedule.weight_decay, progress=self.progress,
                                desc=f"{self.name} [{domain}]", score_name="val_joint_accuracy")
         history = result["history"]
@@ -133,7 +135,8 @@ class DualCoOp:
             positive_logits, negative_logits = selection_logits()
         positive, negative = contexts.positive.detach().cpu(), contexts.negative.detach().cpu()
         config = {"ctx_init": self.ctx_init, "negative_ctx_init": self.negative_ctx_init, **attrs.asdict(self.schedule),
-                  "warmup_lr": self.warmup_lr, "momentum": self.momentum, "seed": self.seed, "n_ctx": int(positive.shape[0]), "negative_n_ctx": int(negative.shape[0])}
+                  "warmup_lr": self.warmup_lr, "momentum": self.momentum, "seed": self.seed,
+                  "n_ctx": int(positive.shape[0]), "negative_n_ctx": int(negative.shape[0])}
         return PromptLabel(
             ctx=positive, fingerprint=backbone.fingerprint, domain=domain, class_names=tuple(class_names),
             metadata={"learner": self.name, "path": "positive", "val_joint_accuracy": result["best_score"],

@@ -153,8 +153,8 @@ class DualPath:
         return lambda: accuracy(positive - self.alpha * self._path_logits(run, "negative", val.features), val.labels)
 
     def _fit_joint(self, run, train, val) -> dict:
-        """Both paths in one epoch loop (promptgen.toolkit.generator_training.train_epochs over :class:`JointGenerators`), scored on
-        positive - alpha * negative, selected from epoch ``late`` on."""
+        """Both paths in one epoch loop (promptgen.toolkit.generator_training.train_epochs over
+        :class:`JointGenerators`), scored on positive - alpha * negative, selected from epoch ``late`` on."""
         joint = JointGenerators({path: self.generators[path] for path in self.paths})
         first = self.generators["positive"]
         result = train_epochs(joint, run.backbone, train, self.labels["positive"], val,
@@ -202,7 +202,8 @@ class DualPath:
 
     @torch.no_grad()
     def logits(self, run, split: str, draws: int | None = None) -> torch.Tensor:
-        """[N, C]; with ``draws``: [draws, N, C], one noise draw of each path each (promptgen.toolkit.evaluate.per_draw)."""
+        """[N, C]; with ``draws``: [draws, N, C], one noise draw of each path each
+        (promptgen.toolkit.evaluate.per_draw)."""
         return per_draw(lambda features: self._predict(run, features), run.features(split).features, draws)
 
     @torch.no_grad()
@@ -231,8 +232,8 @@ class DualPath:
 
 
 class JointGenerators:
-    """Several paths' generators as one for promptgen.toolkit.generator_training.train_epochs: one state (``<path>.<key>``), one
-    training step that takes a step of each path's generator on the same batch.
+    """Several paths' generators as one for promptgen.toolkit.generator_training.train_epochs: one state
+    (``<path>.<key>``), one training step that takes a step of each path's generator on the same batch.
 
     The DPSPG code zeroes both optimizers, sums the two MSE losses, backpropagates once and steps both
     (dpspg_transformer.py:127-156); the paths share no parameter, so each loss's gradient reaches its own

@@ -46,7 +46,8 @@ class NegativeCoOp:
                  weight_decay: float = 1e-4, seed: int = 0, progress: bool = True):
         if not ctx_init:
             raise ConfigError(f"negative-coop: ctx_init must be a phrase; got {ctx_init!r}")
-        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, weight_decay=weight_decay)
+        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
+                                 weight_decay=weight_decay)
         self.ctx_init = ctx_init
         self.warmup_lr = warmup_lr
         self.momentum = momentum
@@ -66,15 +67,18 @@ class NegativeCoOp:
 
     def fit(self, backbone, class_names, train: FeatureSet, val: FeatureSet | None, domain: str) -> PromptLabel:
         result = fit_context(backbone, class_names, train, val, phrase_embedding(backbone, self.ctx_init).float(),
-                             loss=self.loss, score=self.score, epochs=self.schedule.epochs, batch_size=self.schedule.batch_size,
-                             lr=self.schedule.lr, warmup_epochs=self.schedule.warmup_epochs, warmup_lr=self.warmup_lr,
+                             loss=self.loss, score=self.score, epochs=self.schedule.epochs,
+                             batch_size=self.schedule.batch_size, lr=self.schedule.lr,
+                             warmup_epochs=self.schedule.warmup_epochs, warmup_lr=self.warmup_lr,
                              momentum=self.momentum, weight_decay=self.schedule.weight_decay, seed=self.seed,
                              progress=self.progress, desc=f"{self.name} [{domain}]",
                              score_name="val_argmin_accuracy")
         return PromptLabel(ctx=result["ctx"], fingerprint=backbone.fingerprint, domain=domain,
                            class_names=tuple(class_names),
-                           metadata={"learner": self.name, "negative": True, "val_argmin_accuracy": result["best_score"],
+                           metadata={"learner": self.name, "negative": True,
+                                     "val_argmin_accuracy": result["best_score"],
                                      "best_epoch": result["best_epoch"], "selected_on": result["selected_on"],
-                                     "config": {"ctx_init": self.ctx_init, **attrs.asdict(self.schedule), "warmup_lr": self.warmup_lr,
-                                                "momentum": self.momentum, "seed": self.seed, "n_ctx": int(result["ctx"].shape[0])},
+                                     "config": {"ctx_init": self.ctx_init, **attrs.asdict(self.schedule),
+                                                "warmup_lr": self.warmup_lr, "momentum": self.momentum,
+                                                "seed": self.seed, "n_ctx": int(result["ctx"].shape[0])},
                                      "history": result["history"]})

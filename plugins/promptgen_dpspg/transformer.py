@@ -45,7 +45,8 @@ class TransformerGenerator:
                  seed: int = 0, progress: bool = True):
         if feature_dim % heads:
             raise ConfigError(f"transformer: heads must divide the feature width {feature_dim}; got heads={heads}")
-        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs)
+        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                                 warmup_epochs=warmup_epochs)
         self.layers = layers
         self.heads = heads
         self.feedforward = feedforward

@@ -246,7 +246,8 @@ def declared_options(factory: Callable, kind: str) -> dict[str, Option]:
     skip = set(HOOKSPEC_ARGUMENTS[kind]) | {"self"}
     options = {}
     for name, parameter in signature.parameters.items():
-        if name in skip or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD, parameter.POSITIONAL_ONLY):
+        if name in skip or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD,
+                                              parameter.POSITIONAL_ONLY):
             continue
         default = fixed.get(name, parameter.default)
         annotation = hints.get(name, _MISSING)
@@ -296,5 +297,6 @@ def check_values(options: Mapping[str, Option], values: Mapping[str, Any], where
         settable = [name for name in options if name not in RUN_VALUE_NAMES]
         listed = ", ".join(settable) if settable else "none"
         raise ConfigError(f"{where}: unknown option{'s' if len(unknown) > 1 else ''} "
-                          f"{', '.join(repr(u) for u in unknown)}; its options: {listed}{suggestion(unknown[0], settable)}")
+                          f"{', '.join(repr(u) for u in unknown)}; its options: {listed}"
+                          f"{suggestion(unknown[0], settable)}")
     return {name: options[name].check(value, where, registry) for name, value in values.items()}

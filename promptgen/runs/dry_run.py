@@ -3,8 +3,8 @@
 ``promptgen train --dry-run`` (and ``python -m benchmarks.run --dry-run``, for a suite's first job)
 checks the config (as a run does: names, options, schedules), plans the domains and classes and counts
 the samples of every split, then prints every component's options as it will run with them (derived
-ones included: promptgen.components.resolve.effective_options) and an estimate of the text-encoder work: the class prompts each
-stage encodes. Nothing heavy is built (no backbone, no features), nothing is written.
+ones included: promptgen.components.resolve.effective_options) and an estimate of the text-encoder work: the
+class prompts each stage encodes. Nothing heavy is built (no backbone, no features), nothing is written.
 
 The estimate counts what promptgen's built-in components do, from their options: a prompt learner
 (stage I, per source domain) encodes C prompts per step, ``epochs`` x floor(train images /

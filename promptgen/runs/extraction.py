@@ -88,8 +88,8 @@ def extract(job: ExtractJob, registry=None) -> dict:
     settings = Settings(job.preset, job.dataset, job.overrides, backbone_config.options)
     backbone = backbone_config.build(registry, settings)
     # the dataset as a run builds it (promptgen.runs.engine.build_dataset): the same samples, split and all
-    dataset = build(registry, "dataset", job.dataset, settings, RunValues(progress=job.progress, cache_dir=job.cache_dir),
-                    root=job.data_root)
+    dataset = build(registry, "dataset", job.dataset, settings,
+                    RunValues(progress=job.progress, cache_dir=job.cache_dir), root=job.data_root)
     root = shard_root(job, image_fingerprint(backbone)) if job.shards > 1 else cache_root(job.cache_dir)
     features = samples = 0
     with FeatureCache(root) as cache:
