@@ -22,6 +22,7 @@ words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=12)
 class_names = st.lists(st.lists(words, min_size=1, max_size=4).map(" ".join), min_size=1, max_size=10)
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(
     names=class_names,
@@ -66,6 +67,7 @@ def _features(backbone: OpenClipBackbone) -> tuple[torch.Tensor, torch.Tensor]:
     return backbone.encode_images(pixels), backbone.encode_text(["a photo of a cat.", "a dog"])
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_safetensors_and_state_dict(tmp_path):
     original = OpenClipBackbone("pg-tiny-vit-w64", init_seed=7)
     state = {k: v.contiguous() for k, v in original.model.state_dict().items()}

@@ -156,6 +156,7 @@ def test_a_misspelled_dataset_is_named_before_the_backbone_is_built(monkeypatch,
     assert cli.main([*TRAIN, "--dataset", "digit-dg"]) == 2
 
 
+@pytest.mark.slow
 def test_an_empty_record_file_does_not_break_the_report(tmp_path, capsys):
     suite = tmp_path / "tiny.toml"
     suite.write_text('description = "x"\ntargets = ["photo"]\nmethods = ["zero-shot"]\n[backbone]\ndevice = "cpu"\n'

@@ -36,6 +36,7 @@ def test_the_tables_follow_the_spg_papers_order():
     assert all(order.index("dpspg") > order.index(m) for m in ("spg-cvae", "spg-transformer"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["linear-probe", "cocoop", "dpl"])
 def test_each_baseline_trains_from_the_cli_and_evaluates_to_the_same_numbers(tmp_path, capsys, method):
     out = tmp_path / method
@@ -51,12 +52,14 @@ def test_each_baseline_trains_from_the_cli_and_evaluates_to_the_same_numbers(tmp
     assert evaluated["test_accuracy"]["photo"] == pytest.approx(metrics["test_accuracy"]["photo"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_the_linear_probe_reads_the_source_features_better_than_the_hand_written_prompt(tmp_path):
     probe = run(_config("linear-probe"), tmp_path / "probe", registry=REGISTRY, progress=False)
     zero_shot = run(_config("zero-shot"), tmp_path / "zs", registry=REGISTRY, progress=False)
     assert probe["val_accuracy"] >= zero_shot["val_accuracy"]
 
 
+@pytest.mark.slow
 def test_cocoop_and_dpl_learn_their_loss_falls(tmp_path):
     """On a random-weight ViT (the hand-written prompt at chance: room to learn; the digits world's prompt is
     already near its features' ceiling, see docs/world.md) the training loss falls."""
@@ -140,6 +143,7 @@ VIT = ["--backbone", "openclip", "--model", "pg-tiny-vit-w64"]  # random weights
 # rises in epoch 3 (1.02, 0.89, 1.04) before it falls (0.93, 0.83). VP and VPT on the random ViT: 5 epochs since an
 # epoch drops its last partial batch as Dassl's loader does (2 steps of 32 of these 90 images, not 3): after 3
 # epochs their mean loss was still above the first epoch's (2.53 vs 2.48, 2.56 vs 2.49)
+@pytest.mark.slow
 @pytest.mark.parametrize("method, backbone, epochs", [("vp", [], 5), ("vp", VIT, 5), ("vpt", VIT, 5),
                                                       ("maple", VIT, 3)])
 def test_each_image_side_method_trains_on_pixels_and_evaluates_to_the_same_numbers(tmp_path, capsys, method,
@@ -187,6 +191,7 @@ def test_vit_only_methods_say_why_they_skip_the_default_backbone():
     assert unsupported(REGISTRY.get("method", "vp").factory, BackboneConfig()) is None
 
 
+@pytest.mark.slow
 def test_the_baselines_and_dpspg_run_in_a_suite_and_fill_its_table(tmp_path, capsys):
     suite = tmp_path / "table.toml"
     suite.write_text('description = "x"\ntargets = ["photo"]\nmethods = ["linear-probe", "cocoop", "vp", "dpspg"]\n'

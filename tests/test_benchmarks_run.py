@@ -150,6 +150,7 @@ def test_expansion_runs_a_deterministic_method_once_and_every_other_method_per_s
     assert job.targets == ("noise", "blur", "low-contrast", "inverted")
 
 
+@pytest.mark.slow
 def test_sweep_writes_records_and_a_table_made_from_them_then_resumes(tmp_path, capsys):
     suite = _suite(tmp_path, f'targets = ["photo"]\nmethods = ["zero-shot", "coop", "spg"]\nviews = 1\n{QUICK}')
     out = tmp_path / "out"
@@ -178,6 +179,7 @@ def test_sweep_writes_records_and_a_table_made_from_them_then_resumes(tmp_path, 
     assert "1 jobs, 0 already done, running 1" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_suite_of_several_datasets_has_a_table_each_and_one_averaged_over_them(tmp_path, capsys):
     path = tmp_path / "two.toml"
     path.write_text('description = "two datasets"\ndatasets = ["digits-dg", "digits-traps"]\nmethods = ["zero-shot"]\n'
@@ -274,6 +276,7 @@ def test_shards_split_the_jobs_and_report_joins_them(tmp_path, capsys):
     assert run.main(["--suite", suite, "--out", str(out), "--shard", "2/2"]) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["processes", "ray"])
 def test_launchers_run_the_same_two_job_sweep(tmp_path, launcher):
     if launcher == "ray":
@@ -293,6 +296,7 @@ def _perf_suite(tmp_path, extra: str = "") -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_perf_suite_reports_each_ratio(tmp_path):
     assert run.main(["--suite", _perf_suite(tmp_path, "fresh_processes = false"), "--out", str(tmp_path / "out"),
                      "--quiet"]) == 0
@@ -313,6 +317,7 @@ def test_perf_suite_reports_each_ratio(tmp_path):
     assert "| inference (3 classes) | full-length → truncated |" in (tmp_path / "out" / "table.md").read_text()
 
 
+@pytest.mark.slow
 def test_perf_arms_run_in_their_own_processes_with_their_own_peak_memory(tmp_path):
     suite = _perf_suite(tmp_path, 'measurements = ["inference"]')
     assert run.main(["--suite", suite, "--out", str(tmp_path / "out"), "--quiet"]) == 0
@@ -321,6 +326,7 @@ def test_perf_arms_run_in_their_own_processes_with_their_own_peak_memory(tmp_pat
     assert row["max_logit_diff"] <= 1e-3  # logits came back from both processes
 
 
+@pytest.mark.slow
 def test_perf_suite_measures_each_methods_training_and_inference_cost(tmp_path):
     suite = _perf_suite(tmp_path, 'measurements = []\nmethods = ["zero-shot", "coop"]\nfresh_processes = false')
     assert run.main(["--suite", suite, "--out", str(tmp_path / "out"), "--quiet"]) == 0
@@ -344,6 +350,7 @@ def _peaks() -> tuple[float, float]:
     return small.rss_mb, large.rss_mb
 
 
+@pytest.mark.slow
 def test_method_cost_peak_is_the_blocks_own_memory():
     """In a fresh process, as the perf suite measures: a long-lived process (this test session) may serve a block
     from memory it freed earlier and still holds, which no resident-set measure can see."""
@@ -369,6 +376,7 @@ def test_perf_suite_names_an_unknown_measurement(tmp_path, capsys):
     assert "perf.toml: perf.measurements: unknown ['speed']" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_command_line_switches_the_protocol_and_checks_the_target_dataset(tmp_path, capsys):
     suite = _suite(tmp_path, 'methods = ["zero-shot"]')
     out = tmp_path / "out"
@@ -394,6 +402,7 @@ def test_the_ray_launcher_ships_the_package_of_the_job_wherever_it_was_imported_
     assert RayLauncher(py_modules=["elsewhere"])._modules(attempt) == ["elsewhere"]
 
 
+@pytest.mark.slow
 def test_the_harness_runs_from_an_installed_wheel(tmp_path):
     """benchmarks (with its suite files) is packaged: `python -m benchmarks.run` works outside a checkout."""
     import subprocess
@@ -432,6 +441,7 @@ def test_seed_stability_is_the_spread_of_the_seed_averaged_accuracy(tmp_path):
     assert sweep.plot_seed_spread(records[3:], tmp_path / "none.png", "t") is None
 
 
+@pytest.mark.slow
 def test_the_stability_study_compares_prompts_across_seeds_and_noise_draws(tmp_path):
     """A stochastic generator (CGAN) gives different prompts per draw, so averaging draws can change the score; a
     deterministic one (the transformer) gives the same prompt each draw. Different seeds give different models."""
@@ -487,6 +497,7 @@ def test_the_gpu_checks_cpu_path_passes(tmp_path):
     assert json.loads((tmp_path / "shards" / "summary.json").read_text())["ok"] == 2
 
 
+@pytest.mark.slow
 def test_the_domain_gap_table_is_opt_in(tmp_path):
     suite = _suite(tmp_path, 'methods = ["zero-shot"]\ntargets = ["photo"]')
     assert run.main(["--suite", suite, "--out", str(tmp_path / "plain"), "--quiet"]) == 0
@@ -496,6 +507,7 @@ def test_the_domain_gap_table_is_opt_in(tmp_path):
     assert "FID above the diagonal" in (tmp_path / "gap" / "table.md").read_text() and gaps
 
 
+@pytest.mark.slow
 def test_two_spg_methods_in_one_sweep_train_stage_i_once(tmp_path):
     """spg-cgan and spg-cvae of one target and seed need the same CoOp labels: the second job loads them."""
     body = ('methods = ["spg-cgan", "spg-cvae"]\ntargets = ["photo"]\npreset = "cpu"\nviews = 1\n'

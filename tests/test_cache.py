@@ -58,6 +58,7 @@ def test_a_second_get_never_runs_the_image_encoder(tiny_backbone, tmp_path):
     assert torch.equal(first.features, second.features)
 
 
+@pytest.mark.slow
 def test_train_views_are_view_major_distinct_and_deterministic(tiny_backbone, tmp_path):
     torch.manual_seed(123)
     expected_next = torch.rand(3)
@@ -77,6 +78,7 @@ def test_train_views_are_view_major_distinct_and_deterministic(tiny_backbone, tm
     torch.testing.assert_close(again.features, views.features, atol=2e-3, rtol=0)
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_keeps_its_batches_and_the_next_one_finishes(tiny_backbone, tmp_path):
     crashing = CountingBackbone(tiny_backbone, fail_after=2)
     with FeatureCache(tmp_path / "crash") as cache:
@@ -93,6 +95,7 @@ def test_an_interrupted_run_keeps_its_batches_and_the_next_one_finishes(tiny_bac
     assert torch.equal(resumed.features, uninterrupted.features)  # same batches, same float16 values
 
 
+@pytest.mark.slow
 def test_a_full_map_grows_and_keeps_everything(tiny_backbone, tmp_path):
     with FeatureCache(tmp_path, map_size=32 * 1024) as cache:
         features = get(cache, tiny_backbone, train=True, views=3, batch_size=64)

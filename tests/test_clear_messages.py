@@ -57,6 +57,7 @@ def _one_line(result, code: int, *fragments: str, ignore_warnings: bool = False)
 # --- 1. SIGTERM ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_run_exits_143_with_one_line_and_leaves_no_partial_directory(tmp_path):
     kept = tmp_path / "runs" / "an-earlier-run"
     kept.mkdir(parents=True)
@@ -83,6 +84,7 @@ def test_sigterm_during_a_run_exits_143_with_one_line_and_leaves_no_partial_dire
 # --- 2. a target, method or seed listed twice ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("program, arguments, fragment", [
     ("benchmarks", ["--targets", "photo", "photo"], "--targets: 'photo' is listed twice"),
     ("promptgen", [*ZERO_SHOT, "--target", "photo", "photo"], "--target lists 'photo' twice"),
@@ -119,6 +121,7 @@ def test_a_suite_listing_a_target_method_or_seed_twice_is_refused(tmp_path, caps
 # --- 3. two sweeps on one --out -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_sweep_on_the_same_out_is_refused_and_a_dead_ones_lock_blocks_nothing(tmp_path):
     from benchmarks import run as benchmarks_run
 
@@ -144,6 +147,7 @@ def test_a_second_sweep_on_the_same_out_is_refused_and_a_dead_ones_lock_blocks_n
 # --- 4. an empty class folder -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_empty_class_folder_of_the_folder_dataset_is_refused_naming_it(tmp_path):
     from PIL import Image
 
@@ -164,6 +168,7 @@ def test_an_empty_class_folder_of_the_folder_dataset_is_refused_naming_it(tmp_pa
 # --- 5. --pretrained that is not a file ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone, what, fragment", [
     (["--backbone", "openclip", "--model", "pg-tiny-vit-w64"], "directory", "is a directory, not a checkpoint file"),
     ([], "fifo", "is not a regular file"),
@@ -195,6 +200,7 @@ def test_every_backbone_says_what_a_pretrained_path_that_is_not_a_file_is(tmp_pa
 # --- 6. a plugin that fails to import -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_plugin_that_fails_to_import_is_one_warning_everywhere_and_the_others_work(tmp_path, install_plugin):
     install_plugin("pg_broken", "import pg_no_such_dependency\n", entry_point="broken")
     site = install_plugin.site
@@ -241,6 +247,7 @@ def register_datasets(register):
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arguments", [
     ["data", "info", "--dataset", "faulty"],
     ["train", "--dataset", "faulty", "--target", "a", "--method", "zero-shot", "--quiet", "--set",
@@ -273,6 +280,7 @@ def test_an_unknown_name_from_a_disabled_plugin_names_the_variable(tmp_path):
 # --- 9. did you mean ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("program, arguments, fragment", [
     ("promptgen", ["train", "--target", "photo", "--method", "zero-shoot"], "unknown method 'zero-shoot'"),
     ("promptgen", [*ZERO_SHOT, "--dataset", "digits-gd"], "unknown dataset 'digits-gd'"),

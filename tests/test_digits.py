@@ -35,6 +35,7 @@ def test_generation_is_deterministic_per_seed(domain):
     assert generate_domain(domain, 4, 5, 32)["image"].tobytes() != first["image"].tobytes()
 
 
+@pytest.mark.slow
 def test_splits_are_disjoint_stable_and_hold_every_class(digits, digits_cache):
     for domain in digits.domains:
         keys = {split: [s.key for s in digits.samples(domain, split)] for split in SPLITS}
@@ -86,6 +87,7 @@ def test_seed_must_be_an_int(tmp_path):
         default_registry().create("dataset", "digits-dg", seed="1", cache_dir=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_unwritable_cache_directory_is_named(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
@@ -94,6 +96,7 @@ def test_unwritable_cache_directory_is_named(tmp_path):
         dataset.samples("photo", "train")
 
 
+@pytest.mark.slow
 def test_shipped_checkpoint_loads_offline_by_name_and_reproduces_its_card(digits):
     card = json.loads(CARD.read_text())
     backbone = create("backbone", "tiny-clip-digits", device="cpu")
@@ -105,6 +108,7 @@ def test_shipped_checkpoint_loads_offline_by_name_and_reproduces_its_card(digits
         assert abs(100 * accuracy[domain] - 100 * expected) <= 1.0, domain
 
 
+@pytest.mark.slow
 def test_world_preview_writes_a_png(digits_cache, tmp_path, capsys):
     out = tmp_path / "grid.png"
     assert cli.main(["world", "preview", "--cache-dir", str(digits_cache), "--out", str(out), "--per-cell", "1"]) == 0
@@ -115,6 +119,7 @@ def test_world_preview_writes_a_png(digits_cache, tmp_path, capsys):
     assert traps.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "digits-traps").is_dir()
 
 
+@pytest.mark.slow
 def test_pretraining_is_reproducible_from_its_seed(tmp_path):
     from safetensors.torch import load_file
 

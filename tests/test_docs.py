@@ -7,6 +7,7 @@ import re
 import types
 from pathlib import Path
 
+import pytest
 import torch
 
 from benchmarks import run as benchmarks_run
@@ -68,6 +69,7 @@ def test_generator_plugin_example_installs_and_learns(install_plugin):
     assert prompts[:, 0, 0].tolist() == [1.0, 0.0]
 
 
+@pytest.mark.slow
 def test_generator_plugin_example_trains_through_the_cli_and_a_suite(install_plugin, tmp_path, capsys):
     _install_generator(install_plugin)
     out = tmp_path / "run"
@@ -87,6 +89,7 @@ def test_generator_plugin_example_trains_through_the_cli_and_a_suite(install_plu
     assert record["status"] == "ok" and record["job"]["method"] == "spg-nearest-domain"
 
 
+@pytest.mark.slow
 def test_method_plugin_example_trains_with_its_own_learner_through_the_cli_and_a_suite(install_plugin, tmp_path,
                                                                                       capsys):
     _install_method(install_plugin)
@@ -109,6 +112,7 @@ def test_method_plugin_example_trains_with_its_own_learner_through_the_cli_and_a
     assert "| domain-ensemble |" in (tmp_path / "sweep" / "table.md").read_text()
 
 
+@pytest.mark.slow
 def test_registering_without_an_entry_point_works_for_a_run(tmp_path):
     module = types.ModuleType("promptgen_domain_ensemble_inline")
     exec(_block_after("`promptgen_domain_ensemble.py`:", "python"), module.__dict__)

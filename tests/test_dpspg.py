@@ -33,6 +33,7 @@ def test_the_plugin_registers_its_parts_through_the_hooks():
     assert REGISTRY.get("generator", "transformer").plugin == "dpspg"
 
 
+@pytest.mark.slow
 def test_the_negative_learner_learns_to_rank_the_true_class_last_on_a_toy_problem(tiny_backbone):
     """A toy problem: each image feature is its class's text feature plus noise, so the initial
     "a photo without a" ranks the true class *first* (a random text encoder does not know "without").
@@ -69,6 +70,7 @@ def test_the_negative_learner_learns_to_rank_the_true_class_last_on_a_toy_proble
     assert NegativeCoOp.score(toy, torch.tensor([0, 0])) == 0.0
 
 
+@pytest.mark.slow
 def test_dpspg_trains_saves_and_reloads_to_the_same_scores(tmp_path):
     out = tmp_path / "dpspg"
     metrics = run(_config("dpspg"), out, registry=REGISTRY, progress=False)
@@ -79,6 +81,7 @@ def test_dpspg_trains_saves_and_reloads_to_the_same_scores(tmp_path):
     assert {row["path"] for row in history} == {"positive", "negative"}
 
 
+@pytest.mark.slow
 def test_the_negative_path_changes_the_scores_and_alpha_zero_removes_it(tmp_path):
     dual = run(_config("spg-cgan+neg", **{"spg-cgan+neg": {"alpha": 0.0}}), tmp_path / "a0",
                registry=REGISTRY, progress=False)
@@ -94,6 +97,7 @@ def test_alpha_outside_zero_one_is_refused_before_any_work(capsys, alpha):
     assert len(error) == 1 and "method 'dpspg' (plugin dpspg): option 'alpha' must be" in error[0]
 
 
+@pytest.mark.slow
 def test_a_run_saved_without_negatives_is_named_when_a_dual_path_method_loads_it(tmp_path, capsys):
     out = tmp_path / "dpspg"
     run(_config("dpspg"), out, registry=REGISTRY, progress=False)
@@ -118,6 +122,7 @@ def _toy_images(backbone, classes, n: int, seed: int, views: int = 1) -> Feature
                       image_ids=torch.arange(n).repeat(views) if views > 1 else None)
 
 
+@pytest.mark.slow
 def test_joint_stage_one_learns_both_contexts_in_one_loop_and_selects_on_positive_minus_negative(tiny_backbone,
                                                                                                 monkeypatch):
     """dpspg-coop: one train_prompts loop over a module holding both contexts; every optimizer step moves both;
@@ -199,6 +204,7 @@ def test_the_negative_context_goes_through_the_label_files_exactly(tmp_path):
         split_label(PromptLabel(ctx=torch.zeros(4, 64), fingerprint="f", domain="d", class_names=["a"]))
 
 
+@pytest.mark.slow
 def test_joint_stage_two_trains_both_generators_per_step_and_never_selects_before_late(tiny_backbone, monkeypatch):
     """Stage II joint: one epoch loop, every step a step of each path's generator, both kept from the same
     epoch; a score that is best at epoch 0 and falls after it still selects epoch ``late`` (the code's LATE)."""
@@ -285,6 +291,7 @@ def test_a_late_that_leaves_no_epoch_to_select_is_refused_before_stage_one(tmp_p
     assert not (tmp_path / "late").exists()
 
 
+@pytest.mark.slow
 def test_dpspg_with_the_official_procedure_trains_end_to_end_and_shares_its_joint_labels(tmp_path):
     """The gpu preset's procedure in tiny epochs: both labels of a domain from one dpspg-coop loop, both generators
     in one loop selected from epoch ``late`` on; the run reloads to its scores; dpspg-positive reads the same

@@ -26,6 +26,7 @@ def _config(method: str, **changes) -> RunConfig:
     return RunConfig(**{**values, **changes})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["zero-shot", "coop", "spg"])
 def test_run_directory_re_evaluates_to_the_same_accuracy(tmp_path, method):
     metrics = run(_config(method), tmp_path, progress=False)
@@ -66,6 +67,7 @@ def test_zero_shot_reads_no_training_features(tmp_path, monkeypatch):
     assert "train" not in asked and asked == ["val", "test/photo"]
 
 
+@pytest.mark.slow
 def test_a_run_leaves_the_callers_random_state_alone(tmp_path):
     torch.manual_seed(123)
     state = torch.random.get_rng_state()
@@ -93,6 +95,7 @@ def test_a_misspelled_override_fails_before_any_work(tmp_path, monkeypatch):
         run(_config("coop", overrides={"cgna": {"epochs": 1}}), tmp_path, progress=False)
 
 
+@pytest.mark.slow  # the default digits-dg (200 images per class): generating and encoding it is most of its time
 def test_train_command_prints_accuracy_and_writes_metrics(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["train", "--target", "sketch", "--method", "zero-shot", "--out", str(out), "--quiet"]) == 0
@@ -125,6 +128,7 @@ def test_a_domain_cannot_be_source_and_target(tmp_path):
         run(_config("zero-shot", sources="cartoon"), tmp_path, progress=False)
 
 
+@pytest.mark.slow
 def test_cross_dataset_run_uses_the_shared_classes(tmp_path):
     metrics = run(_config("coop", target_dataset="digits-c", targets=("inverted",),
                           overrides={**SMALL, "digits-c": {"per_class": 10}}), tmp_path, progress=False)

@@ -55,6 +55,7 @@ def test_each_view_of_each_image_is_drawn_once_over_views_epochs():
     assert all(torch.equal(torch.cat(again.next()), rows) for rows in drawn)  # seeded
 
 
+@pytest.mark.slow
 def test_the_run_groups_train_views_by_image_unless_its_epoch_is_views(tmp_path):
     from promptgen.runs.engine import prepare
     from promptgen.storage.cache import FeatureCache
@@ -147,6 +148,7 @@ def test_every_prompt_learner_takes_floor_n_over_batch_steps_per_epoch(learner, 
     assert len(step_counter) == 2 * (70 // values["batch_size"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("generator", REGISTRY.names("generator"))
 def test_every_generator_takes_floor_n_over_batch_steps_per_epoch(generator, tiny_backbone, monkeypatch):
     values = {**set_options(REGISTRY, "generator", generator, Settings("gpu", None, {})), "epochs": 2, "warmup_epochs": 1,
@@ -170,6 +172,7 @@ def test_every_generator_takes_floor_n_over_batch_steps_per_epoch(generator, tin
     assert calls == [batch] * (2 * (70 // batch))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["cocoop", "dpl"])
 def test_feature_baselines_take_floor_n_over_batch_steps_per_epoch(method, tmp_path, step_counter):
     config = RunConfig(targets="photo", method=method, preset="gpu", views=2, backbone={"device": "cpu"},
@@ -246,6 +249,7 @@ def test_the_epoch_is_set_from_the_cli_and_a_suite_and_recorded(tmp_path, capsys
     assert json.loads((out / "metrics.json").read_text())["epoch"] == "images"
 
 
+@pytest.mark.slow
 def test_a_third_party_learner_takes_another_sections_settings_through_settings_from(install_plugin, tmp_path,
                                                                                      capsys):
     """The extension point spg-coop uses, from a plugin installed through a real entry point: its factory's

@@ -74,6 +74,7 @@ def test_shards_from_processes_and_ray_tasks_merge_into_the_single_process_cache
     assert _same(_entries(tmp_path / "ray"), single)
 
 
+@pytest.mark.slow
 def test_torchrun_ranks_write_one_shard_each_and_merge_into_the_single_process_cache(tmp_path, monkeypatch):
     tree = _tree(tmp_path / "tree", domains=2, classes=4, per_class=10)
     assert _extract(tree, tmp_path / "single") == 0
@@ -86,6 +87,7 @@ def test_torchrun_ranks_write_one_shard_each_and_merge_into_the_single_process_c
     assert _same(_entries(tmp_path / "ranks"), _entries(tmp_path / "single")) and not shard_dirs(str(tmp_path / "ranks"))
 
 
+@pytest.mark.slow
 def test_a_killed_shard_computes_only_what_it_lacks_when_run_again(tmp_path, monkeypatch):
     import promptgen.storage.cache as cache_module
 

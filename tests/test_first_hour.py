@@ -175,6 +175,7 @@ def register_generators(register):
 '''
 
 
+@pytest.mark.slow
 def test_a_third_party_generators_history_is_its_runs_stage_ii_history_and_curves(install_plugin, tmp_path, capsys):
     install_plugin("pg_mean_prompt", GENERATOR)
     out = tmp_path / "run"

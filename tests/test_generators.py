@@ -42,6 +42,7 @@ def _toy(backbone, n=400):
     return FeatureSet(features, torch.zeros(n, dtype=torch.long), domain_ids), labels
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, options", [
     ("cvae", {"epochs": 15, "lr": 2e-3, "warmup_epochs": 1, "kl_warmup_epochs": 2}),
     ("diffusion", {"epochs": 15, "lr": 2e-3, "warmup_epochs": 1, "sample_steps": 10}),

@@ -42,6 +42,7 @@ def test_the_first_edition_captions_still_contain_the_evaluation_prompt():
     assert world.EVALUATION_PROMPT in world.GENERIC_CAPTIONS
 
 
+@pytest.mark.slow
 def test_a_resumed_lit_run_gives_the_weights_of_an_uninterrupted_one(tmp_path):
     config = LitConfig(**TINY)
     whole = train_text_tower(config, tmp_path / "whole", cache_dir=tmp_path, progress=False)
@@ -58,6 +59,7 @@ def test_a_resumed_lit_run_gives_the_weights_of_an_uninterrupted_one(tmp_path):
     assert not torch.equal(a["token_embedding.weight"], shipped["token_embedding.weight"])
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_run_is_refused(tmp_path):
     train_text_tower(LitConfig(**TINY), tmp_path / "run", cache_dir=tmp_path, progress=False, stop_after=2)
     from promptgen.errors import ConfigError
@@ -66,6 +68,7 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
         train_text_tower(LitConfig(**{**TINY, "lr": 2e-3}), tmp_path / "run", cache_dir=tmp_path, progress=False)
 
 
+@pytest.mark.slow
 def test_a_text_only_retrain_encodes_no_image_twice(tmp_path, monkeypatch):
     """The pool's features and every dataset's are keyed by the image tower: a retrained text tower reuses them."""
     from promptgen_digits.dataset import DigitsDG

@@ -33,7 +33,9 @@ def test_every_generator_has_an_spg_method():
     assert REGISTRY.canonical("method", "spg") == "spg-cgan"
 
 
-@pytest.mark.parametrize("method", METHODS)
+# linear-probe (the cheapest, under a second) stays in the quick selection; every other method is slow
+@pytest.mark.parametrize("method", [m if m == "linear-probe" else pytest.param(m, marks=pytest.mark.slow)
+                                    for m in METHODS])
 def test_every_method_trains_with_the_cpu_preset(tmp_path, method):
     metrics = run(_config(method, "cpu"), tmp_path, registry=REGISTRY, progress=False)
     assert metrics["preset"] == "cpu" and 0 <= metrics["test_accuracy"]["photo"] <= 1
@@ -53,6 +55,7 @@ def test_every_method_trains_with_the_gpu_preset_values_on_the_cpu(tmp_path, met
     assert metrics["preset"] == "gpu" and 0 <= metrics["test_accuracy"]["photo"] <= 1
 
 
+@pytest.mark.slow
 def test_each_component_gets_only_its_own_options(tmp_path, monkeypatch):
     """The preset and overrides of one generator never reach another (the gpu preset crashed cvae and diffusion
     with the CGAN's grad_clip)."""
@@ -133,6 +136,7 @@ def _cgan_step(update: str):
     return seen, cgan.discriminator.net[8].weight.detach()
 
 
+@pytest.mark.slow
 def test_d_first_the_generators_loss_sees_the_discriminator_after_its_step():
     """docs/parity.md row 4: spg_cgan.py:179-263 steps D on real + fake, then G against the updated D."""
     import torch

@@ -47,6 +47,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_force_never_deletes_a_folder_that_is_not_a_run(tmp_path, shared_cache):
     folder = tmp_path / "thesis"
     folder.mkdir()
@@ -60,6 +61,7 @@ def test_force_never_deletes_a_folder_that_is_not_a_run(tmp_path, shared_cache):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis"]  # no partial directory either
 
 
+@pytest.mark.slow
 def test_force_still_replaces_a_run(tmp_path, shared_cache):
     out = tmp_path / "run"
     assert run("promptgen", *TRAIN, "--cache-dir", shared_cache, "--out", str(out), cwd=tmp_path).returncode == 0
@@ -71,6 +73,7 @@ def test_force_still_replaces_a_run(tmp_path, shared_cache):
     assert json.loads((out / "manifest.json").read_text())["run_id"] != first
 
 
+@pytest.mark.slow
 def test_report_never_rewrites_another_suites_tables(tmp_path, shared_cache):
     suite = tmp_path / "mine.toml"
     suite.write_text(SUITE.format(name="mine"))
@@ -96,6 +99,7 @@ def test_report_never_rewrites_another_suites_tables(tmp_path, shared_cache):
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e309", "[0.5, nan]"])
 def test_non_finite_settings_are_refused_before_anything_runs(tmp_path, value):
     result = run("promptgen", "train", "--target", "photo", "--method", "coop", "--set", f"coop.lr={value}",
@@ -123,6 +127,7 @@ def test_a_run_whose_logits_are_not_finite_fails_and_is_not_saved(tmp_path, shar
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_an_emptied_cache_file_is_damage_not_an_empty_cache(tmp_path):
     cache = tmp_path / "cache"
     assert run("promptgen", *TRAIN, "--cache-dir", str(cache), "--out", str(tmp_path / "run"), cwd=tmp_path
@@ -137,12 +142,14 @@ def test_an_emptied_cache_file_is_damage_not_an_empty_cache(tmp_path):
     assert "ok: 0 entries" in run("promptgen", "cache", "verify", "--cache-dir", str(cache), cwd=tmp_path).stdout
 
 
+@pytest.mark.slow
 def test_an_empty_cache_variable_is_refused(tmp_path):
     result = run("promptgen", "cache", "info", cwd=tmp_path, env={"PROMPTGEN_CACHE_DIR": ""})
     assert result.returncode == 2
     assert "$PROMPTGEN_CACHE_DIR is set but empty: unset it" in one_line(result)
 
 
+@pytest.mark.slow
 def test_out_inside_the_cache_database_is_refused(tmp_path, shared_cache):
     database = Path(shared_cache) / "features.lmdb"
     before = sorted(p.name for p in database.iterdir())
@@ -194,6 +201,7 @@ def full_disk(tmp_path: Path):
         subprocess.run(["umount", str(mount)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_when_the_cache_is_opened_is_a_message_not_a_bus_error(tmp_path, monkeypatch):
     with full_disk(tmp_path) as mount:
         if mount is not None:  # the real thing: before, LMDB's lock file was extended through its map (SIGBUS)

@@ -110,6 +110,7 @@ def test_set_parses_toml_values_and_names_a_malformed_setting():
         parse_settings(["epochs=2"])
 
 
+@pytest.mark.slow
 def test_set_reaches_the_component_and_a_wrong_one_fails_before_training(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["train", "--target", "photo", "--method", "coop", "--views", "1", "--quiet", "--out", str(out),

@@ -33,6 +33,7 @@ NAMES = st.lists(st.text(alphabet="abcdefghijklmnopqrstuvwxyz -'", min_size=1, m
                  min_size=1, max_size=12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["pg-tiny-vit-w64", "tiny-clip-digits"])
 @settings(max_examples=25, deadline=None)
 @given(names=NAMES, n_ctx=st.integers(1, 8), batch=st.integers(1, 5), seed=st.integers(0, 2**16))
@@ -58,6 +59,7 @@ def _double(name: str):
     return backbone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["pg-tiny-vit-w64", "tiny-clip-digits"])
 @settings(max_examples=15, deadline=None)
 @given(names=NAMES, n_ctx=st.integers(1, 8), seed=st.integers(0, 2**16))

@@ -94,6 +94,7 @@ def _damaged_cache_behaviour(root, dataset, backbone, intact_features):
     return outcome
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(blobs=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.binary(min_size=16, max_size=16)),
                       min_size=1, max_size=200) | st.lists(st.tuples(st.floats(0, 1, exclude_max=True),
@@ -118,6 +119,7 @@ def test_random_damage_is_never_used_and_never_kills_the_process(intact, tiny_ba
     assert outcome["after repair"] == "equal", outcome  # repair keeps the intact, recomputes the rest
 
 
+@pytest.mark.slow
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fraction=st.floats(0.05, 0.95))
 def test_a_truncated_cache_is_named_and_can_be_cleared(intact, tmp_path_factory, fraction, capsys):
@@ -272,6 +274,7 @@ def test_a_generator_returning_garbage_is_stopped_and_named_and_leaves_no_run(in
 
 # --- run directories --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_run_directory_is_replaced_only_when_asked_and_then_whole(tmp_path):
     config = RunConfig(targets="photo", method="coop", views=1, backbone={"device": "cpu"},
                        overrides={**SMALL, "coop": {"epochs": 1, "warmup_epochs": 0}})
@@ -284,6 +287,7 @@ def test_a_run_directory_is_replaced_only_when_asked_and_then_whole(tmp_path):
     assert first["seed"] == 0 and second["seed"] == 1
 
 
+@pytest.mark.slow
 def test_evaluate_names_what_a_run_directory_is_missing_or_mixed_from(tmp_path):
     config = RunConfig(targets="photo", method="coop", views=1, backbone={"device": "cpu"},
                        overrides={**SMALL, "coop": {"epochs": 1, "warmup_epochs": 0}})
@@ -318,6 +322,7 @@ def _whole_or_absent(out: Path) -> None:
         evaluate_run(out, progress=False)  # verifies the manifest first
 
 
+@pytest.mark.slow
 def test_runs_killed_in_extraction_stage_ii_and_writing_rerun_to_the_uninterrupted_result(tmp_path):
     """kill -9 at three points of one run (from its measured timeline), each followed by the same command."""
     reference_out, cache = tmp_path / "reference", tmp_path / "cache"
@@ -350,6 +355,7 @@ def test_runs_killed_in_extraction_stage_ii_and_writing_rerun_to_the_uninterrupt
             r["entries"] for r in fresh.info())
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_sweep_says_one_line_exits_130_and_the_rerun_resumes(tmp_path):
     suite = tmp_path / "interrupted.toml"
     suite.write_text('description = "ctrl-c"\nmethods = ["zero-shot", "coop"]\nseeds = [0, 1, 2]\n'

@@ -59,6 +59,7 @@ def test_curve_sets_finds_every_history_by_its_key_path_and_skips_non_numbers(tm
     assert sets["folds / 0"] == [{"epoch": 0, "train_loss": 4.0}, {"epoch": 1, "train_loss": 3.0}]  # no epoch key
 
 
+@pytest.mark.slow
 def test_plot_curves_returns_none_without_history_and_writes_a_png_otherwise(tmp_path):
     zero_shot = tmp_path / "zero-shot"
     zero_shot.mkdir()
@@ -174,6 +175,7 @@ def sweep(tmp_path_factory, private_cache_dir):
     return out, printed.getvalue()
 
 
+@pytest.mark.slow
 def test_a_sweep_writes_an_index_html_with_its_tables_plots_curves_and_jobs(sweep):
     out, printed = sweep
     assert f"wrote {out}/table.md, table.csv, table.png, index.html and records/" in printed
@@ -211,6 +213,7 @@ def _browse(tmp_path: Path, *options: str, page: Path) -> subprocess.CompletedPr
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
 
 
+@pytest.mark.slow
 def test_a_browser_loads_every_image_of_the_report_and_draws_it(sweep, tmp_path):
     out, _ = sweep
     page = out / "index.html"
@@ -241,6 +244,7 @@ def _scalars(log_dir: Path) -> dict[str, list]:
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+@pytest.mark.slow  # needs the module's sweep fixture: a real CLI sweep, about 20 s
 def test_a_sweep_with_log_tensorboard_writes_each_runs_curves_as_events(sweep):
     pytest.importorskip("tensorboard")
     out, _ = sweep
@@ -253,6 +257,7 @@ def test_a_sweep_with_log_tensorboard_writes_each_runs_curves_as_events(sweep):
     rundir.verify(coop)  # the events sit beside the run's files without breaking its manifest
 
 
+@pytest.mark.slow
 def test_promptgen_train_log_tensorboard(tmp_path, private_cache_dir, capsys):
     pytest.importorskip("tensorboard")
     from promptgen import cli

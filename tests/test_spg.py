@@ -29,6 +29,7 @@ def typeset(digits_backbone):
     return dataset, split
 
 
+@pytest.mark.slow
 def test_coop_beats_zero_shot_on_its_own_domain(digits_backbone, typeset):
     dataset, split = typeset
     zero_shot = create("prompt_learner", "zeroshot").fit(digits_backbone, dataset.classes, None, None, "typeset")
@@ -41,6 +42,7 @@ def test_coop_beats_zero_shot_on_its_own_domain(digits_backbone, typeset):
         digits_backbone, zero_shot, split["val"]) + 0.01
 
 
+@pytest.mark.slow
 def test_coop_with_the_cpu_preset_visibly_learns_on_digits_dg(digits_backbone, typeset):
     """The cpu preset's schedule (no lr raised by hand): the train loss falls epoch by epoch, the val accuracy
     moves, and the saved config says how many context vectors the label has."""
@@ -66,6 +68,7 @@ def test_generator_output_has_the_prompt_shape(batch, n_ctx, ctx_dim, feature_di
     assert torch.isfinite(prompts).all() and prompts.abs().max() <= 1.0
 
 
+@pytest.mark.slow
 def test_cgan_learns_which_prompt_belongs_to_which_domain(tiny_backbone):
     """Two domains, two far-apart clusters of features, two distinct prompt labels: G(z, f) must follow f."""
     g = torch.Generator().manual_seed(0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +16,8 @@ from promptgen.toolkit.data import extract_features
 from promptgen.toolkit.evaluate import instance_logits
 from promptgen.toolkit.prompts import PromptAssembler
 from promptgen.components.registry import create, load_registry
+
+pytestmark = pytest.mark.slow  # each hypothesis search runs the whole pipeline many times: a minute, not seconds
 
 # A third-party generator, installed the way pip would: least squares from the feature to the prompt.
 LINEAR_PLUGIN = '''

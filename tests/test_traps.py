@@ -128,6 +128,7 @@ def test_bad_arguments_name_digits_traps(tmp_path, build, message):
         build(tmp_path)
 
 
+@pytest.mark.slow
 def test_unwritable_cache_directory_is_named(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
