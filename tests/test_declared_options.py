@@ -218,3 +218,9 @@ def test_the_backbone_set_reaches_the_built_backbone(tmp_path):
     backbone = config.backbone.build(REGISTRY, Settings.of(config, checked.preset))
     transform = repr(backbone.image_transform(True))
     assert "RandomHorizontalFlip" in transform and "scale=(0.9, 1.0)" in transform
+
+
+def test_an_unknown_backbone_option_in_the_config_is_refused_not_dropped():
+    config = RunConfig(targets=("solid",), dataset="colors", backbone={"device": "cpu", "options": {"flip": True}})
+    with pytest.raises(ConfigError, match=r"backbone 'tiny-clip-digits' .*backbone.options: unknown option 'flip'"):
+        engine.check(config, REGISTRY)

@@ -58,10 +58,10 @@ def set_options(registry, kind: str, name: str, settings: Settings) -> dict:
     # kinds: `coop` is a method and a learner; each takes the keys it declares)
     check_overrides(registry, {section: settings.overrides[section] for section in (*component.aliases, component.name)
                                if section in settings.overrides})
-    layers = [settings.overrides.get(section, {}) for section in _sections(component)]
-    if kind == "backbone":
-        layers.insert(0, settings.backbone_options)
-    for layer in layers:
+    if kind == "backbone":  # the config's backbone.options are this backbone's alone: an unknown one fails
+        values.update(check_values(declared, settings.backbone_options, f"{component.where}, backbone.options",
+                                   registry))
+    for layer in (settings.overrides.get(section, {}) for section in _sections(component)):
         values.update(check_values(declared, {k: v for k, v in layer.items() if k in declared}, component.where,
                                    registry))
     return values
