@@ -224,3 +224,18 @@ def test_an_unknown_backbone_option_in_the_config_is_refused_not_dropped():
     config = RunConfig(targets=("solid",), dataset="colors", backbone={"device": "cpu", "options": {"flip": True}})
     with pytest.raises(ConfigError, match=r"backbone 'tiny-clip-digits' .*backbone.options: unknown option 'flip'"):
         engine.check(config, REGISTRY)
+
+
+@pytest.mark.parametrize("preset", ["gpu", "cpu"])
+def test_every_preset_value_is_one_its_option_declares(preset):
+    """The gpu preset (the released code's values) and the cpu preset pass the same declarations a user's value
+    does, on every dataset entry a component names (promptgen.components.resolve.set_options)."""
+    from promptgen.components.presets import declared_presets
+    from promptgen.components.resolve import set_options
+
+    for component in REGISTRY:
+        entries = [e.split("/", 1)[1] for e in declared_presets(component.factory) if e.startswith(f"{preset}/")]
+        for dataset in (None, *entries):
+            values = set_options(REGISTRY, component.kind, component.name, Settings(preset, dataset))
+            for name, value in values.items():
+                assert component.options[name].out_of_range(value) is None, (component.name, name, value)
