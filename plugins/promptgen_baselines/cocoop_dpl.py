@@ -6,9 +6,12 @@ from typing import Annotated
 
 import torch
 
-from promptgen.toolkit import Epochs, logits as cosine_logits, option
+from promptgen.toolkit import Epochs, logits as cosine_logits, LogUniform, option, searched
 from promptgen_baselines.conditional import CTX_INIT, N_CTX, ConditionalPromptMethod, \
     MetaNetPrompt, MLPPrompt
+
+# the search space of a hyperparameter search (promptgen.components.search): around the official SGD rate 2e-3
+LR = searched("lr", LogUniform(5e-4, 1e-2))
 
 # The SPG baselines' schedule (configs/trainers/BASELINE/b32_ep50.yaml, train_baseline.py): SGD,
 # lr 2e-3, momentum 0.9, weight decay 1e-4, batch 32, 50 epochs, one constant warm-up epoch at 1e-5.
@@ -27,7 +30,7 @@ class CoCoOp(ConditionalPromptMethod):
                  n_ctx: Annotated[int | None, N_CTX] = None,
                  reduction: Annotated[int, option("the meta-net's hidden width is the feature width divided by this "
                                                   "(CoCoOp: 16)", minimum=1)] = 16,
-                 epochs: int = 50, batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 1,
+                 epochs: int = 50, batch_size: int = 32, lr: Annotated[float, LR] = 2e-3, warmup_epochs: int = 1,
                  warmup_lr: float = 1e-5, momentum: float = 0.9,
                  weight_decay: float = 1e-4):
         super().__init__(ctx_init=ctx_init, n_ctx=n_ctx, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -59,7 +62,7 @@ class DPL(ConditionalPromptMethod):
                                                   maximum=1)] = 0.1,
                  test_batch: Annotated[int, option("target images per test block, which share one prompt (the "
                                                    "official test batch: 100)", minimum=1)] = 100,
-                 epochs: int = 50, batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 1,
+                 epochs: int = 50, batch_size: int = 32, lr: Annotated[float, LR] = 2e-3, warmup_epochs: int = 1,
                  warmup_lr: float = 1e-5, momentum: float = 0.9,
                  weight_decay: float = 1e-4):
         super().__init__(ctx_init=ctx_init, n_ctx=n_ctx, epochs=epochs, batch_size=batch_size, lr=lr,

@@ -15,10 +15,13 @@ from typing import Annotated
 import torch
 import torch.nn.functional as F
 
-from promptgen.toolkit import ConfigError, option, phrase_embedding
+from promptgen.toolkit import ConfigError, LogUniform, option, phrase_embedding, searched
 from promptgen_baselines.visual import NUM_WORKERS, ImagePromptMethod, is_vit, run_blocks, \
     vit_head, vit_model_unsupported, vit_tokens
 from promptgen_openclip.backbone import pool_text_tokens
+
+# the search space of a hyperparameter search (promptgen.components.search): around the official SGD rate 2e-3
+LR = searched("lr", LogUniform(5e-4, 1e-2))
 
 
 class CoupledPrompts(torch.nn.Module):
@@ -53,7 +56,7 @@ class MaPLe(ImagePromptMethod):
                                               "2; at most ctx_init's tokens)", minimum=1)] = 2,
                  depth: Annotated[int | None, option("layers of both towers that get prompts, from the first; None: "
                                                      "every layer", minimum=1)] = None,
-                 epochs: int = 50, batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 1,
+                 epochs: int = 50, batch_size: int = 32, lr: Annotated[float, LR] = 2e-3, warmup_epochs: int = 1,
                  warmup_lr: float = 1e-5, momentum: float = 0.9,
                  weight_decay: float = 1e-4,
                  ctx_init: Annotated[str, option("the text prompt before the class name; its first n_ctx words' "

@@ -17,7 +17,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from promptgen.toolkit import accuracy, ConfigError, logits, option, read_json, train_prompts, write_json
+from promptgen.toolkit import (
+    accuracy, ConfigError, logits, LogUniform, option, read_json, searched, train_prompts, write_json,
+)
+
+# the search space of a hyperparameter search (promptgen.components.search): around the official SGD rate 2e-3
+LR = searched("lr", LogUniform(5e-4, 1e-2))
 
 
 # The options VP, VPT and MaPLe share (the SPG baselines' SGD schedule and text prompt), declared once.
@@ -193,7 +198,7 @@ class VP(ImagePromptMethod):
 
     def __init__(self, patch_size: Annotated[int, option("side in pixels of the learned square patch (at most the "
                                                          "image size)", minimum=1)] = 10,
-                 epochs: int = 50, batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 1,
+                 epochs: int = 50, batch_size: int = 32, lr: Annotated[float, LR] = 2e-3, warmup_epochs: int = 1,
                  warmup_lr: float = 1e-5, momentum: float = 0.9,
                  weight_decay: float = 1e-4, ctx_init: Annotated[str, CTX_INIT] = "a photo of a",
                  num_workers: Annotated[int, NUM_WORKERS] = 0):
@@ -258,7 +263,7 @@ class VPT(ImagePromptMethod):
                                                      "10)", minimum=1)] = 10,
                  deep: Annotated[bool, option("new tokens in every layer (VPT-deep); False: once, before the first "
                                               "(the SPG code)")] = False,
-                 epochs: int = 50, batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 1,
+                 epochs: int = 50, batch_size: int = 32, lr: Annotated[float, LR] = 2e-3, warmup_epochs: int = 1,
                  warmup_lr: float = 1e-5, momentum: float = 0.9,
                  weight_decay: float = 1e-4, ctx_init: Annotated[str, CTX_INIT] = "a photo of a",
                  num_workers: Annotated[int, NUM_WORKERS] = 0):

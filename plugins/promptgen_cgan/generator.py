@@ -23,9 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from promptgen.toolkit import (
-    ConfigError, FeatureSet, fit_generator, load_module_states, module_states, option, Schedule, Trainer,
+    ConfigError, FeatureSet, fit_generator, load_module_states, LogUniform, module_states, option, Schedule,
+    searched, Trainer,
 )
 from promptgen_cgan.networks import CONDITIONS, INITS, PromptDiscriminator, PromptGenerator
+
+# the search space of a hyperparameter search (promptgen.components.search): around the official AdamW rate
+LR = searched("lr", LogUniform(1e-4, 1e-2))
+WEIGHT_DECAY = searched("weight_decay", LogUniform(1e-6, 1e-2))  # DomainBed's
 
 UPDATES = ("d-first", "g-first")  # d-first: the official order; g-first: promptgen's earlier one
 
@@ -78,8 +83,8 @@ class CGANGenerator:
         epochs: int = 70,
         batch_size: Annotated[int, option("images per optimizer step (>= 2: the generator's BatchNorm needs two)",
                                           minimum=2)] = 32,
-        lr: float = 2e-3,
-        weight_decay: float = 1e-4,
+        lr: Annotated[float, LR] = 2e-3,
+        weight_decay: Annotated[float, WEIGHT_DECAY] = 1e-4,
         warmup_epochs: int = 4,
         lr_schedule: str = "step",
         grad_clip: Annotated[dict | str | None, option("per-parameter gradient-norm limits: 'official' (the "

@@ -20,8 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from promptgen.toolkit import (
-    accuracy, ConfigError, context_length, FeatureSet, fit_context, option, phrase_embedding, PromptLabel, Schedule,
+    accuracy, ConfigError, context_length, FeatureSet, fit_context, LogUniform, option, phrase_embedding,
+    PromptLabel, Schedule, searched,
 )
+
+# the search space of a hyperparameter search (promptgen.components.search): around the official SGD rate 2e-3
+LR = searched("lr", LogUniform(5e-4, 1e-2))
 
 
 RANDOM_N_CTX = 16  # context vectors without ctx_init (CoOp's 16, randomly initialised)
@@ -53,7 +57,7 @@ class CoOpPrompt:
                                             "ones (CoOp's) unless given", minimum=1)] = None,
         epochs: int = 50,
         batch_size: int = 32,
-        lr: float = 2e-3,
+        lr: Annotated[float, LR] = 2e-3,
         warmup_epochs: int = 1,
         warmup_lr: float = 1e-5,
         momentum: float = 0.9,

@@ -20,9 +20,13 @@ import torch
 from torch import nn
 
 from promptgen.toolkit import (
-    condition, Epochs, FeatureSet, fit_generator, load_module_states, module_states, option, PromptScaler, Schedule,
-    Trainer,
+    condition, Epochs, FeatureSet, fit_generator, load_module_states, LogUniform, module_states, option,
+    PromptScaler, Schedule, searched, Trainer,
 )
+
+# the search space of a hyperparameter search (promptgen.components.search): around the official AdamW rate
+LR = searched("lr", LogUniform(1e-4, 1e-2))
+WEIGHT_DECAY = searched("weight_decay", LogUniform(1e-6, 1e-2))  # DomainBed's
 
 SAMPLE_MODES = ("random", "mean")
 
@@ -53,8 +57,8 @@ class CVAEGenerator:
                                            "(deterministic)", choices=SAMPLE_MODES)] = "random",
         epochs: int = 70,
         batch_size: int = 32,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
+        lr: Annotated[float, LR] = 1e-3,
+        weight_decay: Annotated[float, WEIGHT_DECAY] = 1e-4,
         warmup_epochs: int = 4,
         lr_schedule: str = "step",
         seed: int = 0,

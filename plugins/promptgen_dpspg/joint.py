@@ -34,10 +34,13 @@ import torch
 import torch.nn.functional as F
 
 from promptgen.toolkit import (
-    accuracy, ConfigError, Epochs, FeatureSet, option, phrase_embedding, prompt_logits, PromptAssembler,
-    PromptgenError, PromptLabel, Schedule, train_prompts,
+    accuracy, ConfigError, Epochs, FeatureSet, LogUniform, option, phrase_embedding, prompt_logits, PromptAssembler,
+    PromptgenError, PromptLabel, Schedule, searched, train_prompts,
 )
 from promptgen_dpspg.negative import NegativeCoOp
+
+# the search space of a hyperparameter search (promptgen.components.search): around the official SGD rate 2e-3
+LR = searched("lr", LogUniform(5e-4, 1e-2))
 
 NEGATIVE_CTX = "negative_ctx"  # the metadata key of the negative context (a list of n_ctx lists of D floats)
 SELECTION_ALPHA = 1.0  # stage I scores positive - 1 * negative (dpspg_coop.py:298); the test's alpha is 0.2
@@ -67,7 +70,7 @@ class DualCoOp:
                                                  "(DPSPG: 'a photo of a')")] = "a photo of a",
                  negative_ctx_init: Annotated[str, option("phrase the negative context starts from, one vector per "
                                                           "word (DPSPG: 'a photo without a')")] = "a photo without a",
-                 epochs: int = 70, batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 4,
+                 epochs: int = 70, batch_size: int = 32, lr: Annotated[float, LR] = 2e-3, warmup_epochs: int = 4,
                  warmup_lr: float = 1e-5,
                  momentum: float = 0.9,
                  weight_decay: float = 1e-4, seed: int = 0, progress: bool = True):

@@ -20,8 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from promptgen.toolkit import (
-    accuracy, ConfigError, FeatureSet, fit_context, option, phrase_embedding, PromptLabel, Schedule,
+    accuracy, ConfigError, FeatureSet, fit_context, LogUniform, option, phrase_embedding, PromptLabel, Schedule,
+    searched,
 )
+
+# the search space of a hyperparameter search (promptgen.components.search): around the official SGD rate 2e-3
+LR = searched("lr", LogUniform(5e-4, 1e-2))
 
 # The SGD schedule's own options (CoOp's, as Dassl runs it), shared with dpspg-coop (promptgen_dpspg.joint).
 
@@ -40,7 +44,7 @@ class NegativeCoOp:
     def __init__(self,
                  ctx_init: Annotated[str, option("phrase the negative context starts from, one vector per word "
                                                  "(DPSPG: 'a photo without a')")] = "a photo without a",
-                 epochs: int = 70, batch_size: int = 32, lr: float = 2e-3, warmup_epochs: int = 4,
+                 epochs: int = 70, batch_size: int = 32, lr: Annotated[float, LR] = 2e-3, warmup_epochs: int = 4,
                  warmup_lr: float = 1e-5,
                  momentum: float = 0.9,
                  weight_decay: float = 1e-4, seed: int = 0, progress: bool = True):

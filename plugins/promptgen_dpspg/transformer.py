@@ -15,8 +15,13 @@ import torch
 from torch import nn
 
 from promptgen.toolkit import (
-    ConfigError, FeatureSet, fit_generator, load_module_states, module_states, option, Schedule, Trainer,
+    ConfigError, FeatureSet, fit_generator, load_module_states, LogUniform, module_states, option, Schedule,
+    searched, Trainer,
 )
+
+# the search space of a hyperparameter search (promptgen.components.search): around the official AdamW rate
+LR = searched("lr", LogUniform(1e-4, 1e-2))
+WEIGHT_DECAY = searched("weight_decay", LogUniform(1e-6, 1e-2))  # DomainBed's
 
 
 class TransformerGenerator:
@@ -39,7 +44,8 @@ class TransformerGenerator:
                                                     "2048, as DPSPG)", minimum=1)] = 2048,
                  dropout: Annotated[float, option("dropout in each encoder layer (PyTorch's default 0.1, as DPSPG)",
                                                   minimum=0, maximum=1)] = 0.1,
-                 epochs: int = 50, batch_size: int = 32, lr: float = 2e-3, weight_decay: float = 1e-4,
+                 epochs: int = 50, batch_size: int = 32, lr: Annotated[float, LR] = 2e-3,
+                 weight_decay: Annotated[float, WEIGHT_DECAY] = 1e-4,
                  warmup_epochs: int = 4,
                  lr_schedule: str = "step",
                  seed: int = 0, progress: bool = True):

@@ -14,7 +14,8 @@ import importlib
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "promptgen.components.hookspecs": ("hookimpl",),
     "promptgen.components.lazy": ("lazy", "resolve"),
-    "promptgen.components.options": ("Option", "option"),
+    "promptgen.components.options": ("Option", "option", "searched"),
+    "promptgen.components.search": ("LogUniform", "Uniform", "IntLogUniform", "Choice", "draw_trial", "search_space"),
     "promptgen.components.protocols": ("check_fit_report",),
     "promptgen.components.registry": ("default_registry", "create"),
     "promptgen.components.run_values": ("RunValues",),
