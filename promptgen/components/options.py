@@ -100,6 +100,7 @@ def searched(name: str, distribution: Any) -> OptionInfo:
     ``lr: Annotated[float, searched("lr", LogUniform(1e-4, 1e-2))] = 2e-3`` (promptgen.components.search)."""
     return attrs.evolve(SHARED[name], search=distribution)
 
+
 @attrs.frozen
 class Option:
     """One option of a component: its name, default (``REQUIRED`` when it has none) and accepted types."""
