@@ -72,7 +72,7 @@ def component_options(registry, kind: str, name: str, settings: Settings, run: R
     values it declares (a value set for it by name wins over the run's)."""
     values = set_options(registry, kind, name, settings)
     declared = registry.get(kind, name).options
-    offered = (run or RunValues()).offered_to(kind) if run is not None else {}
+    offered = run.offered_to(kind) if run is not None else {}
     values.update({key: value for key, value in offered.items() if key in declared and key not in values})
     return values
 

@@ -25,7 +25,7 @@ from typing import Any, Iterator, Sequence
 import attrs
 import torch
 
-from promptgen.components.resolve import Settings, component_options
+from promptgen.components.resolve import Settings, build, component_options
 from promptgen.components.run_values import RunValues
 from promptgen.errors import ConfigError
 from promptgen.runs.plan import Plan
@@ -148,7 +148,7 @@ class RunContext:
 
     def create(self, kind: str, name: str, **arguments) -> Any:
         """Build a component with its options; ``arguments`` are those its hook specification names."""
-        return self.registry.create(kind, name, **arguments, **self.options(kind, name))
+        return build(self.registry, kind, name, self.settings, self.run_values, **arguments)
 
     def prompt_labels(self, learner: str, domains: Sequence[str] | None = None) -> list[PromptLabel]:
         """Stage I: one prompt label per source domain (``domains``, default all sources), each learned by

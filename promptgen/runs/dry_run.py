@@ -23,14 +23,6 @@ from promptgen.components.schedule import Schedule
 from promptgen.toolkit.epochs import steps_per_epoch
 
 
-def run_components(config, checked) -> tuple[tuple[str, str], ...]:
-    """Every component a run builds, in the order the dry run lists them: method, its components, backbone,
-    dataset(s) (promptgen.runs.engine.run_components)."""
-    from promptgen.runs.engine import run_components as built_by_every_run
-
-    return (("method", checked.method_name), *checked.components, *built_by_every_run(config))
-
-
 def describe(config, registry, checked, plan, out) -> dict:
     """The resolved run as a JSON-able dict (see the module docstring)."""
     preset = run_preset(checked.preset)
@@ -41,7 +33,7 @@ def describe(config, registry, checked, plan, out) -> dict:
     counts.update({f"val/{d}": len(dataset.samples(d, "val")) for d in plan.sources})
     counts.update({f"test/{d}": len(plan.target_dataset.samples(d, "test")) for d in plan.targets})
     classes = len(plan.classes)
-    options = resolved_components(registry, run_components(config, checked), Settings.of(config, checked.preset),
+    options = resolved_components(registry, checked.every_component, Settings.of(config, checked.preset),
                                   RunValues(seed=config.seed))
     stages = {}
     val = sum(counts[f"val/{d}"] for d in plan.sources)

@@ -48,6 +48,12 @@ class Checked:
     method: object
     components: tuple[tuple[str, str], ...]
 
+    @property
+    def every_component(self) -> tuple[tuple[str, str], ...]:
+        """Every component the run builds: the method, its components, the backbone and the dataset(s) (what the
+        dry run lists and config.json records)."""
+        return (("method", self.method_name), *self.components, *run_components(self.config))
+
 
 def unsupported(method, backbone) -> str | None:
     """Why ``method`` (a method or its factory) cannot run on ``backbone`` (a BackboneConfig), or None.
@@ -101,8 +107,13 @@ def run_components(config: RunConfig) -> tuple[tuple[str, str], ...]:
 def build_dataset(config: RunConfig, registry: Registry, name: str, preset: str, progress: bool = False):
     """Dataset plugin ``name`` as a run of ``config`` builds it (the one way: a run, its dry run, ``cache
     extract``, the benchmarks): the resolver's options and the run's data root."""
-    return build(registry, "dataset", name, Settings.of(config, preset),
-                 RunValues(seed=config.seed, progress=progress, cache_dir=config.cache_dir), root=config.data_root)
+    return build(registry, "dataset", name, Settings.of(config, preset), _run_values(config, progress),
+                 root=config.data_root)
+
+
+def _run_values(config: RunConfig, progress: bool) -> RunValues:
+    """The run values of ``config`` before its backbone exists (RunContext.run_values adds the device)."""
+    return RunValues(seed=config.seed, progress=progress, cache_dir=config.cache_dir)
 
 
 def plan_run(config: RunConfig, registry: Registry, checked: Checked, progress: bool):
@@ -133,8 +144,7 @@ def prepare(config: RunConfig, registry: Registry, progress: bool, cache: Featur
     """Check the config and plan it (unless given), then build the backbone: what a method's run needs."""
     checked = checked or check(config, registry)
     plan = plan or plan_run(config, registry, checked, progress)
-    backbone = config.backbone.build(registry, Settings.of(config, checked.preset),
-                                     RunValues(seed=config.seed, progress=progress, cache_dir=config.cache_dir))
+    backbone = config.backbone.build(registry, Settings.of(config, checked.preset), _run_values(config, progress))
     preset = run_preset(checked.preset)
     views = config.views if config.views is not None else preset["views"]
     epoch = config.epoch if config.epoch is not None else preset["epoch"]

@@ -150,9 +150,8 @@ def write_config(out: Path, config: RunConfig, checked, context) -> None:
     """config.json: the run's config, and every component's options as the resolver gave them (what the dry run
     prints: promptgen.components.resolve.resolved_components), under "<kind>/<name>"."""
     from promptgen.components.resolve import resolved_components
-    from promptgen.runs.dry_run import run_components
 
-    table = resolved_components(context.registry, run_components(config, checked), context.settings,
+    table = resolved_components(context.registry, checked.every_component, context.settings,
                                 context.run_values)
     options = {f"{kind}/{name}": values for kind, names in table.items() for name, values in names.items()}
     write_json(out / CONFIG, {"run": config.to_dict(), "preset": checked.preset, "method": checked.method_name,
