@@ -57,6 +57,40 @@ def tiny_backbone_wide() -> OpenClipBackbone:
     return OpenClipBackbone("pg-tiny-vit-w128", device="cpu", init_seed=1)
 
 
+def stub_generator_plugin(name: str, options: str, *, imports: str = "", presets: dict | None = None) -> str:
+    """The source of a plugin registering generator ``name``: a class that satisfies the Generator protocol and
+    does nothing, whose ``__init__`` takes the hook's arguments and ``options`` (parameter source, e.g.
+    ``"lr: float = 1e-3"``); for install_plugin, where a test is about a generator's declared options."""
+    return textwrap.dedent('''
+        from promptgen import hookimpl
+        {imports}
+
+
+        class Stub:
+            presets = {presets!r}
+
+            def __init__(self, feature_dim, n_ctx, ctx_dim, {options}):
+                pass
+
+            def fit(self, backbone, train, prompt_labels, val):
+                return None
+
+            def sample(self, features):
+                raise NotImplementedError
+
+            def state_dict(self):
+                return {{}}
+
+            def load_state_dict(self, state):
+                pass
+
+
+        @hookimpl
+        def register_generators(register):
+            register({name!r}, Stub)
+        ''').format(name=name, options=options, imports=imports, presets=presets or {})
+
+
 @pytest.fixture
 def install_plugin(tmp_path, monkeypatch, request):
     """install_plugin(module_name, source, entry_point=None): a package with a *.dist-info on sys.path

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from conftest import stub_generator_plugin
 from promptgen import cli
 from promptgen.errors import ConfigError
 from promptgen.runs.settings import parse_settings
@@ -66,33 +67,8 @@ def test_plugins_options_lists_types_defaults_and_presets(capsys, install_plugin
     assert "  update             str (one of 'd-first', 'g-first') default 'g-first'; gpu: 'd-first'" in out
     assert "                     training epochs (one pass over the training images each" in out  # its description
     # a preset value of one dataset (no built-in has one since the gpu preset became the released scripts')
-    install_plugin("pg_per_dataset", """
-        from promptgen import hookimpl
-
-
-        class PerDataset:
-            presets = {"gpu": {"lr": 2e-4}, "gpu/pacs": {"lr": 2e-3}}
-
-            def __init__(self, feature_dim, n_ctx, ctx_dim, lr: float = 1e-3):
-                pass
-
-            def fit(self, backbone, train, prompt_labels, val):
-                return None
-
-            def sample(self, features):
-                raise NotImplementedError
-
-            def state_dict(self):
-                return {}
-
-            def load_state_dict(self, state):
-                pass
-
-
-        @hookimpl
-        def register_generators(register):
-            register("per-dataset", PerDataset)
-        """)
+    install_plugin("pg_per_dataset", stub_generator_plugin("per-dataset", "lr: float = 1e-3",
+                                                           presets={"gpu": {"lr": 2e-4}, "gpu/pacs": {"lr": 2e-3}}))
     assert cli.main(["plugins", "--options", "per-dataset"]) == 0
     assert "default 0.001; gpu: 0.0002, gpu/pacs: 0.002" in capsys.readouterr().out
     assert cli.main(["plugins", "--options", "coop"]) == 0  # a prompt learner and a method share the name

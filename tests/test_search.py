@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import stub_generator_plugin
 from promptgen.components.registry import default_registry
 from promptgen.components.resolve import Settings, effective_options
 from promptgen.components.search import Choice, IntLogUniform, LogUniform, Uniform, draw_trial, search_space
@@ -64,35 +65,9 @@ def test_distributions_stay_in_their_bounds():
 
 
 def test_a_space_that_leaves_the_options_range_fails_naming_component_and_option(install_plugin):
-    install_plugin("pg_bad_space", """
-        from typing import Annotated
-
-        from promptgen import hookimpl
-        from promptgen.toolkit import option, Uniform
-
-
-        class Wide:
-            def __init__(self, feature_dim, n_ctx, ctx_dim,
-                         lr: Annotated[float, option("rate", above=0, search=Uniform(-1.0, -0.5))] = 1e-3):
-                pass
-
-            def fit(self, backbone, train, prompt_labels, val):
-                return None
-
-            def sample(self, features):
-                raise NotImplementedError
-
-            def state_dict(self):
-                return {}
-
-            def load_state_dict(self, state):
-                pass
-
-
-        @hookimpl
-        def register_generators(register):
-            register("wide", Wide)
-    """)
+    install_plugin("pg_bad_space", stub_generator_plugin(
+        "wide", 'lr: Annotated[float, option("rate", above=0, search=Uniform(-1.0, -0.5))] = 1e-3',
+        imports="from typing import Annotated\nfrom promptgen.toolkit import option, Uniform"))
     from promptgen.components.registry import load_registry
 
     registry = load_registry()
