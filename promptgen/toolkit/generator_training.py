@@ -14,7 +14,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from promptgen.components.lazy import unwrap
 from promptgen.components.options import SHARED
+from promptgen.components.protocols import SteppedGenerator, protocol_members
 from promptgen.toolkit.evaluate import instance_accuracy
 from promptgen.toolkit.prompts import PromptAssembler
 from promptgen.toolkit.epochs import Epochs
@@ -189,8 +191,6 @@ def loop_settings(generator) -> dict:
 def trains_in_loop(generator) -> bool:
     """Whether ``generator`` (a built one) is a SteppedGenerator: one that this loop can train. A factory is
     asked with ``trains_in_loop(factory_class(...))`` or, before building, :func:`builds_stepped`."""
-    from promptgen.components.protocols import SteppedGenerator, protocol_members
-
     methods, attributes = protocol_members(SteppedGenerator)
     return all(callable(getattr(generator, name, None)) for name in methods) and \
         all(hasattr(generator, name) for name in attributes)
@@ -198,6 +198,4 @@ def trains_in_loop(generator) -> bool:
 
 def builds_stepped(factory) -> bool:
     """Whether the generators ``factory`` (a class, functools.partial or lazy one) builds have a ``trainer()``."""
-    from promptgen.components.lazy import unwrap
-
     return callable(getattr(unwrap(factory)[0], "trainer", None))
