@@ -187,8 +187,9 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     mine = shard(jobs, args.shard)  # checked before anything is written
     for method, reason in dict.fromkeys(skipped):  # a multi-dataset suite skips a method once per dataset
         print(f"methods = all: skipping {method}: {reason}", flush=True)
-    if not args.report:
-        registry.get("launcher", args.launcher)  # a misspelt --launcher: refused before --out is made
+    # the launcher, built (cheap: none starts anything before it runs) so that a misspelt --launcher or a bad
+    # launcher setting is refused before --out is made
+    jobs_launcher = None if args.report else launcher(args, registry, suite)
     if args.dry_run:
         return dry_run(suite, jobs, mine, out, registry), {"suite": suite.name, "jobs": len(jobs), "dry_run": True}
     make_out(out)
@@ -203,7 +204,7 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
             require_tensorboard()  # before the sweep, not after its first job
         runner = sweep.JobRunner(out, args.cache_dir, progress=not args.quiet and args.launcher == defaults.LAUNCHER,
                                  device=rank_device(suite), log=args.log)
-        run_jobs(pending, runner, store, force=True, launcher=launcher(args, registry, suite))
+        run_jobs(pending, runner, store, force=True, launcher=jobs_launcher)
     records = store.records(jobs)
     if args.report and not records and store.records():
         raise ConfigError(f"--report: none of the {len(store.records())} records under {store.directory} is a job of "

@@ -563,3 +563,21 @@ def test_a_scale_suite_names_what_it_lacks(tmp_path):
     path.write_text(path.read_text().replace('dir_name = "domain_net"', 'dir_nam = "domain_net"'))
     with pytest.raises(ConfigError, match=r"scale: unknown key\(s\) \['dir_nam'\]"):
         run.main(["--suite", str(path), "--out", str(tmp_path / "out"), "--debug"])
+
+
+def test_a_suites_launcher_settings_reach_the_launcher_and_a_flag_wins(tmp_path, capsys):
+    """benchmarks.run builds its launcher through the resolver: [overrides.processes] in the suite, then the flag."""
+    import argparse
+
+    from promptgen.components.registry import default_registry
+
+    suite = suites.load(_suite(tmp_path, 'methods = ["zero-shot"]\n[overrides.processes]\nworkers = 3\n'))
+    args = argparse.Namespace(launcher="processes", workers=None, ray_address=None, threads=None, quiet=True)
+    assert run.launcher(args, default_registry(), suite).workers == 3
+    args.workers = 1
+    assert run.launcher(args, default_registry(), suite).workers == 1
+    bad = _suite(tmp_path, 'methods = ["zero-shot"]\n[overrides.processes]\nworkers = 0\n', name="bad")
+    out = tmp_path / "out"
+    assert run.main(["--suite", bad, "--out", str(out), "--launcher", "processes", "--quiet"]) == 2
+    assert "launcher 'processes' (plugin local): option 'workers' must be >= 1" in capsys.readouterr().err
+    assert not out.exists()  # refused before --out is made
