@@ -141,6 +141,8 @@ class ConditionalPromptMethod:
 
         with run.timed("train"):
             result = train_prompts(self.net, batches=next_epoch, steps=steps, loss=loss, score=score,
+                                   score_features=lambda f: accuracy(self._logits(backbone, assembler, f.features),
+                                                                     f.labels),
                                    epochs=o["epochs"], lr=o["lr"],
                                    warmup_epochs=o["warmup_epochs"], warmup_lr=o["warmup_lr"], momentum=o["momentum"],
                                    weight_decay=o["weight_decay"], progress=run.progress, desc=self.name)

@@ -138,6 +138,7 @@ class ImagePromptMethod:
 
         with run.timed("train"):
             result = train_prompts(self.prompts, batches=lambda: loader, steps=len(loader), loss=loss, score=score,
+                                   score_split=lambda split: accuracy(self.logits(run, split), run.labels(split)),
                                    epochs=o["epochs"], lr=o["lr"], warmup_epochs=o["warmup_epochs"],
                                    warmup_lr=o["warmup_lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
                                    progress=run.progress, desc=self.name)

@@ -146,6 +146,10 @@ class DualPath:
             return lambda: float("nan")
         return lambda: accuracy(self._predict(run, val.features), val.labels)
 
+    def _accuracy_on(self, run) -> Callable:
+        """What the method predicts now, as the accuracy on any FeatureSet (the splits a sweep's selection watches)."""
+        return lambda features: accuracy(self._predict(run, features.features), features.labels)
+
     def _negative_score(self, run, val) -> Callable[[], float]:
         """:meth:`_score` with the positive path trained already: its val logits computed once."""
         with torch.no_grad():
@@ -160,7 +164,8 @@ class DualPath:
         result = train_epochs(joint, run.backbone, train, self.labels["positive"], val,
                               name=f"{self.generator_name} (both paths)",
                               trainer=joint.trainer(run.backbone, train, {p: self.labels[p] for p in self.paths}),
-                              score=self._score(run, val), select_from=self.late, **loop_settings(first))
+                              score=self._score(run, val), watch_score=self._accuracy_on(run),
+                              select_from=self.late, **loop_settings(first))
         history = [{"path": "joint", **row} for row in result.pop("history")]
         return {"joint": result, "history": history}
 
@@ -176,9 +181,11 @@ class DualPath:
                 fitted = generator.fit(run.backbone, train, labels, val)  # the generator's own loop, as SPG's
             else:
                 score = self._negative_score(run, val) if path == "negative" else None
+                watch = self._accuracy_on(run) if path == "negative" else None
                 suffix = " (negative)" if path == "negative" else ""
                 fitted = train_epochs(generator, run.backbone, train, labels, val, name=self.generator_name + suffix,
                                       trainer=generator.trainer(run.backbone, train, labels), score=score,
+                                      watch_score=watch,
                                       select_from=self.late, **loop_settings(generator))
             report[path] = dict(check_fit_report(fitted, where))
         history = [{"path": path, **row} for path in self.paths for row in report[path].pop("history", None) or []]

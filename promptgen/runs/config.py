@@ -166,6 +166,9 @@ class RunConfig:
     views: int | None = attrs.field(default=None)  # augmented views per training image; None: the preset's
     epoch: str | None = attrs.field(default=None, validator=_optional_one_of(EPOCHS))  # None: the preset's
     overrides: dict = attrs.field(factory=dict, validator=_overrides)
+    # record what a sweep's model selection reads: every epoch's accuracy on the held-out domains' val and test
+    # splits (promptgen.toolkit.selection's watch) and the final model's on their val splits; a search sets it
+    checkpoints: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     data_root: str | None = attrs.field(default=None, metadata=WHERE)
     cache_dir: str | None = attrs.field(default=None, metadata=WHERE)
     num_workers: int = attrs.field(default=0, validator=integer(0), metadata=WHERE)

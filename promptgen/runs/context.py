@@ -6,7 +6,7 @@ A method is handed a RunContext in ``fit``, ``logits`` and ``load``. Through it 
 - the samples, image features (from the feature cache, computed once) or images of each split:
   "train" (the sources' train splits, ``views`` augmented views per image, grouped by image when an
   epoch is one pass over the images), "val" (the sources' val splits: model selection) and
-  "test/<domain>" for each target;
+  "test/<domain>" for each target ("target-val/<domain>": its val split, for an oracle's selection only);
 - its components, built with their own options (preset values, then the run's overrides) plus
   the arguments their hook specification names;
 - stage I: :meth:`RunContext.prompt_labels`, one prompt label per source domain;
@@ -73,16 +73,25 @@ class RunContext:
         """The splits a run scores: "val", then "test/<domain>" per target."""
         return ("val", *(f"test/{domain}" for domain in self.targets))
 
+    @property
+    def target_val_splits(self) -> tuple[str, ...]:
+        """The held-out domains' own validation splits, "target-val/<domain>": what only an oracle selects on
+        (a run scores them when it records checkpoints for a sweep's model selection)."""
+        return tuple(f"target-val/{domain}" for domain in self.targets)
+
     # --- data -----------------------------------------------------------------------------------
 
     def _side(self, split: str) -> tuple[str, Any, tuple[str, ...], Any, str]:
         """(dataset name, dataset, domains, class map, dataset split) behind a split name."""
         if split in ("train", "val"):
             return self.plan.dataset_name, self.plan.dataset, self.sources, self.plan.source_class_map, split
-        if split.startswith("test/") and split[5:] in self.targets:
+        kind, _, domain = split.partition("/")
+        if kind in ("test", "target-val") and domain in self.targets:
             plan = self.plan
-            return plan.target_dataset_name, plan.target_dataset, (split[5:],), plan.target_class_map, "test"
-        raise ConfigError(f"unknown split {split!r}; splits: train, {', '.join(self.eval_splits)}")
+            return (plan.target_dataset_name, plan.target_dataset, (domain,), plan.target_class_map,
+                    "test" if kind == "test" else "val")
+        raise ConfigError(f"unknown split {split!r}; splits: train, {', '.join(self.eval_splits)}, "
+                          f"{', '.join(self.target_val_splits)}")
 
     def samples(self, split: str) -> list[Sample]:
         """The split's samples, in the run's order, labelled by their index in ``classes``."""

@@ -36,6 +36,7 @@ from promptgen.runs.plan import make_plan
 from promptgen.components.presets import resolve_preset, run_preset
 from promptgen.components.registry import Registry, default_registry
 from promptgen.toolkit.schedules import check_warmup
+from promptgen.toolkit.selection import watching
 
 
 @attrs.frozen
@@ -167,6 +168,24 @@ def _scores(method, context: RunContext) -> tuple[dict[str, float], dict[str, di
     return scores, predictions
 
 
+def _checkpoints(method, context: RunContext, watch) -> dict:
+    """What a sweep's model selection reads of a run (benchmarks/selection.py): the final model's accuracy on each
+    held-out domain's val split (``target_val``), every watched loop's epochs (``loops``: promptgen.toolkit.selection)
+    and, per held-out domain, how many of its val images its test split also holds (``val_in_test``: a dataset
+    that tests every image of a domain gives an oracle test images to select on, which its table says)."""
+    target_val = {}
+    with context.timed("checkpoints"):
+        for split in context.target_val_splits:
+            correct = correct_predictions(method.logits(context, split), context.labels(split),
+                                          f"method '{context.config.method}' on {split}")
+            target_val[split.partition("/")[2]] = correct.float().mean().item() if len(correct) else float("nan")
+    overlap = {}
+    for domain in context.targets:
+        tested = {sample.key for sample in context.samples(f"test/{domain}")}
+        overlap[domain] = sum(sample.key in tested for sample in context.samples(f"target-val/{domain}"))
+    return {"target_val": target_val, "loops": watch.loops, "val_in_test": overlap}
+
+
 def _quality(method, context: RunContext):
     quality = getattr(method, "quality", None)
     if quality is None:
@@ -193,7 +212,9 @@ def run(config: RunConfig, out_dir: str | Path, *, registry: Registry | None = N
         with run_setup(config, registry, progress, checked=checked, plan=plan) as (checked, context):
             method = checked.method
             rundir.write_config(work, config, checked, context)
-            with context.timed("fit"):
+            watched = (*context.target_val_splits, *(s for s in context.eval_splits if s.startswith("test/")))
+            with context.timed("fit"), (watching(context, watched) if config.checkpoints else
+                                        contextlib.nullcontext()) as watch:
                 report = method.fit(context) or {}
             method.save(work)
             scores, predictions = _scores(method, context)
@@ -202,6 +223,8 @@ def run(config: RunConfig, out_dir: str | Path, *, registry: Registry | None = N
                 "promptgen": __version__, "torch": torch.__version__, "python": platform.python_version()})
             metrics["cache"] = {"recomputed_damaged_entries": context.cache.recomputed}
             metrics["test_predictions"] = predictions
+            if config.checkpoints:
+                metrics["checkpoints"] = _checkpoints(method, context, watch)
             rundir.write_metrics(work, metrics, report.get("history"))
         rundir.finish(work, out)
     except BaseException:

@@ -42,7 +42,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "promptgen.toolkit.quality": ("prompt_quality",),
     "promptgen.components.schedule": ("Schedule",),
     "promptgen.toolkit.schedules": ("warmup_cosine", "dassl_lr"),
-    "promptgen.toolkit.selection": ("BestEpoch",),
+    "promptgen.toolkit.selection": ("BestEpoch", "report_epoch"),
     "promptgen.toolkit.values": ("Sample", "FeatureSet", "PromptLabel", "Tokens"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from promptgen.toolkit.evaluate import prompt_logits
 from promptgen.toolkit.prompts import PromptAssembler
 from promptgen.toolkit.epochs import Epochs
-from promptgen.toolkit.selection import BestEpoch
+from promptgen.toolkit.selection import BestEpoch, report_epoch
 from promptgen.toolkit.schedules import dassl_lr
 from promptgen.toolkit.values import FeatureSet
 
@@ -31,11 +31,16 @@ Score = Callable[[torch.Tensor, torch.Tensor], float]  # (logits [N, C], labels 
 def train_prompts(module: torch.nn.Module, *, batches: Callable[[], Iterable[Any]], steps: int,
                   loss: Callable[[Any], torch.Tensor], score: Callable[[], float], epochs: int, lr: float,
                   warmup_epochs: int, warmup_lr: float, momentum: float, weight_decay: float, progress: bool,
-                  desc: str, score_name: str = "val_accuracy") -> dict:
+                  desc: str, score_name: str = "val_accuracy",
+                  score_features: Callable[[FeatureSet], float] | None = None,
+                  score_split: Callable[[str], float] | None = None) -> dict:
     """Train ``module``'s parameters; leave it in its best epoch's state (eval mode).
 
     batches() gives one epoch's batches (``steps`` of them); loss(batch) their loss; score() the
     epoch's score. Returns {"best_epoch", "best_score", "history", "steps"} (steps: optimizer steps taken).
+    score_features(FeatureSet) or score_split(split name): the same judgement of any split, for a sweep's model
+    selection (each epoch is reported to an open watch: promptgen.toolkit.selection); a loop given neither is
+    not watched.
     """
     optimizer = torch.optim.SGD(module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     best = BestEpoch()
@@ -60,6 +65,8 @@ def train_prompts(module: torch.nn.Module, *, batches: Callable[[], Iterable[Any
             result = score()
         history.append({"epoch": epoch, "train_loss": sum(losses) / max(1, len(losses)), score_name: result,
                         "lr": optimizer.param_groups[0]["lr"]})
+        if score_features is not None or score_split is not None:
+            report_epoch(desc, epoch, result, features=score_features, split=score_split)
         best.offer(epoch, result, module.state_dict)
     bar.close()
     module.load_state_dict(best.state)
@@ -89,9 +96,11 @@ def fit_context(backbone, class_names, train: FeatureSet, val: FeatureSet | None
         features = train.features[index].to(backbone.device)
         return loss(backbone.logit_scale * features @ text.T, train.labels[index].to(backbone.device))
 
+    def score_of(features: FeatureSet) -> float:
+        return score(prompt_logits(backbone, assembler, context.ctx.detach(), features.features), features.labels)
+
     result = train_prompts(context, batches=epochs_of.next, steps=epochs_of.steps, loss=batch_loss,
-                           score=lambda: score(prompt_logits(backbone, assembler, context.ctx.detach(),
-                                                             selection.features), selection.labels),
+                           score=lambda: score_of(selection), score_features=score_of,
                            epochs=epochs, lr=lr, warmup_epochs=warmup_epochs, warmup_lr=warmup_lr,
                            momentum=momentum, weight_decay=weight_decay, progress=progress, desc=desc,
                            score_name=score_name)

@@ -21,7 +21,7 @@ from promptgen.toolkit.evaluate import instance_accuracy
 from promptgen.toolkit.prompts import PromptAssembler
 from promptgen.toolkit.epochs import Epochs
 from promptgen.toolkit.schedules import dassl_lr, warmup_cosine
-from promptgen.toolkit.selection import BestEpoch
+from promptgen.toolkit.selection import BestEpoch, report_epoch
 from promptgen.toolkit.values import FeatureSet, PromptLabel
 
 
@@ -113,6 +113,7 @@ def train_epochs(
     seed: int,
     progress: bool,
     score: Callable[[], float] | None = None,
+    watch_score: Callable[[FeatureSet], float] | None = None,
     schedule: str = "step",
     warmup_lr: float = 1e-5,
     select_from: int = 0,
@@ -124,7 +125,9 @@ def train_epochs(
     warm-up from ``warmup_lr``, cosine with T_max = ``epochs`` after it); "step" is promptgen's earlier
     per-step linear warm-up and cosine to zero. score: how an epoch is judged (higher is better), by
     default the accuracy of the generator's own prompts on ``val``; a method that uses the generated
-    prompts otherwise (a negative path subtracted from a positive one) passes its own. Only epochs from
+    prompts otherwise (a negative path subtracted from a positive one) passes its own, and ``watch_score``, the
+    same judgement of any FeatureSet, for the splits a sweep's model selection watches (promptgen.toolkit.selection:
+    every epoch is reported to an open watch; the default scores the generator's own prompts). Only epochs from
     ``select_from`` on are candidates (DPSPG's LATE); promptgen.toolkit.selection's rule keeps the epoch.
     Returns {"best_epoch", "best_score", "history"} (history rows ``{"epoch", "val_accuracy", <the
     step's losses>}``: the Generator protocol's report, so a generator's ``fit`` can return it as it is);
@@ -165,6 +168,8 @@ def train_epochs(
             result = instance_accuracy(backbone, assembler, generator, val, name) if val is not None and len(val) \
                 else float("nan")
         history.append({"epoch": epoch, "val_accuracy": result, **losses})
+        report_epoch(name, epoch, result, candidate=epoch >= select_from, features=watch_score or (
+            lambda features: instance_accuracy(backbone, assembler, generator, features, name)))
         best.offer(epoch, result, generator.state_dict)
         bar.set_postfix(epoch=epoch, val=f"{result:.3f}", **{key: f"{value:.3f}" for key, value in losses.items()})
     bar.close()
