@@ -16,6 +16,7 @@ from typing import Sequence
 
 import attrs
 
+from benchmarks import search
 from benchmarks.records import Job
 from benchmarks.suites import Suite
 from promptgen.toolkit.device import resolve_device
@@ -91,13 +92,18 @@ def _domains(suite: Suite, registry, name: str) -> tuple[str, ...]:
     return tuple(build_dataset(example, registry, name, preset, progress=False).domains)
 
 
-def expand(suite: Suite, registry, methods: Sequence[str] | None = None, skipped: list | None = None) -> list[Job]:
-    """Every (sources, targets) split x method x seed of ``suite``, each job's config checked against ``registry``.
+def expand(suite: Suite, registry, methods: Sequence[str] | None = None, skipped: list | None = None,
+           notes: list | None = None) -> list[Job]:
+    """Every (sources, targets) split x method x seed of ``suite``, each job's config checked against ``registry``;
+    a suite with ``hparams``: every trial of each, and the runs leave-one-domain-out selection needs
+    (benchmarks.search).
 
-    skipped: a list that receives (method, reason) for each method "all" leaves out.
+    skipped: a list that receives (method, reason) for each method "all" leaves out; notes: one that receives a
+    line for each selection method the search leaves out.
     """
     if suite.datasets:
-        return [job for part in _parts_with_targets(suite, registry) for job in expand(part, registry, methods, skipped)]
+        return [job for part in _parts_with_targets(suite, registry)
+                for job in expand(part, registry, methods, skipped, notes)]
     where = f"{suite.path}"
     example = suite.example()
     for key, name in (("dataset", example.dataset), ("target_dataset", example.target_dataset)):
@@ -126,7 +132,20 @@ def expand(suite: Suite, registry, methods: Sequence[str] | None = None, skipped
             check(job.config, registry)
         except PromptgenError as error:
             raise ConfigError(f"{where}: {error}") from None
+    if suite.search is not None:
+        try:
+            jobs = search.expand(suite.search, jobs, registry, lambda config: _searched_components(config, registry),
+                                 notes)
+        except PromptgenError as error:
+            raise ConfigError(f"{where}: hparams: {error}") from None
     return jobs
+
+
+def _searched_components(config, registry) -> tuple[tuple[str, str], ...]:
+    """The components a search draws values for: the method and the components it builds (not the backbone or the
+    dataset: what is searched is how a method trains, not what it trains on)."""
+    checked = check(config, registry)
+    return (("method", checked.method_name), *checked.components)
 
 
 def _parts_with_targets(suite: Suite, registry) -> list[Suite]:

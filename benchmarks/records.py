@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 class Job:
     protocol: str  # multi-source, single-source, cross-dataset
     config: RunConfig
+    trial: int | None = None  # a search's trial (benchmarks.search); None outside a search
+    hparams: dict = attrs.field(factory=dict)  # the trial's drawn values, by component ({} for trial 0)
+    loo_for: str | None = None  # a leave-one-domain-out run: the held-out domain(s) whose selection it serves
 
     @property
     def dataset(self) -> str:
@@ -59,17 +62,20 @@ class Job:
         """The part of the id that tells the protocol's splits apart: from-<source> or to-<targets>."""
         if self.protocol == "single-source":
             return "from-" + "+".join(self.sources)
-        return "to-" + "+".join(self.targets)
+        return "to-" + "+".join(self.targets) + (f".loo-{self.loo_for}" if self.loo_for else "")
 
     @property
     def id(self) -> str:
-        return f"{self.dataset}.{self.protocol}.{self.split}.{self.method}.seed{self.seed}.{self.config_hash}"
+        trial = "" if self.trial is None else f".trial{self.trial}"
+        return f"{self.dataset}.{self.protocol}.{self.split}.{self.method}.seed{self.seed}{trial}.{self.config_hash}"
 
     def describe(self) -> dict:
         """What a record says of its job."""
         return {"id": self.id, "protocol": self.protocol, "dataset": self.dataset, "sources": list(self.sources),
                 "targets": list(self.targets), "method": self.method, "seed": self.seed,
-                "config_hash": self.config_hash, "config": self.config.identity()}
+                "config_hash": self.config_hash, "config": self.config.identity(),
+                **({} if self.trial is None else {"trial": self.trial, "hparams": self.hparams}),
+                **({"loo_for": self.loo_for} if self.loo_for else {})}
 
 
 class RecordStore:

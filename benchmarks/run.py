@@ -17,8 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import method_costs, perf, protocols, report, scale, stability, suites, sweep
+import attrs
+
+from benchmarks import method_costs, perf, protocols, report, scale, selection, stability, suites, sweep
 from benchmarks.records import RecordStore, run_jobs
+from benchmarks.search import Search
 from benchmarks.tables import average_over_datasets
 from promptgen.runs import defaults
 from promptgen.runs.settings import merge_overrides, parse_settings
@@ -53,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--device", help="cpu, cuda, cuda:N, auto")
     what.add_argument("--preset", choices=PRESET_CHOICES)
     what.add_argument("--data-root", help="where the dataset lives (real datasets)")
+    what.add_argument("--trials", type=int, metavar="N", help="a random search of N trials per job over the options' "
+                      "declared spaces (trial 0: the preset's values); the suite's hparams otherwise")
     add_set_argument(what)
     where = parser.add_argument_group("where and how")
     where.add_argument("--out", type=Path, help="output directory (default: results/SUITE)")
@@ -121,6 +126,12 @@ def resolve_suite(args) -> suites.Suite:
     suite = suites.with_changes(suite, template=template, protocol=args.protocol,
                                 methods=args.methods and tuple(args.methods), seeds=args.seeds and tuple(args.seeds),
                                 targets=args.targets and tuple(args.targets))
+    if args.trials is not None:
+        if args.trials < 1:
+            raise ConfigError(f"--trials must be an integer >= 1, got {args.trials}")
+        if suite.datasets:
+            raise ConfigError(f"--trials: suite {suite.name} runs several datasets; a search runs one (--dataset)")
+        suite = suites.with_changes(suite, search=attrs.evolve(suite.search or Search(), trials=args.trials))
     if (suite.protocol == "cross-dataset") != (suite.target_dataset is not None):
         raise ConfigError(f"{suite.path}: protocol {suite.protocol} with target dataset {suite.target_dataset}: "
                           f"a target dataset goes with, and only with, --protocol cross-dataset")
@@ -182,16 +193,20 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     check_data_root(suite)
     if suite.data_root:
         suite = suites.with_changes(suite, template={"data_root": str(Path(suite.data_root).expanduser())})
-    skipped: list = []
-    jobs = protocols.expand(suite, registry, skipped=skipped)
+    skipped, notes = [], []
+    jobs = protocols.expand(suite, registry, skipped=skipped, notes=notes)
     mine = shard(jobs, args.shard)  # checked before anything is written
     for method, reason in dict.fromkeys(skipped):  # a multi-dataset suite skips a method once per dataset
         print(f"methods = all: skipping {method}: {reason}", flush=True)
+    for note in dict.fromkeys(notes):
+        print(f"hparams: {note}", flush=True)
     # the launcher, built (cheap: none starts anything before it runs) so that a misspelt --launcher or a bad
     # launcher setting is refused before --out is made
     jobs_launcher = None if args.report else launcher(args, registry, suite)
     if args.dry_run:
-        return dry_run(suite, jobs, mine, out, registry), {"suite": suite.name, "jobs": len(jobs), "dry_run": True}
+        workers = args.workers if args.launcher == "processes" else 1
+        return dry_run(suite, jobs, mine, out, registry, workers), {"suite": suite.name, "jobs": len(jobs),
+                                                                     "dry_run": True}
     make_out(out)
     store = RecordStore(out)
     if not args.report:
@@ -211,14 +226,19 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
                           f"suite '{suite.name}' (another suite's, or other settings'); nothing was rewritten: give "
                           f"the suite and settings that wrote them")
     fingerprints = sorted({r["fingerprint"] for r in records if r.get("status") == "ok"})
-    text = accuracy_tables(suite, jobs, records, ", ".join(fingerprints) or "-", out)
-    methods = sweep.method_table(jobs, records)
+    backbone = ", ".join(fingerprints) or "-"
+    text = selection.write_tables(suite, jobs, records, backbone, out) if suite.search else \
+        accuracy_tables(suite, jobs, records, backbone, out)
+    # a search's per-method summaries read its preset runs (trial 0), one run per cell as a sweep's
+    preset_runs = [r for r in records if r["job"].get("trial") in (None, 0) and not r["job"].get("loo_for")]
+    methods = sweep.method_table(jobs, preset_runs)
     write_text(out / "methods.md", methods + "\n")
-    sweep.plot_seed_spread(records, out / "stability.png", f"{suite.name}: one dot per seed")
+    sweep.plot_seed_spread(preset_runs, out / "stability.png", f"{suite.name}: one dot per seed")
     text += ("\n\nPer method: seed stability, stage II time and generator quality; the last six columns are mean ± std "
-             "over the method's jobs, every target and seed (docs/benchmarks.md)\n\n" + methods)
-    if suite.stability and records:
-        rows = stability.study(records, registry, progress=not args.quiet)
+             "over the method's jobs, every target and seed (docs/benchmarks.md)"
+             + ("; a search's: over its trial 0 (the preset)" if suite.search else "") + "\n\n" + methods)
+    if suite.stability and preset_runs:
+        rows = stability.study(preset_runs, registry, progress=not args.quiet)
         write_json(out / "records" / "stability.json", {"draws": stability.DRAWS, "rows": rows})
         write_text(out / "stability.csv", stability.csv(rows))
         write_text(out / "stability.md", stability.table(rows) + "\n")
@@ -275,7 +295,7 @@ def accuracy_tables(suite: suites.Suite, jobs: list, records: list, backbone: st
     return "\n\n".join([average.markdown(heading), *texts])
 
 
-def dry_run(suite: suites.Suite, jobs: list, mine: list, out: Path, registry) -> str:
+def dry_run(suite: suites.Suite, jobs: list, mine: list, out: Path, registry, workers: int = 1) -> str:
     """The jobs the suite expands into, how many are done, and the first job resolved (promptgen.runs.dry_run)."""
     from promptgen.runs import dry_run as resolved
     from promptgen.runs.engine import check, plan_run
@@ -285,6 +305,8 @@ def dry_run(suite: suites.Suite, jobs: list, mine: list, out: Path, registry) ->
     lines = [f"dry run: suite {suite.name}: {len(jobs)} jobs ({len(mine)} in this shard, {done} already done), "
              f"outputs under {out}"]
     lines += [f"  {job.id}" for job in mine[:20]] + ([f"  ... and {len(mine) - 20} more"] if len(mine) > 20 else [])
+    if suite.search is not None:
+        lines += search_cost(suite, jobs, mine, store, workers)
     if mine:
         config = mine[0].config
         checked = check(config, registry)
@@ -292,6 +314,29 @@ def dry_run(suite: suites.Suite, jobs: list, mine: list, out: Path, registry) ->
                                     out / "runs" / mine[0].id)
         lines += ["", "the first job:", resolved.text(summary)]
     return "\n".join(lines)
+
+
+def search_cost(suite: suites.Suite, jobs: list, mine: list, store: RecordStore | None, workers: int) -> list[str]:
+    """A search's size (trials x jobs) and its time estimated from the times its finished jobs measured."""
+    from benchmarks.search import estimate
+
+    main = [job for job in jobs if not job.loo_for]
+    first = sum(1 for job in main if job.trial == 0)
+    lines = [f"search: {suite.search.trials} trial(s) (seed {suite.search.seed}) of {first} jobs: {len(main)} runs "
+             f"(a method with no search space runs trial 0 only) and {len(jobs) - len(main)} leave-one-domain-out "
+             f"runs; selection: {', '.join(suite.search.selection)}"]
+    records = store.records() if store is not None else []
+    pending = [job for job in mine if store is None or not store.done(job)]
+    seconds, measured, unmeasured = estimate(pending, records)
+    if measured:
+        lines.append(f"estimated time of the {len(pending)} jobs to run: {seconds / 60:.1f} min of job time from the "
+                     f"times of {measured} finished jobs in {store.directory.parent}"
+                     + (f" (about {seconds / 60 / workers:.1f} min on {workers} workers)" if workers > 1 else "")
+                     + (f"; not counted: {', '.join(unmeasured)} (no finished job measured)" if unmeasured else ""))
+    else:
+        lines.append("estimated time: nothing measured yet (no finished job under --out); run one trial first "
+                     "(--trials 1: the preset's), then this dry run estimates the rest from its jobs' times")
+    return lines
 
 
 LOCK = ".lock"

@@ -3,7 +3,8 @@
 A suite file has suite keys (what to sweep) and a run template (how each run is set up):
 
     description = "..."            # suite keys: description, kind, protocol, targets, methods, seeds, prepare,
-                                   # perf, scale, stability
+                                   # perf, scale, stability, launcher, workers, hparams (a random search:
+                                   # benchmarks.search)
     protocol = "multi-source"
     methods = ["all"]
     seeds = [0, 1, 2]
@@ -28,6 +29,8 @@ from pathlib import Path
 
 import attrs
 
+from benchmarks.search import Search
+from benchmarks.search import parse as parse_search
 from promptgen.runs.config import RunConfig, from_dict
 from promptgen.errors import ConfigError, PromptgenError, suggestion
 
@@ -40,7 +43,7 @@ SUITES_DIR = Path(__file__).parent / "suites"
 PROTOCOLS = ("multi-source", "single-source", "cross-dataset")
 KINDS = ("accuracy", "perf", "scale")
 SUITE_KEYS = ("description", "kind", "protocol", "targets", "methods", "seeds", "prepare", "perf", "scale",
-              "stability", "datasets", "launcher", "workers")
+              "stability", "datasets", "launcher", "workers", "hparams")
 # RunConfig fields a suite sets once for all its runs; the protocol, methods and seeds set the others.
 TEMPLATE_KEYS = ("dataset", "target_dataset", "backbone", "preset", "views", "epoch", "overrides", "data_root",
                  "num_workers")
@@ -64,6 +67,7 @@ class Suite:
     datasets: tuple[str, ...] | None = None  # several datasets: the template's dataset is the first
     launcher: str | None = None  # how the suite's jobs run when --launcher is not given (default: local)
     workers: int | None = None  # the processes launcher's workers when --workers is not given
+    search: Search | None = None  # hparams: a random search over the declared options (benchmarks.search)
 
     def parts(self) -> list[Suite]:
         """One single-dataset suite per dataset (this suite alone where it names one dataset)."""
@@ -197,10 +201,13 @@ def parse(values: dict, path: Path) -> Suite:
     workers = values.get("workers")
     if workers is not None and (type(workers) is not int or workers < 1):
         fail("workers", f"must be an integer >= 1, got {workers!r}")
+    search = parse_search(values["hparams"], f"{path}: hparams") if "hparams" in values else None
+    if search is not None and (kind != "accuracy" or datasets is not None):
+        fail("hparams", "a search goes with kind = \"accuracy\" and one dataset (run each dataset's search on its own)")
     suite = Suite(name=path.stem, path=path, description=text("description", optional=False), template=template,
                   kind=kind, protocol=protocol, targets=names("targets"), methods=names("methods") or ("all",),
                   seeds=tuple(seeds), prepare=text("prepare"), perf=perf, scale=scale,
-                  stability=stability, datasets=datasets, launcher=text("launcher"), workers=workers)
+                  stability=stability, datasets=datasets, launcher=text("launcher"), workers=workers, search=search)
     check_template(suite)
     return suite
 

@@ -8,12 +8,15 @@ Output directory (``--out``, default results/<suite>/):
   table.png               bars per domain, error bars = those intervals
   methods.md              per method: seed stability, stage II time, generator quality (FID, KID, P/R, diversity)
   domain_gap.md           FID and KID between the image features of every pair of domains
+  table.<selection>.csv   a search (benchmarks.search): a table per selection method, the first also as table.csv;
+  selection.json          the trial each cell took; search.png, accuracy against trials (benchmarks.selection)
   index.html              all of the above on one self-contained page (benchmarks.report)
 """
 
 from __future__ import annotations
 
 import statistics
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -52,10 +55,12 @@ class JobRunner:
         if self.device:
             config = attrs.evolve(config, backbone=attrs.evolve(config.backbone, device=self.device))
         run_dir = self.out / "runs" / job.id
+        start = time.perf_counter()
         metrics = run(config, run_dir, progress=self.progress, force=True)  # a job run again replaces its run
         if self.log == "tensorboard":
             write_tensorboard(run_dir, run_dir / TENSORBOARD_DIR)
-        return {**metrics, "run_dir": str(run_dir)}
+        # the whole job's seconds (its stages and what they leave out: building the backbone, writing the run)
+        return {**metrics, "run_dir": str(run_dir), "job_seconds": round(time.perf_counter() - start, 3)}
 
 
 def table_rows(records: Sequence[dict]) -> list[dict]:
