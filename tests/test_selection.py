@@ -324,3 +324,13 @@ def test_watching_a_run_changes_nothing_it_trains():
     assert watched["test_accuracy"] == plain["test_accuracy"] and watched["val_accuracy"] == plain["val_accuracy"]
     loops = watched["checkpoints"]["loops"]
     assert loops[-1]["loop"] == "cgan" and len(loops[-1]["checkpoints"]) == 2
+
+
+def test_a_run_outside_a_search_keeps_the_job_id_it_had_before_checkpoints_existed():
+    from benchmarks.records import Job
+    from promptgen.runs.config import RunConfig
+
+    config = RunConfig(targets=("photo",), method="coop")
+    assert "checkpoints" not in config.identity()
+    assert Job("multi-source", config).id == "digits-dg.multi-source.to-photo.coop.seed0.67646a5e"  # as at 2d2a79f
+    assert attrs.evolve(config, checkpoints=True).identity()["checkpoints"] is True

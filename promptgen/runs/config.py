@@ -185,6 +185,8 @@ class RunConfig:
     def identity(self) -> dict:
         """What the run computes (``to_dict`` without where and how it reads): a job's id hashes this."""
         where = {field.name for field in attrs.fields(RunConfig) if field.metadata.get("where")}
+        if not self.checkpoints:  # a field added later: a run without it keeps the id it always had
+            where.add("checkpoints")
         return {key: value for key, value in self.to_dict().items() if key not in where}
 
 
