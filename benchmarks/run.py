@@ -204,7 +204,7 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     # launcher setting is refused before --out is made
     jobs_launcher = None if args.report else launcher(args, registry, suite)
     if args.dry_run:
-        workers = args.workers if args.launcher == "processes" else 1
+        workers = getattr(jobs_launcher, "workers", 1)  # jobs at once, where a launcher says (Launcher protocol)
         return dry_run(suite, jobs, mine, out, registry, workers), {"suite": suite.name, "jobs": len(jobs),
                                                                      "dry_run": True}
     make_out(out)

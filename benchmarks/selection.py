@@ -205,6 +205,7 @@ def plot(records: Sequence[dict], trials: int, selection: Sequence[str], path: P
             panel.scatter([t + 1 for t in dots], [statistics.mean(v) for v in dots.values()], s=10, color=color,
                           alpha=0.35)
         panel.set_title(name, fontsize=9)
+        panel.set_xticks(range(1, trials + 1))
         panel.set_xlabel("trials searched")
         panel.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (%) of the selected trial")

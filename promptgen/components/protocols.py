@@ -163,7 +163,8 @@ class Method(Protocol):
 
 
 class Launcher(Protocol):
-    """Runs independent jobs (benchmark runs) somewhere: in-process, a process pool, a cluster."""
+    """Runs independent jobs (benchmark runs) somewhere: in-process, a process pool, a cluster. An optional
+    ``workers`` attribute says how many jobs run at once (a search's dry run divides its time estimate by it)."""
 
     def run(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list:
         """Return [fn(job) for job in jobs], in order, however the work is spread."""
