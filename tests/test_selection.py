@@ -335,3 +335,11 @@ def test_a_run_outside_a_search_keeps_the_job_id_it_had_before_checkpoints_exist
     assert "checkpoints" not in config.identity()
     assert Job("multi-source", config).id == "digits-dg.multi-source.to-photo.coop.seed0.67646a5e"  # as at 2d2a79f
     assert attrs.evolve(config, checkpoints=True).identity()["checkpoints"] is True
+
+
+def test_report_epoch_costs_nothing_outside_a_search_and_asks_for_one_way_to_score():
+    from promptgen.toolkit import report_epoch
+
+    report_epoch("loop", 0, 0.5, features=lambda features: 1 / 0)  # no watch open: the scorer is never called
+    with pytest.raises(ValueError, match="give one of features= .* or split="):
+        report_epoch("loop", 0, 0.5)

@@ -76,6 +76,9 @@ def report_epoch(loop: str, epoch: int, val: float, *, features: Callable[[Any],
     """Tell an open watch (if any) about epoch ``epoch`` of ``loop`` (its own validation score ``val``): it scores
     its splits with ``features(FeatureSet)`` (loops on cached features) or ``split(name)`` (loops on images, which
     score a run split by name). ``candidate``: whether the loop may keep this epoch (DPSPG's LATE: not before it)."""
+    if (features is None) == (split is None):
+        raise ValueError(f"report_epoch({loop!r}): give one of features= (a FeatureSet's accuracy) or split= (a "
+                         f"split name's accuracy)")
     watch = _WATCH.get()
     if watch is None:
         return
