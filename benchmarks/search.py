@@ -23,7 +23,7 @@ import attrs
 
 from benchmarks.records import Job
 from promptgen.components.search import draw_trial
-from promptgen.errors import ConfigError
+from promptgen.errors import ConfigError, suggestion
 
 SELECTION_METHODS = ("training-domain", "leave-one-domain-out", "oracle")
 LOO = "leave-one-domain-out"
@@ -57,8 +57,6 @@ def parse(value, where: str) -> Search:
 
 
 def check_selection(names, where: str) -> tuple[str, ...]:
-    from promptgen.errors import suggestion
-
     names = [names] if isinstance(names, str) else names
     if not isinstance(names, (list, tuple)) or not names:
         raise ConfigError(f"{where}: must be a non-empty list of {', '.join(SELECTION_METHODS)}, got {names!r}")

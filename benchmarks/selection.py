@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from benchmarks.records import Job
-from benchmarks.search import SELECTION_METHODS
+from benchmarks.search import LOO, SELECTION_METHODS
 from benchmarks.tables import Table, accuracy_table
 
 DESCRIPTIONS = {
@@ -140,7 +140,7 @@ def _cell_key(job: dict, targets) -> tuple:
 def missing(method: str, jobs: Sequence[Job], records: Sequence[dict]) -> list[str]:
     """The jobs selection ``method`` reads that have no finished record (their ids)."""
     finished = {r["job"]["id"] for r in records if r.get("status") == "ok"}
-    needed = [job for job in jobs if job.trial is not None and (method == "leave-one-domain-out" or not job.loo_for)]
+    needed = [job for job in jobs if job.trial is not None and (method == LOO or not job.loo_for)]
     return [job.id for job in needed if job.id not in finished]
 
 
@@ -224,12 +224,8 @@ def write_tables(suite, jobs: Sequence[Job], records: Sequence[dict], backbone: 
     from benchmarks import sweep
     from promptgen.files import write_json, write_text
 
-    main = [job for job in jobs if not job.loo_for]
-    columns = list(dict.fromkeys(
-        (job.sources[0] if suite.protocol == "single-source" else target) for job in main
-        for target in (job.targets if suite.protocol != "single-source" else job.sources[:1])))
-    methods = list(dict.fromkeys(job.method for job in main))
-    names = [name for name in suite.search.selection if name != "leave-one-domain-out" or any(j.loo_for for j in jobs)]
+    columns, methods = sweep.table_columns(suite, [job for job in jobs if not job.loo_for])
+    names = [name for name in suite.search.selection if name != LOO or any(job.loo_for for job in jobs)]
     results = tables(jobs, records, columns, methods, names)
     trials = suite.search.trials
     texts, chosen = [], {}

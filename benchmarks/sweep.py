@@ -94,11 +94,17 @@ def _part(record: dict, domain: str, weight: float) -> dict:
             "predictions": predictions}
 
 
-def suite_table(suite: Suite, jobs: Sequence[Job], records: Sequence[dict]) -> Table:
+def table_columns(suite: Suite, jobs: Sequence[Job]) -> tuple[list[str], list[str]]:
+    """(columns, rows) of the suite's table: the target domains (single-source: the source domains) and the
+    methods, in the jobs' order."""
     columns = list(dict.fromkeys(
         (job.sources[0] if suite.protocol == "single-source" else target) for job in jobs
         for target in (job.targets if suite.protocol != "single-source" else job.sources[:1])))
-    methods = list(dict.fromkeys(job.method for job in jobs))
+    return columns, list(dict.fromkeys(job.method for job in jobs))
+
+
+def suite_table(suite: Suite, jobs: Sequence[Job], records: Sequence[dict]) -> Table:
+    columns, methods = table_columns(suite, jobs)
     return accuracy_table(table_rows(records), targets=columns, methods=methods)
 
 

@@ -154,15 +154,24 @@ def prepare(config: RunConfig, registry: Registry, progress: bool, cache: Featur
     return checked, context
 
 
+def _correct(method, context: RunContext, split: str):
+    """Which images of ``split`` the method got right (non-finite logits fail the run: ``correct_predictions``)."""
+    return correct_predictions(method.logits(context, split), context.labels(split),
+                               f"method '{context.config.method}' on {split}")
+
+
+def _accuracy(correct) -> float:
+    return correct.float().mean().item() if len(correct) else float("nan")
+
+
 def _scores(method, context: RunContext) -> tuple[dict[str, float], dict[str, dict]]:
     """The accuracy of every eval split, and which test images were right (``pack_correct``: what a paired
     test between two methods' tables reads). Non-finite logits fail the run (``correct_predictions``)."""
     scores, predictions = {}, {}
     with context.timed("test"):
         for split in context.eval_splits:
-            correct = correct_predictions(method.logits(context, split), context.labels(split),
-                                          f"method '{context.config.method}' on {split}")
-            scores[split] = correct.float().mean().item() if len(correct) else float("nan")
+            correct = _correct(method, context, split)
+            scores[split] = _accuracy(correct)
             if split.startswith("test/"):
                 predictions[split[5:]] = pack_correct(correct, [sample.key for sample in context.samples(split)])
     return scores, predictions
@@ -176,9 +185,7 @@ def _checkpoints(method, context: RunContext, watch) -> dict:
     target_val = {}
     with context.timed("checkpoints"):
         for split in context.target_val_splits:
-            correct = correct_predictions(method.logits(context, split), context.labels(split),
-                                          f"method '{context.config.method}' on {split}")
-            target_val[split.partition("/")[2]] = correct.float().mean().item() if len(correct) else float("nan")
+            target_val[split.partition("/")[2]] = _accuracy(_correct(method, context, split))
     overlap = {}
     for domain in context.targets:
         tested = {sample.key for sample in context.samples(f"test/{domain}")}
