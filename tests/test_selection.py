@@ -343,3 +343,21 @@ def test_report_epoch_costs_nothing_outside_a_search_and_asks_for_one_way_to_sco
     report_epoch("loop", 0, 0.5, features=lambda features: 1 / 0)  # no watch open: the scorer is never called
     with pytest.raises(ValueError, match="give one of features= .* or split="):
         report_epoch("loop", 0, 0.5)
+
+
+def test_a_search_run_with_the_gpu_presets_dpspg_records_its_joint_loop_and_which_epochs_were_candidates(tmp_path):
+    """The gpu preset's DPSPG (stage I and II joint, LATE) with a run's checkpoints on, its epochs cut short: the
+    joint generator loop is the one watched last, and epochs before LATE are marked as no candidates."""
+    from promptgen.runs.config import RunConfig
+    from promptgen.runs.engine import run as engine_run
+
+    config = RunConfig(targets=("photo",), method="dpspg", backbone={"device": "cpu"}, preset="gpu", views=1,
+                       checkpoints=True,
+                       overrides={"digits-dg": {"per_class": 10}, "dpspg": {"late": 1},
+                                  "dpspg-coop": {"epochs": 1, "warmup_epochs": 0},
+                                  "transformer": {"epochs": 2, "warmup_epochs": 0}})
+    metrics = engine_run(config, tmp_path / "run", progress=False)
+    loops = metrics["checkpoints"]["loops"]
+    assert loops[-1]["loop"] == "transformer (both paths)"
+    assert [(c["epoch"], c["candidate"]) for c in loops[-1]["checkpoints"]] == [(0, False), (1, True)]
+    assert loops[-1]["checkpoints"][1]["test/photo"] == pytest.approx(metrics["test_accuracy"]["photo"])
