@@ -64,7 +64,7 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
     train_text_tower(LitConfig(**TINY), tmp_path / "run", cache_dir=tmp_path, progress=False, stop_after=2)
     from promptgen.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="lit-checkpoint.pt belongs to another run"):
+    with pytest.raises(ConfigError, match="lit-checkpoint.safetensors belongs to another run"):
         train_text_tower(LitConfig(**{**TINY, "lr": 2e-3}), tmp_path / "run", cache_dir=tmp_path, progress=False)
 
 

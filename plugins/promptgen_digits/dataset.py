@@ -71,7 +71,7 @@ class DigitsDG:
             path = self.directory / f"{domain}.npz"
             if not path.exists():
                 self._write(path, self._generate(domain))
-            with np.load(path) as data:
+            with np.load(path, allow_pickle=False) as data:
                 self._arrays[domain] = {key: data[key] for key in ("image", "label", "split")}
         return self._arrays[domain]
 

@@ -24,13 +24,16 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from promptgen.toolkit import atomic_file, ConfigError, FeatureCache, integer, number, warmup_cosine
+from promptgen.toolkit import (ConfigError, FeatureCache, integer, load_training_state, number, save_training_state,
+                               warmup_cosine)
 from promptgen_digits import glyphs, world
 from promptgen_digits.backbone import MODEL_NAME, TinyClipDigits, add_model_config
 from promptgen_digits.pool import PretrainPool
 from promptgen_digits.pretrain import clip_loss, clip_optimizer
 
-CHECKPOINT = "lit-checkpoint.pt"
+CHECKPOINT = "lit-checkpoint.safetensors"
+# What checkpoints were before: a pickle, never opened now (loading one could run code); its presence is named.
+OLD_CHECKPOINT = "lit-checkpoint.pt"
 
 
 @attrs.frozen
@@ -93,17 +96,12 @@ def make_optimizer(model, config: LitConfig) -> torch.optim.AdamW:
     return clip_optimizer(named, config.lr, config.weight_decay)
 
 
-def _save_atomic(obj, path: Path) -> None:
-    with atomic_file(path, "wb") as file:
-        torch.save(obj, file)
-
-
 def train_text_tower(config: LitConfig, out_dir: Path, *, image_weights: Path | None = None, cache_dir=None,
                      progress: bool = True, stop_after: int | None = None) -> dict | None:
     """Train the text tower; write ``tiny-clip-digits.safetensors`` (fp16) to ``out_dir`` and return the facts.
 
-    A checkpoint (``lit-checkpoint.pt`` in ``out_dir``) is written every ``checkpoint_every`` steps and
-    the run resumes from it when one of the same config is there. ``stop_after``: stop once that many
+    A checkpoint (``lit-checkpoint.safetensors`` in ``out_dir``, no pickle) is written every ``checkpoint_every``
+    steps and the run resumes from it when one of the same config is there. ``stop_after``: stop once that many
     steps are done (checkpointed), as an interruption would; returns None then.
     """
     start = time.perf_counter()
@@ -118,13 +116,16 @@ def train_text_tower(config: LitConfig, out_dir: Path, *, image_weights: Path | 
     optimizer = make_optimizer(model, config)
     first, losses, elapsed = 0, [], 0.0
     checkpoint = out_dir / CHECKPOINT
+    if (out_dir / OLD_CHECKPOINT).exists() and progress:
+        print(f"note: {out_dir / OLD_CHECKPOINT} is a checkpoint of an older promptgen (a pickle); it is not read "
+              f"(loading a pickle could run code), so this run starts afresh: delete it", file=sys.stderr)
     if checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=False)
-        if saved["config"] != attrs.asdict(config) or saved["image_tower"] != locked.image_fingerprint:
-            raise ConfigError(f"{checkpoint} belongs to another run (config or image tower differ): delete it to "
-                              f"start afresh, or run the command that wrote it")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+        def same_run(saved: dict) -> None:
+            if saved["config"] != attrs.asdict(config) or saved["image_tower"] != locked.image_fingerprint:
+                raise ConfigError(f"{checkpoint} belongs to another run (config or image tower differ): delete it "
+                                  f"to start afresh, or run the command that wrote it")
+
+        saved = load_training_state(checkpoint, model=model, optimizer=optimizer, accept=same_run)
         first, losses, elapsed = saved["step"], saved["losses"], saved["elapsed_s"]
         if progress:
             print(f"resuming from {checkpoint} at step {first} of {config.steps}", file=sys.stderr)
@@ -148,9 +149,9 @@ def train_text_tower(config: LitConfig, out_dir: Path, *, image_weights: Path | 
         if step % 10 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
         if done % config.checkpoint_every == 0 or done == last:
-            _save_atomic({"config": attrs.asdict(config), "image_tower": locked.image_fingerprint, "step": done,
-                          "model": model.state_dict(), "optimizer": optimizer.state_dict(), "losses": losses,
-                          "elapsed_s": elapsed + time.perf_counter() - train_start}, checkpoint)
+            save_training_state(checkpoint, model=model, optimizer=optimizer, meta={
+                "config": attrs.asdict(config), "image_tower": locked.image_fingerprint, "step": done,
+                "losses": losses, "elapsed_s": elapsed + time.perf_counter() - train_start})
     if last < config.steps:
         return None
     elapsed += time.perf_counter() - train_start

@@ -38,7 +38,7 @@ class PretrainPool:
             path = self.directory / "pool.npz"
             if not path.exists():
                 write_npz(path, generate_pool(self.seed, self.size, self.image_size), "LiT pool cache directory")
-            with np.load(path) as data:
+            with np.load(path, allow_pickle=False) as data:
                 self._arrays = {key: data[key] for key in ("image", "label", "style", "font")}
         return self._arrays
 

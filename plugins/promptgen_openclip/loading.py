@@ -10,7 +10,6 @@ import contextlib
 import logging
 import os
 import socket
-import warnings
 import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,6 +17,7 @@ from urllib.parse import urlparse
 import torch
 
 from promptgen.toolkit import BackboneLoadError
+from promptgen_openclip.torchscript import read_torchscript_state_dict
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 _configs_added = False
@@ -75,7 +75,9 @@ def _create(name: str, pretrained: str | None, cache_dir: str | None):
     import open_clip
 
     try:
-        return open_clip.create_model(name, pretrained=pretrained, cache_dir=cache_dir, device="cpu")
+        # weights_only: open_clip's default today, said here so that no upgrade can make a checkpoint run code
+        return open_clip.create_model(name, pretrained=pretrained, cache_dir=cache_dir, device="cpu",
+                                      weights_only=True)
     except Exception as error:  # open_clip signals bad files with asserts, KeyErrors, RuntimeErrors...
         raise BackboneLoadError(f"open_clip could not build '{name}' (pretrained={pretrained!r}): {error}") from None
 
@@ -109,14 +111,14 @@ def _load_file(name: str, path: Path):
 
 
 def _load_openai_torchscript(path: Path):
-    """OpenAI's released .pt files are TorchScript archives: rebuild the CLIP their weights describe."""
+    """OpenAI's released .pt files are TorchScript archives: rebuild the CLIP their weights describe (read as data:
+    promptgen_openclip.torchscript)."""
     from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
     from open_clip.model import build_model_from_openai_state_dict
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, but it is OpenAI's format
-            state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
+        # Read as data, never with torch.jit.load: that would compile and run the archive's code.
+        state_dict = read_torchscript_state_dict(path)
         # Scripted open_clip models also carry the causal mask; CLIP rebuilds it.
         state_dict = {key: value for key, value in state_dict.items() if key != "attn_mask"}
         model = build_model_from_openai_state_dict(state_dict, cast_dtype=torch.float32).float()

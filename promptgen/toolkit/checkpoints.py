@@ -1,15 +1,17 @@
-"""Saving and loading prompt labels and generators: tensors as .safetensors, everything else as JSON beside them."""
+"""Saving and loading prompt labels, generators and training states: tensors as .safetensors, everything else as
+JSON (beside them, or in the file's header). Nothing here unpickles, so no file a user points promptgen at runs code."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from promptgen.errors import PromptgenError
-from promptgen.files import read_json, write_json
+from promptgen.errors import ConfigError, PromptgenError
+from promptgen.files import atomic_file, dumps, read_json, write_json
 from promptgen.toolkit.values import PromptLabel
 
 
@@ -100,3 +102,61 @@ def load_labels_and_generator(directory: str | Path, run, *, labels_dir: str = "
         check_fingerprint(label, run.backbone, folder / domain)
     generator, name, options = load_generator(Path(directory) / generator_dir, run.registry)
     return labels, generator, name, options
+
+
+def save_training_state(path: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        meta: dict) -> Path:
+    """A resumable training state in one ``.safetensors`` file, written atomically: the model's and the
+    optimizer's tensors, and ``meta`` plus the optimizer's other settings as JSON in the file's header.
+
+    Never a pickle: loading it back (:func:`load_training_state`) reads tensors and JSON, so a file a user
+    hands promptgen cannot run code."""
+    from safetensors.torch import save
+
+    optimizer_state = optimizer.state_dict()
+    tensors = {f"model.{key}": value for key, value in model.state_dict().items()}
+    scalars: dict[str, dict] = {}
+    for index, state in optimizer_state["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{key}"] = value
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    header = {"meta": meta, "param_groups": optimizer_state["param_groups"], "optimizer_scalars": scalars}
+    # copies: safetensors refuses tensors that share memory (tied weights)
+    tensors = {key: value.detach().to("cpu", copy=True).contiguous() for key, value in tensors.items()}
+    with atomic_file(path, "wb") as file:
+        file.write(save(tensors, metadata={"promptgen": dumps(header)}))
+    return Path(path)
+
+
+def load_training_state(path: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        accept: Callable[[dict], None] | None = None) -> dict:
+    """Restore what :func:`save_training_state` wrote into ``model`` and ``optimizer``; return its ``meta``.
+    ``accept(meta)`` runs first and may refuse (raise) before anything is loaded: a checkpoint of another run.
+    A damaged or foreign file is refused naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as file:
+            header = json.loads((file.metadata() or {})["promptgen"])
+            if accept is not None:
+                accept(header["meta"])
+            tensors = {key: file.get_tensor(key) for key in file.keys()}
+        optimizer_state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                index, name = key[len("optimizer."):].split(".", 1)
+                optimizer_state.setdefault(int(index), {})[name] = value
+        for index, values in header["optimizer_scalars"].items():
+            optimizer_state.setdefault(int(index), {}).update(values)
+        groups = [{**group, "betas": tuple(group["betas"])} if "betas" in group else group
+                  for group in header["param_groups"]]
+        model.load_state_dict({key[len("model."):]: value for key, value in tensors.items() if key.startswith("model.")})
+        optimizer.load_state_dict({"state": optimizer_state, "param_groups": groups})
+        return header["meta"]
+    except PromptgenError:  # ``accept`` refused it: its own words
+        raise
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, RuntimeError) as error:
+        raise ConfigError(f"{path}: not a readable training checkpoint ({type(error).__name__}: {error}); delete it "
+                             f"to start afresh") from None
