@@ -97,6 +97,8 @@ def run_pretrain(args) -> int:
 
     start = time.perf_counter()
     command = "promptgen " + " ".join(shlex.quote(a) for a in getattr(args, "command_line", sys.argv[1:]))
+    _check_counts(args)
+    _say_what_out_keeps(args.out)
     if args.text_only:
         facts, recipe = _text_only(args)
     else:
@@ -136,13 +138,43 @@ def run_pretrain(args) -> int:
     return 0
 
 
+def _check_counts(args) -> None:
+    """Refuse a count no run can have, naming the flag (0 steps is refused, not read as "the default")."""
+    from promptgen.toolkit import ConfigError
+
+    for flag, value, least in (("--steps", args.steps, 1), ("--batch-size", args.batch_size, 2),
+                               ("--pool-size", args.pool_size, 2)):
+        if value is not None and value < least:
+            raise ConfigError(f"world pretrain {flag} must be an integer >= {least}, got {value}")
+
+
+def _say_what_out_keeps(out: Path) -> None:
+    """Name what a pretraining replaces in ``--out`` and what it leaves there, before it starts."""
+    from promptgen_digits.backbone import MODEL_NAME
+    from promptgen_digits.lit import CHECKPOINT
+
+    if not out.is_dir():
+        return
+    written = {f"{MODEL_NAME}.safetensors", f"{MODEL_NAME}.json"}
+    # A LiT checkpoint is resumed from (and says so), not kept: it is not listed here.
+    present = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != CHECKPOINT)
+    replaced = [name for name in present if name in written]
+    kept = [name for name in present if name not in written]
+    if replaced:
+        print(f"note: {out} already holds {', '.join(replaced)}: this run replaces it when it finishes",
+              file=sys.stderr)
+    if kept:
+        listed = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
+        print(f"note: {out} also holds {listed}: left as it is", file=sys.stderr)
+
+
 def _whole_clip(args) -> tuple[dict, dict]:
     from promptgen_digits import world
     from promptgen_digits.pretrain import PretrainConfig, pretrain
 
     captions = args.captions or "templates"
-    config = PretrainConfig(steps=args.steps or 2000, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                            captions=captions)
+    config = PretrainConfig(steps=2000 if args.steps is None else args.steps, batch_size=args.batch_size, lr=args.lr,
+                            seed=args.seed, captions=captions)
     facts = pretrain(config, args.out, device=args.device)
     return facts, {"pretraining_pairs": f"{config.steps * config.batch_size} generated on the fly (seed {config.seed})",
                    "captions": world.caption_recipe(captions)}
@@ -153,8 +185,8 @@ def _text_only(args) -> tuple[dict, dict]:
     from promptgen_digits.lit import LitConfig, train_text_tower
 
     captions = args.captions or "web"
-    config = LitConfig(steps=args.steps or 600, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       pool_size=args.pool_size, captions=captions)
+    config = LitConfig(steps=600 if args.steps is None else args.steps, batch_size=args.batch_size, lr=args.lr,
+                       seed=args.seed, pool_size=args.pool_size, captions=captions)
     facts = train_text_tower(config, args.out, image_weights=args.image_weights, cache_dir=args.cache_dir)
     return facts, {"pretraining_pairs": f"{config.steps * config.batch_size} (pool images with a caption drawn per step)",
                    "captions": world.caption_recipe(captions)}
