@@ -221,6 +221,10 @@ class DualPath:
         return drawn_prompts(self.generators["positive"], run.features(split).features, label.n_ctx, label.ctx_dim,
                              self.generator_name, draws, run.backbone.device)
 
+    def prompt_labels(self) -> list:
+        """The positive path's prompt labels: the space its generated prompts (``instance_prompts``) live in."""
+        return list(self.labels["positive"])
+
     # --- files ---------------------------------------------------------------------------------------
 
     def save(self, directory: Path) -> None:

@@ -68,6 +68,10 @@ class SPG:
         return drawn_prompts(self.generator, run.features(split).features, label.n_ctx, label.ctx_dim,
                              self.generator_name, draws, run.backbone.device)
 
+    def prompt_labels(self) -> list:
+        """Stage I's prompt labels, one per source domain (what ``promptgen inspect`` compares prompts with)."""
+        return list(self.labels)
+
     def quality(self, run) -> dict:
         return prompt_quality(run.backbone, self.generator, self.labels, run.features("val"),
                               name=self.generator_name)

@@ -13,7 +13,7 @@ from promptgen.cli.common import (Parser, add_backbone_arguments, add_log_argume
                                   add_plugin_commands, add_set_argument, run_command, setup_logging, sigterm_raises,
                                   warn_about_plugins)
 from promptgen.cli.components import cmd_backbone, cmd_plugins
-from promptgen.cli.train import cmd_evaluate, cmd_train
+from promptgen.cli.train import cmd_evaluate, cmd_inspect, cmd_train
 from promptgen.components.presets import EPOCHS, PRESET_CHOICES
 from promptgen.runs import defaults
 
@@ -124,7 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", help="a directory written by promptgen train")
     train.add_argument("--cache-dir", default=None,
                        help="feature cache root (default: $PROMPTGEN_CACHE_DIR, else ~/.cache/promptgen)")
-    for command, run in ((train, cmd_train), (evaluate, cmd_evaluate)):
+    inspect = commands.add_parser("inspect", help=cmd_inspect.__doc__, description=cmd_inspect.__doc__)
+    inspect.add_argument("run_dir", help="a directory written by promptgen train (or a sweep's runs/...)")
+    inspect.add_argument("--json", action="store_true", help="print the figures as JSON")
+    inspect.add_argument("--draws", type=int, default=5, help="noise draws per image (default: %(default)s)")
+    for command, run in ((train, cmd_train), (evaluate, cmd_evaluate), (inspect, cmd_inspect)):
         command.set_defaults(run=run)
 
     add_plugin_commands(commands)

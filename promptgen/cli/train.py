@@ -1,4 +1,5 @@
-"""``promptgen train`` (one DG run into its directory) and ``promptgen evaluate`` (score a run directory again)."""
+"""``promptgen train`` (one DG run into its directory), ``promptgen evaluate`` (score a run directory again) and
+``promptgen inspect`` (where a prompt-generation run loses accuracy)."""
 
 from __future__ import annotations
 
@@ -65,4 +66,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_run(args.run_dir, progress=not args.quiet)
     saved = read_json(Path(args.run_dir) / "metrics.json", "run metrics")
     print(dumps({**result, "saved_test_accuracy": saved.get("test_accuracy")}, indent=2))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Where a prompt-generation run (SPG, DPSPG, any method with prompt labels and generated prompts) loses
+    accuracy: each stage I label as a fixed prompt, their mean, the nearest and the best label per image, the
+    generated prompts over noise draws, and how far they spread (collapse)."""
+    from promptgen.files import dumps
+    from promptgen.runs.inspect import inspect_run, text
+
+    report = inspect_run(args.run_dir, draws=args.draws, progress=not args.quiet)
+    print(dumps(report, indent=2) if args.json else text(report))
     return 0

@@ -141,7 +141,9 @@ class Method(Protocol):
     and for a method that gives each image its own prompt, ``instance_prompts(run, split, draws=None)``
     (the prompts [N, n_ctx, D]) with ``logits(run, split, draws=None)`` accepting ``draws`` too
     ([draws, N, ...]: that many noise draws per image; promptgen.toolkit.evaluate.per_draw), which the
-    benchmark's stability study compares across seeds and draws.
+    benchmark's stability study compares across seeds and draws; with ``prompt_labels()`` as well (the
+    stage I prompt labels, one per source domain, that its generated prompts learned to produce),
+    ``promptgen inspect RUN_DIR`` tells where between the labels and the generated prompts accuracy is lost.
     """
 
     inputs: str  # "features" or "images"

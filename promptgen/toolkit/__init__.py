@@ -34,7 +34,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "promptgen.toolkit.data": ("stable_int_hash", "extract_features"),
     "promptgen.toolkit.epochs": ("Epochs", "steps_per_epoch"),
     "promptgen.toolkit.evaluate": ("accuracy", "logits", "prompt_logits", "prompt_accuracy", "instance_logits",
-                                   "drawn_prompts", "per_draw"),
+                                   "context_logits", "drawn_prompts", "per_draw"),
     "promptgen.toolkit.generator_training": ("Trainer", "fit_generator", "train_epochs", "condition",
                                              "PromptScaler", "SCHEDULES", "loop_settings", "trains_in_loop",
                                              "builds_stepped", "module_states", "load_module_states"),

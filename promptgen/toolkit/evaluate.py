@@ -112,21 +112,32 @@ def instance_logits(
 
     name: the generator's registered name, for the message when its output is broken.
     """
-    classes = len(assembler.class_names)
-    images_per_chunk = max(1, prompts_per_chunk // classes)
-    class_chunk = max(1, min(classes, prompts_per_chunk))
     out = []
     # Prompts are sampled in fixed blocks, so the noise each image gets does not depend on the chunk size.
     for block_start in range(0, len(features), SAMPLE_BLOCK):
         block = features[block_start : block_start + SAMPLE_BLOCK].to(backbone.device)
         contexts = generated_prompts(generator, block, assembler.n_ctx, assembler.prefix.shape[-1], name)
-        for start in range(0, len(block), images_per_chunk):
-            batch, ctx = block[start : start + images_per_chunk], contexts[start : start + images_per_chunk]
-            text = torch.cat(
-                [assembler.text_features(backbone, ctx, slice(c, c + class_chunk)) for c in range(0, classes, class_chunk)],
-                dim=1,
-            )
-            out.append(logits(batch, text, backbone.logit_scale).cpu())
+        out.append(context_logits(backbone, assembler, block, contexts, prompts_per_chunk))
+    return torch.cat(out) if out else torch.empty(0, len(assembler.class_names))
+
+
+@torch.no_grad()
+def context_logits(backbone: Backbone, assembler: PromptAssembler, features: torch.Tensor, contexts: torch.Tensor,
+                   prompts_per_chunk: int = PROMPTS_PER_CHUNK) -> torch.Tensor:
+    """Logits [N, C] of N images, each with its own context ``contexts`` [N, n_ctx, D], chunked as
+    :func:`instance_logits` chunks (which calls this with the prompts a generator gives)."""
+    classes = len(assembler.class_names)
+    images_per_chunk = max(1, prompts_per_chunk // classes)
+    class_chunk = max(1, min(classes, prompts_per_chunk))
+    out = []
+    for start in range(0, len(features), images_per_chunk):
+        batch = features[start : start + images_per_chunk].to(backbone.device)
+        ctx = contexts[start : start + images_per_chunk].to(backbone.device)
+        text = torch.cat(
+            [assembler.text_features(backbone, ctx, slice(c, c + class_chunk)) for c in range(0, classes, class_chunk)],
+            dim=1,
+        )
+        out.append(logits(batch, text, backbone.logit_scale).cpu())
     return torch.cat(out) if out else torch.empty(0, classes)
 
 
