@@ -79,43 +79,87 @@ class Job:
 
 
 class RecordStore:
-    """The records of a sweep: ``<root>/records/<job id>.json``."""
+    """The records of a sweep: ``<root>/records/<job id>.json``. ``suite``: the suite name written into each record,
+    so that a record found among another suite's says whose it is."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, suite: str | None = None):
         self.directory = Path(root) / "records"
-        self.unreadable: list[Path] = []
+        self.suite = suite
+        self.damaged: dict[Path, str] = {}  # the record files read that could not be used, and why
 
     def path(self, job: Job) -> Path:
         return self.directory / f"{job.id}.json"
 
     def done(self, job: Job) -> bool:
-        record = self._read(self.path(job))
+        record = self._read(self.path(job), job.id)
         return record is not None and record.get("status") == "ok"
 
-    def _read(self, path: Path) -> dict | None:
-        """A record, or None when it is missing or unreadable (an empty or damaged file: the job runs again)."""
+    def _read(self, path: Path, job_id: str | None = None) -> dict | None:
+        """A record, or None when it is missing or damaged (the job runs again): an empty, cut-off or otherwise
+        unreadable file, or, for ``job_id``'s, one that is not that job's finished or failed record."""
         if not path.is_file():
             return None
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
-            if path not in self.unreadable:
-                self.unreadable.append(path)
-                log.warning("record %s is unreadable (%s); its job counts as not run", path, error)
-            return None
-        return record if isinstance(record, dict) else None
+            return self._damaged(path, "unreadable", f"is unreadable ({error})")
+        if not isinstance(record, dict):
+            return self._damaged(path, "not a JSON object")
+        problem = None if job_id is None else _not_a_record_of(record, job_id)
+        return self._damaged(path, problem) if problem else record
+
+    def _damaged(self, path: Path, why: str, logged: str = "") -> None:
+        """Note (and warn once) that ``path`` cannot be used: ``why`` in a word or two, ``logged`` the warning's."""
+        if path not in self.damaged:
+            self.damaged[path] = why
+            log.warning("record %s %s; its job counts as not run", path, logged or f"is damaged ({why})")
+        return None
 
     def write(self, job: Job, record: dict) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
-        return write_json(self.path(job), {"job": job.describe(), **record})
+        return write_json(self.path(job), {"job": job.describe(), **({"suite": self.suite} if self.suite else {}),
+                                           **record})
 
     def records(self, jobs: Iterable[Job] | None = None) -> list[dict]:
-        """Every readable record, or those of ``jobs`` that exist and are readable."""
+        """Every readable record, or those of ``jobs`` that exist and are whole (a finished or failed record of
+        that very job)."""
         if jobs is not None:
-            paths = [self.path(job) for job in jobs]
+            read = [self._read(self.path(job), job.id) for job in jobs]
         else:
-            paths = sorted(self.directory.glob("*.json")) if self.directory.is_dir() else []
-        return [record for record in map(self._read, paths) if record is not None]
+            read = [self._read(path) for path in self._files()]
+        return [record for record in read if record is not None]
+
+    def lacking(self, jobs: Iterable[Job], records: Iterable[dict]) -> list[str]:
+        """The record files of the ``jobs`` that ``records`` (read by :meth:`records`) leave out, each with why:
+        '<file> (missing)' or '<file> (<what is damaged>)'."""
+        present = {record["job"]["id"] for record in records}
+        return [f"{self.path(job).name} ({self.damaged.get(self.path(job), 'missing')})"
+                for job in jobs if job.id not in present]
+
+    def strangers(self, jobs: Iterable[Job]) -> list[tuple[str, str | None]]:
+        """The job records in the directory that are none of ``jobs``': (file name, the suite the record names, or
+        None: records written before they named their suite)."""
+        known = {self.path(job).name for job in jobs}
+        found = []
+        for path in self._files():
+            record = self._read(path) if path.name not in known else None
+            if record is not None and isinstance(record.get("job"), dict):  # not stability.json, perf.json
+                found.append((path.name, record.get("suite")))
+        return found
+
+    def _files(self) -> list[Path]:
+        return sorted(self.directory.glob("*.json")) if self.directory.is_dir() else []
+
+
+def _not_a_record_of(record: dict, job_id: str) -> str | None:
+    """What makes ``record`` no finished or failed record of job ``job_id``, or None."""
+    job = record.get("job")
+    if not isinstance(job, dict) or job.get("id") != job_id:
+        found = job.get("id") if isinstance(job, dict) else None
+        return f"the record of job {found}" if found else "no job in it"
+    if record.get("status") not in ("ok", "failed"):
+        return f"status {record.get('status')!r}, not 'ok' or 'failed'"
+    return None
 
 
 @attrs.frozen

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -21,19 +22,23 @@ import attrs
 
 from benchmarks import method_costs, perf, protocols, report, scale, selection, stability, suites, sweep
 from benchmarks.records import RecordStore, run_jobs
-from benchmarks.search import Search
+from benchmarks.search import MAX_TRIALS, Search, check_trials
 from benchmarks.tables import average_over_datasets
 from promptgen.runs import defaults
 from promptgen.runs.settings import merge_overrides, parse_settings
 from promptgen.cli.common import (Parser, add_log_argument, add_set_argument, run_command, setup_logging,
                                   sigterm_raises, warn_about_plugins)
 from promptgen.runs.curves import require_tensorboard
-from promptgen.errors import ConfigError, PromptgenError, suggestion
+from promptgen.errors import FAILURE, PARTIAL, ConfigError, PromptgenError, suggestion
 from promptgen.files import write_json, write_text
 from promptgen.paths import check_outside_cache
 from promptgen.components.presets import PRESET_CHOICES
 from promptgen.components.registry import default_registry
 from promptgen.components.resolve import Settings, build_launcher
+from promptgen.machine import usable_cores
+
+log = logging.getLogger(__name__)
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--preset", choices=PRESET_CHOICES)
     what.add_argument("--data-root", help="where the dataset lives (real datasets)")
     what.add_argument("--trials", type=int, metavar="N", help="a random search of N trials per job over the options' "
-                      "declared spaces (trial 0: the preset's values); the suite's hparams otherwise")
+                      f"declared spaces (trial 0: the preset's values; N at most {MAX_TRIALS:,}); the suite's hparams "
+                      "otherwise")
     add_set_argument(what)
     where = parser.add_argument_group("where and how")
     where.add_argument("--out", type=Path, help="output directory (default: results/SUITE)")
@@ -70,12 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="processes launcher: worker processes (default: the suite's, else 2)")
     where.add_argument("--threads", type=int, metavar="N", help="torch threads of each job: per worker with the "
                        "processes launcher (default: its share of the usable cores), else of this process (default: "
-                       "torch's, one per core); on a machine busy with other work, 1")
+                       "torch's, one per core); at most the usable cores (more is clamped, with a note); on a "
+                       "machine busy with other work, 1")
     where.add_argument("--ray-address", help="ray launcher: a running cluster (ray://host:10001 or auto); "
                        "default: start a local Ray instance")
     where.add_argument("--shard", help="I/N: run every N-th job from the I-th (0-based); default from torchrun's "
                        "RANK and WORLD_SIZE when set")
-    where.add_argument("--report", action="store_true", help="only rebuild the table from the records already written")
+    where.add_argument("--report", action="store_true", help="only rebuild the table from the records already "
+                       f"written; exit code {PARTIAL} if a job of the suite has no usable record (missing or damaged: "
+                       "its cells are left out; one line names the first), 1 if one failed, 0 when complete")
     where.add_argument("--dry-run", action="store_true", help="print the jobs and the first job resolved (sample "
                        "counts, options, estimated cost); run and write nothing")
     where.add_argument("--domain-gap", action="store_true", help="also the domain-gap table: FID/KID between the "
@@ -127,8 +136,7 @@ def resolve_suite(args) -> suites.Suite:
                                 methods=args.methods and tuple(args.methods), seeds=args.seeds and tuple(args.seeds),
                                 targets=args.targets and tuple(args.targets))
     if args.trials is not None:
-        if args.trials < 1:
-            raise ConfigError(f"--trials must be an integer >= 1, got {args.trials}")
+        check_trials(args.trials, "--trials")
         if suite.datasets:
             raise ConfigError(f"--trials: suite {suite.name} runs several datasets; a search runs one (--dataset)")
         suite = suites.with_changes(suite, search=attrs.evolve(suite.search or Search(), trials=args.trials))
@@ -208,7 +216,7 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
         return dry_run(suite, jobs, mine, out, registry, workers), {"suite": suite.name, "jobs": len(jobs),
                                                                      "dry_run": True}
     make_out(out)
-    store = RecordStore(out)
+    store = RecordStore(out, suite=suite.name)
     if not args.report:
         args.hold(sweep_lock(out, shard_spec(args.shard)))  # until the sweep's outputs are written (run_suite)
         pending = [job for job in mine if args.force or not store.done(job)]
@@ -225,6 +233,7 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
         raise ConfigError(f"--report: none of the {len(store.records())} records under {store.directory} is a job of "
                           f"suite '{suite.name}' (another suite's, or other settings'); nothing was rewritten: give "
                           f"the suite and settings that wrote them")
+    warn_about_strangers(store, jobs, suite.name)
     fingerprints = sorted({r["fingerprint"] for r in records if r.get("status") == "ok"})
     backbone = ", ".join(fingerprints) or "-"
     text = selection.write_tables(suite, jobs, records, backbone, out) if suite.search else \
@@ -253,6 +262,8 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
         text += "\n\nDomain gap in image-feature space: FID above the diagonal, KID ×10³ below\n\n" + gap_table
     failed = [r for r in records if r.get("status") == "failed"]
     missing = len(jobs) - len(records)
+    # What this command answers for: a shard's sweep its own jobs (the other shards' come later), --report all.
+    lacking = store.lacking(jobs if args.report else mine, records)
     if failed:
         text += "\n\nFailed jobs (see their records):\n" + "\n".join(
             f"- {r['job']['id']}: {r['error']}" for r in failed)
@@ -260,7 +271,37 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
         text += f"\n\n{missing} of {len(jobs)} jobs have no record yet (another shard, or not run)."
     summary = {"suite": suite.name, "jobs": len(jobs), "ok": len(records) - len(failed), "failed": len(failed),
                "missing": missing}
+    if lacking:  # the line run_suite prints, and exits PARTIAL
+        summary["partial"] = partial_line(lacking, len(jobs if args.report else mine), store.directory)
     return text, summary
+
+
+LISTED = 3  # record files named in a one-line message; the rest are counted
+
+
+def warn_about_strangers(store: RecordStore, jobs: list, suite: str) -> None:
+    """One warning line naming the job records under records/ that are none of this run's jobs: another suite's (a
+    copied or shared --out), or this suite's under other settings or flags; the tables leave them out."""
+    strangers = store.strangers(jobs)
+    if not strangers:
+        return
+
+    def whose(owner: str | None) -> str:
+        if owner is None:
+            return "no suite named: an older record, or other settings"
+        return f"suite {owner!r}" + (" under other settings or flags" if owner == suite else "")
+
+    named = ", ".join(f"{name} ({whose(owner)})" for name, owner in strangers[:LISTED])
+    more = f" and {len(strangers) - LISTED} more" if len(strangers) > LISTED else ""
+    log.warning("%d record(s) under %s are not jobs of this run of suite %r and are left out of its tables: %s%s",
+                len(strangers), store.directory, suite, named, more)
+
+
+def partial_line(lacking: list[str], jobs: int, directory: Path) -> str:
+    """Why the exit code is PARTIAL, in one line: how many of ``jobs`` lack a usable record, the first few named."""
+    more = f" and {len(lacking) - LISTED} more" if len(lacking) > LISTED else ""
+    return (f"partial: {len(lacking)} of {jobs} jobs have no usable record under {directory}, so the tables leave "
+            f"them out: {', '.join(lacking[:LISTED])}{more}; rerun the sweep to run them (exit code {PARTIAL})")
 
 
 def accuracy_tables(suite: suites.Suite, jobs: list, records: list, backbone: str, out: Path) -> str:
@@ -418,12 +459,23 @@ def check_out_is_this_suites(out: Path, suite: suites.Suite) -> None:
                           f"another --out")
 
 
+def clamp_threads(threads: int) -> int:
+    """--threads, at most the cores this process may use: threads beyond them only wait for each other (and a
+    process pool multiplies them per worker). Says so on stderr when it clamps."""
+    if threads < 1:
+        raise ConfigError(f"--threads must be an integer >= 1, got {threads}")
+    cores = usable_cores()
+    if threads > cores:
+        print(f"benchmarks.run: note: --threads {threads} clamped to {cores}, the cores this process may use: more "
+              f"threads than cores only compete for them", file=sys.stderr, flush=True)
+    return min(threads, cores)
+
+
 def run_suite(args) -> int:
     """Run the suite the arguments name, write its outputs, print its table."""
     start = time.perf_counter()
     if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be an integer >= 1, got {args.threads}")
+        args.threads = clamp_threads(args.threads)
         import torch
 
         torch.set_num_threads(args.threads)
@@ -451,7 +503,9 @@ def run_suite(args) -> int:
     print("\n" + text)
     print(f"\nwrote {out}/table.md, table.csv{', table.png' if (out / 'table.png').exists() else ''}, index.html "
           f"and records/ ({seconds:.0f} s)")
-    return 1 if summary.get("failed") else 0
+    if summary.get("partial"):
+        print(f"benchmarks.run: {summary['partial']}", file=sys.stderr, flush=True)  # as its errors are
+    return FAILURE if summary.get("failed") else PARTIAL if summary.get("partial") else 0
 
 
 def main(argv: list[str] | None = None) -> int:

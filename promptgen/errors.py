@@ -106,6 +106,9 @@ class Terminated(BaseException):
 
 # Exit codes: bad input the user can fix in the command or its files, and failures of the run itself.
 BAD_INPUT, FAILURE, INTERRUPTED, TERMINATED = 2, 1, 130, 143  # 128 + SIGINT, 128 + SIGTERM
+# The benchmark harness's tables were made from fewer records than the suite has jobs (missing or damaged
+# ones), so a cell may differ from the complete sweep's; a failed job (FAILURE) wins over it.
+PARTIAL = 3
 _BAD_INPUT_TYPES = (ConfigError, PluginError, BackboneLoadError, DatasetError, MissingDependencyError)
 
 _OS_ERRORS = {  # errno name -> how to say it

@@ -166,8 +166,9 @@ def test_an_empty_record_file_does_not_break_the_report(tmp_path, capsys):
     (record,) = (out / "records").glob("*.json")
     record.write_text("")
     capsys.readouterr()
-    assert benchmarks_run.main(["--suite", str(suite), "--out", str(out), "--report"]) == 0
+    assert benchmarks_run.main(["--suite", str(suite), "--out", str(out), "--report"]) == benchmarks_run.PARTIAL
     captured = capsys.readouterr()
     assert "is unreadable" in captured.err and "1 of 1 jobs have no record yet" in captured.out
+    assert f"{record.name} (unreadable)" in captured.err
     assert benchmarks_run.main(["--suite", str(suite), "--out", str(out), "--quiet"]) == 0  # the job runs again
     assert "1 jobs, 0 already done, running 1" in capsys.readouterr().out

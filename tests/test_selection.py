@@ -223,9 +223,11 @@ def test_a_small_search_runs_end_to_end_and_report_recomputes_a_partial_sweep(tm
     # a partial sweep: a trial's record gone, --report says what is missing and keeps the rest
     gone = next(r for r in main if r["job"]["method"] == "coop" and r["job"]["trial"] == 2)
     (out / "records" / f"{gone['job']['id']}.json").unlink()
-    assert run.main(["--suite", path, "--out", str(out), "--quiet", "--report"]) == 0
-    text = capsys.readouterr().out
+    assert run.main(["--suite", path, "--out", str(out), "--quiet", "--report"]) == run.PARTIAL
+    captured = capsys.readouterr()
+    text = captured.out
     assert "Partial: 1 of the jobs this selection reads have no finished record yet" in text
+    assert f"{gone['job']['id']}.json (missing)" in captured.err
     assert gone["job"]["id"] in text
     partial = json.loads((out / "selection.json").read_text())["selection"]["training-domain"]
     assert partial["missing"] == [gone["job"]["id"]]

@@ -11,7 +11,7 @@ from typing import Annotated
 from tqdm.auto import tqdm
 
 from promptgen import hookimpl
-from promptgen.toolkit import option
+from promptgen.toolkit import option, usable_cores
 
 
 class LocalLauncher:
@@ -29,14 +29,6 @@ def _limit_threads(threads: int) -> None:
 
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)  # jobs run one op graph at a time: extra inter-op threads only compete
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (a taskset or a container's cpuset counts), not the machine's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 class ProcessLauncher:

@@ -30,6 +30,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
                                       "save_training_state", "load_training_state"),
     "promptgen.files": ("atomic_file", "read_json", "write_json"),
     "promptgen.paths": ("cache_root", "writable_dir"),
+    "promptgen.machine": ("usable_cores",),
     "promptgen.toolkit.context_fitting": ("train_prompts", "fit_context"),
     "promptgen.toolkit.data": ("stable_int_hash", "extract_features"),
     "promptgen.toolkit.epochs": ("Epochs", "steps_per_epoch"),
