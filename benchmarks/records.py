@@ -14,7 +14,7 @@ import json
 import logging
 import traceback
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import attrs
 
@@ -160,6 +160,30 @@ def _not_a_record_of(record: dict, job_id: str) -> str | None:
     if record.get("status") not in ("ok", "failed"):
         return f"status {record.get('status')!r}, not 'ok' or 'failed'"
     return None
+
+
+def job_seconds(record: dict) -> float:
+    """A finished job's measured seconds: the whole job's (benchmarks.sweep.JobRunner), else (an older record) the
+    sum of its stages (each timed alone: promptgen.runs.context.timed)."""
+    return float(record.get("job_seconds") or sum(record.get("seconds", {}).values()))
+
+
+def estimate(pending: Sequence[Job], records: Sequence[dict]) -> tuple[dict[str, float | None], int, list[str]]:
+    """The seconds each of the ``pending`` jobs would take at the times measured in finished ``records`` (the mean
+    per method, and per kind of run: a leave-one-domain-out run trains on one source fewer): ({job id: seconds, or
+    None where its method has no finished job}, how many records the rates come from, the unmeasured methods)."""
+    measured: dict[tuple[str, bool], list[float]] = {}
+    for record in records:
+        if record.get("status") == "ok" and record.get("seconds"):
+            job = record["job"]
+            measured.setdefault((job["method"], bool(job.get("loo_for"))), []).append(job_seconds(record))
+    seconds, unmeasured = {}, []
+    for job in pending:
+        times = measured.get((job.method, bool(job.loo_for))) or measured.get((job.method, not job.loo_for))
+        seconds[job.id] = sum(times) / len(times) if times else None
+        if not times and job.method not in unmeasured:
+            unmeasured.append(job.method)
+    return seconds, sum(map(len, measured.values())), unmeasured
 
 
 @attrs.frozen

@@ -21,7 +21,7 @@ from pathlib import Path
 import attrs
 
 from benchmarks import method_costs, perf, protocols, report, scale, selection, stability, suites, sweep
-from benchmarks.records import RecordStore, run_jobs
+from benchmarks.records import RecordStore, estimate, run_jobs
 from benchmarks.search import MAX_TRIALS, Search, check_trials
 from benchmarks.tables import average_over_datasets
 from promptgen.runs import defaults
@@ -336,18 +336,41 @@ def accuracy_tables(suite: suites.Suite, jobs: list, records: list, backbone: st
     return "\n\n".join([average.markdown(heading), *texts])
 
 
+LISTED_JOBS = 100  # a dry run lists every job of a suite up to this many, each with its estimated time
+
+
 def dry_run(suite: suites.Suite, jobs: list, mine: list, out: Path, registry, workers: int = 1) -> str:
-    """The jobs the suite expands into, how many are done, and the first job resolved (promptgen.runs.dry_run)."""
+    """The jobs the suite expands into (each with its time estimated from the finished jobs under ``out``), how
+    many are done, what the rest would cost, and the first job resolved (promptgen.runs.dry_run)."""
     from promptgen.runs import dry_run as resolved
     from promptgen.runs.engine import check, plan_run
 
     store = RecordStore(out) if out.is_dir() else None
-    done = sum(1 for job in mine if store is not None and store.done(job))
-    lines = [f"dry run: suite {suite.name}: {len(jobs)} jobs ({len(mine)} in this shard, {done} already done), "
-             f"outputs under {out}"]
-    lines += [f"  {job.id}" for job in mine[:20]] + ([f"  ... and {len(mine) - 20} more"] if len(mine) > 20 else [])
+    records = store.records() if store is not None else []
+    pending = [job for job in mine if store is None or not store.done(job)]
+    seconds, measured, unmeasured = estimate(pending, records)
+    lines = [f"dry run: suite {suite.name}: {len(jobs)} jobs ({len(mine)} in this shard, {len(mine) - len(pending)} "
+             f"already done), outputs under {out}"]
+
+    def listed(job) -> str:
+        if job.id not in seconds:
+            return f"  {job.id}  (done)"
+        return f"  {job.id}" + (f"  ~{seconds[job.id]:.0f} s" if seconds[job.id] is not None else "")
+
+    lines += [listed(job) for job in mine[:LISTED_JOBS]]
+    lines += [f"  ... and {len(mine) - LISTED_JOBS} more"] if len(mine) > LISTED_JOBS else []
     if suite.search is not None:
-        lines += search_cost(suite, jobs, mine, store, workers)
+        lines += search_size(suite, jobs)
+    if measured:
+        total = sum(value for value in seconds.values() if value is not None)
+        lines.append(f"estimated time of the {len(pending)} jobs to run: {total / 60:.1f} min of job time from the "
+                     f"times of {measured} finished jobs in {out}"
+                     + (f" (about {total / 60 / workers:.1f} min on {workers} workers)" if workers > 1 else "")
+                     + (f"; not counted: {', '.join(unmeasured)} (no finished job measured)" if unmeasured else ""))
+    elif pending:
+        lines.append("estimated time: nothing measured yet (no finished job under --out); run a few jobs first "
+                     "(--seeds 0 --targets ONE, or --trials 1 for a search) into the same --out, then this dry run "
+                     "estimates each job from their times")
     if mine:
         config = mine[0].config
         checked = check(config, registry)
@@ -357,27 +380,13 @@ def dry_run(suite: suites.Suite, jobs: list, mine: list, out: Path, registry, wo
     return "\n".join(lines)
 
 
-def search_cost(suite: suites.Suite, jobs: list, mine: list, store: RecordStore | None, workers: int) -> list[str]:
-    """A search's size (trials x jobs) and its time estimated from the times its finished jobs measured."""
-    from benchmarks.search import estimate
-
+def search_size(suite: suites.Suite, jobs: list) -> list[str]:
+    """A search's size: trials x jobs, and its leave-one-domain-out runs."""
     main = [job for job in jobs if not job.loo_for]
     first = sum(1 for job in main if job.trial == 0)
-    lines = [f"search: {suite.search.trials} trial(s) (seed {suite.search.seed}) of {first} jobs: {len(main)} runs "
-             f"(a method with no search space runs trial 0 only) and {len(jobs) - len(main)} leave-one-domain-out "
-             f"runs; selection: {', '.join(suite.search.selection)}"]
-    records = store.records() if store is not None else []
-    pending = [job for job in mine if store is None or not store.done(job)]
-    seconds, measured, unmeasured = estimate(pending, records)
-    if measured:
-        lines.append(f"estimated time of the {len(pending)} jobs to run: {seconds / 60:.1f} min of job time from the "
-                     f"times of {measured} finished jobs in {store.directory.parent}"
-                     + (f" (about {seconds / 60 / workers:.1f} min on {workers} workers)" if workers > 1 else "")
-                     + (f"; not counted: {', '.join(unmeasured)} (no finished job measured)" if unmeasured else ""))
-    else:
-        lines.append("estimated time: nothing measured yet (no finished job under --out); run one trial first "
-                     "(--trials 1: the preset's), then this dry run estimates the rest from its jobs' times")
-    return lines
+    return [f"search: {suite.search.trials} trial(s) (seed {suite.search.seed}) of {first} jobs: {len(main)} runs "
+            f"(a method with no search space runs trial 0 only) and {len(jobs) - len(main)} leave-one-domain-out "
+            f"runs; selection: {', '.join(suite.search.selection)}"]
 
 
 LOCK = ".lock"

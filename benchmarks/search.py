@@ -123,28 +123,3 @@ def loo_jobs(job: Job) -> list[Job]:
     return [attrs.evolve(job, loo_for=held_out, config=attrs.evolve(
         job.config, sources=tuple(s for s in job.sources if s != source), targets=(source,), target_dataset=None))
         for source in job.sources]
-
-
-def job_seconds(record: dict) -> float:
-    """A finished job's measured seconds: the whole job's (benchmarks.sweep.JobRunner), else (an older record) the
-    sum of its stages (each timed alone: promptgen.runs.context.timed)."""
-    return float(record.get("job_seconds") or sum(record.get("seconds", {}).values()))
-
-
-def estimate(pending: Sequence[Job], records: Sequence[dict]) -> tuple[float, int, list[str]]:
-    """The seconds ``pending`` jobs would take at the times measured in finished ``records`` (per method,
-    and per kind of run: a leave-one-domain-out run trains on one source fewer): (seconds, how many records the
-    rates come from, methods with no finished job to measure from)."""
-    measured: dict[tuple[str, bool], list[float]] = {}
-    for record in records:
-        if record.get("status") == "ok" and record.get("seconds"):
-            job = record["job"]
-            measured.setdefault((job["method"], bool(job.get("loo_for"))), []).append(job_seconds(record))
-    total, unmeasured = 0.0, []
-    for job in pending:
-        times = measured.get((job.method, bool(job.loo_for))) or measured.get((job.method, not job.loo_for))
-        if times:
-            total += sum(times) / len(times)
-        elif job.method not in unmeasured:
-            unmeasured.append(job.method)
-    return total, sum(map(len, measured.values())), unmeasured

@@ -179,6 +179,33 @@ def test_sweep_writes_records_and_a_table_made_from_them_then_resumes(tmp_path, 
     assert "1 jobs, 0 already done, running 1" in capsys.readouterr().out
 
 
+def test_the_dry_run_lists_every_job_with_its_time_measured_from_the_finished_ones(tmp_path, capsys):
+    suite = _suite(tmp_path, f'targets = ["photo"]\nmethods = ["zero-shot", "coop"]\nseeds = [0]\nviews = 1\n{QUICK}')
+    out = tmp_path / "out"
+    assert run.main(["--suite", suite, "--out", str(out), "--dry-run"]) == 0
+    assert "estimated time: nothing measured yet" in capsys.readouterr().out
+    assert run.main(["--suite", suite, "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    coop = next(r for r in RecordStore(out).records() if r["method"] == "coop")
+    assert run.main(["--suite", suite, "--out", str(out), "--dry-run", "--seeds", "0", "1", "2"]) == 0
+    text = capsys.readouterr().out
+    lines = [line.strip() for line in text.splitlines() if line.startswith("  digits-dg.")]
+    assert len(lines) == 4  # zero-shot runs once (deterministic), coop per seed
+    assert sum(line.endswith("(done)") for line in lines) == 2
+    pending = [line for line in lines if ".coop.seed1." in line or ".coop.seed2." in line]
+    assert all(line.endswith(f"~{coop['job_seconds']:.0f} s") for line in pending), pending
+    assert f"estimated time of the 2 jobs to run: {2 * coop['job_seconds'] / 60:.1f} min of job time" in text
+
+
+def test_the_spg_study_suites_dry_run_lists_each_of_its_jobs(tmp_path, capsys):
+    assert run.main(["--suite", "spg-study", "--out", str(tmp_path / "study"), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    jobs = [line.strip() for line in text.splitlines() if line.startswith("  digits-traps.")]
+    assert "suite spg-study: 36 jobs" in text and len(jobs) == 36 and "more" not in text.split("the first job")[0]
+    assert {job.split(".")[3] for job in jobs} == {"coop", "spg-cgan", "dpspg"}
+    assert "gpu preset" in text
+
+
 @pytest.mark.slow
 def test_a_suite_of_several_datasets_has_a_table_each_and_one_averaged_over_them(tmp_path, capsys):
     path = tmp_path / "two.toml"
