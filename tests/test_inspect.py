@@ -58,6 +58,9 @@ def test_the_figures_of_a_two_label_toy_by_hand(tiny_backbone):
     assert figures["distance_to_label"]["a"] == pytest.approx((0.01 + to_a_from_b) / 2, rel=1e-4)
     assert figures["distance_to_label"]["b"] == pytest.approx((to_b_from_a + 0.01) / 2, rel=1e-4)
     assert figures["distance_between_labels"] == {"a|b": pytest.approx(gap)}
+    assert figures["distance_to_nearest"] == pytest.approx(0.01, rel=1e-4)
+    scale = [label.ctx.pow(2).mean().sqrt().item() for label in labels]
+    assert figures["label_scale"] == pytest.approx(sum(scale) / 2)
     assert figures["label_spread"] == pytest.approx(gap / 2, rel=1e-4)  # each label is half the gap from their mean
     assert figures["draw_spread"] == pytest.approx(0.01, rel=1e-3)  # two draws 0.02 apart: 0.01 from their mean
     assert figures["generated_draws"]["draws"] == 2 and not figures["collapsed"]

@@ -81,8 +81,10 @@ def inspect_split(backbone, classes, labels, features, prompts: torch.Tensor, dr
         "distance_to_label": {name: to_labels[:, k].mean().item() for k, name in enumerate(names)},
         "distance_between_labels": {f"{names[i]}|{names[j]}": rms(stack[i], stack[j]).item()
                                     for i in range(len(names)) for j in range(i + 1, len(names))},
+        "distance_to_nearest": to_labels.min(dim=1).values.mean().item(),
         "spread": spread,
         "label_spread": label_spread,
+        "label_scale": stack.pow(2).flatten(1).mean(1).sqrt().mean().item(),  # RMS entry of a label: the yardstick
         "draw_spread": rms(drawn.float(), drawn.float().mean(0)).mean().item(),
         "collapsed": label_spread > 0 and spread < COLLAPSE_RATIO * label_spread,
     }
@@ -154,5 +156,7 @@ def text(report: dict) -> str:
         lines += [f"  spread of generated prompts {f['spread']:.4f} (across draws of one image "
                   f"{f['draw_spread']:.4f}); labels' spread {f['label_spread']:.4f}"
                   + (f"; between labels {between}" if between else ""),
+                  f"  distance to the nearest label {f['distance_to_nearest']:.4f}; a label's entries are "
+                  f"{f['label_scale']:.4f} (RMS)",
                   f"  reading: {f['verdict']}"]
     return "\n".join(lines)
