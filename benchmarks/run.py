@@ -243,9 +243,15 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     methods = sweep.method_table(jobs, preset_runs)
     write_text(out / "methods.md", methods + "\n")
     sweep.plot_seed_spread(preset_runs, out / "stability.png", f"{suite.name}: one dot per seed")
-    text += ("\n\nPer method: seed stability, stage II time and generator quality; the last six columns are mean ± std "
-             "over the method's jobs, every target and seed (docs/benchmarks.md)"
-             + ("; a search's: over its trial 0 (the preset)" if suite.search else "") + "\n\n" + methods)
+    text += ("\n\nPer method: seed stability, stage II time, how many runs kept their loop's last epoch, and generator "
+             "quality; the last six columns are mean ± std over the method's jobs, every target and seed "
+             "(docs/benchmarks.md)" + ("; a search's: over its trial 0 (the preset)" if suite.search else "")
+             + "\n\n" + methods)
+    short = sweep.under_trained(jobs, preset_runs)
+    if short:
+        text += ("\n\nUnder-trained by this schedule: " + ", ".join(short) + " kept the last epoch of their loop "
+                 "(source val still at its best when it ended); a longer schedule may change their rows, so these "
+                 "rows do not say how the method does")
     if suite.stability and preset_runs:
         rows = stability.study(preset_runs, registry, progress=not args.quiet)
         write_json(out / "records" / "stability.json", {"draws": stability.DRAWS, "rows": rows})

@@ -170,6 +170,10 @@ def test_sweep_writes_records_and_a_table_made_from_them_then_resumes(tmp_path, 
     assert (out / "table.png").stat().st_size > 0 and (out / "table.csv").read_text().startswith("method,photo_mean")
     printed = capsys.readouterr().out
     assert "3 jobs, 0 already done, running 3" in printed and "| spg-cgan |" in printed
+    # one generator epoch and one CoOp epoch: each kept its only (last) epoch, and the table says so
+    assert {r["job"]["method"]: r["fit"]["last_epoch"] for r in records if "last_epoch" in r["fit"]} == \
+        {"coop": 0, "spg-cgan": 0}
+    assert "Under-trained by this schedule: coop (1 of 1 runs), spg-cgan (1 of 1 runs)" in printed
 
     before = {p.name: p.stat().st_mtime_ns for p in (out / "records").iterdir()}
     assert run.main(["--suite", suite, "--out", str(out), "--quiet"]) == 0
@@ -195,6 +199,24 @@ def test_the_dry_run_lists_every_job_with_its_time_measured_from_the_finished_on
     pending = [line for line in lines if ".coop.seed1." in line or ".coop.seed2." in line]
     assert all(line.endswith(f"~{coop['job_seconds']:.0f} s") for line in pending), pending
     assert f"estimated time of the 2 jobs to run: {2 * coop['job_seconds'] / 60:.1f} min of job time" in text
+
+
+def test_rows_whose_loop_kept_its_last_epoch_are_named_under_trained():
+    def record(method, best, last):
+        fit = {"best_epoch": best, **({"last_epoch": last} if last is not None else {})}
+        return {"status": "ok", "job": {"method": method, "seed": 0, "protocol": "multi-source"},
+                "test_accuracy": {"photo": 0.5}, "seconds": {}, "fit": fit}
+
+    records = [record("spg-cgan", 2, 2), record("spg-cgan", 2, 2), record("spg-cgan", 0, 2),
+               record("coop", 1, 3), record("coop", 3, 3), record("zero-shot", 0, None)]
+    assert sweep.kept_last_epoch([r for r in records if r["job"]["method"] == "spg-cgan"]) == (2, 3)
+    assert sweep.kept_last_epoch([r for r in records if r["job"]["method"] == "zero-shot"]) == (0, 0)
+    jobs = [type("J", (), {"method": m})() for m in ("zero-shot", "coop", "spg-cgan")]
+    # half of coop's runs count (a tie names it: the schedule left it as likely under-trained as not)
+    assert sweep.under_trained(jobs, records) == ["coop (1 of 2 runs)", "spg-cgan (2 of 3 runs)"]
+    table = sweep.method_table(jobs, records)
+    assert "| kept last epoch |" in table and "| 2 of 3 |" in table
+    assert next(line for line in table.splitlines() if line.startswith("| zero-shot |")).count("–") >= 6
 
 
 def test_the_spg_study_suites_dry_run_lists_each_of_its_jobs(tmp_path, capsys):

@@ -171,10 +171,22 @@ def metrics(config: RunConfig, checked, context, scores: dict, report: dict, qua
         "sizes": {split: len(context.samples(split)) for split in ("train", *context.eval_splits)},
         "views": context.views,
         "epoch": context.epoch,
-        "fit": {key: value for key, value in report.items() if key != "history"},
+        "fit": fit_summary(report),
         "generator_quality": quality,
         "versions": versions,
     }
+
+
+def fit_summary(report: dict) -> dict:
+    """The method's report without its history (history.json keeps it), with the history's ``last_epoch``: beside
+    ``best_epoch`` it says whether the loop kept its final epoch (source val still rising when the schedule ended)."""
+    summary = {key: value for key, value in report.items() if key != "history"}
+    history = report.get("history")
+    epochs = [entry["epoch"] for entry in history if isinstance(entry, dict) and type(entry.get("epoch")) is int] \
+        if isinstance(history, list) else []
+    if epochs:
+        summary["last_epoch"] = max(epochs)
+    return summary
 
 
 def write_metrics(out: Path, metrics: dict, history) -> None:

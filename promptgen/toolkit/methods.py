@@ -34,8 +34,12 @@ class SharedPromptMethod:
             learner = run.create("prompt_learner", self.learner)
             self.label = learner.fit(run.backbone, run.classes, run.features("train"), run.features("val"),
                                      "+".join(run.sources))
-        return {"stage1": {key: value for key, value in self.label.metadata.items() if key != "history"},
-                **({"history": self.label.metadata["history"]} if "history" in self.label.metadata else {})}
+        metadata = self.label.metadata
+        # best_epoch beside the history, as every loop that predicts reports it: with the history's last epoch it
+        # tells a table whether the schedule ended while the source val was still rising (benchmarks.sweep)
+        return {"stage1": {key: value for key, value in metadata.items() if key != "history"},
+                **({"history": metadata["history"]} if "history" in metadata else {}),
+                **({"best_epoch": metadata["best_epoch"]} if "best_epoch" in metadata else {})}
 
     @torch.no_grad()
     def logits(self, run, split: str) -> torch.Tensor:
