@@ -18,7 +18,8 @@ from urllib.parse import quote
 from promptgen.runs.curves import PNG as CURVES
 from promptgen.files import read_json_or_none, write_text
 
-TABLES = ("table.md", "methods.md", "stability.md", "domain_gap.md")
+TABLES = ("table.md", "pairs.md", "methods.md", "stability.md", "domain_gap.md")
+TITLED = ("table.md", "pairs.md")  # files whose text (headings, legends) is shown: the others' is table.md's
 FIRST_PLOTS = ("table.png", "stability.png")
 INDEX = "index.html"
 
@@ -130,7 +131,11 @@ def _text_html(lines: list[str]) -> str:
 
 
 def _tables(out: Path) -> list[str]:
-    # table.md already repeats methods.md (and stability.md, domain_gap.md when written): each table once.
+    # table.md already repeats methods.md (and stability.md, domain_gap.md when written): each table once. Its
+    # pairs.md section (benchmarks.compare: the pairwise matrices, headings and legends) gets a section of its own.
+    pairs = out / "pairs.md"
+    elsewhere = ({"\n".join(lines) for _, lines in _blocks(pairs.read_text(encoding="utf-8"))} if pairs.is_file()
+                 else set())
     seen: set[str] = set()
     parts = []
     for name in TABLES:
@@ -138,6 +143,8 @@ def _tables(out: Path) -> list[str]:
         if not path.is_file():
             continue
         blocks = _blocks(path.read_text(encoding="utf-8"))
+        if name == "table.md":
+            blocks = [block for block in blocks if "\n".join(block[1]) not in elsewhere]
         new = [b for b in blocks if b[0] == "table" and "\n".join(b[1]) not in seen]
         if not new:
             continue
@@ -148,7 +155,7 @@ def _tables(out: Path) -> list[str]:
                 if key not in seen:
                     seen.add(key)
                     html_blocks.append(_table_html(lines))
-            elif name == "table.md":  # the other files' only text is what table.md already titled
+            elif name in TITLED:  # the other files' only text is what table.md already titled
                 html_blocks.append(_text_html(lines))
         parts.append(f"<section>\n<h2>{_e(name)}</h2>\n" + "\n".join(html_blocks) + "\n</section>")
     return parts

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import attrs
 
-from benchmarks import method_costs, perf, protocols, report, scale, selection, stability, suites, sweep
+from benchmarks import compare, method_costs, perf, protocols, report, scale, selection, stability, suites, sweep
 from benchmarks.records import RecordStore, estimate, run_jobs
-from benchmarks.search import MAX_TRIALS, Search, check_trials
+from benchmarks.search import (LOO, LOO_MIN_SOURCES, MAX_TRIALS, SELECTION_METHODS, Search, check_selection,
+                               check_trials)
 from benchmarks.tables import average_over_datasets
 from promptgen.runs import defaults
 from promptgen.runs.settings import merge_overrides, parse_settings
@@ -64,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--trials", type=int, metavar="N", help="a random search of N trials per job over the options' "
                       f"declared spaces (trial 0: the preset's values; N at most {MAX_TRIALS:,}); the suite's hparams "
                       "otherwise")
+    what.add_argument("--selection", nargs="+", choices=SELECTION_METHODS, metavar="METHOD",
+                      help="a search's model selection methods, in this order (the first one's table is table.csv): "
+                      f"{', '.join(SELECTION_METHODS)}; instead of the suite's hparams.selection (default: all three). "
+                      "leave-one-domain-out adds runs (each trial trained once more without each source domain), the "
+                      "others none: leaving it out skips them. Needs a search: --trials N, or a suite with hparams")
     add_set_argument(what)
     where = parser.add_argument_group("where and how")
     where.add_argument("--out", type=Path, help="output directory (default: results/SUITE)")
@@ -85,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--report", action="store_true", help="only rebuild the table from the records already "
                        f"written; exit code {PARTIAL} if a job of the suite has no usable record (missing or damaged: "
                        "its cells are left out; one line names the first), 1 if one failed, 0 when complete")
+    where.add_argument("--compare", nargs=2, metavar=("A", "B"), help="print one pair of methods instead of the "
+                       "table: per dataset and column, A's and B's means, A − B in points with its 95%% paired "
+                       "interval over the same test images, the paired test's p and its Holm-adjusted p (over that "
+                       "column's pairs); from the suite's records, with --report or after the sweep; every output "
+                       "(table.md, pairs.csv: every pair) is written as always (docs/benchmarks.md)")
     where.add_argument("--dry-run", action="store_true", help="print the jobs and the first job resolved (sample "
                        "counts, options, estimated cost); run and write nothing")
     where.add_argument("--domain-gap", action="store_true", help="also the domain-gap table: FID/KID between the "
@@ -140,6 +151,13 @@ def resolve_suite(args) -> suites.Suite:
         if suite.datasets:
             raise ConfigError(f"--trials: suite {suite.name} runs several datasets; a search runs one (--dataset)")
         suite = suites.with_changes(suite, search=attrs.evolve(suite.search or Search(), trials=args.trials))
+    if args.selection is not None:
+        if suite.search is None:
+            raise ConfigError(f"--selection: suite {suite.name} is not a search (no hparams), so there is nothing to "
+                              f"select among; add --trials N to make it a search of N trials per job")
+        chosen = check_selection(args.selection, "--selection")
+        suite = suites.with_changes(suite, search=attrs.evolve(suite.search, selection=chosen,
+                                                               explicit_selection=True))
     if (suite.protocol == "cross-dataset") != (suite.target_dataset is not None):
         raise ConfigError(f"{suite.path}: protocol {suite.protocol} with target dataset {suite.target_dataset}: "
                           f"a target dataset goes with, and only with, --protocol cross-dataset")
@@ -204,6 +222,11 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     skipped, notes = [], []
     jobs = protocols.expand(suite, registry, skipped=skipped, notes=notes)
     mine = shard(jobs, args.shard)  # checked before anything is written
+    if args.compare:  # aliases (spg) read as the jobs name them; a method the suite never runs is refused at once
+        args.compare = [registry.canonical("method", name) if registry.has("method", name) else name
+                        for name in args.compare]
+        compare.check_methods(args.compare, list(dict.fromkeys(job.method for job in jobs)),
+                              f"is not a method of suite {suite.name}; its methods")
     for method, reason in dict.fromkeys(skipped):  # a multi-dataset suite skips a method once per dataset
         print(f"methods = all: skipping {method}: {reason}", flush=True)
     for note in dict.fromkeys(notes):
@@ -233,11 +256,18 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
         raise ConfigError(f"--report: none of the {len(store.records())} records under {store.directory} is a job of "
                           f"suite '{suite.name}' (another suite's, or other settings'); nothing was rewritten: give "
                           f"the suite and settings that wrote them")
+    finished = list(dict.fromkeys(r["job"]["method"] for r in records if r.get("status") == "ok"))
+    if args.compare and args.report:  # before anything is rewritten
+        compare.check_methods(args.compare, finished, f"has no finished record of suite {suite.name} under "
+                                                      f"{store.directory}; methods that have one")
     warn_about_strangers(store, jobs, suite.name)
     fingerprints = sorted({r["fingerprint"] for r in records if r.get("status") == "ok"})
     backbone = ", ".join(fingerprints) or "-"
     text = selection.write_tables(suite, jobs, records, backbone, out) if suite.search else \
         accuracy_tables(suite, jobs, records, backbone, out)
+    pairs, pairs_text = compare.write(suite, jobs, records, out)
+    if pairs_text:
+        text += "\n\n" + pairs_text
     # a search's per-method summaries read its preset runs (trial 0), one run per cell as a sweep's
     preset_runs = [r for r in records if r["job"].get("trial") in (None, 0) and not r["job"].get("loo_for")]
     methods = sweep.method_table(jobs, preset_runs)
@@ -277,9 +307,21 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
         text += f"\n\n{missing} of {len(jobs)} jobs have no record yet (another shard, or not run)."
     summary = {"suite": suite.name, "jobs": len(jobs), "ok": len(records) - len(failed), "failed": len(failed),
                "missing": missing}
+    if args.compare:  # printed instead of the table (run_suite), not kept in summary.json
+        summary["answer"] = compare_answer(args.compare, pairs, finished, suite, jobs)
     if lacking:  # the line run_suite prints, and exits PARTIAL
         summary["partial"] = partial_line(lacking, len(jobs if args.report else mine), store.directory)
     return text, summary
+
+
+def compare_answer(names: list[str], pairs: list, finished: list[str], suite: suites.Suite, jobs: list) -> str:
+    """--compare's answer; after a sweep whose jobs of a method all failed, a line saying so (the exit code is 1)."""
+    lacking = [name for name in names if name not in finished]
+    if lacking:
+        return f"--compare: {lacking[0]} has no finished record: nothing to compare (see the failed jobs)"
+    chosen = compare.selected_by(suite, jobs)
+    heading = f"suite {suite.name}" + (f" (a search: the trials selected by {chosen})" if chosen else "")
+    return compare.answer(pairs, *names, heading)
 
 
 LISTED = 3  # record files named in a one-line message; the rest are counted
@@ -387,12 +429,27 @@ def dry_run(suite: suites.Suite, jobs: list, mine: list, out: Path, registry, wo
 
 
 def search_size(suite: suites.Suite, jobs: list) -> list[str]:
-    """A search's size: trials x jobs, and its leave-one-domain-out runs."""
+    """A search's size: trials x jobs, its leave-one-domain-out runs, and what each selection method adds."""
     main = [job for job in jobs if not job.loo_for]
     first = sum(1 for job in main if job.trial == 0)
     return [f"search: {suite.search.trials} trial(s) (seed {suite.search.seed}) of {first} jobs: {len(main)} runs "
             f"(a method with no search space runs trial 0 only) and {len(jobs) - len(main)} leave-one-domain-out "
-            f"runs; selection: {', '.join(suite.search.selection)}"]
+            f"runs; selection: {', '.join(suite.search.selection)}", selection_costs(suite.search.selection, jobs)]
+
+
+def selection_costs(names: tuple[str, ...], jobs: list) -> str:
+    """What each selection method adds to a search's runs; where leave-one-domain-out is not chosen, what it would."""
+    main = [job for job in jobs if not job.loo_for]
+    loo = len(jobs) - len(main)
+    costs = {"training-domain": "0 extra runs (reads each run's own source val)",
+             "oracle": "0 extra runs (reads the held-out val split)",
+             LOO: f"+{loo} runs (each trial trained once more without each source, tested on it)" if loo else
+                  f"left out, no runs (it needs {LOO_MIN_SOURCES} source domains: see the hparams note)"}
+    line = "selection " + "; ".join(f"{name}: {costs[name]}" for name in names)
+    possible = main and min(len(job.sources) for job in main) >= LOO_MIN_SOURCES
+    if LOO not in names and possible:
+        line += f" (leave-one-domain-out, not chosen, would add {sum(len(job.sources) for job in main)} runs)"
+    return line
 
 
 LOCK = ".lock"
@@ -501,6 +558,11 @@ def run_suite(args) -> int:
     if not args.dry_run:
         check_outside_cache(out, args.cache_dir)
         check_out_is_this_suites(out, suite)
+    if args.compare and suite.kind != "accuracy":
+        raise ConfigError(f"--compare reads an accuracy suite's records; suite {suite.name} is a {suite.kind} suite")
+    if args.compare and args.dry_run:
+        raise ConfigError("--compare reads records and a dry run writes none: drop --dry-run (with --report, "
+                          "--compare answers from the records already written)")
     if args.dry_run and suite.kind == "perf":
         print(f"dry run: perf suite {suite.name}: settings {json.dumps(suite.perf)}; backbone "
               f"{json.dumps(suite.template.get('backbone', {}))}; outputs under {out}")
@@ -512,12 +574,14 @@ def run_suite(args) -> int:
             print(text)
             return 0
         seconds = time.perf_counter() - start
+        answer = summary.pop("answer", None)  # --compare's: printed instead of the table
         write_text(out / "table.md", text + "\n")
         write_json(out / "summary.json", {**summary, "seconds": round(seconds, 1)})
         report.write_report(out)
-    print("\n" + text)
-    print(f"\nwrote {out}/table.md, table.csv{', table.png' if (out / 'table.png').exists() else ''}, index.html "
-          f"and records/ ({seconds:.0f} s)")
+    print("\n" + (answer or text))
+    written = ", ".join(name for name in ("table.png", "pairs.csv") if (out / name).exists())
+    print(f"\nwrote {out}/table.md, table.csv{', ' + written if written else ''}, index.html and records/ "
+          f"({seconds:.0f} s)")
     if summary.get("partial"):
         print(f"benchmarks.run: {summary['partial']}", file=sys.stderr, flush=True)  # as its errors are
     return FAILURE if summary.get("failed") else PARTIAL if summary.get("partial") else 0

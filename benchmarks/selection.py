@@ -154,6 +154,12 @@ def tables(jobs: Sequence[Job], records: Sequence[dict], columns: Sequence[str],
     return out
 
 
+def applied(names: Sequence[str], jobs: Sequence[Job]) -> list[str]:
+    """The selection methods of ``names`` that a search's ``jobs`` can apply, in order: leave-one-domain-out only
+    where they include its runs (left out, with a note, on too few sources)."""
+    return [name for name in names if name != LOO or any(job.loo_for for job in jobs)]
+
+
 def choices_text(choices: Sequence[dict], trials: int) -> str:
     """One line per method: which trial each cell took (how often trial 0, the preset, won)."""
     lines = []
@@ -225,7 +231,7 @@ def write_tables(suite, jobs: Sequence[Job], records: Sequence[dict], backbone: 
     from promptgen.files import write_json, write_text
 
     columns, methods = sweep.table_columns(suite, [job for job in jobs if not job.loo_for])
-    names = [name for name in suite.search.selection if name != LOO or any(job.loo_for for job in jobs)]
+    names = applied(suite.search.selection, jobs)
     results = tables(jobs, records, columns, methods, names)
     trials = suite.search.trials
     texts, chosen = [], {}

@@ -15,6 +15,10 @@ per-image difference in correctness (averaged over each method's seeds) has a si
 coin under "no difference". With one seed each and equally weighted images this is exactly
 McNemar's exact test (a binomial test on the images only one of the two got right); otherwise the
 p value comes from random sign flips, seeded, so a table is the same every time it is built.
+
+Any two rows (benchmarks.compare) get the same test, a paired interval of their difference (the same
+per-image differences, a normal interval over the images plus each row's seed spread as a cell's has
+it), and Holm's correction over the family of pairs compared at once.
 """
 
 from __future__ import annotations
@@ -95,3 +99,45 @@ def sign_flip(differences: np.ndarray, weights: np.ndarray | None = None, flips:
         signs = rng.choice((-1.0, 1.0), size=(min(1000, flips - start), len(terms)))
         extreme += int((np.abs(signs @ terms) >= observed - 1e-12).sum())
     return (1 + extreme) / (1 + flips)
+
+
+def paired_p(domains: Sequence[tuple[float, np.ndarray]]) -> float:
+    """The paired sign-flip test's p value over ``domains``: per test domain, (its weight in the cells, the per-image
+    differences in correctness); each image weighs its domain's weight over the domain's image count."""
+    return sign_flip(np.concatenate([d for _, d in domains]),
+                     np.concatenate([np.full(len(d), weight / len(d)) for weight, d in domains]))
+
+
+def paired_interval(domains: Sequence[tuple[float, np.ndarray]], per_seed_a: Sequence[float],
+                    per_seed_b: Sequence[float]) -> tuple[float, float]:
+    """The 95% interval (fractions) of the difference a − b of two cells over the same test images.
+
+    ``domains`` as paired_p reads them (the differences: each method's correctness averaged over its own seeds);
+    ``per_seed_a``, ``per_seed_b``: each cell's value per seed. The centre is the weighted mean difference; SE² =
+    Σ w² s²/n (each domain's sample variance of the per-image differences: the test images' part, normal) + each
+    cell's seed variance of its mean, s²/k, as ``interval`` adds it, with Welch–Satterthwaite degrees of freedom
+    over the two seed terms (the image part counts as known). Not clipped: a difference lies in [-1, 1].
+    """
+    mean = float(sum(weight * d.mean() for weight, d in domains))
+    images = sum(weight * weight * float(np.var(d, ddof=1)) / len(d) for weight, d in domains if len(d) > 1)
+    seeds = [(float(np.var(v, ddof=1)) / len(v), len(v)) for v in (per_seed_a, per_seed_b) if len(v) > 1]
+    se2 = images + sum(term for term, _ in seeds)
+    if se2 == 0:
+        return (mean, mean)
+    spread = sum(term * term / (k - 1) for term, k in seeds)
+    df = se2 * se2 / spread if spread > 0 else math.inf  # Welch–Satterthwaite
+    half = t_quantile(df) * math.sqrt(se2)
+    return (mean - half, mean + half)
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of one family of p values, in their order: the i-th smallest (i from 1) of m
+    times (m - i + 1), then each at least the one before it in that order, and at most 1. None (a pair that could
+    not be tested) stays None and is not counted in m."""
+    tested = sorted((p, index) for index, p in enumerate(p_values) if p is not None)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, index) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        adjusted[index] = running
+    return adjusted

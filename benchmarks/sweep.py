@@ -6,6 +6,7 @@ Output directory (``--out``, default results/<suite>/):
   table.md, table.csv     rows = methods, columns = domains + avg, mean over seeds with a 95% interval over
                           seeds and test images, and a paired test against each column's best (benchmarks.tables)
   table.png               bars per domain, error bars = those intervals
+  pairs.md, pairs.csv     every pair of methods: difference, paired interval, paired test, Holm (benchmarks.compare)
   methods.md              per method: seed stability, stage II time, generator quality (FID, KID, P/R, diversity)
   domain_gap.md           FID and KID between the image features of every pair of domains
   table.<selection>.csv   a search (benchmarks.search): a table per selection method, the first also as table.csv;

@@ -92,18 +92,8 @@ def accuracy_table(records: Iterable[dict], targets: Sequence[str] | None = None
     Each cell is the mean ± sample std over the rows' seeds with its interval; 'avg' is, per seed, the mean
     over targets, then mean over seeds — the convention of the DG papers' tables.
     """
-    by_cell: dict[tuple[str, str], dict[int, dict]] = {}
-    for record in records:
-        by_cell.setdefault((record["method"], record["target"]), {})[record.get("seed", 0)] = \
-            {**record, "test_accuracy": record[value]}
-    methods = list(methods or dict.fromkeys(method for method, _ in by_cell))
-    targets = list(targets or dict.fromkeys(target for _, target in by_cell))
-    for method in methods:
-        per_seed = average_rows({t: by_cell.get((method, t), {}) for t in targets})
-        if per_seed:
-            by_cell[(method, "avg")] = per_seed
-    columns = (*targets, "avg")
-    cells = {key: _cell(rows) for key, rows in by_cell.items() if key[0] in methods and key[1] in columns}
+    methods, columns, by_cell = cell_runs(records, targets, methods, value)
+    cells = {key: _cell(rows) for key, rows in by_cell.items()}
     for column in columns:
         present = [m for m in methods if (m, column) in cells]
         if len(present) < 2:
@@ -116,10 +106,37 @@ def accuracy_table(records: Iterable[dict], targets: Sequence[str] | None = None
     return Table(tuple(methods), columns, cells)
 
 
+Runs = dict  # a cell's runs: {seed: row}, the rows accuracy_table reads
+
+
+def cell_runs(records: Iterable[dict], targets: Sequence[str] | None = None, methods: Sequence[str] | None = None,
+              value: str = "test_accuracy") -> tuple[list[str], tuple[str, ...], dict[tuple[str, str], Runs]]:
+    """(methods, columns, {(method, column): {seed: row}}): each cell's runs as accuracy_table reads ``records``,
+    'avg' included (average_rows), only the cells of ``methods`` and ``columns`` (the targets, then 'avg')."""
+    by_cell: dict[tuple[str, str], dict[int, dict]] = {}
+    for record in records:
+        by_cell.setdefault((record["method"], record["target"]), {})[record.get("seed", 0)] = \
+            {**record, "test_accuracy": record[value]}
+    methods = list(methods or dict.fromkeys(method for method, _ in by_cell))
+    targets = list(targets or dict.fromkeys(target for _, target in by_cell))
+    for method in methods:
+        per_seed = average_rows({t: by_cell.get((method, t), {}) for t in targets})
+        if per_seed:
+            by_cell[(method, "avg")] = per_seed
+    columns = (*targets, "avg")
+    return methods, columns, {key: rows for key, rows in by_cell.items() if key[0] in methods and key[1] in columns}
+
+
 def average_over_datasets(rows_by_dataset: dict[str, list[dict]], methods: Sequence[str] | None = None) -> Table:
     """SPG's Table 1: rows = methods, columns = datasets + avg; a dataset's cell is its 'avg' over target domains
     (per seed, then mean ± std over seeds), 'avg' the per-seed mean over datasets. ``rows_by_dataset``: each
     dataset's table rows (what accuracy_table reads) with its target domains."""
+    return accuracy_table(dataset_average_rows(rows_by_dataset), targets=list(rows_by_dataset), methods=methods)
+
+
+def dataset_average_rows(rows_by_dataset: dict[str, list[dict]]) -> list[dict]:
+    """The rows of the table averaged over datasets: per dataset, method and seed, one row (target = the dataset)
+    averaging the dataset's targets, its parts keyed '<dataset>/<target>:<domain>'."""
     averaged = []
     for dataset, rows in rows_by_dataset.items():
         by_cell: dict[tuple[str, str], dict[int, dict]] = {}
@@ -129,7 +146,7 @@ def average_over_datasets(rows_by_dataset: dict[str, list[dict]], methods: Seque
         for method in dict.fromkeys(method for method, _ in by_cell):
             per_seed = average_rows({t: by_cell.get((method, t), {}) for t in targets}, prefix=f"{dataset}/")
             averaged += [{**row, "method": method, "target": dataset, "seed": seed} for seed, row in per_seed.items()]
-    return accuracy_table(averaged, targets=list(rows_by_dataset), methods=methods)
+    return averaged
 
 
 def average_rows(by_target: dict[str, dict[int, dict]], prefix: str = "") -> dict[int, dict]:
@@ -179,19 +196,26 @@ def _parts_over_seeds(rows: dict[int, dict]) -> dict[str, list[dict]] | None:
 
 
 def paired_test(best: dict[int, dict], other: dict[int, dict]) -> float | None:
-    """The paired sign-flip test's p value between two cells' runs (benchmarks.stats.sign_flip), over every test
+    """The paired sign-flip test's p value between two cells' runs (benchmarks.stats.paired_p), over every test
     image the cells share; None when a run kept no per-image predictions or the two saw other images."""
-    mine, theirs = _parts_over_seeds(best), _parts_over_seeds(other)
+    domains = paired_images(best, other)
+    return None if domains is None else stats.paired_p(domains)
+
+
+def paired_images(first: dict[int, dict], second: dict[int, dict]) -> list[tuple[float, np.ndarray]] | None:
+    """Per test domain of two cells' runs (each {seed: row}): (its weight in the cells, per image the first cell's
+    correctness minus the second's, each averaged over its own seeds). None when a run kept no per-image
+    predictions or the two saw other images: then nothing pairs them."""
+    mine, theirs = _parts_over_seeds(first), _parts_over_seeds(second)
     if mine is None or theirs is None or set(mine) != set(theirs):
         return None
-    differences, weights = [], []
+    domains = []
     for key, group in mine.items():
         a, b = _correct_over_seeds(group), _correct_over_seeds(theirs[key])
         if a is None or b is None or group[0]["predictions"]["samples"] != theirs[key][0]["predictions"]["samples"]:
             return None
-        differences.append(a - b)
-        weights.append(np.full(len(a), group[0]["weight"] / len(a)))
-    return stats.sign_flip(np.concatenate(differences), np.concatenate(weights))
+        domains.append((group[0]["weight"], a - b))
+    return domains
 
 
 def _correct_over_seeds(parts: list[dict]) -> np.ndarray | None:

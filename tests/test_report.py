@@ -178,7 +178,8 @@ def sweep(tmp_path_factory, private_cache_dir):
 @pytest.mark.slow
 def test_a_sweep_writes_an_index_html_with_its_tables_plots_curves_and_jobs(sweep):
     out, printed = sweep
-    assert f"wrote {out}/table.md, table.csv, table.png, index.html and records/" in printed
+    assert f"wrote {out}/table.md, table.csv, table.png, pairs.csv, index.html and records/" in printed
+    assert "<h2>pairs.md</h2>" in (out / "index.html").read_text(encoding="utf-8")  # coop against zero-shot
     page = Page((out / "index.html").read_text(encoding="utf-8"))
     assert page.title == "default"
     assert {"zero-shot", "coop"} <= set(page.cells)
