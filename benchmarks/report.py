@@ -50,7 +50,7 @@ def write_report(out: Path) -> Path:
     out = Path(out)
     summary = read_json_or_none(out / "summary.json")
     summary = summary if isinstance(summary, dict) else {}
-    title = str(summary.get("suite") or out.name)
+    title = str(summary.get("title") or summary.get("suite") or out.name)  # title: the suite narrowed by --dataset
     body = [f"<h1>{_e(title)}</h1>"]
     facts = [f"{key} {summary[key]}" for key in ("jobs", "ok", "failed", "missing", "rows", "seconds")
              if key in summary]
@@ -133,6 +133,8 @@ def _text_html(lines: list[str]) -> str:
 def _tables(out: Path) -> list[str]:
     # table.md already repeats methods.md (and stability.md, domain_gap.md when written): each table once. Its
     # pairs.md section (benchmarks.compare: the pairwise matrices, headings and legends) gets a section of its own.
+    # Within one file every table shows, equal ones too: a search's selection methods can agree cell for cell, and
+    # each heading needs its table under it.
     pairs = out / "pairs.md"
     elsewhere = ({"\n".join(lines) for _, lines in _blocks(pairs.read_text(encoding="utf-8"))} if pairs.is_file()
                  else set())
@@ -142,17 +144,18 @@ def _tables(out: Path) -> list[str]:
         path = out / name
         if not path.is_file():
             continue
+        earlier = set(seen)  # the tables of the files before this one
         blocks = _blocks(path.read_text(encoding="utf-8"))
         if name == "table.md":
             blocks = [block for block in blocks if "\n".join(block[1]) not in elsewhere]
-        new = [b for b in blocks if b[0] == "table" and "\n".join(b[1]) not in seen]
+        new = [b for b in blocks if b[0] == "table" and "\n".join(b[1]) not in earlier]
         if not new:
             continue
         html_blocks = []
         for kind, lines in blocks:
             if kind == "table":
                 key = "\n".join(lines)
-                if key not in seen:
+                if key not in earlier:
                     seen.add(key)
                     html_blocks.append(_table_html(lines))
             elif name in TITLED:  # the other files' only text is what table.md already titled

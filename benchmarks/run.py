@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--seeds", nargs="+", type=int, metavar="SEED")
     what.add_argument("--targets", nargs="+", metavar="DOMAIN", help="only these target domains")
     what.add_argument("--protocol", choices=suites.PROTOCOLS, help="the DG protocol")
-    what.add_argument("--dataset", help="the (source) dataset plugin")
+    what.add_argument("--dataset", help="the (source) dataset plugin to run instead of the suite's: on a suite of "
+                      "several (the default: digits-dg and digits-traps) it narrows the suite to that one, its jobs "
+                      "and its table alone; a dataset the suite does not list runs with the suite's methods and "
+                      "settings. The default --out and the report's title name it: results/default-digits-traps, "
+                      "'default (digits-traps)'")
     what.add_argument("--target-dataset", help="cross-dataset: the dataset tested on")
     what.add_argument("--backbone", help="backbone plugin, e.g. openclip")
     what.add_argument("--model", help="open_clip model name, e.g. ViT-B-16")
@@ -72,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "others none: leaving it out skips them. Needs a search: --trials N, or a suite with hparams")
     add_set_argument(what)
     where = parser.add_argument_group("where and how")
-    where.add_argument("--out", type=Path, help="output directory (default: results/SUITE)")
+    where.add_argument("--out", type=Path, help="output directory (default: results/SUITE, results/SUITE-DATASET "
+                       "with a --dataset the suite file does not run alone)")
     where.add_argument("--cache-dir",
                        help="feature cache root (default: $PROMPTGEN_CACHE_DIR, else ~/.cache/promptgen)")
     where.add_argument("--force", action="store_true", help="rerun jobs that already have a finished record")
@@ -138,6 +143,8 @@ def resolve_suite(args) -> suites.Suite:
         template["backbone"] = backbone
     if args.set:
         template["overrides"] = merge_overrides(suite.template.get("overrides", {}), parse_settings(args.set))
+    if args.dataset and (suite.datasets or (suite.dataset,)) != (args.dataset,):  # not the suite's own run
+        suite = suites.with_changes(suite, only_dataset=args.dataset)
     if args.dataset or args.target_dataset:
         suite = suites.with_changes(suite, datasets=())  # the command line names the one dataset to run
     # The suite's launcher and workers unless the command line names them (every later step reads args).
@@ -243,7 +250,7 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     if not args.report:
         args.hold(sweep_lock(out, shard_spec(args.shard)))  # until the sweep's outputs are written (run_suite)
         pending = [job for job in mine if args.force or not store.done(job)]
-        print(f"suite {suite.name}: {len(jobs)} jobs, {len(mine) - len(pending)} already done, "
+        print(f"suite {suite.label}: {len(jobs)} jobs, {len(mine) - len(pending)} already done, "
               f"running {len(pending)} with the {args.launcher} launcher", flush=True)
         # Within-job progress bars only when jobs run one at a time in this process.
         if args.log == "tensorboard":
@@ -272,7 +279,7 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     preset_runs = [r for r in records if r["job"].get("trial") in (None, 0) and not r["job"].get("loo_for")]
     methods = sweep.method_table(jobs, preset_runs)
     write_text(out / "methods.md", methods + "\n")
-    sweep.plot_seed_spread(preset_runs, out / "stability.png", f"{suite.name}: one dot per seed")
+    sweep.plot_seed_spread(preset_runs, out / "stability.png", f"{suite.label}: one dot per seed")
     text += ("\n\nPer method: seed stability, stage II time, how many runs kept their loop's last epoch, and generator "
              "quality; the last six columns are mean ± std over the method's jobs, every target and seed "
              "(docs/benchmarks.md)" + ("; a search's: over its trial 0 (the preset)" if suite.search else "")
@@ -320,7 +327,7 @@ def compare_answer(names: list[str], pairs: list, finished: list[str], suite: su
     if lacking:
         return f"--compare: {lacking[0]} has no finished record: nothing to compare (see the failed jobs)"
     chosen = compare.selected_by(suite, jobs)
-    heading = f"suite {suite.name}" + (f" (a search: the trials selected by {chosen})" if chosen else "")
+    heading = f"suite {suite.label}" + (f" (a search: the trials selected by {chosen})" if chosen else "")
     return compare.answer(pairs, *names, heading)
 
 
@@ -355,7 +362,7 @@ def partial_line(lacking: list[str], jobs: int, directory: Path) -> str:
 def accuracy_tables(suite: suites.Suite, jobs: list, records: list, backbone: str, out: Path) -> str:
     """The DomainBed-style table (markdown, table.csv, table.png); a multi-dataset suite's table per dataset
     (table.<dataset>.csv/png) after the one averaged over datasets (table.csv/png)."""
-    plot_title = f"{suite.name}: test accuracy (%), mean over seeds, 95% intervals"
+    plot_title = f"{suite.label}: test accuracy (%), {sweep.seeds_text(suite.seeds)}, 95% intervals"
     if not suite.datasets:
         table = sweep.suite_table(suite, jobs, records)
         write_text(out / "table.csv", table.csv())
@@ -373,14 +380,15 @@ def accuracy_tables(suite: suites.Suite, jobs: list, records: list, backbone: st
         write_text(out / f"table.{part.dataset}.csv", table.csv())
         if table.cells:
             sweep.plot(table, out / f"table.{part.dataset}.png",
-                       f"{suite.name}, {part.dataset}: test accuracy (%), mean over seeds, 95% intervals")
+                       f"{suite.label}, {part.dataset}: test accuracy (%), {sweep.seeds_text(suite.seeds)}, "
+                       f"95% intervals")
         texts.append(table.markdown(sweep.title(part, suite.seeds, backbone)))
     average = average_over_datasets(rows, list(dict.fromkeys(job.method for job in jobs)))
     write_text(out / "table.csv", average.csv())
     if average.cells:
-        sweep.plot(average, out / "table.png", f"{suite.name}: average test accuracy (%) per dataset")
-    heading = (f"Average test accuracy (%) over each dataset's held-out domains (column = dataset); mean over "
-               f"seeds {','.join(map(str, suite.seeds))}; backbone {backbone}; best in bold")
+        sweep.plot(average, out / "table.png", f"{suite.label}: average test accuracy (%) per dataset")
+    heading = (f"Average test accuracy (%) over each dataset's held-out domains (column = dataset); "
+               f"{sweep.seeds_text(suite.seeds)}; backbone {backbone}; best in bold")
     return "\n\n".join([average.markdown(heading), *texts])
 
 
@@ -397,7 +405,7 @@ def dry_run(suite: suites.Suite, jobs: list, mine: list, out: Path, registry, wo
     records = store.records() if store is not None else []
     pending = [job for job in mine if store is None or not store.done(job)]
     seconds, measured, unmeasured = estimate(pending, records)
-    lines = [f"dry run: suite {suite.name}: {len(jobs)} jobs ({len(mine)} in this shard, {len(mine) - len(pending)} "
+    lines = [f"dry run: suite {suite.label}: {len(jobs)} jobs ({len(mine)} in this shard, {len(mine) - len(pending)} "
              f"already done), outputs under {out}"]
 
     def listed(job) -> str:
@@ -432,9 +440,11 @@ def search_size(suite: suites.Suite, jobs: list) -> list[str]:
     """A search's size: trials x jobs, its leave-one-domain-out runs, and what each selection method adds."""
     main = [job for job in jobs if not job.loo_for]
     first = sum(1 for job in main if job.trial == 0)
-    return [f"search: {suite.search.trials} trial(s) (seed {suite.search.seed}) of {first} jobs: {len(main)} runs "
-            f"(a method with no search space runs trial 0 only) and {len(jobs) - len(main)} leave-one-domain-out "
-            f"runs; selection: {', '.join(suite.search.selection)}", selection_costs(suite.search.selection, jobs)]
+    count = sweep.counted
+    return [f"search: {count(suite.search.trials, 'trial')} (seed {suite.search.seed}) of {count(first, 'job')}: "
+            f"{count(len(main), 'run')} (a method with no search space runs trial 0 only) and "
+            f"{count(len(jobs) - len(main), 'leave-one-domain-out run')}; selection: "
+            f"{', '.join(suite.search.selection)}", selection_costs(suite.search.selection, jobs)]
 
 
 def selection_costs(names: tuple[str, ...], jobs: list) -> str:
@@ -552,7 +562,7 @@ def run_suite(args) -> int:
 
         torch.set_num_threads(args.threads)
     suite = resolve_suite(args)
-    out = args.out or Path("results") / suite.name
+    out = args.out or suite.default_out
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a directory")
     if not args.dry_run:
@@ -576,7 +586,8 @@ def run_suite(args) -> int:
         seconds = time.perf_counter() - start
         answer = summary.pop("answer", None)  # --compare's: printed instead of the table
         write_text(out / "table.md", text + "\n")
-        write_json(out / "summary.json", {**summary, "seconds": round(seconds, 1)})
+        title = {"title": suite.label} if suite.label != suite.name else {}  # the page's, under --dataset
+        write_json(out / "summary.json", {**summary, **title, "seconds": round(seconds, 1)})
         report.write_report(out)
     print("\n" + (answer or text))
     written = ", ".join(name for name in ("table.png", "pairs.csv") if (out / name).exists())

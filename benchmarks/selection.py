@@ -31,8 +31,9 @@ DESCRIPTIONS = {
     "training-domain": "training-domain validation (the source domains' val splits; SPG's and DomainBed's default)",
     "leave-one-domain-out": "leave-one-domain-out validation (each source domain held out in turn, trained "
                             "without it and scored on it)",
-    "oracle": "test-domain validation, the ORACLE (the held-out domain's val split, last epoch): an upper bound, "
-              "not a domain-generalization result",
+    "oracle": "test-domain validation, the ORACLE (it selects by the held-out domain's val split at the last epoch, "
+              "not by its test split, and reports the selected trial's test accuracy: the per-trial table shows "
+              "both): an upper bound, not a domain-generalization result",
 }
 
 
@@ -100,14 +101,33 @@ def _columns(record: dict, test: dict[str, float], final: bool) -> dict[str, tup
 
 def select(method: str, records: Sequence[dict]) -> tuple[list[dict], list[dict]]:
     """The table rows (what benchmarks.tables.accuracy_table reads) of selection ``method`` over a search's
-    records, and the choices: per cell, the trial taken, its validation and test accuracy and the trials seen."""
+    records, and the choices: per cell, the trial taken, its validation and test accuracy, the trials seen, the
+    trials ``tied`` with it (the same validation accuracy: the lower one wins; [] without a tie) and ``scores``,
+    every trial's validation (-inf: none) and test accuracy, in trial order (benchmarks.trials shows them)."""
+    rows, choices = [], []
+    for (name, column, seed), found in scored_cells(method, records).items():
+        best = max(found, key=lambda c: (c["val"], -c["trial"]))
+        tied = [c["trial"] for c in found if c["val"] == best["val"]]
+        rows.append({"method": name, "target": column, "seed": seed, "test_accuracy": best["test"],
+                     "parts": best["parts"]})
+        choices.append({"method": name, "column": column, "seed": seed, "trial": best["trial"], "val": best["val"],
+                        "test": best["test"], "trials": [c["trial"] for c in found],
+                        "tied": tied if len(tied) > 1 else [],
+                        "scores": [{"trial": c["trial"], "val": c["val"], "test": c["test"]} for c in found]})
+    return rows, choices
+
+
+def scored_cells(method: str, records: Sequence[dict]) -> dict[tuple, list[dict]]:
+    """{(method, column, seed): its trials in trial order, each {trial, val, test, parts}}: ``val`` the validation
+    accuracy selection ``method`` reads (-inf where a run has none, so that it never wins), ``test`` the column's
+    test accuracy at the same checkpoint."""
     ok = [r for r in records if r.get("status") == "ok" and r["job"].get("trial") is not None]
     loo: dict[tuple, dict[str, dict]] = {}
     for record in ok:
         job = record["job"]
         if job.get("loo_for"):
             loo.setdefault(_cell_key(job, job["loo_for"].split("+")), {})[job["targets"][0]] = record
-    candidates: dict[tuple, list[tuple]] = {}
+    cells: dict[tuple, list[dict]] = {}
     for record in ok:
         job = record["job"]
         if job.get("loo_for"):
@@ -120,17 +140,11 @@ def select(method: str, records: Sequence[dict]) -> tuple[list[dict], list[dict]
             scored = leave_one_out(record, loo.get(_cell_key(job, job["targets"]), {}))
         if scored is None:
             continue
+        val = scored["val"] if not math.isnan(scored["val"]) else -math.inf
         for column, (value, parts) in _columns(record, scored["test"], scored["final"]).items():
-            val = scored["val"] if not math.isnan(scored["val"]) else -math.inf
-            candidates.setdefault((job["method"], column, job["seed"]), []).append(
-                (val, -job["trial"], value, parts, job["trial"]))
-    rows, choices = [], []
-    for (name, column, seed), found in candidates.items():
-        val, _, value, parts, trial = max(found, key=lambda c: (c[0], c[1]))
-        rows.append({"method": name, "target": column, "seed": seed, "test_accuracy": value, "parts": parts})
-        choices.append({"method": name, "column": column, "seed": seed, "trial": trial, "val": val, "test": value,
-                        "trials": sorted(c[4] for c in found)})
-    return rows, choices
+            cells.setdefault((job["method"], column, job["seed"]), []).append(
+                {"trial": job["trial"], "val": val, "test": value, "parts": parts})
+    return {key: sorted(found, key=lambda c: c["trial"]) for key, found in cells.items()}
 
 
 def _cell_key(job: dict, targets) -> tuple:
@@ -224,34 +238,40 @@ def plot(records: Sequence[dict], trials: int, selection: Sequence[str], path: P
 
 
 def write_tables(suite, jobs: Sequence[Job], records: Sequence[dict], backbone: str, out: Path) -> str:
-    """A search's outputs: a table per selection method (markdown, returned; ``table.<method>.csv``), the first
-    method's as table.csv/png, the choices (``selection.json``) and the accuracy-against-trials plot
-    (``search.png``). A selection whose jobs lack records says which and how many."""
-    from benchmarks import sweep
+    """A search's outputs: a table per selection method (markdown, returned; ``table.<method>.csv``) with its
+    per-trial table under it (``trials.<method>.csv``, benchmarks.trials), the first method's as table.csv/png, the
+    choices (``selection.json``) and the accuracy-against-trials plot (``search.png``). A selection whose jobs lack
+    records says which and how many."""
+    from benchmarks import sweep, trials
     from promptgen.files import write_json, write_text
 
     columns, methods = sweep.table_columns(suite, [job for job in jobs if not job.loo_for])
     names = applied(suite.search.selection, jobs)
     results = tables(jobs, records, columns, methods, names)
-    trials = suite.search.trials
+    count = suite.search.trials
+    held = "source" if suite.protocol == "single-source" else "held out"
     texts, chosen = [], {}
     for index, (name, (table, choices)) in enumerate(results.items()):
         write_text(out / f"table.{name}.csv", table.csv())
         if index == 0:
             write_text(out / "table.csv", table.csv())
             if table.cells:
-                sweep.plot(table, out / "table.png", f"{suite.name}: test accuracy (%), selected by {name}")
+                sweep.plot(table, out / "table.png", f"{suite.label}: test accuracy (%), selected by {name}")
         lacking = missing(name, jobs, records)
         heading = (f"Selected by {DESCRIPTIONS[name]}: {sweep.title(suite, suite.seeds, backbone)}; the best of "
-                   f"{trials} trial(s) (search seed {suite.search.seed})")
-        text = table.markdown(heading) + "\n\nTrials taken:\n" + (choices_text(choices, trials) or "- none yet")
+                   f"{sweep.counted(count, 'trial')} (search seed {suite.search.seed})")
+        text = table.markdown(heading) + "\n\nTrials taken:\n" + (choices_text(choices, count) or "- none yet")
+        every = trials.rows(choices, records, methods)
+        write_text(out / f"trials.{name}.csv", trials.csv_text(every))
+        if every:
+            text += "\n\n" + trials.markdown(name, every, held, f"trials.{name}.csv")
         if lacking:
             text += (f"\n\nPartial: {len(lacking)} of the jobs this selection reads have no finished record yet "
                      f"(e.g. {lacking[0]}); its cells chose among the trials that have one, and a cell with none "
                      f"is '–'.")
         texts.append(text)
         chosen[name] = {"choices": choices, "missing": lacking}
-    write_json(out / "selection.json", {"trials": trials, "seed": suite.search.seed, "selection": chosen})
-    plot(records, trials, names, out / "search.png", f"{suite.name}: the selected trial's test accuracy as the "
-                                                      f"search grows (dots: each trial's own)")
+    write_json(out / "selection.json", {"trials": count, "seed": suite.search.seed, "selection": chosen})
+    plot(records, count, names, out / "search.png", f"{suite.label}: the selected trial's test accuracy as the "
+                                                    f"search grows (dots: each trial's own)")
     return "\n\n".join(texts)

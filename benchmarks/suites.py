@@ -68,6 +68,17 @@ class Suite:
     launcher: str | None = None  # how the suite's jobs run when --launcher is not given (default: local)
     workers: int | None = None  # the processes launcher's workers when --workers is not given
     search: Search | None = None  # hparams: a random search over the declared options (benchmarks.search)
+    only_dataset: str | None = None  # --dataset where it changes what the suite file runs: named in label, out
+
+    @property
+    def label(self) -> str:
+        """The suite's name, and the dataset --dataset narrowed it to: 'default (digits-traps)'."""
+        return f"{self.name} ({self.only_dataset})" if self.only_dataset else self.name
+
+    @property
+    def default_out(self) -> Path:
+        """results/<suite>, or results/<suite>-<dataset> under --dataset: a narrowed run keeps off the full one's."""
+        return Path("results") / (f"{self.name}-{self.only_dataset}" if self.only_dataset else self.name)
 
     def parts(self) -> list[Suite]:
         """One single-dataset suite per dataset (this suite alone where it names one dataset)."""

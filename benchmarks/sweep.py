@@ -10,6 +10,7 @@ Output directory (``--out``, default results/<suite>/):
   methods.md              per method: seed stability, stage II time, generator quality (FID, KID, P/R, diversity)
   domain_gap.md           FID and KID between the image features of every pair of domains
   table.<selection>.csv   a search (benchmarks.search): a table per selection method, the first also as table.csv;
+  trials.<selection>.csv  every trial of every cell: drawn values, the score selection read, test, ties (.trials);
   selection.json          the trial each cell took; search.png, accuracy against trials (benchmarks.selection)
   index.html              all of the above on one self-contained page (benchmarks.report)
 """
@@ -115,8 +116,18 @@ def title(suite: Suite, seeds: Sequence[int], backbone: str) -> str:
         "single-source": f"{suite.dataset}, single source (column = source domain; mean over the other domains)",
         "cross-dataset": f"trained on {suite.dataset}, tested on {suite.target_dataset} (column = target domain)",
     }[suite.protocol]
-    return (f"Test accuracy (%) — {what}; mean over seeds {','.join(map(str, seeds))} [95% interval]; "
-            f"backbone {backbone}; best in bold")
+    return f"Test accuracy (%) — {what}; {seeds_text(seeds)} [95% interval]; backbone {backbone}; best in bold"
+
+
+def seeds_text(seeds: Sequence[int]) -> str:
+    """What a table's cells average: '1 seed (0)', 'mean over 3 seeds (0, 1, 2)'."""
+    listed = ", ".join(map(str, seeds))
+    return f"1 seed ({listed})" if len(seeds) == 1 else f"mean over {len(seeds)} seeds ({listed})"
+
+
+def counted(number: int, noun: str) -> str:
+    """'1 job', '2 jobs': a number with its noun, singular or plural."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 def plot(table: Table, path: Path, heading: str) -> Path:
@@ -217,14 +228,17 @@ def seed_stability(rows: Sequence[dict]) -> dict[str, float] | None:
 def method_table(jobs: Sequence[Job], records: Sequence[dict]) -> str:
     """Per method: seed stability (the mean over columns of the std of accuracy over seeds; the seed-averaged
     accuracy's mean, std across seeds and worst seed), stage II seconds and the generator quality metrics
-    (each mean ± std over the method's jobs: every target and seed, not seeds alone)."""
+    (each mean ± std over the method's jobs: every target and seed, not seeds alone). Where no method has two
+    seeds, one line under the table says why its seed columns are '–'."""
     ok = [r for r in records if r.get("status") == "ok"]
+    spread = False
     lines = ["| method | seed std (points) | mean over seeds | std across seeds | worst seed | stage II s per job | "
              "kept last epoch | " + " | ".join(title for _, title, _ in QUALITY) + " |",
              "|---|" + "---:|" * (6 + len(QUALITY))]
     for method in dict.fromkeys(job.method for job in jobs):
         mine = [r for r in ok if r["job"]["method"] == method]
         stability = seed_stability(table_rows(mine))
+        spread = spread or stability is not None
         seeds = ([f"{stability['column_std']:.2f}", f"{stability['mean']:.2f}", f"{stability['std']:.2f}",
                   f"{stability['worst']:.2f}"] if stability else ["–"] * 4)
         stage2 = _mean_std([r["seconds"]["stage2"] for r in mine if "stage2" in r["seconds"]], digits=1)
@@ -233,7 +247,19 @@ def method_table(jobs: Sequence[Job], records: Sequence[dict]) -> str:
         kept = kept_last_epoch(mine)
         lines.append(f"| {method} | " + " | ".join([*seeds, stage2, f"{kept[0]} of {kept[1]}" if kept[1] else "–",
                                                     *cells]) + " |")
+    if ok and not spread:
+        lines += ["", no_spread_line(ok)]
     return "\n".join(lines)
+
+
+def no_spread_line(records: Sequence[dict]) -> str:
+    """Why every seed column of the per-method table is '–': too few seeds, or (a deterministic method, run once)
+    one seed of each method."""
+    seeds = len({r["job"]["seed"] for r in records})
+    if seeds < 2:
+        return f"The seed columns need 2 or more seeds; this sweep ran {seeds}."
+    return (f"The seed columns need 2 or more seeds of one method; this sweep ran {seeds}, but each method's finished "
+            f"runs are of one seed.")
 
 
 def kept_last_epoch(records: Sequence[dict]) -> tuple[int, int]:

@@ -73,7 +73,7 @@ def test_a_search_at_the_bound_is_still_answered_promptly(tmp_path, capsys):
     assert run.main(["--suite", "digits-dg-search", "--trials", str(search.MAX_TRIALS), "--dry-run",
                      "--out", str(tmp_path / "out")]) == 0
     seconds = time.perf_counter() - start
-    assert "search: 200 trial(s) (seed 0) of 10 jobs: 1602 runs" in capsys.readouterr().out
+    assert "search: 200 trials (seed 0) of 10 jobs: 1,602 runs" in capsys.readouterr().out
     assert seconds < 60  # 4-10 s on 2 cores for its 6,408 jobs (every method at 1,000 trials took 26 s)
 
 

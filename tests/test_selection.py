@@ -173,7 +173,7 @@ def test_the_dry_run_prints_trials_times_jobs_and_a_time_measured_from_finished_
     out = tmp_path / "out"
     assert run.main(["--suite", path, "--out", str(out), "--dry-run", "--trials", "4"]) == 0
     text = capsys.readouterr().out
-    assert "search: 4 trial(s) (seed 0) of 2 jobs: 5 runs" in text and "15 leave-one-domain-out runs" in text
+    assert "search: 4 trials (seed 0) of 2 jobs: 5 runs" in text and "15 leave-one-domain-out runs" in text
     assert "nothing measured yet" in text and not out.exists()
     assert run.main(["--suite", path, "--out", str(out), "--quiet", "--trials", "1"]) == 0  # trial 0 measures
     capsys.readouterr()
