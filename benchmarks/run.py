@@ -280,10 +280,16 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     methods = sweep.method_table(jobs, preset_runs)
     write_text(out / "methods.md", methods + "\n")
     sweep.plot_seed_spread(preset_runs, out / "stability.png", f"{suite.label}: one dot per seed")
-    text += ("\n\nPer method: seed stability, stage II time, how many runs kept their loop's last epoch, and generator "
-             "quality; the last six columns are mean ± std over the method's jobs, every target and seed "
+    text += ("\n\nPer method: seed stability, stage II time, how many runs kept their loop's last epoch, how far the "
+             "generated prompts lie from their labels (× a label entry's RMS size), and generator quality; the last six columns are mean ± std over the method's jobs, every target and seed "
              "(docs/benchmarks.md)" + ("; a search's: over its trial 0 (the preset)" if suite.search else "")
              + "\n\n" + methods)
+    off = sweep.off_their_labels(jobs, preset_runs)
+    if off:
+        text += ("\n\nGenerators that did not reach their labels: " + ", ".join(off) + ": their generated prompts lie "
+                 "farther from the nearest stage I label than a label entry's own size (source val, mean over the "
+                 "runs), so these rows show an untrained generator rather than what the method can do; `promptgen "
+                 "inspect RUN_DIR` says where the accuracy goes (docs/spg-study.md)")
     short = sweep.under_trained(jobs, preset_runs)
     if short:
         text += ("\n\nUnder-trained by this schedule: " + ", ".join(short) + " kept the last epoch of their loop "

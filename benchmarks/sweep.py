@@ -233,8 +233,8 @@ def method_table(jobs: Sequence[Job], records: Sequence[dict]) -> str:
     ok = [r for r in records if r.get("status") == "ok"]
     spread = False
     lines = ["| method | seed std (points) | mean over seeds | std across seeds | worst seed | stage II s per job | "
-             "kept last epoch | " + " | ".join(title for _, title, _ in QUALITY) + " |",
-             "|---|" + "---:|" * (6 + len(QUALITY))]
+             "kept last epoch | prompts off labels (×) | " + " | ".join(title for _, title, _ in QUALITY) + " |",
+             "|---|" + "---:|" * (7 + len(QUALITY))]
     for method in dict.fromkeys(job.method for job in jobs):
         mine = [r for r in ok if r["job"]["method"] == method]
         stability = seed_stability(table_rows(mine))
@@ -245,8 +245,9 @@ def method_table(jobs: Sequence[Job], records: Sequence[dict]) -> str:
         quality = [r["generator_quality"] for r in mine if r.get("generator_quality")]
         cells = [_mean_std([q[key] for q in quality], scale) for key, _, scale in QUALITY]
         kept = kept_last_epoch(mine)
+        off = _mean_std([r["prompt_distance"]["ratio"] for r in mine if r.get("prompt_distance")], digits=1)
         lines.append(f"| {method} | " + " | ".join([*seeds, stage2, f"{kept[0]} of {kept[1]}" if kept[1] else "–",
-                                                    *cells]) + " |")
+                                                    off, *cells]) + " |")
     if ok and not spread:
         lines += ["", no_spread_line(ok)]
     return "\n".join(lines)
@@ -268,6 +269,22 @@ def kept_last_epoch(records: Sequence[dict]) -> tuple[int, int]:
     fits = [r.get("fit") or {} for r in records]
     known = [fit for fit in fits if type(fit.get("best_epoch")) is int and type(fit.get("last_epoch")) is int]
     return sum(fit["best_epoch"] == fit["last_epoch"] for fit in known), len(known)
+
+
+OFF_LABELS = 1.0  # generated prompts farther than a label entry's own RMS size from their nearest label
+
+
+def off_their_labels(jobs: Sequence[Job], records: Sequence[dict]) -> list[str]:
+    """The methods whose generated prompts lie, on average over their runs, farther from the nearest stage I label
+    than a label entry's own RMS size (metrics' prompt_distance): their generator did not reach its labels, so
+    their rows say how that generator was trained, not what the method can do (``promptgen inspect`` says more)."""
+    ok = [r for r in records if r.get("status") == "ok" and r.get("prompt_distance")]
+    named = []
+    for method in dict.fromkeys(job.method for job in jobs):
+        ratios = [r["prompt_distance"]["ratio"] for r in ok if r["job"]["method"] == method]
+        if ratios and statistics.mean(ratios) > OFF_LABELS:
+            named.append(f"{method} ({statistics.mean(ratios):.1f}×)")
+    return named
 
 
 def under_trained(jobs: Sequence[Job], records: Sequence[dict]) -> list[str]:

@@ -219,6 +219,20 @@ def test_rows_whose_loop_kept_its_last_epoch_are_named_under_trained():
     assert next(line for line in table.splitlines() if line.startswith("| zero-shot |")).count("–") >= 6
 
 
+def test_generators_whose_prompts_stay_off_their_labels_are_named_under_the_tables():
+    def record(method, ratio):
+        return {"status": "ok", "job": {"method": method, "seed": 0, "protocol": "multi-source"},
+                "test_accuracy": {"photo": 0.5}, "seconds": {}, "fit": {},
+                **({"prompt_distance": {"ratio": ratio}} if ratio is not None else {})}
+
+    records = [record("spg-cgan", 7.0), record("spg-cgan", 9.0), record("dpspg", 0.3), record("dpspg", 1.2),
+               record("coop", None)]
+    jobs = [type("J", (), {"method": m})() for m in ("coop", "spg-cgan", "dpspg")]
+    assert sweep.off_their_labels(jobs, records) == ["spg-cgan (8.0×)"]  # dpspg's mean, 0.75, is on its labels
+    table = sweep.method_table(jobs, records)
+    assert "| prompts off labels (×) |" in table and "| 8.0 ± 1.4 |" in table
+
+
 def test_the_spg_study_suites_dry_run_lists_each_of_its_jobs(tmp_path, capsys):
     assert run.main(["--suite", "spg-study", "--out", str(tmp_path / "study"), "--dry-run"]) == 0
     text = capsys.readouterr().out

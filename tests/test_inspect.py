@@ -134,6 +134,11 @@ def test_a_third_party_generator_gets_the_inspection_through_the_cli(tmp_path, c
         assert figures["verdict"].startswith("collapsed")
     assert cli.main(["inspect", str(out), "--quiet"]) == 0
     assert "reading: collapsed" in capsys.readouterr().out
+    # every run records how far its prompts lie from its labels on the sources' val: what inspect measures there
+    recorded = json.loads((out / "metrics.json").read_text())["prompt_distance"]
+    val = report["splits"]["val"]
+    assert recorded["split"] == "val" and recorded["to_nearest_label"] == pytest.approx(val["distance_to_nearest"])
+    assert recorded["ratio"] == pytest.approx(val["distance_to_nearest"] / val["label_scale"])
 
 
 def test_inspect_refuses_a_method_without_generated_prompts(tmp_path, capsys):

@@ -28,6 +28,7 @@ from promptgen.runs.config import RunConfig, check_names
 from promptgen.components.resolve import Settings, build, check_overrides, component_options, effective_options
 from promptgen.components.run_values import RunValues
 from promptgen.runs.context import RunContext
+from promptgen.runs.inspect import distance_to_labels
 from promptgen.toolkit.device import cuda_devices, resolve_device
 from promptgen.errors import ConfigError, PromptgenError
 from promptgen.toolkit.evaluate import correct_predictions, pack_correct
@@ -226,10 +227,13 @@ def run(config: RunConfig, out_dir: str | Path, *, registry: Registry | None = N
             method.save(work)
             scores, predictions = _scores(method, context)
             quality = _quality(method, context)
+            off_labels = distance_to_labels(method, context)
             metrics = rundir.metrics(config, checked, context, scores, report, quality, versions={
                 "promptgen": __version__, "torch": torch.__version__, "python": platform.python_version()})
             metrics["cache"] = {"recomputed_damaged_entries": context.cache.recomputed}
             metrics["test_predictions"] = predictions
+            if off_labels is not None:
+                metrics["prompt_distance"] = off_labels
             if config.checkpoints:
                 metrics["checkpoints"] = _checkpoints(method, context, watch)
             rundir.write_metrics(work, metrics, report.get("history"))

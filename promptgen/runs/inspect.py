@@ -112,6 +112,23 @@ def verdict(figures: dict) -> str:
     return f"lost in {where}; {text}"
 
 
+def distance_to_labels(method, run, split: str = "val") -> dict | None:
+    """How far a trained method's generated prompts lie from its stage I labels, on ``split`` (the sources' val):
+    the mean RMS distance to the nearest label beside a label entry's own RMS size. Cheap (no text is encoded),
+    so every run records it; None for a method without prompt labels and generated prompts. A ratio above 1
+    says the generator did not reach its labels (``promptgen inspect`` then says where accuracy goes)."""
+    labels_of, prompts_of = getattr(method, "prompt_labels", None), getattr(method, "instance_prompts", None)
+    if labels_of is None or prompts_of is None:
+        return None
+    with torch.random.fork_rng(devices=[]):  # sampling noise must not move the run's random state
+        prompts = prompts_of(run, split).float().cpu()
+    stack = torch.stack([label.ctx.detach().float().cpu() for label in labels_of()])
+    nearest = rms(prompts[:, None], stack[None]).min(dim=1).values.mean().item()
+    scale = stack.pow(2).flatten(1).mean(1).sqrt().mean().item()
+    return {"split": split, "to_nearest_label": nearest, "label_rms": scale,
+            "ratio": nearest / scale if scale > 0 else float("inf")}
+
+
 def inspect_run(run_dir: str | Path, *, draws: int = 5, registry=None, progress: bool = False) -> dict:
     """The figures of every split of a finished run (module docstring), with a verdict for each."""
     from promptgen.runs.engine import opened
