@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Sequence
 import attrs
 
 from promptgen.runs.config import RunConfig
+from promptgen.errors import PARTIAL
 from promptgen.files import write_json
 
 log = logging.getLogger(__name__)
@@ -212,3 +213,31 @@ def run_jobs(jobs: Iterable[Job], fn: Callable[[Job], dict], store: RecordStore,
     pending = [job for job in jobs if force or not store.done(job)]
     attempt = Attempt(fn, store)
     return launcher.run(attempt, pending) if launcher is not None else [attempt(job) for job in pending]
+
+
+LISTED = 3  # record files named in a one-line message; the rest are counted
+
+
+def warn_about_strangers(store: RecordStore, jobs: list, suite: str) -> None:
+    """One warning line naming the job records under records/ that are none of this run's jobs: another suite's (a
+    copied or shared --out), or this suite's under other settings or flags; the tables leave them out."""
+    strangers = store.strangers(jobs)
+    if not strangers:
+        return
+
+    def whose(owner: str | None) -> str:
+        if owner is None:
+            return "no suite named: an older record, or other settings"
+        return f"suite {owner!r}" + (" under other settings or flags" if owner == suite else "")
+
+    named = ", ".join(f"{name} ({whose(owner)})" for name, owner in strangers[:LISTED])
+    more = f" and {len(strangers) - LISTED} more" if len(strangers) > LISTED else ""
+    log.warning("%d record(s) under %s are not jobs of this run of suite %r and are left out of its tables: %s%s",
+                len(strangers), store.directory, suite, named, more)
+
+
+def partial_line(lacking: list[str], jobs: int, directory: Path) -> str:
+    """Why the exit code is PARTIAL, in one line: how many of ``jobs`` lack a usable record, the first few named."""
+    more = f" and {len(lacking) - LISTED} more" if len(lacking) > LISTED else ""
+    return (f"partial: {len(lacking)} of {jobs} jobs have no usable record under {directory}, so the tables leave "
+            f"them out: {', '.join(lacking[:LISTED])}{more}; rerun the sweep to run them (exit code {PARTIAL})")

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import attrs
 
-from benchmarks import compare, method_costs, perf, protocols, report, scale, selection, stability, suites, sweep
-from benchmarks.records import RecordStore, estimate, run_jobs
-from benchmarks.search import (LOO, LOO_MIN_SOURCES, MAX_TRIALS, SELECTION_METHODS, Search, check_selection,
-                               check_trials)
+from benchmarks import compare, dry_run, method_costs, perf, protocols, report, scale, selection, stability, suites, sweep
+from benchmarks.records import RecordStore, partial_line, run_jobs, warn_about_strangers
+from benchmarks.search import MAX_TRIALS, SELECTION_METHODS, Search, check_selection, check_trials
 from benchmarks.tables import average_over_datasets
 from promptgen.runs import defaults
 from promptgen.runs.settings import merge_overrides, parse_settings
@@ -243,7 +242,7 @@ def run_accuracy(args, suite: suites.Suite, out: Path) -> tuple[str, dict]:
     jobs_launcher = None if args.report else launcher(args, registry, suite)
     if args.dry_run:
         workers = getattr(jobs_launcher, "workers", 1)  # jobs at once, where a launcher says (Launcher protocol)
-        return dry_run(suite, jobs, mine, out, registry, workers), {"suite": suite.name, "jobs": len(jobs),
+        return dry_run.text(suite, jobs, mine, out, registry, workers), {"suite": suite.name, "jobs": len(jobs),
                                                                      "dry_run": True}
     make_out(out)
     store = RecordStore(out, suite=suite.name)
@@ -337,34 +336,6 @@ def compare_answer(names: list[str], pairs: list, finished: list[str], suite: su
     return compare.answer(pairs, *names, heading)
 
 
-LISTED = 3  # record files named in a one-line message; the rest are counted
-
-
-def warn_about_strangers(store: RecordStore, jobs: list, suite: str) -> None:
-    """One warning line naming the job records under records/ that are none of this run's jobs: another suite's (a
-    copied or shared --out), or this suite's under other settings or flags; the tables leave them out."""
-    strangers = store.strangers(jobs)
-    if not strangers:
-        return
-
-    def whose(owner: str | None) -> str:
-        if owner is None:
-            return "no suite named: an older record, or other settings"
-        return f"suite {owner!r}" + (" under other settings or flags" if owner == suite else "")
-
-    named = ", ".join(f"{name} ({whose(owner)})" for name, owner in strangers[:LISTED])
-    more = f" and {len(strangers) - LISTED} more" if len(strangers) > LISTED else ""
-    log.warning("%d record(s) under %s are not jobs of this run of suite %r and are left out of its tables: %s%s",
-                len(strangers), store.directory, suite, named, more)
-
-
-def partial_line(lacking: list[str], jobs: int, directory: Path) -> str:
-    """Why the exit code is PARTIAL, in one line: how many of ``jobs`` lack a usable record, the first few named."""
-    more = f" and {len(lacking) - LISTED} more" if len(lacking) > LISTED else ""
-    return (f"partial: {len(lacking)} of {jobs} jobs have no usable record under {directory}, so the tables leave "
-            f"them out: {', '.join(lacking[:LISTED])}{more}; rerun the sweep to run them (exit code {PARTIAL})")
-
-
 def accuracy_tables(suite: suites.Suite, jobs: list, records: list, backbone: str, out: Path) -> str:
     """The DomainBed-style table (markdown, table.csv, table.png); a multi-dataset suite's table per dataset
     (table.<dataset>.csv/png) after the one averaged over datasets (table.csv/png)."""
@@ -396,76 +367,6 @@ def accuracy_tables(suite: suites.Suite, jobs: list, records: list, backbone: st
     heading = (f"Average test accuracy (%) over each dataset's held-out domains (column = dataset); "
                f"{sweep.seeds_text(suite.seeds)}; backbone {backbone}; best in bold")
     return "\n\n".join([average.markdown(heading), *texts])
-
-
-LISTED_JOBS = 100  # a dry run lists every job of a suite up to this many, each with its estimated time
-
-
-def dry_run(suite: suites.Suite, jobs: list, mine: list, out: Path, registry, workers: int = 1) -> str:
-    """The jobs the suite expands into (each with its time estimated from the finished jobs under ``out``), how
-    many are done, what the rest would cost, and the first job resolved (promptgen.runs.dry_run)."""
-    from promptgen.runs import dry_run as resolved
-    from promptgen.runs.engine import check, plan_run
-
-    store = RecordStore(out) if out.is_dir() else None
-    records = store.records() if store is not None else []
-    pending = [job for job in mine if store is None or not store.done(job)]
-    seconds, measured, unmeasured = estimate(pending, records)
-    lines = [f"dry run: suite {suite.label}: {len(jobs)} jobs ({len(mine)} in this shard, {len(mine) - len(pending)} "
-             f"already done), outputs under {out}"]
-
-    def listed(job) -> str:
-        if job.id not in seconds:
-            return f"  {job.id}  (done)"
-        return f"  {job.id}" + (f"  ~{seconds[job.id]:.0f} s" if seconds[job.id] is not None else "")
-
-    lines += [listed(job) for job in mine[:LISTED_JOBS]]
-    lines += [f"  ... and {len(mine) - LISTED_JOBS} more"] if len(mine) > LISTED_JOBS else []
-    if suite.search is not None:
-        lines += search_size(suite, jobs)
-    if measured:
-        total = sum(value for value in seconds.values() if value is not None)
-        lines.append(f"estimated time of the {len(pending)} jobs to run: {total / 60:.1f} min of job time from the "
-                     f"times of {measured} finished jobs in {out}"
-                     + (f" (about {total / 60 / workers:.1f} min on {workers} workers)" if workers > 1 else "")
-                     + (f"; not counted: {', '.join(unmeasured)} (no finished job measured)" if unmeasured else ""))
-    elif pending:
-        lines.append("estimated time: nothing measured yet (no finished job under --out); run a few jobs first "
-                     "(--seeds 0 --targets ONE, or --trials 1 for a search) into the same --out, then this dry run "
-                     "estimates each job from their times")
-    if mine:
-        config = mine[0].config
-        checked = check(config, registry)
-        summary = resolved.describe(config, registry, checked, plan_run(config, registry, checked, False),
-                                    out / "runs" / mine[0].id)
-        lines += ["", "the first job:", resolved.text(summary)]
-    return "\n".join(lines)
-
-
-def search_size(suite: suites.Suite, jobs: list) -> list[str]:
-    """A search's size: trials x jobs, its leave-one-domain-out runs, and what each selection method adds."""
-    main = [job for job in jobs if not job.loo_for]
-    first = sum(1 for job in main if job.trial == 0)
-    count = sweep.counted
-    return [f"search: {count(suite.search.trials, 'trial')} (seed {suite.search.seed}) of {count(first, 'job')}: "
-            f"{count(len(main), 'run')} (a method with no search space runs trial 0 only) and "
-            f"{count(len(jobs) - len(main), 'leave-one-domain-out run')}; selection: "
-            f"{', '.join(suite.search.selection)}", selection_costs(suite.search.selection, jobs)]
-
-
-def selection_costs(names: tuple[str, ...], jobs: list) -> str:
-    """What each selection method adds to a search's runs; where leave-one-domain-out is not chosen, what it would."""
-    main = [job for job in jobs if not job.loo_for]
-    loo = len(jobs) - len(main)
-    costs = {"training-domain": "0 extra runs (reads each run's own source val)",
-             "oracle": "0 extra runs (reads the held-out val split)",
-             LOO: f"+{loo} runs (each trial trained once more without each source, tested on it)" if loo else
-                  f"left out, no runs (it needs {LOO_MIN_SOURCES} source domains: see the hparams note)"}
-    line = "selection " + "; ".join(f"{name}: {costs[name]}" for name in names)
-    possible = main and min(len(job.sources) for job in main) >= LOO_MIN_SOURCES
-    if LOO not in names and possible:
-        line += f" (leave-one-domain-out, not chosen, would add {sum(len(job.sources) for job in main)} runs)"
-    return line
 
 
 LOCK = ".lock"

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from benchmarks import protocols, run, selection, suites, sweep, trials
+from benchmarks import dry_run, protocols, run, selection, suites, sweep, trials
 from benchmarks.records import RecordStore
 from promptgen.components.registry import default_registry
 
@@ -155,11 +155,11 @@ def test_the_dry_runs_search_line_says_trials_jobs_and_runs_singular_or_plural(t
     path = tmp_path / "hand.toml"
     path.write_text(SEARCH)
     suite = suites.load(str(path))
-    assert run.search_size(suite, protocols.expand(suite, REGISTRY))[0].startswith(
+    assert dry_run.search_size(suite, protocols.expand(suite, REGISTRY))[0].startswith(
         "search: 2 trials (seed 0) of 2 jobs: 3 runs (a method with no search space runs trial 0 only) and 9 "
         "leave-one-domain-out runs; selection: ")
     one = suites.with_changes(suite, methods=("zero-shot",))
-    assert run.search_size(one, protocols.expand(one, REGISTRY))[0].startswith(
+    assert dry_run.search_size(one, protocols.expand(one, REGISTRY))[0].startswith(
         "search: 2 trials (seed 0) of 1 job: 1 run (a method with no search space runs trial 0 only) and 3 "
         "leave-one-domain-out runs;")
     assert sweep.counted(1, "trial") == "1 trial" and sweep.counted(1602, "run") == "1,602 runs"
