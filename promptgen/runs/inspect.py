@@ -37,6 +37,16 @@ def rms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).flatten(-2).mean(-1).sqrt()
 
 
+def label_stack(labels) -> torch.Tensor:
+    """The labels' contexts as one tensor [K, n_ctx, D] on the CPU."""
+    return torch.stack([label.ctx.detach().float().cpu() for label in labels])
+
+
+def label_rms(stack: torch.Tensor) -> float:
+    """A label entry's RMS size, averaged over the labels: the yardstick distances are read against."""
+    return stack.pow(2).flatten(1).mean(1).sqrt().mean().item()
+
+
 def _correct(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return scores.argmax(dim=-1).cpu() == labels.cpu()
 
@@ -44,7 +54,7 @@ def _correct(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def inspect_split(backbone, classes, labels, features, prompts: torch.Tensor, drawn: torch.Tensor) -> dict:
     """The figures of one split. ``labels``: PromptLabels [K]; ``prompts``: the generated prompts as tested
     [N, n_ctx, D]; ``drawn``: more draws [draws, N, n_ctx, D]."""
-    stack = torch.stack([label.ctx.detach().float().cpu() for label in labels])  # [K, n_ctx, D]
+    stack = label_stack(labels)  # [K, n_ctx, D]
     assembler = PromptAssembler(backbone, classes, stack.shape[1])
     image_features, targets = features.features, features.labels
 
@@ -84,7 +94,7 @@ def inspect_split(backbone, classes, labels, features, prompts: torch.Tensor, dr
         "distance_to_nearest": to_labels.min(dim=1).values.mean().item(),
         "spread": spread,
         "label_spread": label_spread,
-        "label_scale": stack.pow(2).flatten(1).mean(1).sqrt().mean().item(),  # RMS entry of a label: the yardstick
+        "label_scale": label_rms(stack),
         "draw_spread": rms(drawn.float(), drawn.float().mean(0)).mean().item(),
         "collapsed": label_spread > 0 and spread < COLLAPSE_RATIO * label_spread,
     }
@@ -122,9 +132,9 @@ def distance_to_labels(method, run, split: str = "val") -> dict | None:
         return None
     with torch.random.fork_rng(devices=[]):  # sampling noise must not move the run's random state
         prompts = prompts_of(run, split).float().cpu()
-    stack = torch.stack([label.ctx.detach().float().cpu() for label in labels_of()])
+    stack = label_stack(labels_of())
     nearest = rms(prompts[:, None], stack[None]).min(dim=1).values.mean().item()
-    scale = stack.pow(2).flatten(1).mean(1).sqrt().mean().item()
+    scale = label_rms(stack)
     return {"split": split, "to_nearest_label": nearest, "label_rms": scale,
             "ratio": nearest / scale if scale > 0 else float("inf")}
 
