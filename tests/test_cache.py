@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from promptgen import cli
-from promptgen.storage.cache import FeatureCache, encode_entry, feature_key, transform_id
+from promptgen.storage.cache import FeatureCache
+from promptgen.storage.feature_format import encode_entry, feature_key, transform_id
 from promptgen.toolkit.data import extract_features
 from promptgen.errors import ConfigError
 from promptgen_colors.dataset import ColorsDataset
 
-DATASET = ColorsDataset(per_class=5)
+DATASET = ColorsDataset(options=ColorsDataset.Options(per_class=5))
 SAMPLES = [s for domain in DATASET.domains for s in DATASET.samples(domain, "train")]  # 72 = 3 domains x 8 x 3
 
 
@@ -204,7 +205,7 @@ def test_two_recipes_of_a_generated_dataset_never_share_features(tiny_backbone, 
     """digits-dg's image i depends on per_class and the seed: the sample version keeps them apart in the cache."""
     from promptgen_digits.dataset import DigitsDG
 
-    small, larger = DigitsDG(per_class=5, cache_dir=tmp_path), DigitsDG(per_class=6, cache_dir=tmp_path)
+    small, larger = (DigitsDG(options=DigitsDG.Options(per_class=n, cache_dir=tmp_path)) for n in (5, 6))
     def by_key(dataset, key):
         return [s for split in ("train", "val", "test") for s in dataset.samples("photo", split) if s.key == key]
 

@@ -11,13 +11,15 @@ import pytest
 from PIL import Image
 
 from promptgen import cli
-from promptgen.storage.cache import FeatureCache, _scan, decode_entry
+from promptgen.storage.cache import FeatureCache
+from promptgen.storage.feature_format import decode_entry
+from promptgen.storage.lmdb_env import scan
 from promptgen.runs.extraction import ExtractJob, extract, merge, shard_dirs
 
 
 def _entries(root) -> dict[bytes, bytes]:
     with FeatureCache(root) as cache, cache._begin_read() as txn:
-        return {key: bytes(value) for key, value in _scan(txn)}
+        return {key: bytes(value) for key, value in scan(txn)}
 
 
 def _same(a: dict[bytes, bytes], b: dict[bytes, bytes]) -> bool:

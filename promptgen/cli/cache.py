@@ -32,7 +32,9 @@ def cmd_cache_info(args: argparse.Namespace) -> int:
 def cmd_cache_verify(args: argparse.Namespace) -> int:
     """Check every cached entry (checksum, width, finite values) and the database's structure (exit status 1 if
     anything is wrong); --repair drops what is bad."""
-    from promptgen.storage.cache import DamagedCacheError, FeatureCache, salvage_files
+    from promptgen.storage.cache import FeatureCache
+    from promptgen.storage.cache_maintenance import salvage_files
+    from promptgen.storage.lmdb_env import DamagedCacheError
 
     try:
         cache = FeatureCache(args.cache_dir)
@@ -69,7 +71,8 @@ def cmd_cache_verify(args: argparse.Namespace) -> int:
 def cmd_cache_clear(args: argparse.Namespace) -> int:
     """Delete cached features of one backbone (fingerprint or its prefix) and/or one dataset, or --all (which works
     on a damaged cache too)."""
-    from promptgen.storage.cache import FeatureCache, clear_files
+    from promptgen.storage.cache import FeatureCache
+    from promptgen.storage.cache_maintenance import clear_files
     from promptgen.errors import CacheError, ConfigError
 
     filtered = args.backbone is not None or args.dataset is not None
@@ -105,10 +108,10 @@ def cmd_cache_extract(args: argparse.Namespace) -> int:
 
     import attrs
 
-    from promptgen.toolkit.device import resolve_device
+    from promptgen.toolkit.device import choose_device
     from promptgen.errors import ConfigError
     from promptgen.runs.extraction import ExtractJob, extract, merge
-    from promptgen.components.presets import resolve_preset, run_preset
+    from promptgen.components.presets import preset_for_device, run_preset
     from promptgen.components.registry import default_registry
     from promptgen.components.resolve import build_launcher
 
@@ -125,7 +128,7 @@ def cmd_cache_extract(args: argparse.Namespace) -> int:
     except ValueError:
         raise ConfigError(f"--shard must be I/N, got {spec!r}") from None
     backbone = backbone_config(args)
-    preset = resolve_preset(args.preset, resolve_device(backbone.device).type)
+    preset = preset_for_device(args.preset, choose_device(backbone.device).type)
     views = args.views or run_preset(preset)["views"]
     job = ExtractJob(dataset=args.dataset, backbone=attrs.asdict(backbone), cache_dir=args.cache_dir,
                      data_root=args.data_root, preset=preset, overrides=parse_settings(args.set),

@@ -21,7 +21,8 @@ import attrs
 
 from promptgen.components.resolve import Settings, build
 from promptgen.components.run_values import RunValues
-from promptgen.storage.cache import FeatureCache, image_fingerprint
+from promptgen.storage.cache import FeatureCache
+from promptgen.storage.feature_format import image_fingerprint
 from promptgen.runs.config import BackboneConfig
 from promptgen.errors import ConfigError
 from promptgen.paths import cache_root

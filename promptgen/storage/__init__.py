@@ -1,1 +1,1 @@
-"""Storage: the LMDB feature cache and its extraction, the prompt-label store, checkpoints and atomic files."""
+"""Storage: what outlives a run. The LMDB feature cache (format, environment, upkeep, page check); the label store."""
