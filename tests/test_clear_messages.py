@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from promptgen.errors import suggestion
 
 ROOT = Path(__file__).parents[1]
 SMALL = ["--set", "digits-dg.per_class=5", "--quiet"]
@@ -123,13 +122,14 @@ def test_a_suite_listing_a_target_method_or_seed_twice_is_refused(tmp_path, caps
 
 @pytest.mark.slow
 def test_a_second_sweep_on_the_same_out_is_refused_and_a_dead_ones_lock_blocks_nothing(tmp_path):
+    from benchmarks import out_dir
     from benchmarks import run as benchmarks_run
 
     suite, out = tmp_path / "tiny.toml", tmp_path / "out"
     suite.write_text(TINY_SUITE)
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with open(out / benchmarks_run.LOCK, "w") as lock:  # another sweep holds --out: this test process
+    with open(out / out_dir.LOCK, "w") as lock:  # another sweep holds --out: this test process
         fcntl.flock(lock, fcntl.LOCK_EX)
         lock.write(f"{os.getpid()}\n")
         lock.flush()
@@ -305,13 +305,6 @@ def test_a_misspelt_name_gets_the_closest_one(tmp_path, program, arguments, frag
     line = _one_line(result, 2, fragment)
     assert line.endswith(f"; did you mean {expected[misspelt]!r}?")
     assert list(tmp_path.iterdir()) == []
-
-
-def test_suggestion_picks_the_closest_name_or_none():
-    names = ["template-ensemble", "zero-shot", "coop", "cocoop"]
-    assert suggestion("template-ensembel", names) == "; did you mean 'template-ensemble'?"
-    assert suggestion("COOP", names) == "; did you mean 'coop'?"
-    assert suggestion("zzzz", names) == "" and suggestion("coop", names) == "" and suggestion("x", []) == ""
 
 
 def test_a_misspelt_launcher_is_refused_before_the_output_directory_is_made(tmp_path, capsys):

@@ -13,7 +13,7 @@ from promptgen.runs.config import RunConfig
 from promptgen.runs.engine import evaluate_run, run
 from promptgen.errors import ConfigError
 from promptgen.runs.plan import class_key, class_map, shared_classes
-from promptgen.toolkit.values import FeatureSet
+from promptgen.values import FeatureSet
 
 # digits-dg at 10 images per class and domain (6 train, 2 val, 2 test), one view, one epoch each
 SMALL = {"digits-dg": {"per_class": 10}, "coop": {"epochs": 1, "warmup_epochs": 0},

@@ -11,7 +11,7 @@ from promptgen import cli
 from promptgen.runs.inspect import COLLAPSE_RATIO, inspect_split, rms, verdict
 from promptgen.toolkit.evaluate import prompt_logits
 from promptgen.toolkit.prompts import PromptAssembler
-from promptgen.toolkit.values import FeatureSet, PromptLabel
+from promptgen.values import FeatureSet, PromptLabel
 
 CLASSES = ("zero", "one", "two")
 SMALL = ["--set", "digits-dg.per_class=10", "--set", "spg-coop.epochs=1", "--set", "spg-coop.warmup_epochs=0",

@@ -160,27 +160,6 @@ def test_out_inside_the_cache_database_is_refused(tmp_path, shared_cache):
     assert sorted(p.name for p in database.iterdir()) == before
 
 
-def test_a_full_disk_mid_write_names_the_file(tmp_path, monkeypatch):
-    """An OSError met while flushing names no file: the atomic writer names its target, and leaves no temporary."""
-    from promptgen import errors
-    from promptgen.files import atomic_file
-
-    target = tmp_path / "features.npz"
-    target.write_bytes(b"old")
-
-    class Full:
-        def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    with pytest.raises(OSError) as raised, atomic_file(target, "wb") as file:
-        Full().write(b"x" * 10)
-    assert raised.value.filename == str(target)
-    line, code = errors.describe(raised.value)
-    assert code == 1 and line.startswith(f"no space left on the disk holding {target}")
-    assert [p.name for p in tmp_path.iterdir()] == ["features.npz"] and target.read_bytes() == b"old"
-    assert file.closed
-
-
 @contextlib.contextmanager
 def full_disk(tmp_path: Path):
     """A 1 MiB tmpfs filled to the last block (needs root and mount), else None."""
@@ -214,13 +193,14 @@ def test_a_full_disk_when_the_cache_is_opened_is_a_message_not_a_bus_error(tmp_p
             assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run.partial-*"))
             return
     # No tmpfs to mount here: a file system that reports no space when the lock file is allocated.
-    from promptgen.storage import cache as cache_module
+    from promptgen.storage import lmdb_env
+    from promptgen.storage.cache import FeatureCache
     from promptgen.errors import CacheError
 
     def no_space(descriptor, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache_module.os, "posix_fallocate", no_space)
+    monkeypatch.setattr(lmdb_env.os, "posix_fallocate", no_space)
     with pytest.raises(CacheError, match="no space left on the disk holding the feature cache"):
-        cache_module.FeatureCache(tmp_path / "cache")
+        FeatureCache(tmp_path / "cache")
     assert not (tmp_path / "cache" / "features.lmdb" / "lock.mdb").exists()

@@ -7,7 +7,7 @@ import scipy.linalg
 import torch
 
 from promptgen.toolkit.quality import domain_gap, fid, kid, precision_recall, prompt_quality
-from promptgen.toolkit.values import FeatureSet, PromptLabel
+from promptgen.values import FeatureSet, PromptLabel
 
 
 def _clouds(n=300, d=6, shift=0.5, seed=0):

@@ -50,7 +50,7 @@ def test_builtin_plugins_load_through_the_entry_point_group():
 
 
 def test_third_party_generator_is_discovered_and_usable_by_name(install_plugin, tiny_backbone):
-    from promptgen.toolkit.values import FeatureSet, PromptLabel
+    from promptgen.values import FeatureSet, PromptLabel
 
     install_plugin("pg_mean_prompt", MEAN_PROMPT_PLUGIN, entry_point="mean_prompt")
     registry = load_registry()
@@ -411,36 +411,18 @@ def test_every_plugin_facing_name_is_importable_from_promptgen_toolkit():
         == "False"
 
 
-LAYERS = ("foundations", "components", "toolkit", "storage", "runs", "cli")  # docs/architecture.md
+def test_every_kind_has_its_hook_and_every_register_hook_a_kind():
+    """promptgen.components.kinds is the one table of kinds: each row's hook is a hook specification taking
+    ``register``, and every ``register_*`` specification is a row's."""
+    import inspect
 
+    from promptgen.components import hookspecs, kinds, protocols
 
-def _layer(module: str) -> str:
-    parts = module.split(".")
-    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else "foundations"
-
-
-def test_each_core_layer_imports_only_the_layers_before_it():
-    """The layout shows the architecture: foundations <- components <- toolkit <- storage <- runs <- cli, at module
-    level (imports inside functions and TYPE_CHECKING blocks are not arrows of the import graph)."""
-    import ast
-    from pathlib import Path
-
-    root = Path(__file__).parent.parent
-    upward = []
-    for path in sorted((root / "promptgen").rglob("*.py")):
-        module = ".".join(path.relative_to(root).with_suffix("").parts)
-        if module in ("promptgen.__init__", "promptgen.__main__"):  # the package's face: re-exports, main
-            continue
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                continue
-            for inner in ast.walk(node):
-                if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    break
-                if isinstance(inner, ast.ImportFrom) and inner.module and inner.module.startswith("promptgen"):
-                    names = [inner.module] if inner.module != "promptgen" else [
-                        f"promptgen.{alias.name}" for alias in inner.names]
-                    for name in names:
-                        if LAYERS.index(_layer(name)) > LAYERS.index(_layer(module)):
-                            upward.append(f"{module} ({_layer(module)}) imports {name} ({_layer(name)})")
-    assert not upward, "\n".join(upward)
+    specified = {name for name, value in vars(hookspecs).items() if name.startswith("register_") and callable(value)}
+    assert {kind.hook for kind in kinds.COMPONENT_KINDS} == specified
+    for kind in kinds.COMPONENT_KINDS:
+        assert "register" in inspect.signature(getattr(hookspecs, kind.hook)).parameters
+        assert getattr(protocols, kind.protocol.__name__) is kind.protocol
+        doc = getattr(hookspecs, kind.hook).__doc__  # the contract names what the factory gets besides options
+        assert all(f"{argument}=..." in doc for argument in kind.hook_arguments), kind
+    assert kinds.KINDS == KINDS and KINDS[-1] == "method"

@@ -49,7 +49,8 @@ def run_command(prog: str, function, args, *, debug: bool, flags: dict[str, str]
 
     ``flags`` names config fields as this command line spells them ({"RunConfig.seed": "--seed"}): a
     :class:`~promptgen.errors.ConfigError` about one of them (its ``field``) names the flag the user typed."""
-    from promptgen.errors import INTERRUPTED, TERMINATED, ConfigError, Terminated, describe
+    from promptgen.cli.failures import INTERRUPTED, TERMINATED, describe
+    from promptgen.errors import ConfigError, Terminated
 
     try:
         return function(args)

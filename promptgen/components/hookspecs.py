@@ -12,6 +12,9 @@ are the component's options (:mod:`promptgen.components.options`); a ``presets``
 gives their values per preset and dataset (:mod:`promptgen.components.presets`); one resolver
 (:mod:`promptgen.components.resolve`) decides what each component receives.
 
+Each ``register_*`` hook is one row of :mod:`promptgen.components.kinds` (its kind, protocol and the
+arguments it passes a factory, in the order the registry calls them).
+
 A plugin is a module (or object) with functions of these names marked with
 ``@promptgen.hookimpl``. It need implement only the hooks it uses.
 """

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 if TYPE_CHECKING:  # annotations only: checking a plugin against these imports no torch
     import torch
 
-    from promptgen.toolkit.values import FeatureSet, PromptLabel, Sample, Tokens
+    from promptgen.values import FeatureSet, PromptLabel, Sample, Tokens
 
 
 class Backbone(Protocol):
@@ -102,6 +102,7 @@ class SteppedGenerator(Generator, Protocol):
     after the other)."""
 
     schedule: Any  # promptgen.components.schedule.Schedule: epochs, batch_size, lr, warmup_epochs, weight_decay
+    # the next three on the generator, or on its options object (a GeneratorScheduleOptions) as ``options.seed`` ...
     seed: int
     lr_schedule: str  # "epoch" (Dassl's, per epoch) or "step" (per-step cosine)
     progress: bool
@@ -208,16 +209,6 @@ def check_fit_report(report: Any, where: str) -> dict:
         if bad:
             raise fail(f"a 'history' whose row {index} has {bad[0]!r} = {row[bad[0]]!r}: every value must be a number")
     return report
-
-
-PROTOCOLS: dict[str, type] = {
-    "backbone": Backbone,
-    "prompt_learner": PromptLearner,
-    "generator": Generator,
-    "dataset": Dataset,
-    "launcher": Launcher,
-    "method": Method,
-}
 
 
 def protocol_members(protocol: type) -> tuple[dict[str, inspect.Signature], set[str]]:

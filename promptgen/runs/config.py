@@ -15,38 +15,11 @@ import attrs
 from promptgen.runs import defaults
 from promptgen.errors import ConfigError, suggestion
 from promptgen.components.presets import EPOCHS, PRESET_CHOICES
+from promptgen.validators import field_name, integer
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SEED_LIMIT = 2**32 - 1  # numpy and torch seeds: larger values are refused by one or the other
-
-
-def _where(instance: Any, attribute: attrs.Attribute) -> str:
-    """The field a validator checks, as ConfigError's ``field``: "RunConfig.seed"."""
-    return f"{type(instance).__name__}.{attribute.name}"
-
-
-def integer(minimum: int, maximum: int | None = None):
-    """An int (not a bool) >= minimum (and <= maximum)."""
-
-    def check(instance, attribute, value):
-        ok = not isinstance(value, bool) and isinstance(value, int) and value >= minimum
-        if not ok or (maximum is not None and value > maximum):
-            bound = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
-            raise ConfigError(f"must be an integer {bound}, got {value!r}", field=_where(instance, attribute))
-
-    return check
-
-
-def number(minimum: float, *, inclusive: bool = True):
-    def check(instance, attribute, value):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        ok = ok and (value >= minimum if inclusive else value > minimum)
-        if not ok:
-            bound = f">= {minimum}" if inclusive else f"> {minimum}"
-            raise ConfigError(f"must be a number {bound}, got {value!r}", field=_where(instance, attribute))
-
-    return check
 
 
 def one_of(choices: Iterable[str]):
@@ -54,7 +27,8 @@ def one_of(choices: Iterable[str]):
 
     def check(instance, attribute, value):
         if value not in choices:
-            raise ConfigError(f"must be one of {', '.join(choices)}; got {value!r}", field=_where(instance, attribute))
+            raise ConfigError(f"must be one of {', '.join(choices)}; got {value!r}",
+                              field=field_name(instance, attribute))
 
     return check
 
@@ -72,7 +46,7 @@ def _optional_one_of(choices: Iterable[str]):
 def text(instance, attribute, value):
     """A non-empty string."""
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"must be a non-empty string, got {value!r}", field=_where(instance, attribute))
+        raise ConfigError(f"must be a non-empty string, got {value!r}", field=field_name(instance, attribute))
 
 
 def optional_text(instance, attribute, value):
@@ -85,10 +59,10 @@ def names(instance, attribute, value):
     if value is None and attribute.default is None:
         return
     if not value or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"must be one or more non-empty names, got {value!r}", field=_where(instance, attribute))
+        raise ConfigError(f"must be one or more non-empty names, got {value!r}", field=field_name(instance, attribute))
     twice = next((v for i, v in enumerate(value) if v in value[:i]), None)
     if twice is not None:  # a target twice is tested twice
-        raise ConfigError(f"lists {twice!r} twice; name each once", field=_where(instance, attribute))
+        raise ConfigError(f"lists {twice!r} twice; name each once", field=field_name(instance, attribute))
 
 
 def device_name(instance, attribute, value):
@@ -96,7 +70,7 @@ def device_name(instance, attribute, value):
         isinstance(value, str) and value.startswith("cuda:") and value[5:].isdigit()
     )
     if not ok:
-        raise ConfigError(f"must be one of {', '.join(DEVICES)}; got {value!r}", field=_where(instance, attribute))
+        raise ConfigError(f"must be one of {', '.join(DEVICES)}; got {value!r}", field=field_name(instance, attribute))
 
 
 def _as_names(value) -> tuple[str, ...]:
@@ -122,13 +96,13 @@ class BackboneConfig:
         """The backbone, from ``registry`` (default: the installed plugins), with the options the resolver gives
         it (promptgen.components.resolve): its preset's, ``options``, then a run's ``--set <name>.<option>``
         (``settings``: a run's; default: this config's options under the device's preset)."""
-        from promptgen.components.presets import resolve_preset
+        from promptgen.components.presets import preset_for_device
         from promptgen.components.registry import default_registry
         from promptgen.components.resolve import Settings, build
-        from promptgen.toolkit.device import resolve_device
+        from promptgen.toolkit.device import choose_device
 
         if settings is None:
-            settings = Settings(resolve_preset("auto", resolve_device(self.device).type), backbone_options=self.options)
+            settings = Settings(preset_for_device("auto", choose_device(self.device).type), backbone_options=self.options)
         return build(registry or default_registry(), "backbone", self.name, settings, run, model=self.model,
                      pretrained=self.pretrained, device=self.device, precision=self.precision)
 
@@ -140,7 +114,7 @@ def _backbone(value) -> BackboneConfig:
 def _overrides(instance, attribute, value):
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in value.items()):
         raise ConfigError(f"must map component names to tables of option values, e.g. "
-                          f"{{'my-learner': {{'epochs': 2}}}}; got {value!r}", field=_where(instance, attribute))
+                          f"{{'my-learner': {{'epochs': 2}}}}; got {value!r}", field=field_name(instance, attribute))
 
 
 # Fields that say where or how a run reads and computes, not what it computes: they stay out of a job's identity.
@@ -167,7 +141,7 @@ class RunConfig:
     epoch: str | None = attrs.field(default=None, validator=_optional_one_of(EPOCHS))  # None: the preset's
     overrides: dict = attrs.field(factory=dict, validator=_overrides)
     # record what a sweep's model selection reads: every epoch's accuracy on the held-out domains' val and test
-    # splits (promptgen.toolkit.selection's watch) and the final model's on their val splits; a search sets it
+    # splits (promptgen.toolkit.best_epoch's watch) and the final model's on their val splits; a search sets it
     checkpoints: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     data_root: str | None = attrs.field(default=None, metadata=WHERE)
     cache_dir: str | None = attrs.field(default=None, metadata=WHERE)

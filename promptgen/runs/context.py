@@ -29,7 +29,7 @@ from promptgen.components.resolve import Settings, build, component_options
 from promptgen.components.run_values import RunValues
 from promptgen.errors import ConfigError
 from promptgen.runs.plan import Plan
-from promptgen.toolkit.values import FeatureSet, PromptLabel, Sample
+from promptgen.values import FeatureSet, PromptLabel, Sample
 
 
 @attrs.define

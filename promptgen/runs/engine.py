@@ -28,16 +28,16 @@ from promptgen.runs.config import RunConfig, check_names
 from promptgen.components.resolve import Settings, build, check_overrides, component_options, effective_options
 from promptgen.components.run_values import RunValues
 from promptgen.runs.context import RunContext
-from promptgen.runs.inspect import distance_to_labels
-from promptgen.toolkit.device import cuda_devices, resolve_device
+from promptgen.runs.prompt_distance import distance_to_labels
+from promptgen.toolkit.device import cuda_devices, choose_device
 from promptgen.errors import ConfigError, PromptgenError
 from promptgen.toolkit.evaluate import correct_predictions, pack_correct
 from promptgen.paths import check_outside_cache
 from promptgen.runs.plan import make_plan
-from promptgen.components.presets import resolve_preset, run_preset
+from promptgen.components.presets import preset_for_device, run_preset
 from promptgen.components.registry import Registry, default_registry
-from promptgen.toolkit.schedules import check_warmup
-from promptgen.toolkit.selection import watching
+from promptgen.toolkit.lr_schedules import check_warmup
+from promptgen.toolkit.best_epoch import watching
 
 
 @attrs.frozen
@@ -71,7 +71,7 @@ def check(config: RunConfig, registry: Registry) -> Checked:
     """Check every name and option of ``config`` against ``registry``, building nothing heavy."""
     check_names(config, registry)
     check_overrides(registry, config.overrides)
-    preset = resolve_preset(config.preset, resolve_device(config.backbone.device).type)
+    preset = preset_for_device(config.preset, choose_device(config.backbone.device).type)
     method_name = registry.canonical("method", config.method)
     settings = Settings.of(config, preset)
     try:
@@ -180,7 +180,7 @@ def _scores(method, context: RunContext) -> tuple[dict[str, float], dict[str, di
 
 def _checkpoints(method, context: RunContext, watch) -> dict:
     """What a sweep's model selection reads of a run (benchmarks/selection.py): the final model's accuracy on each
-    held-out domain's val split (``target_val``), every watched loop's epochs (``loops``: promptgen.toolkit.selection)
+    held-out domain's val split (``target_val``), every watched loop's epochs (``loops``: promptgen.toolkit.best_epoch)
     and, per held-out domain, how many of its val images its test split also holds (``val_in_test``: a dataset
     that tests every image of a domain gives an oracle test images to select on, which its table says)."""
     target_val = {}

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from promptgen.errors import ConfigError
+from promptgen.runs.prompt_distance import label_rms, label_stack, rms
 from promptgen.toolkit.evaluate import context_logits, prompt_logits
 from promptgen.toolkit.prompts import PromptAssembler
 
@@ -30,21 +31,6 @@ from promptgen.toolkit.prompts import PromptAssembler
 COLLAPSE_RATIO = 0.1
 # A drop smaller than this (accuracy, 0-1) is not named as where the gain is lost.
 NOTABLE_DROP = 0.02
-
-
-def rms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Root-mean-square difference per prompt entry between prompts [..., n_ctx, D] (broadcast)."""
-    return (a - b).pow(2).flatten(-2).mean(-1).sqrt()
-
-
-def label_stack(labels) -> torch.Tensor:
-    """The labels' contexts as one tensor [K, n_ctx, D] on the CPU."""
-    return torch.stack([label.ctx.detach().float().cpu() for label in labels])
-
-
-def label_rms(stack: torch.Tensor) -> float:
-    """A label entry's RMS size, averaged over the labels: the yardstick distances are read against."""
-    return stack.pow(2).flatten(1).mean(1).sqrt().mean().item()
 
 
 def _correct(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -120,23 +106,6 @@ def verdict(figures: dict) -> str:
              else "the choice of label (the generated prompts are as good as the labels they are nearest, and those "
                   "are not the best ones)")
     return f"lost in {where}; {text}"
-
-
-def distance_to_labels(method, run, split: str = "val") -> dict | None:
-    """How far a trained method's generated prompts lie from its stage I labels, on ``split`` (the sources' val):
-    the mean RMS distance to the nearest label beside a label entry's own RMS size. Cheap (no text is encoded),
-    so every run records it; None for a method without prompt labels and generated prompts. A ratio above 1
-    says the generator did not reach its labels (``promptgen inspect`` then says where accuracy goes)."""
-    labels_of, prompts_of = getattr(method, "prompt_labels", None), getattr(method, "instance_prompts", None)
-    if labels_of is None or prompts_of is None:
-        return None
-    with torch.random.fork_rng(devices=[]):  # sampling noise must not move the run's random state
-        prompts = prompts_of(run, split).float().cpu()
-    stack = label_stack(labels_of())
-    nearest = rms(prompts[:, None], stack[None]).min(dim=1).values.mean().item()
-    scale = label_rms(stack)
-    return {"split": split, "to_nearest_label": nearest, "label_rms": scale,
-            "ratio": nearest / scale if scale > 0 else float("inf")}
 
 
 def inspect_run(run_dir: str | Path, *, draws: int = 5, registry=None, progress: bool = False) -> dict:

@@ -12,11 +12,7 @@ from typing import Any, Sequence
 import attrs
 
 from promptgen.errors import ConfigError, suggestion
-
-
-def class_key(name: str) -> str:
-    """How class names are compared across datasets: case, '_', '-' and repeated spaces ignored."""
-    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
+from promptgen.toolkit.classes import class_key
 
 
 def shared_classes(source: Sequence[str], target: Sequence[str]) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from promptgen.errors import ConfigError, PromptgenError
 from promptgen.files import atomic_file, dumps, read_json, write_json
-from promptgen.toolkit.values import PromptLabel
+from promptgen.values import PromptLabel
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:

@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from promptgen.components.protocols import Backbone, Dataset
-from promptgen.toolkit.values import FeatureSet, Sample
+from promptgen.values import FeatureSet, Sample
 
 
 def stable_int_hash(*parts) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from promptgen.toolkit.values import FeatureSet
+from promptgen.values import FeatureSet
 
 
 def steps_per_epoch(images: int, batch_size: int) -> int:

@@ -16,7 +16,7 @@ import torch
 from promptgen.errors import GeneratorError, MethodError
 from promptgen.toolkit.prompts import PromptAssembler
 from promptgen.components.protocols import Backbone, Generator
-from promptgen.toolkit.values import FeatureSet, PromptLabel
+from promptgen.values import FeatureSet, PromptLabel
 
 PROMPTS_PER_CHUNK = 4096
 SAMPLE_BLOCK = 8192  # images whose prompts are generated at once ([8192, n_ctx, D] is small)

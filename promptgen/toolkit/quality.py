@@ -33,7 +33,7 @@ from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, p
 
 from promptgen.toolkit.evaluate import generated_prompts
 from promptgen.toolkit.prompts import PromptAssembler
-from promptgen.toolkit.values import FeatureSet, PromptLabel
+from promptgen.values import FeatureSet, PromptLabel
 
 NEIGHBORHOOD = 3
 BATCH = 1024
