@@ -71,7 +71,7 @@ class Peak:
 def one_epoch(registry, method: str, names) -> dict:
     """Overrides cutting the method and every component it uses that trains by the schedule block
     (promptgen.components.schedule.Schedule) to one epoch without warm-up (an epoch costs the same at any rate; a
-    run that is all warm-up is refused: promptgen.toolkit.schedules.check_warmup)."""
+    run that is all warm-up is refused: promptgen.toolkit.lr_schedules.check_warmup)."""
     overrides = {}
     for kind, name in (("method", method), *names):
         component = registry.get(kind, name)

@@ -42,7 +42,7 @@ from promptgen.toolkit.prompts import PromptAssembler
 from promptgen.components.registry import default_registry
 from promptgen.components.resolve import Settings, build
 from promptgen.components.run_values import RunValues
-from promptgen.toolkit.values import PromptLabel
+from promptgen.values import PromptLabel
 
 MEASUREMENTS = ("stage2", "inference", "prefix", "coop-step", "extraction", "cache", "precision", "startup")
 DEFAULTS = {"dataset": defaults.DATASET, "target": None, "stage2_steps": 30, "stage2_images": None, "batch_size": 32,

@@ -19,11 +19,11 @@ import attrs
 from benchmarks import search
 from benchmarks.records import Job
 from benchmarks.suites import Suite
-from promptgen.toolkit.device import resolve_device
+from promptgen.toolkit.device import choose_device
 from promptgen.components.lazy import factory_attribute
 from promptgen.runs.engine import build_dataset, check
 from promptgen.errors import ConfigError, PromptgenError, suggestion
-from promptgen.components.presets import resolve_preset
+from promptgen.components.presets import preset_for_device
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def single_source(domains: Sequence[str], targets: Sequence[str] | None = None) 
 
 def _domains(suite: Suite, registry, name: str) -> tuple[str, ...]:
     example = suite.example()
-    preset = resolve_preset(example.preset, resolve_device(example.backbone.device).type)
+    preset = preset_for_device(example.preset, choose_device(example.backbone.device).type)
     return tuple(build_dataset(example, registry, name, preset, progress=False).domains)
 
 

@@ -19,10 +19,13 @@ from typing import Callable, Iterable, Sequence
 import attrs
 
 from promptgen.runs.config import RunConfig
-from promptgen.errors import PARTIAL
 from promptgen.files import write_json
 
 log = logging.getLogger(__name__)
+
+# The harness's own exit code: its tables were made from fewer records than the suite has jobs (missing or damaged
+# ones), so a cell may differ from the complete sweep's; a failed job (promptgen.cli.failures.FAILURE) wins over it.
+PARTIAL = 3
 
 
 @attrs.frozen

@@ -105,7 +105,8 @@ def project(rates: dict, sizes: dict, target: str, val_fraction: float, views: i
             "inference_s": scored / rates["scored_images_per_s"], "scored_images": scored}
 
 
-def run(args, suite, out: Path) -> tuple[str, dict]:
+def run(request, suite, out: Path) -> tuple[str, dict]:
+    """The scale suite's stages; ``request`` is benchmarks.command_line.Request (--dry-run, --cache-dir)."""
     settings = settings_of(suite)
     example, method, target = suite.example(), suite.methods[0], suite.targets[0]
     factory = default_registry().get("dataset", example.dataset).factory
@@ -113,11 +114,11 @@ def run(args, suite, out: Path) -> tuple[str, dict]:
     classes = list(getattr(factory, "class_folders", None) or getattr(factory, "classes", ()))
     if not classes:
         raise ConfigError(f"{suite.path}: dataset {example.dataset!r} declares no class names to generate")
-    if args.dry_run:
+    if request.dry_run:
         return (f"dry run: scale suite {suite.name}: {len(settings['sizes'])} domains x {len(classes)} classes x "
                 f"{settings['per_class']} images under {out / 'tree'}, then data info, cache extract and "
                 f"{method} with {target} held out"), {"suite": suite.name, "dry_run": True}
-    tree, cache = out / "tree", Path(args.cache_dir) if args.cache_dir else out / "cache"
+    tree, cache = out / "tree", Path(request.cache_dir) if request.cache_dir else out / "cache"
     made = generate(tree / settings["dir_name"], classes, list(settings["sizes"]), settings["per_class"],
                     settings["image_size"])
     print(f"scale: tree of {made['files']:,} images ({made['bytes'] / 2**20:.0f} MiB)", flush=True)

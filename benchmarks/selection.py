@@ -11,7 +11,7 @@ ones, so trial 0, the preset, wins a tie):
   oracle                the held-out domain's own val split at the last epoch, no early stopping
                         (OracleSelectionMethod): it looks at the target, so it is an upper bound, not a DG result
 
-A run's epochs are its last watched loop's (promptgen.toolkit.selection): the stage whose model predicts. A run
+A run's epochs are its last watched loop's (promptgen.toolkit.best_epoch): the stage whose model predicts. A run
 with no watched loop (zero-shot, a method training in a loop of its own) has one checkpoint, its final model.
 The records come from benchmarks.search's jobs; a job without a finished record is left out and said so.
 """
@@ -27,14 +27,6 @@ from benchmarks.records import Job
 from benchmarks.search import LOO, SELECTION_METHODS
 from benchmarks.tables import Table, accuracy_table
 
-DESCRIPTIONS = {
-    "training-domain": "training-domain validation (the source domains' val splits; SPG's and DomainBed's default)",
-    "leave-one-domain-out": "leave-one-domain-out validation (each source domain held out in turn, trained "
-                            "without it and scored on it)",
-    "oracle": "test-domain validation, the ORACLE (it selects by the held-out domain's val split at the last epoch, "
-              "not by its test split, and reports the selected trial's test accuracy: the per-trial table shows "
-              "both): an upper bound, not a domain-generalization result",
-}
 
 
 def _last_loop(record: dict) -> list[dict] | None:
@@ -46,40 +38,81 @@ def _final(record: dict, val: float) -> dict:
     return {"val": val, "test": dict(record["test_accuracy"]), "final": True}
 
 
-def training_domain(record: dict) -> dict:
-    return _final(record, record["val_accuracy"])
+class SelectionMethod:
+    """One of DomainBed's selection methods (model_selection.py's SelectionMethod): how a trial's record is scored.
+    ``score`` gives {"val", "test": {target: accuracy}, "final": whether it is the final model's} or None when the
+    record cannot be scored (missing leave-one-domain-out runs)."""
+
+    name = ""
+    description = ""
+    reads_held_out_runs = False  # whether it needs the leave-one-domain-out runs of a trial
+
+    def score(self, record: dict, held_out: dict[str, dict]) -> dict | None:
+        raise NotImplementedError
 
 
-def oracle(record: dict) -> dict:
-    targets = record["job"]["targets"]
-    last = _last_loop(record)
-    if last is None:
-        target_val = record["checkpoints"]["target_val"]
-        return _final(record, statistics.mean(target_val[d] for d in targets))
-    checkpoint = last[-1]
-    return {"val": statistics.mean(checkpoint[f"target-val/{d}"] for d in targets),
-            "test": {d: checkpoint[f"test/{d}"] for d in targets}, "final": False}
+class TrainingDomain(SelectionMethod):
+    """IIDAccuracySelectionMethod: the source domains' val splits, at the epoch the run kept by them."""
+
+    name = "training-domain"
+    description = "training-domain validation (the source domains' val splits; SPG's and DomainBed's default)"
+
+    def score(self, record, held_out):
+        return _final(record, record["val_accuracy"])
 
 
-def leave_one_out(record: dict, loo: dict[str, dict]) -> dict | None:
-    """``loo``: the trial's leave-one-domain-out records by the source each held out; None when one is missing."""
-    sources = record["job"]["sources"]
-    if any(source not in loo for source in sources):
-        return None
-    main, held = _last_loop(record), {source: _last_loop(loo[source]) for source in sources}
-    epochs = [c["epoch"] for c in main] if main else None
-    if main is None or any(h is None or [c["epoch"] for c in h] != epochs for h in held.values()):
-        # no epochs to compare (or runs whose epochs differ): their final models
-        return _final(record, statistics.mean(loo[v]["test_accuracy"][v] for v in sources))
-    best = None
-    for index, checkpoint in enumerate(main):
-        if not checkpoint.get("candidate", True):
-            continue
-        val = statistics.mean(held[v][index][f"test/{v}"] for v in sources)
-        if best is None or val > best["val"]:
-            best = {"val": val, "test": {d: checkpoint[f"test/{d}"] for d in record["job"]["targets"]},
-                    "final": False}
-    return best
+class LeaveOneDomainOut(SelectionMethod):
+    """LeaveOneOutSelectionMethod: each source v held out in turn, the trial's run trained without v scored on v;
+    the mean over v, per epoch, and the epoch with the best. ``held_out``: those runs' records by v."""
+
+    name = LOO
+    description = ("leave-one-domain-out validation (each source domain held out in turn, trained without it and "
+                   "scored on it)")
+    reads_held_out_runs = True
+
+    def score(self, record, held_out):
+        sources = record["job"]["sources"]
+        if any(source not in held_out for source in sources):
+            return None
+        main, held = _last_loop(record), {source: _last_loop(held_out[source]) for source in sources}
+        epochs = [c["epoch"] for c in main] if main else None
+        if main is None or any(h is None or [c["epoch"] for c in h] != epochs for h in held.values()):
+            # no epochs to compare (or runs whose epochs differ): their final models
+            return _final(record, statistics.mean(held_out[v]["test_accuracy"][v] for v in sources))
+        best = None
+        for index, checkpoint in enumerate(main):
+            if not checkpoint.get("candidate", True):
+                continue
+            val = statistics.mean(held[v][index][f"test/{v}"] for v in sources)
+            if best is None or val > best["val"]:
+                best = {"val": val, "test": {d: checkpoint[f"test/{d}"] for d in record["job"]["targets"]},
+                        "final": False}
+        return best
+
+
+class Oracle(SelectionMethod):
+    """OracleSelectionMethod: the held-out domain's own val split at the last epoch, no early stopping."""
+
+    name = "oracle"
+    description = ("test-domain validation, the ORACLE (it selects by the held-out domain's val split at the last "
+                   "epoch, not by its test split, and reports the selected trial's test accuracy: the per-trial "
+                   "table shows both): an upper bound, not a domain-generalization result")
+
+    def score(self, record, held_out):
+        targets = record["job"]["targets"]
+        last = _last_loop(record)
+        if last is None:
+            target_val = record["checkpoints"]["target_val"]
+            return _final(record, statistics.mean(target_val[d] for d in targets))
+        checkpoint = last[-1]
+        return {"val": statistics.mean(checkpoint[f"target-val/{d}"] for d in targets),
+                "test": {d: checkpoint[f"test/{d}"] for d in targets}, "final": False}
+
+
+METHODS: dict[str, SelectionMethod] = {method.name: method for method in (TrainingDomain(), LeaveOneDomainOut(),
+                                                                           Oracle())}
+assert tuple(METHODS) == SELECTION_METHODS  # benchmarks.search checks the names a suite gives against these
+DESCRIPTIONS = {name: method.description for name, method in METHODS.items()}
 
 
 def _columns(record: dict, test: dict[str, float], final: bool) -> dict[str, tuple[float, list[dict]]]:
@@ -132,12 +165,7 @@ def scored_cells(method: str, records: Sequence[dict]) -> dict[tuple, list[dict]
         job = record["job"]
         if job.get("loo_for"):
             continue
-        if method == "training-domain":
-            scored = training_domain(record)
-        elif method == "oracle":
-            scored = oracle(record)
-        else:
-            scored = leave_one_out(record, loo.get(_cell_key(job, job["targets"]), {}))
+        scored = METHODS[method].score(record, loo.get(_cell_key(job, job["targets"]), {}))
         if scored is None:
             continue
         val = scored["val"] if not math.isnan(scored["val"]) else -math.inf
@@ -154,7 +182,7 @@ def _cell_key(job: dict, targets) -> tuple:
 def missing(method: str, jobs: Sequence[Job], records: Sequence[dict]) -> list[str]:
     """The jobs selection ``method`` reads that have no finished record (their ids)."""
     finished = {r["job"]["id"] for r in records if r.get("status") == "ok"}
-    needed = [job for job in jobs if job.trial is not None and (method == LOO or not job.loo_for)]
+    needed = [job for job in jobs if job.trial is not None and (METHODS[method].reads_held_out_runs or not job.loo_for)]
     return [job.id for job in needed if job.id not in finished]
 
 
@@ -171,7 +199,7 @@ def tables(jobs: Sequence[Job], records: Sequence[dict], columns: Sequence[str],
 def applied(names: Sequence[str], jobs: Sequence[Job]) -> list[str]:
     """The selection methods of ``names`` that a search's ``jobs`` can apply, in order: leave-one-domain-out only
     where they include its runs (left out, with a note, on too few sources)."""
-    return [name for name in names if name != LOO or any(job.loo_for for job in jobs)]
+    return [name for name in names if not METHODS[name].reads_held_out_runs or any(job.loo_for for job in jobs)]
 
 
 def choices_text(choices: Sequence[dict], trials: int) -> str:

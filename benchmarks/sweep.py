@@ -1,4 +1,5 @@
-"""An accuracy suite's sweep: run its jobs through a launcher, then derive the table, CSV and plot from the records.
+"""An accuracy suite's sweep: one job through the engine (JobRunner, which benchmarks.orchestration hands to a
+launcher), and the table, CSV and plot derived from the records.
 
 Output directory (``--out``, default results/<suite>/):
   records/<job id>.json   one per job: status, accuracy per target, val accuracy, stage times, versions
@@ -30,10 +31,10 @@ from benchmarks.suites import Suite
 from benchmarks.tables import Table, accuracy_table
 from promptgen.storage.cache import FeatureCache
 from promptgen.runs.curves import TENSORBOARD_DIR, write_tensorboard
-from promptgen.toolkit.device import resolve_device
+from promptgen.toolkit.device import choose_device
 from promptgen.components.resolve import Settings
 from promptgen.runs.engine import build_dataset, run
-from promptgen.components.presets import resolve_preset
+from promptgen.components.presets import preset_for_device
 from promptgen.toolkit.quality import domain_gap
 from promptgen.components.registry import default_registry
 
@@ -322,7 +323,7 @@ def domain_gaps(suite: Suite, cache_dir: str | None, device: str | None = None, 
     example = suite.example()
     if device:
         example = attrs.evolve(example, backbone=attrs.evolve(example.backbone, device=device))
-    preset = resolve_preset(example.preset, resolve_device(example.backbone.device).type)
+    preset = preset_for_device(example.preset, choose_device(example.backbone.device).type)
     backbone = example.backbone.build(registry, Settings.of(example, preset))
     features, domains = {}, []
     with FeatureCache(cache_dir) as cache:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from benchmarks import protocols, run, stats, suites, sweep
+from benchmarks import command_line, orchestration, protocols, run, stats, suites, sweep
 from benchmarks.records import RecordStore
 from promptgen.errors import ConfigError
 from promptgen.components.registry import default_registry
@@ -59,15 +59,16 @@ def test_every_shipped_suite_parses():
 
 def test_a_suite_names_its_launcher_and_the_command_line_overrides_it(tmp_path):
     path = _suite(tmp_path, 'launcher = "processes"\nworkers = 3')
-    args = run.build_parser().parse_args(["--suite", path])
-    run.resolve_suite(args)
-    assert (args.launcher, args.workers) == ("processes", 3)
-    args = run.build_parser().parse_args(["--suite", path, "--launcher", "local", "--workers", "1"])
-    run.resolve_suite(args)
-    assert (args.launcher, args.workers) == ("local", 1)
-    args = run.build_parser().parse_args(["--suite", _suite(tmp_path, "", name="plain")])
-    run.resolve_suite(args)
-    assert args.launcher == "local"
+    def settled(argv):  # the request as the sweep reads it: the suite's values where the flags give none
+        request = command_line.parse(argv)
+        return orchestration.with_suite_defaults(request, orchestration.suite_from_request(request))
+
+    request = settled(["--suite", path])
+    assert (request.launcher, request.workers) == ("processes", 3)
+    request = settled(["--suite", path, "--launcher", "local", "--workers", "1"])
+    assert (request.launcher, request.workers) == ("local", 1)
+    request = settled(["--suite", _suite(tmp_path, "", name="plain")])
+    assert request.launcher == "local"
 
 
 def test_list_prints_one_line_per_suite(capsys):
@@ -462,7 +463,7 @@ def test_the_ray_launcher_ships_the_package_of_the_job_wherever_it_was_imported_
 
     attempt = Attempt(sweep.JobRunner(tmp_path), RecordStore(tmp_path))
     assert RayLauncher()._modules(attempt) == [str(Path(benchmarks.__file__).parent)]
-    assert RayLauncher(py_modules=["elsewhere"])._modules(attempt) == ["elsewhere"]
+    assert RayLauncher(RayLauncher.Options(py_modules=["elsewhere"]))._modules(attempt) == ["elsewhere"]
 
 
 @pytest.mark.slow
@@ -630,15 +631,13 @@ def test_a_scale_suite_names_what_it_lacks(tmp_path):
 
 def test_a_suites_launcher_settings_reach_the_launcher_and_a_flag_wins(tmp_path, capsys):
     """benchmarks.run builds its launcher through the resolver: [overrides.processes] in the suite, then the flag."""
-    import argparse
-
     from promptgen.components.registry import default_registry
 
     suite = suites.load(_suite(tmp_path, 'methods = ["zero-shot"]\n[overrides.processes]\nworkers = 3\n'))
-    args = argparse.Namespace(launcher="processes", workers=None, ray_address=None, threads=None, quiet=True)
-    assert run.launcher(args, default_registry(), suite).workers == 3
-    args.workers = 1
-    assert run.launcher(args, default_registry(), suite).workers == 1
+    request = command_line.Request(launcher="processes", quiet=True)
+    assert orchestration.launcher(request, default_registry(), suite).workers == 3
+    request = command_line.Request(launcher="processes", workers=1, quiet=True)
+    assert orchestration.launcher(request, default_registry(), suite).workers == 1
     bad = _suite(tmp_path, 'methods = ["zero-shot"]\n[overrides.processes]\nworkers = 0\n', name="bad")
     out = tmp_path / "out"
     assert run.main(["--suite", bad, "--out", str(out), "--launcher", "processes", "--quiet"]) == 2

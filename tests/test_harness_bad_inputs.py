@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import records, run, search, suites
+from benchmarks import orchestration, records, run, search, suites
 from promptgen.errors import ConfigError
 from promptgen.machine import usable_cores
 
@@ -203,8 +203,8 @@ def test_threads_above_the_usable_cores_are_clamped_with_a_note_and_reach_torch_
         built.append(run_build_launcher(*args, **kwargs))
         return built[-1]
 
-    run_build_launcher = run.build_launcher
-    monkeypatch.setattr(run, "build_launcher", build_launcher)
+    run_build_launcher = orchestration.build_launcher
+    monkeypatch.setattr(orchestration, "build_launcher", build_launcher)
     cores, before = usable_cores(), torch.get_num_threads()
     try:
         assert run.main(["--suite", _suite(tmp_path, 'targets = ["photo"]'), "--threads", "9999", "--launcher",

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from benchmarks import dry_run, protocols, run, selection, suites, sweep, trials
+from benchmarks import command_line, dry_run, orchestration, protocols, run, selection, suites, sweep, trials
 from benchmarks.records import RecordStore
 from promptgen.components.registry import default_registry
 
@@ -194,11 +194,11 @@ def test_dataset_names_the_default_output_folder_and_the_pages_title(tmp_path, m
     assert run.main(["--dataset", "digits-traps", "--report", "--quiet", "--out", str(mine)]) == run.PARTIAL
     assert "<title>default (digits-traps)</title>" in (mine / "index.html").read_text()
     # a --dataset that is the suite's own changes nothing; the default suite names itself alone
-    parser = run.build_parser()
+    parser = command_line.build_parser()
     for argv, folder, label in ((["--suite", "digits-dg", "--dataset", "digits-dg"], "digits-dg", "digits-dg"),
                                 ([], "default", "default"),
                                 (["--dataset", "digits-dg"], "default-digits-dg", "default (digits-dg)")):
-        suite = run.resolve_suite(parser.parse_args(argv))
+        suite = orchestration.suite_from_request(command_line.Request.from_flags(parser.parse_args(argv)))
         assert (suite.default_out, suite.label) == (Path("results") / folder, label)
     help_text = next(action.help for action in parser._actions if "--dataset" in action.option_strings)
     assert "it narrows the suite to that one, its jobs and its table alone" in help_text
