@@ -49,12 +49,12 @@ SMALL_DIGITS = {"digits-dg": {"per_class": 10}}
 
 @pytest.fixture(scope="session")
 def tiny_backbone() -> OpenClipBackbone:
-    return OpenClipBackbone("pg-tiny-vit-w64", device="cpu", init_seed=0)
+    return OpenClipBackbone("pg-tiny-vit-w64", device="cpu", options=OpenClipBackbone.Options(init_seed=0))
 
 
 @pytest.fixture(scope="session")
 def tiny_backbone_wide() -> OpenClipBackbone:
-    return OpenClipBackbone("pg-tiny-vit-w128", device="cpu", init_seed=1)
+    return OpenClipBackbone("pg-tiny-vit-w128", device="cpu", options=OpenClipBackbone.Options(init_seed=1))
 
 
 def stub_generator_plugin(name: str, options: str, *, imports: str = "", presets: dict | None = None) -> str:

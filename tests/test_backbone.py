@@ -69,7 +69,7 @@ def _features(backbone: OpenClipBackbone) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.slow
 def test_checkpoint_round_trip_safetensors_and_state_dict(tmp_path):
-    original = OpenClipBackbone("pg-tiny-vit-w64", init_seed=7)
+    original = OpenClipBackbone("pg-tiny-vit-w64", options=OpenClipBackbone.Options(init_seed=7))
     state = {k: v.contiguous() for k, v in original.model.state_dict().items()}
     save_file(state, tmp_path / "tiny.safetensors")
     torch.save(state, tmp_path / "tiny.pt")
@@ -104,9 +104,9 @@ def test_openai_torchscript_checkpoint(tmp_path):
 
 
 def test_fingerprint_is_stable_and_follows_the_weights():
-    a = OpenClipBackbone("pg-tiny-vit-w64", init_seed=3)
-    b = OpenClipBackbone("pg-tiny-vit-w64", init_seed=3)
-    c = OpenClipBackbone("pg-tiny-vit-w64", init_seed=4)
+    a = OpenClipBackbone("pg-tiny-vit-w64", options=OpenClipBackbone.Options(init_seed=3))
+    b = OpenClipBackbone("pg-tiny-vit-w64", options=OpenClipBackbone.Options(init_seed=3))
+    c = OpenClipBackbone("pg-tiny-vit-w64", options=OpenClipBackbone.Options(init_seed=4))
     assert a.fingerprint == b.fingerprint != c.fingerprint
     assert a.fingerprint.startswith("pg-tiny-vit-w64@")
 
@@ -136,7 +136,7 @@ def test_unreachable_pretrained_tag_fails_fast_with_advice(monkeypatch, tmp_path
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: pytest.fail("must not try to download"))
     with pytest.raises(BackboneLoadError) as caught:
-        OpenClipBackbone("ViT-B-32", pretrained="openai", cache_dir=str(tmp_path))
+        OpenClipBackbone("ViT-B-32", pretrained="openai", options=OpenClipBackbone.Options(cache_dir=str(tmp_path)))
     message = str(caught.value)
     assert "cannot download pretrained weights 'openai'" in message
     assert "--pretrained /path/to/weights" in message

@@ -79,7 +79,7 @@ def test_dpl_scores_a_block_of_test_images_with_one_domain_prompt(tiny_backbone)
     from promptgen_baselines.conditional import MLPPrompt
 
     torch.manual_seed(0)
-    dpl = DPL(test_batch=4)
+    dpl = DPL(DPL.Options(test_batch=4))
     dpl.net = MLPPrompt(tiny_backbone.embed_dim, 2, tiny_backbone.ctx_dim, width=16).eval()
     assembler = PromptAssembler(tiny_backbone, ["a", "b", "c"], 2)
     features = torch.nn.functional.normalize(torch.randn(8, tiny_backbone.embed_dim), dim=1)
@@ -173,7 +173,7 @@ def test_the_prompted_towers_compute_what_open_clip_computes_when_the_prompts_ar
     with torch.no_grad():
         ours = vit_head(visual, run_blocks(visual.transformer, vit_tokens(visual, pixels)))
         assert torch.allclose(ours, tiny_backbone.model.encode_image(pixels), atol=1e-5)
-        maple = MaPLe(n_ctx=2, depth=1)
+        maple = MaPLe(MaPLe.Options(n_ctx=2, depth=1))
         maple.prompts = maple.build(tiny_backbone, ["cat", "dog", "sea lion"])
         assert maple.prompts.deep_text.shape[0] == 0
         expected = tiny_backbone.encode_text([f"a photo of a {name}." for name in ["cat", "dog", "sea lion"]])
@@ -217,13 +217,13 @@ def test_vpt_and_maple_take_a_training_step_on_vit_b_16_the_papers_backbone():
     from promptgen_baselines.visual import VPT, run_blocks, vit_head, vit_tokens
     from promptgen_openclip.backbone import OpenClipBackbone
 
-    backbone = OpenClipBackbone("ViT-B-16", device="cpu", init_seed=0)
+    backbone = OpenClipBackbone("ViT-B-16", device="cpu", options=OpenClipBackbone.Options(init_seed=0))
     visual, classes = backbone.model.visual, ["dog", "elephant", "giraffe"]
     pixels = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         ours = vit_head(visual, run_blocks(visual.transformer, vit_tokens(visual, pixels)))
         assert torch.allclose(ours, backbone.model.encode_image(pixels), atol=1e-4)
-    for method in (VPT(tokens=10), MaPLe(n_ctx=2, depth=9)):
+    for method in (VPT(VPT.Options(tokens=10)), MaPLe(MaPLe.Options(n_ctx=2, depth=9))):
         method.prompts = method.build(backbone, classes)
         text = method.text_features(backbone, classes)
         loss = torch.nn.functional.cross_entropy(

@@ -8,18 +8,22 @@ from promptgen_colors.dataset import ColorsDataset
 
 
 def test_splits_are_disjoint_cover_every_image_and_depend_on_the_seed():
-    dataset = ColorsDataset(seed=1, per_class=10)
+    dataset = ColorsDataset(options=ColorsDataset.Options(seed=1, per_class=10))
     for domain in dataset.domains:
         splits = {split: dataset.samples(domain, split) for split in ("train", "val", "test")}
         keys = [s.key for samples in splits.values() for s in samples]
         assert len(keys) == len(set(keys)) == 10 * len(dataset.classes)
         assert [len(splits[s]) for s in ("train", "val", "test")] == [6 * 8, 2 * 8, 2 * 8]
-    assert ColorsDataset(seed=1).samples("solid", "test") == ColorsDataset(seed=1).samples("solid", "test")
-    assert ColorsDataset(seed=1).samples("solid", "test") != ColorsDataset(seed=2).samples("solid", "test")
+
+    def seeded(seed):
+        return ColorsDataset(options=ColorsDataset.Options(seed=seed))
+
+    assert seeded(1).samples("solid", "test") == seeded(1).samples("solid", "test")
+    assert seeded(1).samples("solid", "test") != seeded(2).samples("solid", "test")
 
 
 def test_images_are_reproducible_and_differ_by_domain():
-    dataset = ColorsDataset(seed=0)
+    dataset = ColorsDataset(options=ColorsDataset.Options(seed=0))
     sample = dataset.samples("noise", "train")[0]
     first, second = np.asarray(dataset.load_image(sample)), np.asarray(dataset.load_image(sample))
     assert first.shape == (32, 32, 3) and np.array_equal(first, second)

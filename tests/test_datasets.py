@@ -661,5 +661,5 @@ def test_a_gpu_run_builds_its_dataset_with_the_official_split(pacs_root):
     from promptgen.runs.engine import build_dataset
 
     config = RunConfig(targets="photo", dataset="pacs", data_root=str(pacs_root))
-    assert build_dataset(config, load_registry(), "pacs", "gpu", progress=False).split == "official"
-    assert build_dataset(config, load_registry(), "pacs", "cpu", progress=False).split == "files"
+    assert build_dataset(config, load_registry(), "pacs", "gpu", progress=False).options.split == "official"
+    assert build_dataset(config, load_registry(), "pacs", "cpu", progress=False).options.split == "files"

@@ -24,7 +24,7 @@ def digits_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def digits(digits_cache) -> DigitsDG:
     """The default digits-dg (seed 0, 200 per class), generated once for the session."""
-    return DigitsDG(seed=0, cache_dir=digits_cache)
+    return DigitsDG(options=DigitsDG.Options(seed=0, cache_dir=digits_cache))
 
 
 @pytest.mark.parametrize("domain", world.DOMAINS)
@@ -43,16 +43,16 @@ def test_splits_are_disjoint_stable_and_hold_every_class(digits, digits_cache):
         assert len(set().union(*map(set, keys.values()))) == 2000
         for split in SPLITS:
             assert {s.label for s in digits.samples(domain, split)} == set(range(10))
-    again = DigitsDG(seed=0, cache_dir=digits_cache)
+    again = DigitsDG(options=DigitsDG.Options(seed=0, cache_dir=digits_cache))
     assert again.samples("photo", "val") == digits.samples("photo", "val")
 
 
 def test_images_are_cached_on_disk_and_read_back(digits_cache, monkeypatch):
-    first = DigitsDG(seed=0, cache_dir=digits_cache)
+    first = DigitsDG(options=DigitsDG.Options(seed=0, cache_dir=digits_cache))
     image = np.asarray(first.load_image(first.samples("sketch", "test")[5]))
     assert (first.directory / "sketch.npz").is_file()
     monkeypatch.setattr("promptgen_digits.dataset.generate_domain", lambda *a: pytest.fail("must read the cache"))
-    second = DigitsDG(seed=0, cache_dir=digits_cache)
+    second = DigitsDG(options=DigitsDG.Options(seed=0, cache_dir=digits_cache))
     assert np.array_equal(np.asarray(second.load_image(second.samples("sketch", "test")[5])), image)
     assert image.shape == (32, 32, 3)
 
@@ -76,7 +76,7 @@ def test_pretraining_holds_out_fonts_photos_and_writers():
 )
 def test_bad_names_list_the_choices(tmp_path, build, message):
     with pytest.raises(ConfigError, match=message):
-        build(DigitsDG(cache_dir=tmp_path))
+        build(DigitsDG(options=DigitsDG.Options(cache_dir=tmp_path)))
 
 
 def test_seed_must_be_an_int(tmp_path):
@@ -91,7 +91,7 @@ def test_seed_must_be_an_int(tmp_path):
 def test_unwritable_cache_directory_is_named(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    dataset = DigitsDG(cache_dir=blocker / "cache")
+    dataset = DigitsDG(options=DigitsDG.Options(cache_dir=blocker / "cache"))
     with pytest.raises(ConfigError, match="digits-dg cache directory: cannot write to .*a-file/cache"):
         dataset.samples("photo", "train")
 

@@ -18,7 +18,7 @@ from promptgen.runs.curves import curve_sets
 from promptgen.runs.engine import run
 from promptgen.components.protocols import check_fit_report
 from promptgen.components.registry import load_registry
-from promptgen.toolkit.values import FeatureSet, PromptLabel
+from promptgen.values import FeatureSet, PromptLabel
 
 DOC = Path(__file__).parents[1] / "docs" / "plugins.md"
 SMALL = ["--set", "digits-dg.per_class=10", "--set", "coop.epochs=1", "--set", "coop.warmup_epochs=0", "--views", "1",
@@ -62,7 +62,7 @@ def test_generator_plugin_example_installs_and_learns(install_plugin):
     features = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     train = FeatureSet(features, torch.zeros(4, dtype=torch.long), torch.tensor([0, 0, 1, 1]))
     report = check_fit_report(generator.fit(None, train, labels, None), "the example")  # the contract holds
-    assert [row["epoch"] for row in report["history"]] == list(range(generator.epochs))
+    assert [row["epoch"] for row in report["history"]] == list(range(generator.options.epochs))
     assert report["history"][-1]["loss"] < report["history"][0]["loss"]
     prompts = generator.sample(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
     assert prompts.shape == (2, 1, 3)

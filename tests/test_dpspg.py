@@ -14,7 +14,7 @@ from promptgen.runs.engine import evaluate_run, run
 from promptgen.toolkit.evaluate import accuracy, prompt_logits
 from promptgen.toolkit.prompts import PromptAssembler, phrase_embedding
 from promptgen.components.registry import load_registry
-from promptgen.toolkit.values import FeatureSet
+from promptgen.values import FeatureSet
 
 REGISTRY = load_registry()
 SMALL = {"digits-dg": {"per_class": 10}, "coop": {"epochs": 2}, "negative-coop": {"epochs": 2},
@@ -52,7 +52,7 @@ def test_the_negative_learner_learns_to_rank_the_true_class_last_on_a_toy_proble
         return FeatureSet(torch.nn.functional.normalize(noisy, dim=1), labels, torch.zeros(n, dtype=torch.long))
 
     train, val, test = images(200, 0), images(200, 1), images(200, 2)
-    learner = NegativeCoOp(epochs=40, warmup_epochs=0, lr=1e-3, progress=False)
+    learner = NegativeCoOp(NegativeCoOp.Options(epochs=40, warmup_epochs=0, lr=1e-3, progress=False))
     label = learner.fit(tiny_backbone, classes, train, val, "toy")
     history = label.metadata["history"]
     assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
@@ -129,7 +129,7 @@ def test_joint_stage_one_learns_both_contexts_in_one_loop_and_selects_on_positiv
     an epoch is one view of each image in floor(N / batch) steps; the kept epoch is the one whose
     positive - negative val accuracy is best, and the label carries the negative context of that same epoch."""
     import promptgen_dpspg.joint as joint
-    from promptgen.toolkit.context_fitting import train_prompts
+    from promptgen.toolkit.prompt_training import train_prompts
 
     classes = ["cat", "dog", "bird", "fish", "frog"]
     train = _toy_images(tiny_backbone, classes, 70, 0, views=2)  # 70 images, 2 cached views each
@@ -146,7 +146,8 @@ def test_joint_stage_one_learns_both_contexts_in_one_loop_and_selects_on_positiv
         return train_prompts(module, loss=watched, **keywords)
 
     monkeypatch.setattr(joint, "train_prompts", spy)
-    learner = joint.DualCoOp(epochs=3, batch_size=16, warmup_epochs=0, lr=1e-2, progress=False)
+    learner = joint.DualCoOp(joint.DualCoOp.Options(epochs=3, batch_size=16, warmup_epochs=0, lr=1e-2,
+                                                     progress=False))
     label = learner.fit(tiny_backbone, classes, train, val, "toy")
 
     assert loops == [["negative", "positive"]]  # one loop, both contexts in it
@@ -190,7 +191,7 @@ def test_the_negative_context_goes_through_the_label_files_exactly(tmp_path):
     read back is the same float32, so the negative label after a reload is bit-identical."""
     from promptgen.toolkit.checkpoints import load_prompt_label, save_prompt_label
     from promptgen.errors import PromptgenError
-    from promptgen.toolkit.values import PromptLabel
+    from promptgen.values import PromptLabel
     from promptgen_dpspg.joint import NEGATIVE_CTX, split_label
 
     negative = torch.randn(4, 64, generator=torch.Generator().manual_seed(0))
@@ -210,7 +211,7 @@ def test_joint_stage_two_trains_both_generators_per_step_and_never_selects_befor
     epoch; a score that is best at epoch 0 and falls after it still selects epoch ``late`` (the code's LATE)."""
     from types import SimpleNamespace
 
-    from promptgen.toolkit.values import PromptLabel
+    from promptgen.values import PromptLabel
     from promptgen_dpspg.method import DualPath
     from promptgen_dpspg.transformer import TransformerGenerator
 
@@ -220,11 +221,11 @@ def test_joint_stage_two_trains_both_generators_per_step_and_never_selects_befor
                        torch.arange(64) % 2)
     labels = {path: [PromptLabel(ctx=torch.randn(2, tiny_backbone.ctx_dim, generator=g), fingerprint="f",
                                  domain=str(i), class_names=classes) for i in range(2)] for path in ("positive", "negative")}
-    method = DualPath(stage1="joint", stage2="joint", late=3)
+    method = DualPath(DualPath.Options(stage1="joint", stage2="joint", late=3))
     method.labels = labels
-    method.generators = {path: TransformerGenerator(d, 2, tiny_backbone.ctx_dim, layers=1, heads=1, feedforward=16,
-                                                    epochs=6, batch_size=16, warmup_epochs=1, lr_schedule="epoch",
-                                                    seed=i, progress=False)
+    method.generators = {path: TransformerGenerator(d, 2, tiny_backbone.ctx_dim, TransformerGenerator.Options(
+        layers=1, heads=1, feedforward=16, epochs=6, batch_size=16, warmup_epochs=1, lr_schedule="epoch", seed=i,
+        progress=False))
                          for i, path in enumerate(("positive", "negative"))}
     initial = {path: {k: v.clone() for k, v in gen.state_dict().items()} for path, gen in method.generators.items()}
     seen = []
@@ -258,7 +259,8 @@ def test_a_generator_without_a_trainer_is_trained_the_sequential_way():
             return None
 
     assert not trains_in_loop(OwnLoop())
-    assert trains_in_loop(TransformerGenerator(64, 2, 64, layers=1, heads=1, feedforward=8, progress=False))
+    options = TransformerGenerator.Options(layers=1, heads=1, feedforward=8, progress=False)
+    assert trains_in_loop(TransformerGenerator(64, 2, 64, options))
 
 
 def test_the_gpu_preset_is_the_official_procedure_and_cpu_keeps_the_earlier_one():

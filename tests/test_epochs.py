@@ -16,9 +16,9 @@ from promptgen.components.resolve import Settings, set_options
 from promptgen.runs.engine import run
 from promptgen.toolkit.epochs import Epochs, steps_per_epoch
 from promptgen.components.registry import load_registry
-from promptgen.toolkit.schedules import dassl_lr
+from promptgen.toolkit.lr_schedules import dassl_lr
 from promptgen.toolkit.generator_training import Trainer, train_epochs
-from promptgen.toolkit.values import FeatureSet, PromptLabel
+from promptgen.values import FeatureSet, PromptLabel
 
 REGISTRY = load_registry()
 
@@ -119,7 +119,7 @@ def test_the_generator_loop_sets_dassls_lr_once_per_epoch():
     training.PromptAssembler = lambda *args: None  # no text encoder needed: the score is given
     try:
         report = train_epochs(Still(), backbone, train, labels, None, name="t", epochs=6, batch_size=32, lr=2e-3,
-                              warmup_epochs=2, seed=0, progress=False, schedule="epoch",
+                              warmup_epochs=2, seed=0, progress=False, lr_schedule="epoch",
                               trainer=Trainer(step, [optimizer], [net], train.features), score=lambda: 0.5,
                               select_from=3)
     finally:
@@ -191,7 +191,7 @@ def test_feature_baselines_take_floor_n_over_batch_steps_per_epoch(method, tmp_p
 def test_spgs_stage_one_runs_the_released_scripts_overrides_and_the_coop_baseline_its_own_config():
     """Row 8: train.py forces weight decay 1e-4 and 4 warm-up epochs on SPG's stage I; the CoOp baseline keeps
     b32_ep50.yaml's 5e-4 and 1; both keep the earlier of two equal epochs (the gpu preset)."""
-    assert REGISTRY.create("method", "spg").learner == "spg-coop"
+    assert REGISTRY.create("method", "spg").options.learner == "spg-coop"
     stage_one = set_options(REGISTRY, "prompt_learner", "spg-coop", Settings("gpu", "pacs", {}))
     baseline = set_options(REGISTRY, "prompt_learner", "coop", Settings("gpu", "pacs", {}))
     assert {k: stage_one[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs")} == \
@@ -206,10 +206,10 @@ def test_spgs_stage_one_runs_the_released_scripts_overrides_and_the_coop_baselin
 
 
 def test_every_loop_keeps_the_earlier_of_two_equal_epochs():
-    """One selection rule (promptgen.toolkit.selection.BestEpoch): the prompt loop and the generator loop keep the
+    """One selection rule (promptgen.toolkit.best_epoch.BestEpoch): the prompt loop and the generator loop keep the
     earlier of two equal scores, report it under the same names, and a NaN score (no val) keeps the last."""
-    from promptgen.toolkit.context_fitting import train_prompts
-    from promptgen.toolkit.selection import BestEpoch
+    from promptgen.toolkit.prompt_training import train_prompts
+    from promptgen.toolkit.best_epoch import BestEpoch
 
     scores = iter([0.2, 0.5, 0.4, 0.5])
     module = torch.nn.Linear(1, 1)

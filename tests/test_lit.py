@@ -75,7 +75,7 @@ def test_a_text_only_retrain_encodes_no_image_twice(tmp_path, monkeypatch):
 
     first = train_text_tower(LitConfig(**TINY), tmp_path / "a", cache_dir=tmp_path, progress=False)
     shipped = TinyClipDigits(device="cpu")
-    digits = DigitsDG(per_class=5, cache_dir=tmp_path)
+    digits = DigitsDG(options=DigitsDG.Options(per_class=5, cache_dir=tmp_path))
     samples = digits.samples("photo", "test")
     with FeatureCache(tmp_path) as cache:
         before = cache.get(shipped, digits, "digits-dg", samples, progress=False)

@@ -90,8 +90,8 @@ def test_the_official_clipping_lives_in_the_cgan_plugin_and_the_gpu_preset_selec
     # train.py:274-279 (argparse defaults: what every released script runs)
     assert OFFICIAL_CLIP == {"d_weight": 5e-2, "d_bias": 5e-1, "d_last": 5.0, "g_weight": 5e-3, "g_bias": 5e-8,
                              "g_bias_last": 1.0}
-    generator = CGANGenerator(feature_dim=8, n_ctx=1, ctx_dim=8, grad_clip="official", progress=False)
-    assert generator.grad_clip == OFFICIAL_CLIP
+    generator = CGANGenerator(8, 1, 8, CGANGenerator.Options(grad_clip="official", progress=False))
+    assert generator.options.grad_clip == OFFICIAL_CLIP
 
 
 def test_the_clipped_parameters_and_their_limits_are_the_official_name_matching():
@@ -100,7 +100,7 @@ def test_the_clipped_parameters_and_their_limits_are_the_official_name_matching(
     discriminator's first Linear takes the 'last' limit through its '0.weight' match."""
     from promptgen_cgan.generator import OFFICIAL_CLIP, CGANGenerator, clip_limits
 
-    cgan = CGANGenerator(feature_dim=512, n_ctx=4, ctx_dim=512, progress=False)
+    cgan = CGANGenerator(512, 4, 512, CGANGenerator.Options(progress=False))
     d, g = OFFICIAL_CLIP, OFFICIAL_CLIP
     assert clip_limits(cgan.discriminator, "d", OFFICIAL_CLIP) == {
         "net.0.weight": d["d_last"], "net.0.bias": d["d_last"], "net.2.weight": d["d_weight"],
@@ -118,14 +118,13 @@ def _cgan_step(update: str):
     """One training step of a small CGAN, recording the discriminator's last-layer weights at each of its calls."""
     import torch
 
-    from promptgen.toolkit.values import FeatureSet, PromptLabel
+    from promptgen.values import FeatureSet, PromptLabel
     from promptgen_cgan.generator import CGANGenerator
 
     class Backbone:
         device = torch.device("cpu")
 
-    cgan = CGANGenerator(feature_dim=8, n_ctx=2, ctx_dim=4, batch_size=4, update=update, init="kaiming",
-                         progress=False)
+    cgan = CGANGenerator(8, 2, 4, CGANGenerator.Options(batch_size=4, update=update, init="kaiming", progress=False))
     train = FeatureSet(torch.nn.functional.normalize(torch.randn(8, 8), dim=1), torch.zeros(8, dtype=torch.long),
                        torch.tensor([0, 1] * 4))
     labels = [PromptLabel(torch.randn(2, 4) * 0.1, "fp", domain, ("a", "b")) for domain in ("x", "y")]
@@ -160,8 +159,8 @@ def test_kaiming_init_is_the_official_one_on_both_networks():
 
     gpu = set_options(REGISTRY, "generator", "cgan", Settings("gpu", "pacs", {}))
     assert (gpu["update"], gpu["init"]) == ("d-first", "kaiming")
-    official = CGANGenerator(feature_dim=512, n_ctx=4, ctx_dim=512, init="kaiming", progress=False)
-    earlier = CGANGenerator(feature_dim=512, n_ctx=4, ctx_dim=512, init="gan", progress=False)
+    official = CGANGenerator(512, 4, 512, CGANGenerator.Options(init="kaiming", progress=False))
+    earlier = CGANGenerator(512, 4, 512, CGANGenerator.Options(init="gan", progress=False))
     for net in (official.generator, official.discriminator):
         for layer in (m for m in net.modules() if isinstance(m, torch.nn.Linear)):
             bound = math.sqrt(6 / layer.in_features)

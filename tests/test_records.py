@@ -52,9 +52,36 @@ def test_a_failing_job_is_recorded_the_sweep_goes_on_and_a_rerun_retries_it(tmp_
             raise RuntimeError("out of memory")
         return {"test_accuracy": 0.5}
 
-    results = run_jobs(_jobs(), flaky, store, launcher=LocalLauncher(progress=False))
+    results = run_jobs(_jobs(), flaky, store, launcher=LocalLauncher(LocalLauncher.Options(progress=False)))
     assert [r["status"] for r in results] == ["ok", "ok", "ok", "failed"]
     failed = [r for r in store.records() if r["status"] == "failed"]
     assert failed[0]["error"] == "RuntimeError: out of memory" and "Traceback" in failed[0]["traceback"]
     retried = run_jobs(_jobs(), lambda job: {"test_accuracy": 0.6}, store)
     assert len(retried) == 1 and retried[0]["status"] == "ok"
+
+
+def test_the_shipped_suites_keep_their_job_ids():
+    """The ids (and so the records a sweep resumes from) of the default and study suites' jobs, as at 7ea11ba,
+    before the components took options objects (issue 39): a refactor that changes a config's identity shows here."""
+    from benchmarks import protocols, suites
+    from promptgen.components.registry import default_registry
+
+    def ids(name):
+        return {job.id for job in protocols.expand(suites.load(name), default_registry())}
+
+    assert {"digits-traps.multi-source.to-day.coop.seed0.d2f2815f",
+            "digits-traps.multi-source.to-day.spg-cgan.seed0.13c41b4b",
+            "digits-traps.multi-source.to-day.dpspg.seed0.7dc7e51c",
+            "digits-traps.multi-source.to-night-ir-b.spg-cgan.seed0.ff579055"} <= ids("spg-study")
+    default = ids("default")
+    assert len(default) == 64 and {
+        "digits-dg.multi-source.to-handwritten.cocoop.seed0.af88bb0b",
+        "digits-dg.multi-source.to-handwritten.zero-shot.seed0.e21f5bfa",
+        "digits-dg.multi-source.to-photo.vp.seed0.a71928c5",
+        "digits-dg.multi-source.to-sketch.spg-cgan.seed0.9954040c",
+        "digits-dg.multi-source.to-typeset.linear-probe.seed0.4804d58b",
+        "digits-traps.multi-source.to-day.dpspg.seed0.8ef25e94",
+        "digits-traps.multi-source.to-dusk.dpl.seed0.1b37a227",
+        "digits-traps.multi-source.to-night-ir-a.coop.seed0.793cd60f",
+        "digits-traps.multi-source.to-night-ir-b.cocoop.seed0.dffea04c",
+        "digits-traps.multi-source.to-night-ir-b.zero-shot.seed0.a2485b7e"} <= default

@@ -20,7 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from promptgen import cli
-from promptgen.storage.cache import DamagedCacheError, FeatureCache, salvage_files
+from promptgen.storage.cache import FeatureCache
+from promptgen.storage.cache_maintenance import salvage_files
+from promptgen.storage.lmdb_env import DamagedCacheError
 from promptgen.runs.config import RunConfig
 from promptgen.runs.engine import evaluate_run, run
 from promptgen.errors import CacheError, GeneratorError, RunDirectoryError
@@ -39,7 +41,7 @@ def intact(tmp_path_factory, tiny_backbone):
     from promptgen_digits.dataset import DigitsDG
 
     root = tmp_path_factory.mktemp("intact")
-    dataset = DigitsDG(per_class=10, cache_dir=root)
+    dataset = DigitsDG(options=DigitsDG.Options(per_class=10, cache_dir=root))
     with FeatureCache(root) as cache:
         features = cache.get(tiny_backbone, dataset, "digits-dg", _samples(dataset), progress=False).features
     return root, dataset, features
@@ -153,7 +155,7 @@ def test_an_overwritten_header_is_named_and_clear_all_still_works(intact, tmp_pa
 
 
 def test_a_read_only_cache_serves_its_features_and_stores_nothing(intact, tiny_backbone, tmp_path, monkeypatch):
-    from promptgen.storage import cache as cache_module
+    from promptgen.storage import lmdb_env
     from promptgen.errors import ConfigError
 
     root, dataset, features = intact
@@ -163,7 +165,7 @@ def test_a_read_only_cache_serves_its_features_and_stores_nothing(intact, tiny_b
     def read_only(path, what):  # what writable_dir meets on a read-only file system (root ignores chmod)
         raise ConfigError(f"{what}: cannot write to {path} (Read-only file system)")
 
-    monkeypatch.setattr(cache_module, "writable_dir", read_only)
+    monkeypatch.setattr(lmdb_env, "writable_dir", read_only)
     with FeatureCache(tmp_path) as cache:
         assert cache.readonly
         assert torch.equal(cache.get(tiny_backbone, dataset, "digits-dg", _samples(dataset), progress=False).features,
@@ -179,13 +181,13 @@ def test_a_full_disk_says_so_and_keeps_what_was_stored(intact, tiny_backbone, tm
 
     import lmdb
 
-    from promptgen.storage import cache as cache_module
+    from promptgen.storage import lmdb_env
 
     root, dataset, features = intact
     shutil.copytree(root / "features.lmdb", tmp_path / "features.lmdb")
     with FeatureCache(tmp_path) as cache:
         Usage = collections.namedtuple("Usage", "total used free")
-        monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda path: Usage(100, 100, 0))
+        monkeypatch.setattr(lmdb_env.shutil, "disk_usage", lambda path: Usage(100, 100, 0))
 
         def no_space(txn):
             raise lmdb.Error("mdb_txn_commit: Input/output error")

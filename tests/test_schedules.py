@@ -2,7 +2,7 @@
 
 import pytest
 
-from promptgen.toolkit.schedules import warmup_cosine
+from promptgen.toolkit.lr_schedules import warmup_cosine
 
 
 def test_linear_warmup_then_cosine_to_zero():

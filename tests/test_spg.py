@@ -12,7 +12,7 @@ from promptgen.toolkit.data import extract_features
 from promptgen.toolkit.evaluate import instance_logits, prompt_accuracy
 from promptgen.toolkit.prompts import PromptAssembler
 from promptgen.components.registry import create
-from promptgen.toolkit.values import FeatureSet, PromptLabel
+from promptgen.values import FeatureSet, PromptLabel
 from promptgen_cgan.generator import CGANGenerator
 
 
@@ -62,7 +62,7 @@ def test_coop_with_the_cpu_preset_visibly_learns_on_digits_dg(digits_backbone, t
 @settings(max_examples=25, deadline=None)
 @given(batch=st.integers(1, 70), n_ctx=st.integers(1, 8), ctx_dim=st.sampled_from([8, 64]), feature_dim=st.sampled_from([16, 128]))
 def test_generator_output_has_the_prompt_shape(batch, n_ctx, ctx_dim, feature_dim):
-    generator = CGANGenerator(feature_dim=feature_dim, n_ctx=n_ctx, ctx_dim=ctx_dim, progress=False)
+    generator = CGANGenerator(feature_dim, n_ctx, ctx_dim, CGANGenerator.Options(progress=False))
     prompts = generator.sample(torch.randn(batch, feature_dim))
     assert prompts.shape == (batch, n_ctx, ctx_dim) and prompts.dtype == torch.float32
     assert torch.isfinite(prompts).all() and prompts.abs().max() <= 1.0
@@ -77,7 +77,7 @@ def test_cgan_learns_which_prompt_belongs_to_which_domain(tiny_backbone):
     features = torch.nn.functional.normalize(centers[domain_ids] + 0.05 * torch.randn(400, 64, generator=g), dim=1)
     labels = [PromptLabel(ctx=torch.full((2, 64), value), fingerprint=tiny_backbone.fingerprint, domain=str(i),
                           class_names=["a", "b"]) for i, value in enumerate((-0.3, 0.3))]
-    generator = CGANGenerator(feature_dim=64, n_ctx=2, ctx_dim=64, epochs=40, lr=2e-4, warmup_epochs=1, progress=False)
+    generator = CGANGenerator(64, 2, 64, CGANGenerator.Options(epochs=40, lr=2e-4, warmup_epochs=1, progress=False))
     before = generator.sample(features)
     generator.fit(tiny_backbone, FeatureSet(features, torch.zeros(400, dtype=torch.long), domain_ids), labels, None)
     after = generator.sample(features)
@@ -88,7 +88,7 @@ def test_cgan_learns_which_prompt_belongs_to_which_domain(tiny_backbone):
 
 
 def test_checkpoints_round_trip_bit_identically(tmp_path, tiny_backbone):
-    generator = CGANGenerator(feature_dim=64, n_ctx=3, ctx_dim=64, seed=5, progress=False)
+    generator = CGANGenerator(64, 3, 64, CGANGenerator.Options(seed=5, progress=False))
     options = {"feature_dim": 64, "n_ctx": 3, "ctx_dim": 64, "seed": 5}
     save_generator(generator, "cgan", options, tmp_path / "generator")
     loaded, name, loaded_options = load_generator(tmp_path / "generator")
@@ -109,7 +109,7 @@ def test_checkpoints_round_trip_bit_identically(tmp_path, tiny_backbone):
 def test_instance_inference_is_chunked_without_changing_results(tiny_backbone):
     names = [f"class {i}" for i in range(23)]
     assembler = PromptAssembler(tiny_backbone, names, 2)
-    generator = CGANGenerator(feature_dim=64, n_ctx=2, ctx_dim=64, progress=False)
+    generator = CGANGenerator(64, 2, 64, CGANGenerator.Options(progress=False))
     features = torch.nn.functional.normalize(torch.randn(9, 64), dim=1)
     whole = instance_logits(tiny_backbone, assembler, generator, features, prompts_per_chunk=10_000)
     # 5 prompts a chunk: one image at a time, and the 23 classes in chunks of 5
@@ -121,7 +121,7 @@ def test_instance_inference_is_chunked_without_changing_results(tiny_backbone):
 def test_per_draw_gives_every_copy_of_an_image_its_own_noise_and_keeps_the_image_order(tiny_backbone):
     from promptgen.toolkit.evaluate import per_draw
 
-    generator = CGANGenerator(feature_dim=tiny_backbone.embed_dim, n_ctx=2, ctx_dim=tiny_backbone.ctx_dim, epochs=1)
+    generator = CGANGenerator(tiny_backbone.embed_dim, 2, tiny_backbone.ctx_dim, CGANGenerator.Options(epochs=1))
     features = torch.nn.functional.normalize(torch.randn(5, tiny_backbone.embed_dim), dim=-1)
     drawn = per_draw(generator.sample, features, 3)
     assert drawn.shape == (3, 5, 2, tiny_backbone.ctx_dim)

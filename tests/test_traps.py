@@ -15,7 +15,8 @@ from promptgen_digits.traps import DigitsTraps, generate_site
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> DigitsTraps:
     """digits-traps at 10 images per class and site (6 train, 2 val, 2 test), generated once for the module."""
-    return DigitsTraps(seed=0, per_class=10, cache_dir=tmp_path_factory.mktemp("traps-cache"))
+    cache = tmp_path_factory.mktemp("traps-cache")
+    return DigitsTraps(options=DigitsTraps.Options(seed=0, per_class=10, cache_dir=cache))
 
 
 @pytest.mark.parametrize("site", traps.SITES)
@@ -84,19 +85,19 @@ def test_sites_look_different(small):
 
 
 def test_images_are_cached_on_disk_and_read_back(tmp_path, monkeypatch):
-    first = DigitsTraps(per_class=5, cache_dir=tmp_path)
+    first = DigitsTraps(options=DigitsTraps.Options(per_class=5, cache_dir=tmp_path))
     image = np.asarray(first.load_image(first.samples("day", "val")[3]))
     assert (tmp_path / "digits-traps" / "v1-seed0-n5-px32" / "day.npz").is_file()
     monkeypatch.setattr("promptgen_digits.traps.generate_site", lambda *a: pytest.fail("must read the cache"))
-    second = DigitsTraps(per_class=5, cache_dir=tmp_path)
+    second = DigitsTraps(options=DigitsTraps.Options(per_class=5, cache_dir=tmp_path))
     assert np.array_equal(np.asarray(second.load_image(second.samples("day", "val")[3])), image)
 
 
 def test_difficulty_is_another_dataset(tmp_path):
-    harder = DigitsTraps(per_class=5, cache_dir=tmp_path, difficulty=2)
+    harder = DigitsTraps(options=DigitsTraps.Options(per_class=5, cache_dir=tmp_path, difficulty=2))
     assert harder.directory.name == "v1-seed0-n5-px32-d2"
     assert harder.samples("dusk", "test")[0].version == "v1-seed0-n5-px32-d2"
-    default = DigitsTraps(per_class=5, cache_dir=tmp_path)
+    default = DigitsTraps(options=DigitsTraps.Options(per_class=5, cache_dir=tmp_path))
     assert harder.images("dusk")["image"].tobytes() != default.images("dusk")["image"].tobytes()
 
 
@@ -115,11 +116,12 @@ def _create(**options):
                                                           "be >= 5, got 3"),
         (lambda p: _create(difficulty=0, cache_dir=str(p)), "option 'difficulty' must be > 0, got 0"),
         (lambda p: _create(difficulty=4.5, cache_dir=str(p)), "option 'difficulty' must be <= 4, got 4.5"),
-        (lambda p: DigitsTraps(cache_dir=p).samples("photo", "train"),
+        (lambda p: DigitsTraps(options=DigitsTraps.Options(cache_dir=p)).samples("photo", "train"),
          "digits-traps: unknown domain 'photo'; domains: night-ir-a, night-ir-b, dusk, day"),
-        (lambda p: DigitsTraps(cache_dir=p).samples("day", "dev"),
+        (lambda p: DigitsTraps(options=DigitsTraps.Options(cache_dir=p)).samples("day", "dev"),
          "digits-traps: unknown split 'dev'; splits: train, val, test"),
-        (lambda p: DigitsTraps(cache_dir=p).images("sketch"), "digits-traps: unknown domain 'sketch'"),
+        (lambda p: DigitsTraps(options=DigitsTraps.Options(cache_dir=p)).images("sketch"),
+         "digits-traps: unknown domain 'sketch'"),
     ],
 )
 def test_bad_arguments_name_digits_traps(tmp_path, build, message):
@@ -133,7 +135,7 @@ def test_unwritable_cache_directory_is_named(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     with pytest.raises(ConfigError, match="digits-traps cache directory: cannot write to .*a-file/cache"):
-        DigitsTraps(cache_dir=blocker / "cache").samples("dusk", "train")
+        DigitsTraps(options=DigitsTraps.Options(cache_dir=blocker / "cache")).samples("dusk", "train")
 
 
 def test_preview_draws_every_site(small, tmp_path):

@@ -10,22 +10,42 @@ same path as SPG's generated prompts). They differ only in the network and in wh
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
+import attrs
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from promptgen.toolkit import (
     accuracy, ConfigError, context_length, Epochs, instance_logits, logits, option, phrase_embedding,
-    PromptAssembler, read_json, train_prompts, write_json,
+    PromptAssembler, read_json, SGDScheduleOptions, train_prompts, write_json,
 )
 
 RANDOM_N_CTX = 4  # context vectors without ctx_init (the SPG baselines' 4, randomly initialised)
 
-# The options CoCoOp and DPL share (promptgen_baselines.cocoop_dpl), declared once.
-CTX_INIT = option("phrase the context starts from, one vector per word; empty or None: n_ctx random vectors")
-N_CTX = option("context vectors: ctx_init's word count when it is set, else 4 random ones (the SPG baselines') "
-               "unless given", minimum=1)
+# The SPG baselines' schedule (configs/trainers/BASELINE/b32_ep50.yaml, train_baseline.py): SGD, lr 2e-3, momentum
+# 0.9, weight decay 1e-4, batch 32, 50 epochs, one constant warm-up epoch at 1e-5; cpu: 2 epochs, no warm-up.
+PRESETS = {"gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 1},
+           "cpu": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 0}}
+
+
+@attrs.frozen(kw_only=True)
+class BaselineOptions(SGDScheduleOptions):
+    """The SPG baselines' schedule (PRESETS' gpu values), every baseline's options object's base."""
+
+    epochs: int = 50
+    weight_decay: float = 1e-4
+
+
+@attrs.frozen(kw_only=True)
+class ConditionalOptions(BaselineOptions):
+    """The options CoCoOp and DPL share (promptgen_baselines.cocoop_dpl)."""
+
+    ctx_init: Annotated[str | None, option("phrase the context starts from, one vector per word; empty or None: "
+                                           "n_ctx random vectors")] = "a photo of a"
+    n_ctx: Annotated[int | None, option("context vectors: ctx_init's word count when it is set, else 4 random ones "
+                                        "(the SPG baselines') unless given", minimum=1)] = None
 
 
 class PromptNet(torch.nn.Module):
@@ -72,21 +92,19 @@ class ConditionalPromptMethod:
 
     Schedule (CoOp's, as the SPG baselines use it): SGD with momentum, a constant warm-up at
     ``warmup_lr`` for ``warmup_epochs``, then cosine decay stepped per epoch (as Dassl does); the epoch with the best source
-    val accuracy is kept (promptgen.toolkit.selection: of two equal, the earlier, as the official code).
+    val accuracy is kept (promptgen.toolkit.best_epoch: of two equal, the earlier, as the official code).
     """
 
     inputs = "features"
     file = "prompt_net"
 
-    def __init__(self, *, ctx_init: str | None, n_ctx: int | None, epochs: int, batch_size: int, lr: float,
-                 warmup_epochs: int, warmup_lr: float, momentum: float, weight_decay: float, name: str):
-        n_ctx = context_length(ctx_init, n_ctx, RANDOM_N_CTX, name)
+    name = "conditional"  # each subclass names itself
+
+    def __init__(self, options: ConditionalOptions):
+        n_ctx = context_length(options.ctx_init, options.n_ctx, RANDOM_N_CTX, self.name)
         if n_ctx < 1:  # ctx_init set but without a word
-            raise ConfigError(f"{name}: n_ctx must be >= 1; got {n_ctx} (ctx_init {ctx_init!r})")
-        self.name = name
-        self.options = dict(ctx_init=ctx_init, n_ctx=n_ctx, epochs=epochs, batch_size=batch_size, lr=lr,
-                            warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, momentum=momentum,
-                            weight_decay=weight_decay)
+            raise ConfigError(f"{self.name}: n_ctx must be >= 1; got {n_ctx} (ctx_init {options.ctx_init!r})")
+        self.options = options
         self.net: PromptNet | None = None
         self.n_ctx = n_ctx
 
@@ -117,19 +135,19 @@ class ConditionalPromptMethod:
     # --- training ------------------------------------------------------------------------------------
 
     def _initial_context(self, backbone, seed: int) -> torch.Tensor:
-        if self.options["ctx_init"]:
-            return phrase_embedding(backbone, self.options["ctx_init"], self.name).float()  # n_ctx: one per word
-        return 0.02 * torch.randn(self.options["n_ctx"], backbone.ctx_dim, generator=torch.Generator().manual_seed(seed))
+        if self.options.ctx_init:
+            return phrase_embedding(backbone, self.options.ctx_init, self.name).float()  # n_ctx: one per word
+        return 0.02 * torch.randn(self.n_ctx, backbone.ctx_dim, generator=torch.Generator().manual_seed(seed))
 
     def fit(self, run) -> dict:
-        o, backbone = self.options, run.backbone
+        backbone = run.backbone
         torch.manual_seed(run.seed)  # the network's initial weights
         ctx = self._initial_context(backbone, run.seed)
         self.n_ctx = ctx.shape[0]
         self.net = self.build(backbone, ctx).to(backbone.device)
         train, val = run.features("train"), run.features("val")
         assembler = PromptAssembler(backbone, run.classes, self.n_ctx)
-        next_epoch, steps = self.batches(train, o["batch_size"], torch.Generator().manual_seed(run.seed))
+        next_epoch, steps = self.batches(train, self.options.batch_size, torch.Generator().manual_seed(run.seed))
 
         def loss(index):
             features = train.features[index].to(backbone.device)
@@ -143,9 +161,7 @@ class ConditionalPromptMethod:
             result = train_prompts(self.net, batches=next_epoch, steps=steps, loss=loss, score=score,
                                    score_features=lambda f: accuracy(self._logits(backbone, assembler, f.features),
                                                                      f.labels),
-                                   epochs=o["epochs"], lr=o["lr"],
-                                   warmup_epochs=o["warmup_epochs"], warmup_lr=o["warmup_lr"], momentum=o["momentum"],
-                                   weight_decay=o["weight_decay"], progress=run.progress, desc=self.name)
+                                   **self.options.train_arguments(), progress=run.progress, desc=self.name)
         return {"best_epoch": result["best_epoch"], "best_score": result["best_score"], "history": result["history"]}
 
     # --- prediction ----------------------------------------------------------------------------------
@@ -162,7 +178,8 @@ class ConditionalPromptMethod:
         directory = Path(directory)
         save_file({key: value.contiguous().cpu() for key, value in self.net.state_dict().items()},
                   directory / f"{self.file}.safetensors")
-        write_json(directory / f"{self.file}.json", {"method": self.name, **self.options, "n_ctx": self.n_ctx})
+        write_json(directory / f"{self.file}.json", {"method": self.name, **attrs.asdict(self.options),
+                                                     "n_ctx": self.n_ctx})
 
     def load(self, directory: Path, run) -> None:
         directory = Path(directory)

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Annotated
 
+import attrs
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
@@ -31,11 +32,14 @@ class LinearProbe:
     file = "linear_probe"
     presets = {"gpu": {"max_iter": 1000}, "cpu": {"max_iter": 300}}
 
-    def __init__(self,
-                 C: Annotated[float | None, option("inverse L2 regularisation strength; None: chosen on the source val "
-                                                   "split from a log grid (the official code: 0.316)", above=0)] = None,
-                 max_iter: Annotated[int, option("L-BFGS iterations at most", minimum=1)] = 1000):
-        self.C, self.max_iter = C, max_iter
+    @attrs.frozen(kw_only=True)
+    class Options:
+        C: Annotated[float | None, option("inverse L2 regularisation strength; None: chosen on the source val split "
+                                          "from a log grid (the official code: 0.316)", above=0)] = None
+        max_iter: Annotated[int, option("L-BFGS iterations at most", minimum=1)] = 1000
+
+    def __init__(self, options: Options = Options()):
+        self.options = options
         self.weight = self.bias = None
 
     def components(self):
@@ -47,13 +51,13 @@ class LinearProbe:
 
         with warnings.catch_warnings():  # a probe stopped at max_iter is still a probe; the report says C and iter
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return LogisticRegression(C=C, max_iter=self.max_iter, random_state=seed).fit(x, y)
+            return LogisticRegression(C=C, max_iter=self.options.max_iter, random_state=seed).fit(x, y)
 
     def fit(self, run) -> dict:
         with run.timed("train"):
             train, val = run.features("train"), run.features("val")
             x, y = train.features.float().numpy(), train.labels.numpy()
-            grid = (self.C,) if self.C is not None else C_GRID
+            grid = (self.options.C,) if self.options.C is not None else C_GRID
             scores, best = {}, None
             for C in grid:
                 model = self._fit(C, x, y, run.seed)
@@ -81,8 +85,8 @@ class LinearProbe:
     def save(self, directory: Path) -> None:
         save_file({"weight": self.weight.contiguous(), "bias": self.bias.contiguous()},
                   Path(directory) / f"{self.file}.safetensors")
-        write_json(Path(directory) / f"{self.file}.json", {"method": "linear-probe", "C": self.C,
-                                                           "max_iter": self.max_iter})
+        write_json(Path(directory) / f"{self.file}.json", {"method": "linear-probe", "C": self.options.C,
+                                                           "max_iter": self.options.max_iter})
 
     def load(self, directory: Path, run) -> None:
         state = load_file(Path(directory) / f"{self.file}.safetensors")

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import attrs
 import torch
 import torch.nn.functional as F
 
-from promptgen.toolkit import ConfigError, LogUniform, option, phrase_embedding, searched
-from promptgen_baselines.visual import NUM_WORKERS, ImagePromptMethod, is_vit, run_blocks, \
+from promptgen.toolkit import ConfigError, option, phrase_embedding
+from promptgen_baselines.conditional import PRESETS
+from promptgen_baselines.visual import ImagePromptMethod, ImagePromptOptions, is_vit, run_blocks, \
     vit_head, vit_model_unsupported, vit_tokens
 from promptgen_openclip.backbone import pool_text_tokens
 
-# the search space of a hyperparameter search (promptgen.components.search): around the official SGD rate 2e-3
-LR = searched("lr", LogUniform(5e-4, 1e-2))
 
 
 class CoupledPrompts(torch.nn.Module):
@@ -44,44 +44,39 @@ class MaPLe(ImagePromptMethod):
     """MaPLe: learned text context and deep text prompts, coupled to vision prompts by linear projections."""
 
     rank = 70
-    presets = {"gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 1,
-                       "n_ctx": 2, "depth": None},
-               "cpu": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 0,
-                       "n_ctx": 2}}
+    presets = {"gpu": {**PRESETS["gpu"], "n_ctx": 2, "depth": None}, "cpu": {**PRESETS["cpu"], "n_ctx": 2}}
     unsupported = staticmethod(vit_model_unsupported)
     file = "maple"
 
-    def __init__(self,
-                 n_ctx: Annotated[int, option("learned context vectors, in place of ctx_init's first words (MaPLe: "
-                                              "2; at most ctx_init's tokens)", minimum=1)] = 2,
-                 depth: Annotated[int | None, option("layers of both towers that get prompts, from the first; None: "
-                                                     "every layer", minimum=1)] = None,
-                 epochs: int = 50, batch_size: int = 32, lr: Annotated[float, LR] = 2e-3, warmup_epochs: int = 1,
-                 warmup_lr: float = 1e-5, momentum: float = 0.9,
-                 weight_decay: float = 1e-4,
-                 ctx_init: Annotated[str, option("the text prompt before the class name; its first n_ctx words' "
-                                                 "embeddings start the context ('a photo of a')")] = "a photo of a",
-                 num_workers: Annotated[int, NUM_WORKERS] = 0):
-        super().__init__(name="maple", epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
-                         warmup_lr=warmup_lr, momentum=momentum, weight_decay=weight_decay, ctx_init=ctx_init,
-                         num_workers=num_workers)
-        self.n_ctx, self.depth = n_ctx, depth
-        self.options.update(n_ctx=n_ctx, depth=depth)
+    name = "maple"
+
+    @attrs.frozen(kw_only=True)
+    class Options(ImagePromptOptions):
+        n_ctx: Annotated[int, option("learned context vectors, in place of ctx_init's first words (MaPLe: 2; at most "
+                                     "ctx_init's tokens)", minimum=1)] = 2
+        depth: Annotated[int | None, option("layers of both towers that get prompts, from the first; None: every "
+                                            "layer", minimum=1)] = None
+        ctx_init: Annotated[str, option("the text prompt before the class name; its first n_ctx words' embeddings "
+                                        "start the context ('a photo of a')")] = "a photo of a"
+
+    def __init__(self, options: Options = Options()):
+        super().__init__(options)
+        self.n_ctx = options.n_ctx
         self._tokens = None
 
     def _depth(self, backbone) -> int:
         layers = min(len(backbone.model.visual.transformer.resblocks), len(backbone.text.transformer.resblocks))
-        return min(self.depth or layers, layers)
+        return min(self.options.depth or layers, layers)
 
     def build(self, backbone, classes):
         if not is_vit(backbone):
             raise ConfigError(f"maple: needs a ViT image tower; {backbone!r} has "
                               f"{type(backbone.model.visual).__name__}")
-        words = phrase_embedding(backbone, self.options["ctx_init"]).float()
+        words = phrase_embedding(backbone, self.options.ctx_init).float()
         if len(words) < self.n_ctx:
             raise ConfigError(f"maple: n_ctx {self.n_ctx} is more than the {len(words)} tokens of ctx_init "
-                              f"{self.options['ctx_init']!r}")
-        tokens = backbone.tokenize([f"{self.options['ctx_init']} {name}." for name in classes])
+                              f"{self.options.ctx_init!r}")
+        tokens = backbone.tokenize([f"{self.options.ctx_init} {name}." for name in classes])
         self._tokens = (backbone.embed_tokens(tokens.ids).detach(), tokens.eot_index)
         return CoupledPrompts(words[:self.n_ctx], self._depth(backbone), backbone.model.visual.transformer.width)
 

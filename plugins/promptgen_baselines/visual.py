@@ -13,21 +13,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import attrs
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from promptgen.toolkit import (
-    accuracy, ConfigError, logits, LogUniform, option, read_json, searched, train_prompts, write_json,
+    accuracy, ConfigError, logits, option, read_json, train_prompts, write_json,
 )
-
-# the search space of a hyperparameter search (promptgen.components.search): around the official SGD rate 2e-3
-LR = searched("lr", LogUniform(5e-4, 1e-2))
+from promptgen_baselines.conditional import BaselineOptions, PRESETS
 
 
-# The options VP, VPT and MaPLe share (the SPG baselines' SGD schedule and text prompt), declared once.
-CTX_INIT = option("the hand-written phrase before the class name in the text prompt ('a photo of a')")
-NUM_WORKERS = option("DataLoader worker processes that load the training images (0: in this process)", minimum=0)
+
+@attrs.frozen(kw_only=True)
+class ImagePromptOptions(BaselineOptions):
+    """The options VP, VPT and MaPLe share: the SPG baselines' SGD schedule, the text prompt, the image loader."""
+
+    ctx_init: Annotated[str, option("the hand-written phrase before the class name in the text prompt ('a photo of "
+                                    "a')")] = "a photo of a"
+    num_workers: Annotated[int, option("DataLoader worker processes that load the training images (0: in this "
+                                       "process)", minimum=0)] = 0
 
 
 class _Indexed(torch.utils.data.Dataset):
@@ -80,12 +85,8 @@ class ImagePromptMethod:
     inputs = "images"
     file = "visual_prompt"
 
-    def __init__(self, *, name: str, epochs: int, batch_size: int, lr: float, warmup_epochs: int, warmup_lr: float,
-                 momentum: float, weight_decay: float, ctx_init: str, num_workers: int):
-        self.name = name
-        self.options = dict(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
-                            warmup_lr=warmup_lr, momentum=momentum, weight_decay=weight_decay, ctx_init=ctx_init)
-        self.num_workers = num_workers
+    def __init__(self, options: ImagePromptOptions):
+        self.options = options
         self.prompts: torch.nn.Module | None = None
         self._text = None
 
@@ -104,7 +105,7 @@ class ImagePromptMethod:
     def text_features(self, backbone, classes) -> torch.Tensor:
         """The classifier [C, E]: by default the hand-written prompt, fixed."""
         if self._text is None:
-            template = self.options["ctx_init"]
+            template = self.options.ctx_init
             with torch.no_grad():
                 self._text = backbone.encode_text([f"{template} {name}." for name in classes])
         return self._text
@@ -113,14 +114,14 @@ class ImagePromptMethod:
 
     def _loader(self, run, split: str, train: bool, shuffle: torch.Generator | None = None):
         images = _Indexed(run.images(split, train=train))
-        batch = self.options["batch_size"] if train else 256
+        batch = self.options.batch_size if train else 256
         # training: each image once per epoch, freshly augmented, the last partial batch dropped (Dassl's loader,
         # data_manager.py:38-44; promptgen.toolkit.epochs does the same on cached features)
         return torch.utils.data.DataLoader(images, batch_size=batch, shuffle=shuffle is not None, generator=shuffle,
-                                           num_workers=self.num_workers, drop_last=train and len(images) >= batch)
+                                           num_workers=self.options.num_workers, drop_last=train and len(images) >= batch)
 
     def fit(self, run) -> dict:
-        o, backbone = self.options, run.backbone
+        backbone = run.backbone
         open_clip_model(backbone, self.name)
         torch.manual_seed(run.seed)
         self.prompts = self.build(backbone, run.classes).to(backbone.device)
@@ -139,9 +140,7 @@ class ImagePromptMethod:
         with run.timed("train"):
             result = train_prompts(self.prompts, batches=lambda: loader, steps=len(loader), loss=loss, score=score,
                                    score_split=lambda split: accuracy(self.logits(run, split), run.labels(split)),
-                                   epochs=o["epochs"], lr=o["lr"], warmup_epochs=o["warmup_epochs"],
-                                   warmup_lr=o["warmup_lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
-                                   progress=run.progress, desc=self.name)
+                                   **self.options.train_arguments(), progress=run.progress, desc=self.name)
         return {"best_epoch": result["best_epoch"], "best_score": result["best_score"], "history": result["history"]}
 
     @torch.no_grad()
@@ -157,7 +156,7 @@ class ImagePromptMethod:
     def save(self, directory: Path) -> None:
         save_file({k: v.contiguous().cpu() for k, v in self.prompts.state_dict().items()},
                   Path(directory) / f"{self.file}.safetensors")
-        write_json(Path(directory) / f"{self.file}.json", {"method": self.name, **self.options})
+        write_json(Path(directory) / f"{self.file}.json", {"method": self.name, **attrs.asdict(self.options)})
 
     def load(self, directory: Path, run) -> None:
         read_json(Path(directory) / f"{self.file}.json")  # present and readable: the run is whole
@@ -192,25 +191,20 @@ class VP(ImagePromptMethod):
     """Visual prompting: a learned pixel patch (SPG's RandomPatchPrompter) in front of a frozen CLIP."""
 
     rank = 50
-    presets = {"gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 1,
-                       "patch_size": 10},
-               "cpu": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 0,
-                       "patch_size": 4}}
+    presets = {"gpu": {**PRESETS["gpu"], "patch_size": 10}, "cpu": {**PRESETS["cpu"], "patch_size": 4}}
 
-    def __init__(self, patch_size: Annotated[int, option("side in pixels of the learned square patch (at most the "
-                                                         "image size)", minimum=1)] = 10,
-                 epochs: int = 50, batch_size: int = 32, lr: Annotated[float, LR] = 2e-3, warmup_epochs: int = 1,
-                 warmup_lr: float = 1e-5, momentum: float = 0.9,
-                 weight_decay: float = 1e-4, ctx_init: Annotated[str, CTX_INIT] = "a photo of a",
-                 num_workers: Annotated[int, NUM_WORKERS] = 0):
-        super().__init__(name="vp", epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
-                         warmup_lr=warmup_lr, momentum=momentum, weight_decay=weight_decay, ctx_init=ctx_init,
-                         num_workers=num_workers)
-        self.patch_size = patch_size
-        self.options["patch_size"] = patch_size
+    name = "vp"
+
+    @attrs.frozen(kw_only=True)
+    class Options(ImagePromptOptions):
+        patch_size: Annotated[int, option("side in pixels of the learned square patch (at most the image size)",
+                                          minimum=1)] = 10
+
+    def __init__(self, options: Options = Options()):
+        super().__init__(options)
 
     def build(self, backbone, classes):
-        return RandomPatch(self.patch_size)
+        return RandomPatch(self.options.patch_size)
 
     def image_features(self, backbone, pixels):
         return F.normalize(backbone.model.encode_image(self.prompts(pixels)).float(), dim=-1)
@@ -254,35 +248,30 @@ class VPT(ImagePromptMethod):
     """
 
     rank = 60
-    presets = {"gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 1,
-                       "tokens": 10, "deep": False},
-               "cpu": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 0,
-                       "tokens": 4}}
+    presets = {"gpu": {**PRESETS["gpu"], "tokens": 10, "deep": False}, "cpu": {**PRESETS["cpu"], "tokens": 4}}
     unsupported = staticmethod(vit_model_unsupported)
 
-    def __init__(self, tokens: Annotated[int, option("learned tokens inserted after the class token (the SPG code: "
-                                                     "10)", minimum=1)] = 10,
-                 deep: Annotated[bool, option("new tokens in every layer (VPT-deep); False: once, before the first "
-                                              "(the SPG code)")] = False,
-                 epochs: int = 50, batch_size: int = 32, lr: Annotated[float, LR] = 2e-3, warmup_epochs: int = 1,
-                 warmup_lr: float = 1e-5, momentum: float = 0.9,
-                 weight_decay: float = 1e-4, ctx_init: Annotated[str, CTX_INIT] = "a photo of a",
-                 num_workers: Annotated[int, NUM_WORKERS] = 0):
-        super().__init__(name="vpt", epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
-                         warmup_lr=warmup_lr, momentum=momentum, weight_decay=weight_decay, ctx_init=ctx_init,
-                         num_workers=num_workers)
-        self.tokens, self.deep = tokens, deep
-        self.options.update(tokens=tokens, deep=deep)
+    name = "vpt"
+
+    @attrs.frozen(kw_only=True)
+    class Options(ImagePromptOptions):
+        tokens: Annotated[int, option("learned tokens inserted after the class token (the SPG code: 10)",
+                                      minimum=1)] = 10
+        deep: Annotated[bool, option("new tokens in every layer (VPT-deep); False: once, before the first (the SPG "
+                                     "code)")] = False
+
+    def __init__(self, options: Options = Options()):
+        super().__init__(options)
 
     def build(self, backbone, classes):
         if not is_vit(backbone):
             raise ConfigError(f"vpt: needs a ViT image tower; {backbone!r} has {type(backbone.model.visual).__name__}")
         visual = backbone.model.visual
-        layers = len(visual.transformer.resblocks) if self.deep else 1
-        return DeepTokens(layers, self.tokens, visual.transformer.width)
+        layers = len(visual.transformer.resblocks) if self.options.deep else 1
+        return DeepTokens(layers, self.options.tokens, visual.transformer.width)
 
     def image_features(self, backbone, pixels):
-        visual, prompts, n = backbone.model.visual, self.prompts.tokens, self.tokens
+        visual, prompts, n = backbone.model.visual, self.prompts.tokens, self.options.tokens
         x = vit_tokens(visual, pixels)
         x = torch.cat([x[:, :1], prompts[0].expand(len(x), -1, -1).to(x.dtype), x[:, 1:]], dim=1)
 

@@ -19,18 +19,15 @@ import warnings
 
 from typing import Annotated
 
+import attrs
 import torch
 import torch.nn.functional as F
 
 from promptgen.toolkit import (
-    ConfigError, FeatureSet, fit_generator, load_module_states, LogUniform, module_states, option, Schedule,
-    searched, Trainer,
+    ConfigError, FeatureSet, fit_generator, GENERATOR_PRESETS, GeneratorScheduleOptions, load_module_states, module_states, option,
+    Trainer,
 )
 from promptgen_cgan.networks import CONDITIONS, INITS, PromptDiscriminator, PromptGenerator
-
-# the search space of a hyperparameter search (promptgen.components.search): around the official AdamW rate
-LR = searched("lr", LogUniform(1e-4, 1e-2))
-WEIGHT_DECAY = searched("weight_decay", LogUniform(1e-6, 1e-2))  # DomainBed's
 
 UPDATES = ("d-first", "g-first")  # d-first: the official order; g-first: promptgen's earlier one
 
@@ -58,6 +55,18 @@ def clip_limits(net: torch.nn.Module, side: str, limits: dict) -> dict[str, floa
     return chosen
 
 
+def _clip_limits(grad_clip: dict | str | None) -> dict | None:
+    """``grad_clip`` as limits by name: 'official' is OFFICIAL_CLIP; a dict may give some of them."""
+    if isinstance(grad_clip, str):
+        if grad_clip != "official":
+            raise ConfigError(f"cgan: grad_clip must be 'official', a dict of limits or None; got {grad_clip!r}")
+        grad_clip = dict(OFFICIAL_CLIP)
+    unknown = set(grad_clip or {}) - set(OFFICIAL_CLIP)
+    if unknown:
+        raise ConfigError(f"cgan: unknown grad_clip keys {sorted(unknown)}; allowed: {', '.join(OFFICIAL_CLIP)}")
+    return grad_clip
+
+
 class CGANGenerator:
     """SPG's conditional GAN: MLP generator (noise + image feature -> prompt), MLP discriminator, LSGAN losses."""
 
@@ -70,64 +79,39 @@ class CGANGenerator:
     presets = {
         "gpu": {"epochs": 70, "batch_size": 32, "lr": 2e-3, "grad_clip": "official", "condition": "normalised",
                 "betas": (0.9, 0.999), "update": "d-first", "init": "kaiming", "lr_schedule": "epoch"},
-        "cpu": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1},
+        "cpu": GENERATOR_PRESETS["cpu"],
     }
 
-    def __init__(
-        self,
-        feature_dim: int,
-        n_ctx: int,
-        ctx_dim: int,
-        noise_dim: Annotated[int, option("width of the noise drawn per image (the official code: 100)",
-                                         minimum=1)] = 100,
-        epochs: int = 70,
-        batch_size: Annotated[int, option("images per optimizer step (>= 2: the generator's BatchNorm needs two)",
-                                          minimum=2)] = 32,
-        lr: Annotated[float, LR] = 2e-3,
-        weight_decay: Annotated[float, WEIGHT_DECAY] = 1e-4,
-        warmup_epochs: int = 4,
-        lr_schedule: str = "step",
-        grad_clip: Annotated[dict | str | None, option("per-parameter gradient-norm limits: 'official' (the "
-                                                       "released scripts'), a dict of some of them, or None (no "
-                                                       "clipping)")] = None,
+    @attrs.frozen(kw_only=True)
+    class Options(GeneratorScheduleOptions):
+        noise_dim: Annotated[int, option("width of the noise drawn per image (the official code: 100)", minimum=1)] = 100
+        grad_clip: Annotated[dict | str | None, option(
+            "per-parameter gradient-norm limits: 'official' (the released scripts'), a dict of some of them, or None "
+            "(no clipping)")] = attrs.field(default=None, converter=_clip_limits)
         condition: Annotated[str, option("the image condition: 'normalised' the L2-normalised feature (the official "
                                          "code), 'scaled' rescaled to unit variance per dimension",
-                                         choices=CONDITIONS)] = "scaled",
+                                         choices=CONDITIONS)] = "scaled"
         betas: Annotated[tuple[float, float], option("AdamW's betas of both networks (the official code: PyTorch's "
-                                                     "(0.9, 0.999))")] = (0.5, 0.999),
+                                                     "(0.9, 0.999))")] = attrs.field(default=(0.5, 0.999),
+                                                                                     converter=tuple)
         update: Annotated[str, option("which network steps first in each step: 'd-first' (the official order) or "
-                                      "'g-first'", choices=UPDATES)] = "g-first",
+                                      "'g-first'", choices=UPDATES)] = "g-first"
         init: Annotated[str, option("weight init of both networks: 'kaiming' (the official code's, a = 0) or 'gan' "
-                                    "(a = 0.2, zero generator biases)", choices=INITS)] = "gan",
+                                    "(a = 0.2, zero generator biases)", choices=INITS)] = "gan"
         output_scale: Annotated[float, option("scale of the generator's Tanh output: prompts lie in [-scale, scale] "
-                                              "(the official code: 1)", above=0)] = 1.0,
-        seed: int = 0,
-        sample_seed: Annotated[int, option("seed of the noise drawn when sampling prompts (the same every call)")] = 0,
-        progress: bool = True,
-    ):
-        if isinstance(grad_clip, str):
-            if grad_clip != "official":
-                raise ConfigError(f"cgan: grad_clip must be 'official', a dict of limits or None; got {grad_clip!r}")
-            grad_clip = dict(OFFICIAL_CLIP)
-        unknown = set(grad_clip or {}) - set(OFFICIAL_CLIP)
-        if unknown:
-            raise ConfigError(f"cgan: unknown grad_clip keys {sorted(unknown)}; allowed: {', '.join(OFFICIAL_CLIP)}")
-        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                                 warmup_epochs=warmup_epochs)
-        self.noise_dim = noise_dim
-        self.lr_schedule = lr_schedule
-        self.grad_clip = grad_clip
-        self.condition = condition
-        self.betas = tuple(betas)
-        self.update = update
-        self.init = init
-        self.output_scale = output_scale
-        self.seed = seed
-        self.noise_dim, self.sample_seed, self.progress = noise_dim, sample_seed, progress
+                                              "(the official code: 1)", above=0)] = 1.0
+        sample_seed: int = 0
+        batch_size: Annotated[int, option("images per optimizer step (>= 2: the generator's BatchNorm needs two)",
+                                          minimum=2)] = 32
+
+    def __init__(self, feature_dim: int, n_ctx: int, ctx_dim: int, options: Options = Options()):
+        self.options = options
+        self.schedule = options.schedule
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.generator = PromptGenerator(noise_dim, feature_dim, n_ctx, ctx_dim, output_scale, condition, init)
-            self.discriminator = PromptDiscriminator(feature_dim, n_ctx, ctx_dim, condition, init)
+            torch.manual_seed(options.seed)
+            self.generator = PromptGenerator(options.noise_dim, feature_dim, n_ctx, ctx_dim, options.output_scale,
+                                             options.condition, options.init)
+            self.discriminator = PromptDiscriminator(feature_dim, n_ctx, ctx_dim, options.condition, options.init)
 
     # --- the Generator protocol ---------------------------------------------------------------
 
@@ -135,7 +119,7 @@ class CGANGenerator:
     def sample(self, features: torch.Tensor) -> torch.Tensor:
         """features [N, feature_dim] -> prompts [N, n_ctx, ctx_dim]; noise seeded per call, so repeatable."""
         device = next(self.generator.parameters()).device
-        noise = torch.randn(len(features), self.noise_dim, generator=torch.Generator().manual_seed(self.sample_seed))
+        noise = torch.randn(len(features), self.options.noise_dim, generator=torch.Generator().manual_seed(self.options.sample_seed))
         self.generator.eval()
         return self.generator(noise.to(device), features.to(device, torch.float32))
 
@@ -158,13 +142,13 @@ class CGANGenerator:
         self.generator.to(device)
         self.discriminator.to(device)
         targets = torch.stack([label.ctx for label in prompt_labels]).to(device)  # [domains, n_ctx, D]
-        if targets.abs().max() >= self.output_scale:
+        if targets.abs().max() >= self.options.output_scale:
             warnings.warn(f"cgan: prompt labels reach {targets.abs().max():.2f}, outside the Tanh range "
-                          f"+-{self.output_scale}; raise output_scale")
+                          f"+-{self.options.output_scale}; raise output_scale")
         features, domain_ids = train.features.to(device), train.domain_ids.to(device)
         # betas: the official code's AdamW defaults (0.9, 0.999) in the gpu preset; (0.5, 0.999), the usual GAN
         # setting, is the default and the cpu preset's.
-        optimizers = [torch.optim.AdamW(net.parameters(), lr=self.schedule.lr, betas=self.betas,
+        optimizers = [torch.optim.AdamW(net.parameters(), lr=self.schedule.lr, betas=self.options.betas,
                                         weight_decay=self.schedule.weight_decay)
                       for net in (self.generator, self.discriminator)]
         return Trainer(step=lambda index, rng: self._step(features, domain_ids, targets, index, optimizers, rng),
@@ -177,10 +161,10 @@ class CGANGenerator:
         real_features, real_prompts = features[index], targets[domain_ids[index]]
         fake_index = torch.randint(len(features), (len(index),), generator=shuffle).to(features.device)
         fake_features = features[fake_index]
-        noise = torch.randn(len(index), self.noise_dim, generator=shuffle).to(features.device)
+        noise = torch.randn(len(index), self.options.noise_dim, generator=shuffle).to(features.device)
         fake_prompts = self.generator(noise, fake_features)
         ones = torch.ones(len(index), 1, device=features.device)
-        if self.update == "d-first":
+        if self.options.update == "d-first":
             return self._d_then_g(real_prompts, real_features, fake_prompts, fake_features, ones, g_opt, d_opt)
 
         loss_g = F.mse_loss(self.discriminator(fake_prompts, fake_features), ones)
@@ -215,7 +199,7 @@ class CGANGenerator:
 
     def _clip(self, net: torch.nn.Module, side: str) -> None:
         """Per-parameter gradient-norm limits (clip_limits): a gradient whose norm exceeds its limit is scaled to it."""
-        limits = self.grad_clip
+        limits = self.options.grad_clip
         if not limits:
             return
         parameters = dict(net.named_parameters())

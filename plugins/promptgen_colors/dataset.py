@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import attrs
 import numpy as np
 from PIL import Image
 
@@ -33,34 +34,36 @@ class ColorsDataset:
     domains = ("solid", "stripes", "noise")
     classes = tuple(COLORS)
 
-    def __init__(self, root=None,
-                 seed: Annotated[int, option("seed of the drawn swatches and their split; the data's own, the same for "
-                                             "every run seed", minimum=0)] = 0,
-                 per_class: Annotated[int, option("images per class and domain, split 60/20/20 into train, val and "
-                                                  "test (>= 5: one per split at least)", minimum=5)] = 20,
-                 image_size: Annotated[int, option("side of the square images in pixels", minimum=1)] = 32):
-        self.seed = seed
-        self.per_class = per_class
-        self.image_size = image_size
+    @attrs.frozen(kw_only=True)
+    class Options:
+        seed: Annotated[int, option("seed of the drawn swatches and their split; the data's own, the same for every "
+                                    "run seed", minimum=0)] = 0
+        per_class: Annotated[int, option("images per class and domain, split 60/20/20 into train, val and test (>= 5: "
+                                         "one per split at least)", minimum=5)] = 20
+        image_size: Annotated[int, option("side of the square images in pixels", minimum=1)] = 32
+
+    def __init__(self, root=None, options: Options = Options()):
+        self.options = options
 
     def samples(self, domain: str, split: str) -> list[Sample]:
         self._check(domain, split)
-        order = np.random.default_rng([self.seed, self.domains.index(domain)]).permutation(self.per_class)
-        bounds = np.cumsum([0, *[round(f * self.per_class) for f in SPLIT_FRACTIONS]])
-        bounds[-1] = self.per_class
+        per_class = self.options.per_class
+        order = np.random.default_rng([self.options.seed, self.domains.index(domain)]).permutation(per_class)
+        bounds = np.cumsum([0, *[round(f * per_class) for f in SPLIT_FRACTIONS]])
+        bounds[-1] = per_class
         start, stop = bounds[SPLITS.index(split)], bounds[SPLITS.index(split) + 1]
         return [
             Sample(key=f"{domain}/{name}/{int(i):04d}", label=label, domain=domain, source=int(i),
-                   version=f"seed{self.seed}-px{self.image_size}")  # both change the pixels of image i
+                   version=f"seed{self.options.seed}-px{self.options.image_size}")  # both change the pixels of image i
             for label, name in enumerate(self.classes)
             for i in sorted(order[start:stop])
         ]
 
     def load_image(self, sample: Sample) -> Image.Image:
         label, domain = sample.label, sample.domain
-        rng = np.random.default_rng([self.seed, self.domains.index(domain), label, sample.source])
+        rng = np.random.default_rng([self.options.seed, self.domains.index(domain), label, sample.source])
         colour = np.clip(np.array(COLORS[self.classes[label]]) + rng.normal(0, 12, 3), 0, 255)
-        size = self.image_size
+        size = self.options.image_size
         image = np.empty((size, size, 3))
         image[:] = colour
         if domain == "stripes":

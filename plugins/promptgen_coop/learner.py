@@ -2,8 +2,8 @@
 
 Trained from cached image features: each step encodes the C class prompts (truncated at EOT) with
 gradients to the context only. Schedule as the official CoOp config (the loop is
-promptgen.toolkit.context_fitting's): SGD, a constant warm-up epoch at 1e-5, then Dassl's cosine per epoch;
-the epoch with the best validation accuracy is kept (promptgen.toolkit.selection: of two equal, the earlier).
+promptgen.toolkit.prompt_training's): SGD, a constant warm-up epoch at 1e-5, then Dassl's cosine per epoch;
+the epoch with the best validation accuracy is kept (promptgen.toolkit.best_epoch: of two equal, the earlier).
 
 ``spg-coop`` is the same learner as SPG's stage I runs it: the released scripts' train.py forces
 weight decay 1e-4 and 4 warm-up epochs over the CoOp config (train.py:77-81,269-270), while the CoOp
@@ -20,13 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from promptgen.toolkit import (
-    accuracy, ConfigError, context_length, FeatureSet, fit_context, LogUniform, option, phrase_embedding,
-    PromptLabel, Schedule, searched,
+    accuracy, ConfigError, context_length, FeatureSet, fit_context, option, phrase_embedding, PromptLabel,
+    PromptLearnerOptions,
 )
-
-# the search space of a hyperparameter search (promptgen.components.search): around the official SGD rate 2e-3
-LR = searched("lr", LogUniform(5e-4, 1e-2))
-
 
 RANDOM_N_CTX = 16  # context vectors without ctx_init (CoOp's 16, randomly initialised)
 
@@ -49,38 +45,24 @@ class CoOpPrompt:
         "cpu": {"epochs": 8, "batch_size": 32, "lr": 2e-3},
     }
 
-    def __init__(
-        self,
+    @attrs.frozen(kw_only=True)
+    class Options(PromptLearnerOptions):
         ctx_init: Annotated[str | None, option("phrase the context starts from, one vector per word (CoOp: 'a photo "
-                                               "of a'); empty or None: n_ctx random vectors")] = "a photo of a",
+                                               "of a'); empty or None: n_ctx random vectors")] = "a photo of a"
         n_ctx: Annotated[int | None, option("context vectors: ctx_init's word count when it is set, else 16 random "
-                                            "ones (CoOp's) unless given", minimum=1)] = None,
-        epochs: int = 50,
-        batch_size: int = 32,
-        lr: Annotated[float, LR] = 2e-3,
-        warmup_epochs: int = 1,
-        warmup_lr: float = 1e-5,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        seed: int = 0,
-        progress: bool = True,
-    ):
-        n_ctx = context_length(ctx_init, n_ctx, RANDOM_N_CTX, self.name)
-        if n_ctx < 1:  # ctx_init set but without a word
-            raise ConfigError(f"{self.name}: n_ctx must be >= 1; got {n_ctx} (ctx_init {ctx_init!r})")
-        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
-                                 weight_decay=weight_decay)
-        self.ctx_init = ctx_init
-        self.n_ctx = n_ctx
-        self.warmup_lr = warmup_lr
-        self.momentum = momentum
-        self.seed = seed
-        self.progress = progress
+                                            "ones (CoOp's) unless given", minimum=1)] = None
+        epochs: int = 50
+
+    def __init__(self, options: Options = Options()):
+        self.options = options
+        self.schedule = options.schedule
+        self.n_ctx = context_length(options.ctx_init, options.n_ctx, RANDOM_N_CTX, self.name)
+        if self.n_ctx < 1:  # ctx_init set but without a word
+            raise ConfigError(f"{self.name}: n_ctx must be >= 1; got {self.n_ctx} (ctx_init {options.ctx_init!r})")
 
     def config(self) -> dict:
         """What the label's metadata records of how it was learned."""
-        return {"ctx_init": self.ctx_init, **attrs.asdict(self.schedule), "warmup_lr": self.warmup_lr,
-                "momentum": self.momentum, "seed": self.seed}
+        return {"ctx_init": self.options.ctx_init, **self.options.config()}
 
     @classmethod
     def effective_options(cls, values: dict) -> dict:
@@ -89,9 +71,9 @@ class CoOpPrompt:
         return {**values, "n_ctx": context_length(values["ctx_init"], values["n_ctx"], RANDOM_N_CTX, cls.name)}
 
     def _initial_context(self, backbone) -> torch.Tensor:
-        if self.ctx_init:
-            return phrase_embedding(backbone, self.ctx_init, self.name).float()  # n_ctx vectors: one per word
-        generator = torch.Generator().manual_seed(self.seed)
+        if self.options.ctx_init:  # n_ctx vectors: one per word
+            return phrase_embedding(backbone, self.options.ctx_init, self.name).float()
+        generator = torch.Generator().manual_seed(self.options.seed)
         return 0.02 * torch.randn(self.n_ctx, backbone.ctx_dim, generator=generator)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -102,10 +84,7 @@ class CoOpPrompt:
 
     def fit(self, backbone, class_names, train: FeatureSet, val: FeatureSet | None, domain: str) -> PromptLabel:
         result = fit_context(backbone, class_names, train, val, self._initial_context(backbone), loss=self.loss,
-                             score=self.score, epochs=self.schedule.epochs, batch_size=self.schedule.batch_size,
-                             lr=self.schedule.lr, warmup_epochs=self.schedule.warmup_epochs, warmup_lr=self.warmup_lr,
-                             momentum=self.momentum, weight_decay=self.schedule.weight_decay, seed=self.seed,
-                             progress=self.progress, desc=f"{self.name} [{domain}]")
+                             score=self.score, **self.options.fit_arguments(), desc=f"{self.name} [{domain}]")
         n_ctx = result["ctx"].shape[0]  # == self.n_ctx (phrase_embedding checks it)
         return PromptLabel(
             ctx=result["ctx"],

@@ -2,6 +2,8 @@
 
 from typing import Annotated
 
+import attrs
+
 from promptgen.toolkit import option, SharedPromptMethod
 
 
@@ -10,6 +12,11 @@ class CoOp(SharedPromptMethod):
 
     rank = 20  # the SPG paper's table: zero-shot, linear probe, CoOp, CoCoOp, DPL, VP, VPT, MaPLe, SPG
 
-    def __init__(self, learner: Annotated[str, option("the prompt learner of the one shared prompt",
-                                                      component="prompt_learner")] = "coop"):
-        super().__init__(learner)
+    @attrs.frozen(kw_only=True)
+    class Options:
+        learner: Annotated[str, option("the prompt learner of the one shared prompt",
+                                       component="prompt_learner")] = "coop"
+
+    def __init__(self, options: Options = Options()):
+        super().__init__(options.learner)
+        self.options = options

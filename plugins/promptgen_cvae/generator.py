@@ -16,17 +16,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import attrs
 import torch
 from torch import nn
 
 from promptgen.toolkit import (
-    condition, Epochs, FeatureSet, fit_generator, load_module_states, LogUniform, module_states, option,
-    PromptScaler, Schedule, searched, Trainer,
+    condition, Epochs, FeatureSet, fit_generator, GENERATOR_LR, GENERATOR_PRESETS, GeneratorScheduleOptions,
+    load_module_states, module_states, option, PromptScaler, Trainer,
 )
-
-# the search space of a hyperparameter search (promptgen.components.search): around the official AdamW rate
-LR = searched("lr", LogUniform(1e-4, 1e-2))
-WEIGHT_DECAY = searched("weight_decay", LogUniform(1e-6, 1e-2))  # DomainBed's
 
 SAMPLE_MODES = ("random", "mean")
 
@@ -39,47 +36,29 @@ def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
 class CVAEGenerator:
     """Conditional VAE: encoder q(z | prompt, feature), decoder p(prompt | z, feature); z ~ N(0, I) or z = 0 at test."""
 
-    # No paper gives official values: gpu runs on the defaults with the schedule of the SPG stage II it stands in
-    # for (Dassl's, per epoch); cpu as the CGAN's cpu preset.
-    presets = {"gpu": {"lr_schedule": "epoch"},
-               "cpu": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1}}
+    presets = GENERATOR_PRESETS  # no paper gives official values: those of the SPG stage II it stands in for
 
-    def __init__(
-        self,
-        feature_dim: int,
-        n_ctx: int,
-        ctx_dim: int,
-        latent_dim: Annotated[int, option("width of the latent code z", minimum=1)] = 32,
-        hidden: Annotated[int, option("width of the encoder's and decoder's two hidden layers", minimum=1)] = 512,
-        beta: Annotated[float, option("weight of the KL term once annealed (1: the plain ELBO)", minimum=0)] = 1.0,
-        kl_warmup_epochs: Annotated[int, option("epochs over which the KL weight rises from 0 to beta", minimum=0)] = 4,
+    @attrs.frozen(kw_only=True)
+    class Options(GeneratorScheduleOptions):
+        latent_dim: Annotated[int, option("width of the latent code z", minimum=1)] = 32
+        hidden: Annotated[int, option("width of the encoder's and decoder's two hidden layers", minimum=1)] = 512
+        beta: Annotated[float, option("weight of the KL term once annealed (1: the plain ELBO)", minimum=0)] = 1.0
+        kl_warmup_epochs: Annotated[int, option("epochs over which the KL weight rises from 0 to beta",
+                                                minimum=0)] = 4
         sample_mode: Annotated[str, option("z at inference: 'random' N(0, I) seeded by sample_seed, 'mean' z = 0 "
-                                           "(deterministic)", choices=SAMPLE_MODES)] = "random",
-        epochs: int = 70,
-        batch_size: int = 32,
-        lr: Annotated[float, LR] = 1e-3,
-        weight_decay: Annotated[float, WEIGHT_DECAY] = 1e-4,
-        warmup_epochs: int = 4,
-        lr_schedule: str = "step",
-        seed: int = 0,
-        sample_seed: Annotated[int, option("seed of the noise drawn when sampling prompts (the same every call)")] = 0,
-        progress: bool = True,
-    ):
-        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                                 warmup_epochs=warmup_epochs)
-        self.latent_dim = latent_dim
-        self.hidden = hidden
-        self.beta = beta
-        self.kl_warmup_epochs = kl_warmup_epochs
-        self.lr_schedule = lr_schedule
-        self.seed = seed
-        self.shape, self.latent_dim = (n_ctx, ctx_dim), latent_dim
-        self.sample_mode, self.sample_seed, self.progress = sample_mode, sample_seed, progress
+                                           "(deterministic)", choices=SAMPLE_MODES)] = "random"
+        sample_seed: int = 0
+        lr: Annotated[float, GENERATOR_LR] = 1e-3
+
+    def __init__(self, feature_dim: int, n_ctx: int, ctx_dim: int, options: Options = Options()):
+        self.options = options
+        self.schedule = options.schedule
+        self.shape = (n_ctx, ctx_dim)
         size = n_ctx * ctx_dim
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.encoder = _mlp(size + feature_dim, hidden, 2 * latent_dim)
-            self.decoder = _mlp(latent_dim + feature_dim, hidden, size)
+            torch.manual_seed(options.seed)
+            self.encoder = _mlp(size + feature_dim, options.hidden, 2 * options.latent_dim)
+            self.decoder = _mlp(options.latent_dim + feature_dim, options.hidden, size)
         self.scaler = PromptScaler(size)
 
     # --- the Generator protocol ---------------------------------------------------------------
@@ -88,10 +67,10 @@ class CVAEGenerator:
     def sample(self, features: torch.Tensor) -> torch.Tensor:
         """features [N, feature_dim] -> prompts [N, n_ctx, ctx_dim]."""
         device = self.scaler.center.device
-        if self.sample_mode == "mean":
-            z = torch.zeros(len(features), self.latent_dim)
+        if self.options.sample_mode == "mean":
+            z = torch.zeros(len(features), self.options.latent_dim)
         else:
-            z = torch.randn(len(features), self.latent_dim, generator=torch.Generator().manual_seed(self.sample_seed))
+            z = torch.randn(len(features), self.options.latent_dim, generator=torch.Generator().manual_seed(self.options.sample_seed))
         self.decoder.eval()
         flat = self.decoder(torch.cat([z.to(device), condition(features.to(device, torch.float32))], dim=1))
         return self.scaler.denormalize(flat, self.shape)
@@ -118,11 +97,11 @@ class CVAEGenerator:
         optimizer = torch.optim.AdamW([*self.encoder.parameters(), *self.decoder.parameters()], lr=self.schedule.lr,
                                       weight_decay=self.schedule.weight_decay)
         steps_per_epoch = Epochs(train, self.schedule.batch_size, torch.Generator()).steps
-        warmup_steps = max(1, self.kl_warmup_epochs * steps_per_epoch)
+        warmup_steps = max(1, self.options.kl_warmup_epochs * steps_per_epoch)
         counter = {"step": 0}
 
         def step(index, rng):
-            beta = self.beta * min(1.0, (counter["step"] + 1) / warmup_steps)
+            beta = self.options.beta * min(1.0, (counter["step"] + 1) / warmup_steps)
             counter["step"] += 1
             losses = self.loss(normalized[domain_ids[index]], features[index], beta, rng)
             optimizer.zero_grad(set_to_none=True)

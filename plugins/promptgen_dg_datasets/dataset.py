@@ -20,7 +20,30 @@ from promptgen_dg_datasets.listing import IMAGE_EXTENSIONS, list_domain
 log = logging.getLogger(__name__)
 
 BAD_IMAGES = ("fail", "skip")
-OPTIONS = ("seed", "split", "val_fraction", "bad_images", "check_images", "content_hash", "progress", "cache_dir")
+
+
+@attrs.frozen(kw_only=True)
+class FolderTreeOptions:
+    """The options every DG dataset of this plugin shares (FolderTreeDataset's docstring says what each does)."""
+
+    seed: Annotated[int, option("seed of a drawn split (no official split file); the data's own, the same for "
+                                "every run seed")] = 0
+    split: Annotated[str, option("'files': the official split files, else a seeded split by val_fraction; "
+                                 "'official': what the released SPG code runs", choices=splits.MODES)] = "files"
+    val_fraction: Annotated[float, option("share of each class drawn to val when split 'files' has no split file "
+                                          "(DomainBed's holdout: 0.2)", above=0, below=1)] = \
+        attrs.field(default=0.2, converter=float)
+    bad_images: Annotated[str, option("'fail': one error listing every unreadable image; 'skip': leave them out, "
+                                      "listed as problems", choices=BAD_IMAGES)] = "fail"
+    check_images: Annotated[bool, option("scan every image once for readability (False: no scan)")] = \
+        attrs.field(default=True, converter=bool)
+    content_hash: Annotated[bool, option("identify images by a hash of their bytes, not their size and "
+                                         "modification time")] = attrs.field(default=False, converter=bool)
+    progress: bool = attrs.field(default=True, converter=bool)
+    cache_dir: str | None = None  # where seeded splits and image-scan results go (default: the cache root)
+
+
+OPTIONS = tuple(field.name for field in attrs.fields(FolderTreeOptions))  # as the unknown-option message lists them
 
 
 _WARNED: set[str] = set()
@@ -84,33 +107,14 @@ class FolderTreeDataset:
             cls.class_folders = tuple(sorted(cls.spec.class_folders))
             cls.classes = tuple(cls.spec.prompt_name(folder) for folder in cls.class_folders)
 
-    def __init__(
-        self,
-        root=None,
-        seed: Annotated[int, option("seed of a drawn split (no official split file); the data's own, the same for "
-                                    "every run seed")] = 0,
-        *,
-        split: Annotated[str, option("'files': the official split files, else a seeded split by val_fraction; "
-                                     "'official': what the released SPG code runs", choices=splits.MODES)] = "files",
-        val_fraction: Annotated[float, option("share of each class drawn to val when split 'files' has no split file "
-                                              "(DomainBed's holdout: 0.2)", above=0, below=1)] = 0.2,
-        bad_images: Annotated[str, option("'fail': one error listing every unreadable image; 'skip': leave them out, "
-                                          "listed as problems", choices=BAD_IMAGES)] = "fail",
-        check_images: Annotated[bool, option("scan every image once for readability (False: no scan)")] = True,
-        content_hash: Annotated[bool, option("identify images by a hash of their bytes, not their size and "
-                                             "modification time")] = False,
-        progress: bool = True,
-        cache_dir: str | None = None,
-        **unknown,
-    ):
+    Options = FolderTreeOptions
+
+    def __init__(self, root=None, options: FolderTreeOptions = FolderTreeOptions(), **unknown):
         name = self.spec.name if self.spec else "folder"
         if unknown:
             raise ConfigError(f"{name}: unknown option(s) {', '.join(sorted(unknown))}; options: {', '.join(OPTIONS)}"
                               f"{suggestion(sorted(unknown)[0], OPTIONS)}")
-        self.seed, self.split, self.val_fraction, self.bad_images = seed, split, float(val_fraction), bad_images
-        self.check_images, self.progress = bool(check_images), bool(progress)
-        self.cache_dir = cache_dir  # where seeded splits and image-scan results go (default: the cache root)
-        self.content_hash = bool(content_hash)  # identify images by a hash of their bytes, not size + mtime
+        self.options = options
         self.spec = self.make_spec(root)
         self.layout: Layout = locate(self.spec, root)
         self.class_folders = tuple(sorted(self.spec.class_folders))
@@ -153,7 +157,7 @@ class FolderTreeDataset:
             "root": str(self.layout.dataset_dir),
             "domains": list(self.domains),
             "classes": list(self.classes),
-            "split": self.split,
+            "split": self.options.split,
             "splits": {d: {s: len(state.samples[d][s]) for s in splits.SPLITS} for d in self.domains},
             "split_source": dict(state.split_source),
             "problems": list(state.problems),
@@ -174,7 +178,7 @@ class FolderTreeDataset:
         problems: list[str] = []
         writes: list[tuple[Path, dict]] = []  # written only once everything is known to be good
         files, ignored = self._list(problems)
-        if self.check_images:
+        if self.options.check_images:
             self._drop_bad_images(files, ignored, problems, writes)
         resolver = splits.Resolver(
             base=self.layout.base,
@@ -188,7 +192,8 @@ class FolderTreeDataset:
             every = self._samples(domain, files[domain])
             by_image = dict(zip(files[domain], every))  # one Sample per image, shared by test and train/val
             test = every
-            if self.split == "official":  # spg_*.py's _read_data tests train + val (DomainNet: ~3 % of the domain)
+            # spg_*.py's _read_data tests train + val (DomainNet: ~3 % of the domain)
+            if self.options.split == "official":
                 tested = set(train) | set(val)
                 test = [sample for image, sample in zip(files[domain], every) if image in tested]
             samples[domain] = {"train": [by_image[i] for i in train], "val": [by_image[i] for i in val], "test": test}
@@ -206,7 +211,7 @@ class FolderTreeDataset:
     def _version(self, path: str) -> str:
         """The file's content identity: size and modification time, or a hash of its bytes (content_hash)."""
         try:
-            if self.content_hash:
+            if self.options.content_hash:
                 digest = hashlib.blake2b(digest_size=12)
                 with open(path, "rb") as file:
                     for block in iter(lambda: file.read(1 << 20), b""):
@@ -263,9 +268,9 @@ class FolderTreeDataset:
 
     def _drop_bad_images(self, files, ignored, problems, writes) -> None:
         paths = [self._prefix(d) + relative for d in self.domains for _, relative in files[d]]
-        bad, result_path, cached = imagecheck.find_bad_images(self.spec.name, paths, progress=self.progress,
-                                                              cache_dir=self.cache_dir)
-        if bad and self.bad_images == "fail":
+        bad, result_path, cached = imagecheck.find_bad_images(self.spec.name, paths, progress=self.options.progress,
+                                                              cache_dir=self.options.cache_dir)
+        if bad and self.options.bad_images == "fail":
             raise DatasetError(
                 f"{self.spec.name}: {len(bad)} unreadable or truncated image(s) under {self.layout.base}; replace or "
                 f"remove them, or leave them out with bad_images='skip' (promptgen data info --bad-images skip):\n  "
@@ -292,28 +297,28 @@ class FolderTreeDataset:
         if initials.count(domain[0].lower()) == 1:
             names.append(domain[0].lower())  # SPG names PACS's files a_, c_, p_, s_
         context = splits.DomainContext(domain, folder, files, self._class_of, frozenset(c for c, _ in files))
-        whole = self.split == "files"  # is every image of the domain tested? (see _prepare)
-        official = splits.official_file(self.layout.dataset_dir, names, self.seed)
+        whole = self.options.split == "files"  # is every image of the domain tested? (see _prepare)
+        official = splits.official_file(self.layout.dataset_dir, names, self.options.seed)
         if official is not None:
             train, val, more = splits.check_split(official, splits.read_document(official), context, resolver, whole)
             problems += more
             return train, val, f"official: {official}"
-        meta = {"dataset": self.spec.name, "domain": domain, "seed": self.seed, "split": self.split,
+        meta = {"dataset": self.spec.name, "domain": domain, "seed": self.options.seed, "split": self.options.split,
                 "paths_relative_to": "the folder holding the domain folders"}
-        if self.split == "files":
-            label, source = f"seed{self.seed}_val{self.val_fraction:g}", "seeded"
-            meta.update(val_fraction=self.val_fraction, stratified=True)
-            draw = functools.partial(splits.seeded_split, val_fraction=self.val_fraction)
+        if self.options.split == "files":
+            label, source = f"seed{self.options.seed}_val{self.options.val_fraction:g}", "seeded"
+            meta.update(val_fraction=self.options.val_fraction, stratified=True)
+            draw = functools.partial(splits.seeded_split, val_fraction=self.options.val_fraction)
         else:
-            label, source = f"official_seed{self.seed}", "official procedure, seeded"
+            label, source = f"official_seed{self.options.seed}", "official procedure, seeded"
             meta.update(counts=self.official_counts.__name__, test="train + val")
             draw = functools.partial(splits.official_split, counts=self.official_counts)
-        path = splits.seeded_path(self.spec.name, domain, files, label, self.cache_dir)
+        path = splits.seeded_path(self.spec.name, domain, files, label, self.options.cache_dir)
         if path.is_file():
             train, val, more = splits.check_split(path, splits.read_document(path), context, resolver, whole)
             problems += more
         else:
-            train, val = draw(self.spec.name, domain, files, self.seed)
+            train, val = draw(self.spec.name, domain, files, self.options.seed)
             writes.append((path, splits.seeded_document(train, val, folder_name=folder.name, label_of=self._label,
                                                         domain_index=index, meta=meta)))
         return train, val, f"{source}: {path}"

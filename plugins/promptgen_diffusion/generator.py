@@ -30,17 +30,14 @@ import math
 
 from typing import Annotated
 
+import attrs
 import torch
 from torch import nn
 
 from promptgen.toolkit import (
-    condition, ConfigError, FeatureSet, fit_generator, load_module_states, LogUniform, module_states, option,
-    PromptScaler, Schedule, searched, Trainer,
+    condition, ConfigError, FeatureSet, fit_generator, GENERATOR_LR, GENERATOR_PRESETS, GeneratorScheduleOptions,
+    load_module_states, module_states, option, PromptScaler, Trainer,
 )
-
-# the search space of a hyperparameter search (promptgen.components.search): around the official AdamW rate
-LR = searched("lr", LogUniform(1e-4, 1e-2))
-WEIGHT_DECAY = searched("weight_decay", LogUniform(1e-6, 1e-2))  # DomainBed's
 
 TIME_FEATURES = 64
 PREDICTIONS = ("x0", "epsilon")
@@ -83,59 +80,39 @@ class Denoiser(nn.Module):
 class DiffusionGenerator:
     """Conditional diffusion: an MLP denoiser on the flattened prompt, DDIM sampling, optional classifier-free guidance."""
 
-    # No paper gives official values: gpu runs on the defaults with the schedule of the SPG stage II it stands in
-    # for (Dassl's, per epoch); cpu as the CGAN's cpu preset.
-    presets = {"gpu": {"lr_schedule": "epoch"},
-               "cpu": {"epochs": 12, "batch_size": 128, "lr": 2e-4, "warmup_epochs": 1}}
+    presets = GENERATOR_PRESETS  # no paper gives official values: those of the SPG stage II it stands in for
 
-    def __init__(
-        self,
-        feature_dim: int,
-        n_ctx: int,
-        ctx_dim: int,
-        hidden: Annotated[int, option("width of the denoiser MLP's hidden layers", minimum=1)] = 512,
-        layers: Annotated[int, option("hidden layers of the denoiser MLP", minimum=1)] = 3,
-        timesteps: Annotated[int, option("diffusion steps T of the cosine noise schedule", minimum=1)] = 1000,
-        sample_steps: Annotated[int, option("DDIM steps when sampling, evenly spaced over the T timesteps (at most T)",
-                                            minimum=1)] = 10,
+    @attrs.frozen(kw_only=True)
+    class Options(GeneratorScheduleOptions):
+        hidden: Annotated[int, option("width of the denoiser MLP's hidden layers", minimum=1)] = 512
+        layers: Annotated[int, option("hidden layers of the denoiser MLP", minimum=1)] = 3
+        timesteps: Annotated[int, option("diffusion steps T of the cosine noise schedule", minimum=1)] = 1000
+        sample_steps: Annotated[int, option("DDIM steps when sampling, evenly spaced over the T timesteps (at most "
+                                            "T)", minimum=1)] = 10
         guidance: Annotated[float, option("classifier-free guidance weight w (0: the plain conditional model; > 0 "
-                                          "needs cond_drop > 0)", minimum=0)] = 0.0,
+                                          "needs cond_drop > 0)", minimum=0)] = 0.0
         cond_drop: Annotated[float, option("share of conditions dropped in training (classifier-free guidance)",
-                                           minimum=0, below=1)] = 0.1,
+                                           minimum=0, below=1)] = 0.1
         prediction: Annotated[str, option("what the denoiser predicts: 'x0' the clean prompt, 'epsilon' the noise "
-                                          "(DDPM's loss)", choices=PREDICTIONS)] = "x0",
-        epochs: int = 70,
-        batch_size: int = 32,
-        lr: Annotated[float, LR] = 1e-3,
-        weight_decay: Annotated[float, WEIGHT_DECAY] = 1e-4,
-        warmup_epochs: int = 4,
-        lr_schedule: str = "step",
-        seed: int = 0,
+                                          "(DDPM's loss)", choices=PREDICTIONS)] = "x0"
         sample_seed: Annotated[int, option("seed of the initial noise when sampling prompts (the same every "
-                                           "call)")] = 0,
-        progress: bool = True,
-    ):
-        if sample_steps > timesteps:
-            raise ConfigError(f"diffusion: sample_steps must be between 1 and timesteps={timesteps}, got {sample_steps}")
-        if guidance > 0 and cond_drop == 0:
+                                           "call)")] = 0
+        lr: Annotated[float, GENERATOR_LR] = 1e-3
+
+    def __init__(self, feature_dim: int, n_ctx: int, ctx_dim: int, options: Options = Options()):
+        if options.sample_steps > options.timesteps:
+            raise ConfigError(f"diffusion: sample_steps must be between 1 and timesteps={options.timesteps}, got "
+                              f"{options.sample_steps}")
+        if options.guidance > 0 and options.cond_drop == 0:
             raise ConfigError("diffusion: guidance needs the unconditional model: train with cond_drop > 0")
-        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                                 warmup_epochs=warmup_epochs)
-        self.hidden = hidden
-        self.layers = layers
-        self.timesteps = timesteps
-        self.cond_drop = cond_drop
-        self.prediction = prediction
-        self.lr_schedule = lr_schedule
-        self.seed = seed
+        self.options = options
+        self.schedule = options.schedule
         self.shape, self.size = (n_ctx, ctx_dim), n_ctx * ctx_dim
-        self.sample_steps, self.guidance = sample_steps, guidance
-        self.sample_seed, self.progress = sample_seed, progress
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.denoiser = Denoiser(self.size, feature_dim, hidden, layers)
+            torch.manual_seed(options.seed)
+            self.denoiser = Denoiser(self.size, feature_dim, options.hidden, options.layers)
         self.scaler = PromptScaler(self.size)
-        self.alpha_bar = cosine_alpha_bar(timesteps)
+        self.alpha_bar = cosine_alpha_bar(options.timesteps)
 
     # --- the Generator protocol ---------------------------------------------------------------
 
@@ -145,14 +122,14 @@ class DiffusionGenerator:
         device = self.scaler.center.device
         features = features.to(device, torch.float32)
         alpha_bar = self.alpha_bar.to(device)
-        x = torch.randn(len(features), self.size, generator=torch.Generator().manual_seed(self.sample_seed)).to(device)
-        times = torch.linspace(len(alpha_bar) - 1, 0, self.sample_steps).round().long().tolist()
+        x = torch.randn(len(features), self.size, generator=torch.Generator().manual_seed(self.options.sample_seed)).to(device)
+        times = torch.linspace(len(alpha_bar) - 1, 0, self.options.sample_steps).round().long().tolist()
         self.denoiser.eval()
         for i, t in enumerate(times):
             a_t = alpha_bar[t]
             a_prev = alpha_bar[times[i + 1]] if i + 1 < len(times) else torch.ones((), device=device)
             output = self._estimate(x, torch.full((len(x),), t, device=device), features)
-            if self.prediction == "epsilon":
+            if self.options.prediction == "epsilon":
                 # Clamp the x0 estimate to the prompt labels' range: at the noisiest steps 1 / sqrt(abar_t)
                 # is in the hundreds and would amplify any error in eps (images clamp to [-1, 1] likewise).
                 x0 = ((x - (1 - a_t).sqrt() * output) / a_t.sqrt()).clamp(-self.scaler.bound, self.scaler.bound)
@@ -200,15 +177,15 @@ class DiffusionGenerator:
         device = x0.device
         t = torch.randint(len(self.alpha_bar), (len(x0),), generator=rng).to(device)
         eps = torch.randn(x0.shape, generator=rng).to(device)
-        keep = (torch.rand(len(x0), generator=rng) >= self.cond_drop).to(device)
+        keep = (torch.rand(len(x0), generator=rng) >= self.options.cond_drop).to(device)
         a = self.alpha_bar.to(device)[t][:, None]
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        target = eps if self.prediction == "epsilon" else x0
+        target = eps if self.options.prediction == "epsilon" else x0
         return (self.denoiser(x_t, t, features, keep) - target).pow(2).mean()
 
     def _estimate(self, x, t, features):
         conditional = self.denoiser(x, t, features, torch.ones(len(x), device=x.device))
-        if self.guidance == 0:
+        if self.options.guidance == 0:
             return conditional
         unconditional = self.denoiser(x, t, features, torch.zeros(len(x), device=x.device))
-        return (1 + self.guidance) * conditional - self.guidance * unconditional
+        return (1 + self.options.guidance) * conditional - self.options.guidance * unconditional

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import attrs
+
 from promptgen.toolkit import BackboneLoadError, ConfigError
-from promptgen_openclip.backbone import TRAIN_CROP_SCALE, TRAIN_FLIP, OpenClipBackbone
+from promptgen_openclip.backbone import AugmentationOptions, OpenClipBackbone, TRAIN_CROP_SCALE, TRAIN_FLIP
 
 MODEL_NAME = "tiny-clip-digits"
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -25,9 +27,15 @@ def add_model_config() -> None:
 class TinyClipDigits(OpenClipBackbone):
     """tiny-clip-digits: a small CLIP pretrained on the digits world; weights ship with promptgen (offline)."""
 
-    def __init__(self, model=None, pretrained=None, device="auto", precision="auto",
-                 train_crop_scale: Annotated[tuple[float, float], TRAIN_CROP_SCALE] = (0.5, 1.0),
-                 train_flip: Annotated[bool, TRAIN_FLIP] = False, **options):
+    @attrs.frozen(kw_only=True)
+    class Options(AugmentationOptions):
+        # A 32-px digit survives a crop of half its area, not Dassl's 8% (mostly background), and a
+        # mirrored digit is another glyph: augment digits with mild crops and no flips.
+        train_crop_scale: Annotated[tuple[float, float], TRAIN_CROP_SCALE] = attrs.field(default=(0.5, 1.0),
+                                                                                         converter=tuple)
+        train_flip: Annotated[bool, TRAIN_FLIP] = False
+
+    def __init__(self, model=None, pretrained=None, device="auto", precision="auto", options: Options = Options()):
         if model not in (None, MODEL_NAME):
             raise ConfigError(f"backbone tiny-clip-digits has one model, {MODEL_NAME}; got --model {model}")
         weights = Path(pretrained) if pretrained else WEIGHTS
@@ -40,7 +48,7 @@ class TinyClipDigits(OpenClipBackbone):
             raise BackboneLoadError(f"the shipped tiny-clip-digits weights are missing ({weights}): reinstall "
                                     f"promptgen, or rebuild them with `promptgen world pretrain`")
         add_model_config()
-        # A 32-px digit survives a crop of half its area, not Dassl's 8% (mostly background), and a
-        # mirrored digit is another glyph: augment digits with mild crops and no flips.
         super().__init__(MODEL_NAME, pretrained=str(weights), device=device, precision=precision,
-                         train_crop_scale=train_crop_scale, train_flip=train_flip, **options)
+                         options=OpenClipBackbone.Options(train_crop_scale=options.train_crop_scale,
+                                                          train_flip=options.train_flip))
+        self.options = options

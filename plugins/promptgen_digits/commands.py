@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from promptgen.toolkit import BackboneConfig
+from promptgen.runs.config import BackboneConfig
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 WORLD_DATASETS = ("digits-dg", "digits-traps")

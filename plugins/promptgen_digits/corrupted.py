@@ -8,13 +8,11 @@ stored beyond digits-dg's own cache.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from promptgen.toolkit import ConfigError, Sample, stable_int_hash
-from promptgen_digits.dataset import IMAGE_SIZE, PER_CLASS, SEED, SPLITS, DigitsDG
+from promptgen_digits.dataset import DigitsDG, DigitsOptions, SPLITS
 
 STRIDE = 4  # every 4th digits-dg image: 400 test images per corruption, like a digits-dg domain
 
@@ -47,9 +45,11 @@ class DigitsC:
     domains = tuple(CORRUPTIONS)
     classes = DigitsDG.classes
 
-    def __init__(self, root=None, seed: Annotated[int, SEED] = 0, per_class: Annotated[int, PER_CLASS] = 200,
-                 image_size: Annotated[int, IMAGE_SIZE] = 32, cache_dir=None):
-        self.base = DigitsDG(root=root, seed=seed, per_class=per_class, image_size=image_size, cache_dir=cache_dir)
+    Options = DigitsOptions  # digits-dg's: the images it corrupts
+
+    def __init__(self, root=None, options: DigitsOptions = DigitsOptions()):
+        self.options = options
+        self.base = DigitsDG(root, options)
 
     def samples(self, domain: str, split: str) -> list[Sample]:
         if domain not in CORRUPTIONS:

@@ -9,8 +9,9 @@ shared between train, val and test.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import attrs
 import numpy as np
 from PIL import Image
 
@@ -21,10 +22,18 @@ SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 FORMAT_VERSION = 1  # bump when generation changes: old caches are then ignored, never misread
 
-# The options of the generated digits datasets (digits-dg, digits-c, digits-traps), declared once.
-SEED = option("seed of the generated images and their split; the data's own, the same for every run seed", minimum=0)
-PER_CLASS = option("images per class and domain, split 60/20/20 into train, val and test", minimum=5)
-IMAGE_SIZE = option("side of the square images in pixels", minimum=1)
+
+
+@attrs.frozen(kw_only=True)
+class DigitsOptions:
+    """The options of the generated digits datasets (digits-dg, digits-c, digits-traps), declared once."""
+
+    seed: Annotated[int, option("seed of the generated images and their split; the data's own, the same for every "
+                                "run seed", minimum=0)] = attrs.field(default=0, converter=int)
+    per_class: Annotated[int, option("images per class and domain, split 60/20/20 into train, val and test",
+                                     minimum=5)] = 200
+    image_size: Annotated[int, option("side of the square images in pixels", minimum=1)] = 32
+    cache_dir: Any = None  # a run value: a str or a Path
 
 
 class DigitsDG:
@@ -35,13 +44,12 @@ class DigitsDG:
     domains = world.DOMAINS
     classes = world.CLASSES
 
-    def __init__(self, root=None, seed: Annotated[int, SEED] = 0, per_class: Annotated[int, PER_CLASS] = 200,
-                 image_size: Annotated[int, IMAGE_SIZE] = 32, cache_dir=None):
-        self.seed = int(seed)
-        self.per_class = per_class
-        self.image_size = image_size
-        base = cache_root(cache_dir or root) / self.name
-        self.directory = base / f"v{self.format_version}-seed{self.seed}-n{per_class}-px{image_size}"
+    Options = DigitsOptions
+
+    def __init__(self, root=None, options: DigitsOptions = DigitsOptions()):
+        self.options = options
+        base = cache_root(options.cache_dir or root) / self.name
+        self.directory = base / f"v{self.format_version}-seed{options.seed}-n{options.per_class}-px{options.image_size}"
         self._arrays: dict[str, dict[str, np.ndarray]] = {}
 
     # --- the Dataset protocol -----------------------------------------------------------------
@@ -76,7 +84,7 @@ class DigitsDG:
         return self._arrays[domain]
 
     def _generate(self, domain: str) -> dict[str, np.ndarray]:
-        return generate_domain(domain, self.seed, self.per_class, self.image_size)
+        return generate_domain(domain, self.options.seed, self.options.per_class, self.options.image_size)
 
     def _write(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
         write_npz(path, arrays, f"{self.name} cache directory")

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from promptgen.toolkit import (ConfigError, FeatureCache, integer, load_training_state, number, save_training_state,
+from promptgen.storage.cache import FeatureCache
+from promptgen.toolkit import (ConfigError, integer, load_training_state, number, save_training_state,
                                warmup_cosine)
 from promptgen_digits import glyphs, world
 from promptgen_digits.backbone import MODEL_NAME, TinyClipDigits, add_model_config
@@ -78,7 +79,8 @@ def student_model(locked: TinyClipDigits, seed: int):
     from promptgen_openclip.backbone import OpenClipBackbone
 
     add_model_config()
-    student = OpenClipBackbone(MODEL_NAME, device="cpu", precision="fp32", init_seed=seed)
+    student = OpenClipBackbone(MODEL_NAME, device="cpu", precision="fp32",
+                               options=OpenClipBackbone.Options(init_seed=seed))
     student.model.visual.load_state_dict(locked.model.visual.state_dict())
     student.model.visual.requires_grad_(False)
     return student

@@ -88,7 +88,8 @@ def pretrain(config: PretrainConfig, out_dir: Path, *, device: str = "auto", pro
     add_model_config()
     start = time.perf_counter()
     torch.manual_seed(config.seed)
-    backbone = OpenClipBackbone(MODEL_NAME, device=device, precision="auto", init_seed=config.seed)
+    backbone = OpenClipBackbone(MODEL_NAME, device=device, precision="auto",
+                                options=OpenClipBackbone.Options(init_seed=config.seed))
     model = backbone.model.train().requires_grad_(True)
     preprocess = get_model_preprocess_cfg(model)
     optimizer = clip_optimizer(list(model.named_parameters()), config.lr, config.weight_decay)

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from promptgen.toolkit import extract_features, FeatureCache, FeatureSet, prompt_accuracy
+from promptgen.storage.cache import FeatureCache
+from promptgen.toolkit import extract_features, FeatureSet, prompt_accuracy
 from promptgen_digits import world
 from promptgen_zeroshot.method import ZeroShotPrompt
 
@@ -53,7 +54,8 @@ def pixel_features(dataset, split: str) -> dict[str, FeatureSet]:
 
 
 def zero_shot(backbone, dataset, features: dict[str, FeatureSet]) -> dict[str, float]:
-    prompt = ZeroShotPrompt(ZERO_SHOT_PHRASE).fit(backbone, dataset.classes, None, None, "any")
+    learner = ZeroShotPrompt(ZeroShotPrompt.Options(ctx_init=ZERO_SHOT_PHRASE))
+    prompt = learner.fit(backbone, dataset.classes, None, None, "any")
     return {domain: prompt_accuracy(backbone, prompt, feats) for domain, feats in features.items()}
 
 
@@ -184,7 +186,7 @@ def preview(dataset, path: Path, per_cell: int = 3, scale: int = 3) -> Path:
     import matplotlib.pyplot as plt
 
     rows, cols = len(dataset.domains), len(dataset.classes)
-    size = dataset.image_size
+    size = dataset.options.image_size
     figure, axes = plt.subplots(rows, cols, figsize=(cols * per_cell * size * scale / 100, rows * size * scale / 90))
     for r, domain in enumerate(dataset.domains):
         arrays = dataset.images(domain)

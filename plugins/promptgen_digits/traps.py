@@ -13,12 +13,13 @@ from __future__ import annotations
 import functools
 from typing import Annotated
 
+import attrs
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from promptgen.toolkit import option
 from promptgen_digits import world
-from promptgen_digits.dataset import IMAGE_SIZE, PER_CLASS, SEED, DigitsDG, generate
+from promptgen_digits.dataset import DigitsDG, DigitsOptions, generate
 from promptgen_digits.glyphs import CANVAS
 
 FORMAT_VERSION = 1  # bump when the rendering or SITES change: old caches are then ignored, never misread
@@ -57,18 +58,20 @@ class DigitsTraps(DigitsDG):
     format_version = FORMAT_VERSION
     domains = tuple(SITES)
 
-    def __init__(self, root=None, seed: Annotated[int, SEED] = 0, per_class: Annotated[int, PER_CLASS] = 200,
-                 image_size: Annotated[int, IMAGE_SIZE] = 32, cache_dir=None,
-                 difficulty: Annotated[float, option("how hard the sites are: divides paint contrast and digit size, "
-                                                     "multiplies noise, occlusion and blur (1: the measured default)",
-                                                     above=0, maximum=4)] = 1.0):
-        super().__init__(root=root, seed=seed, per_class=per_class, image_size=image_size, cache_dir=cache_dir)
-        self.difficulty = float(difficulty)
-        if self.difficulty != 1.0:  # another difficulty is another dataset: its own cache and sample versions
-            self.directory = self.directory.with_name(f"{self.directory.name}-d{self.difficulty:g}")
+    @attrs.frozen(kw_only=True)
+    class Options(DigitsOptions):
+        difficulty: Annotated[float, option("how hard the sites are: divides paint contrast and digit size, "
+                                            "multiplies noise, occlusion and blur (1: the measured default)",
+                                            above=0, maximum=4)] = attrs.field(default=1.0, converter=float)
+
+    def __init__(self, root=None, options: Options = Options()):
+        super().__init__(root, options)
+        if options.difficulty != 1.0:  # another difficulty is another dataset: its own cache and sample versions
+            self.directory = self.directory.with_name(f"{self.directory.name}-d{options.difficulty:g}")
 
     def _generate(self, domain: str) -> dict[str, np.ndarray]:
-        return generate_site(domain, self.seed, self.per_class, self.image_size, self.difficulty)
+        o = self.options
+        return generate_site(domain, o.seed, o.per_class, o.image_size, o.difficulty)
 
 
 def generate_site(site: str, seed: int, per_class: int, image_size: int, difficulty: float = 1.0) -> dict:

@@ -34,13 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from promptgen.toolkit import (
-    accuracy, ConfigError, Epochs, FeatureSet, LogUniform, option, phrase_embedding, prompt_logits, PromptAssembler,
-    PromptgenError, PromptLabel, Schedule, searched, train_prompts,
+    accuracy, ConfigError, Epochs, FeatureSet, option, phrase_embedding, prompt_logits, PromptAssembler,
+    PromptgenError, PromptLabel, train_prompts,
 )
-from promptgen_dpspg.negative import NegativeCoOp
-
-# the search space of a hyperparameter search (promptgen.components.search): around the official SGD rate 2e-3
-LR = searched("lr", LogUniform(5e-4, 1e-2))
+from promptgen_dpspg.negative import NegativeCoOp, STAGE_ONE_PRESETS, StageOneOptions
 
 NEGATIVE_CTX = "negative_ctx"  # the metadata key of the negative context (a list of n_ctx lists of D floats)
 SELECTION_ALPHA = 1.0  # stage I scores positive - 1 * negative (dpspg_coop.py:298); the test's alpha is 0.2
@@ -57,34 +54,21 @@ class DualCoOp:
     """DPSPG's stage I: a domain's positive and negative contexts in one SGD loop, selected on positive - negative."""
 
     name = "dpspg-coop"
-    # gpu: the official stage I (module docstring): SGD lr 2e-3, momentum 0.9, batch 32, 70 epochs, weight decay
-    # 1e-4, 4 constant warm-up epochs at 1e-5, Dassl's per-epoch cosine, ties keep the earlier epoch.
-    # cpu: the same in 8 epochs with 1 warm-up epoch.
-    presets = {
-        "gpu": {"epochs": 70, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 4},
-        "cpu": {"epochs": 8, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 1},
-    }
+    presets = STAGE_ONE_PRESETS  # the official stage I (module docstring); ties keep the earlier epoch
 
-    def __init__(self,
-                 ctx_init: Annotated[str, option("phrase the positive context starts from, one vector per word "
-                                                 "(DPSPG: 'a photo of a')")] = "a photo of a",
-                 negative_ctx_init: Annotated[str, option("phrase the negative context starts from, one vector per "
-                                                          "word (DPSPG: 'a photo without a')")] = "a photo without a",
-                 epochs: int = 70, batch_size: int = 32, lr: Annotated[float, LR] = 2e-3, warmup_epochs: int = 4,
-                 warmup_lr: float = 1e-5,
-                 momentum: float = 0.9,
-                 weight_decay: float = 1e-4, seed: int = 0, progress: bool = True):
-        if not ctx_init or not negative_ctx_init:
-            raise ConfigError(f"{self.name}: ctx_init and negative_ctx_init must be phrases; got {ctx_init!r}, "
-                              f"{negative_ctx_init!r}")
-        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
-                                 weight_decay=weight_decay)
-        self.ctx_init = ctx_init
-        self.negative_ctx_init = negative_ctx_init
-        self.warmup_lr = warmup_lr
-        self.momentum = momentum
-        self.seed = seed
-        self.progress = progress
+    @attrs.frozen(kw_only=True)
+    class Options(StageOneOptions):
+        ctx_init: Annotated[str, option("phrase the positive context starts from, one vector per word "
+                                        "(DPSPG: 'a photo of a')")] = "a photo of a"
+        negative_ctx_init: Annotated[str, option("phrase the negative context starts from, one vector per word "
+                                                 "(DPSPG: 'a photo without a')")] = "a photo without a"
+
+    def __init__(self, options: Options = Options()):
+        if not options.ctx_init or not options.negative_ctx_init:
+            raise ConfigError(f"{self.name}: ctx_init and negative_ctx_init must be phrases; got {options.ctx_init!r}, "
+                              f"{options.negative_ctx_init!r}")
+        self.options = options
+        self.schedule = options.schedule
 
     @staticmethod
     def loss(positive: torch.Tensor, negative: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -100,12 +84,12 @@ class DualCoOp:
 
     def fit(self, backbone, class_names, train: FeatureSet, val: FeatureSet | None, domain: str) -> PromptLabel:
         device = backbone.device
-        initial = {path: phrase_embedding(backbone, getattr(self, key), f"{self.name} ({key})").float()
+        initial = {path: phrase_embedding(backbone, getattr(self.options, key), f"{self.name} ({key})").float()
                    for path, key in (("positive", "ctx_init"), ("negative", "negative_ctx_init"))}
         contexts = _Contexts(initial["positive"].clone().to(device), initial["negative"].clone().to(device))
         assemblers = {path: PromptAssembler(backbone, class_names, len(ctx)) for path, ctx in initial.items()}
         selection = val if val is not None and len(val) else train
-        epochs = Epochs(train, self.schedule.batch_size, torch.Generator().manual_seed(self.seed))
+        epochs = Epochs(train, self.schedule.batch_size, torch.Generator().manual_seed(self.options.seed))
         parts = []  # (positive loss, negative loss) of every step, in order
 
         def batch_logits(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,10 +108,9 @@ class DualCoOp:
 
         result = train_prompts(contexts, batches=epochs.next, steps=epochs.steps, loss=batch_loss,
                                score=lambda: self.score(*selection_logits(), selection.labels),
-                               epochs=self.schedule.epochs, lr=self.schedule.lr,
-                               warmup_epochs=self.schedule.warmup_epochs, warmup_lr=self.warmup_lr,
-                               momentum=self.momentum, weight_decay=self.schedule.weight_decay, progress=self.progress,
-                               desc=f"{self.name} [{domain}]", score_name="val_joint_accuracy")
+                               **self.options.train_arguments(), progress=self.options.progress,
+                               desc=f"{self.name} [{domain}]",
+                               score_name="val_joint_accuracy")
         history = result["history"]
         for row, start in zip(history, range(0, len(parts), max(1, epochs.steps))):
             chunk = parts[start:start + epochs.steps]
@@ -137,9 +120,8 @@ class DualCoOp:
         with torch.no_grad():  # the selected pair, each path on its own (what the joint score hides)
             positive_logits, negative_logits = selection_logits()
         positive, negative = contexts.positive.detach().cpu(), contexts.negative.detach().cpu()
-        config = {"ctx_init": self.ctx_init, "negative_ctx_init": self.negative_ctx_init, **attrs.asdict(self.schedule),
-                  "warmup_lr": self.warmup_lr, "momentum": self.momentum, "seed": self.seed,
-                  "n_ctx": int(positive.shape[0]), "negative_n_ctx": int(negative.shape[0])}
+        config = {"ctx_init": self.options.ctx_init, "negative_ctx_init": self.options.negative_ctx_init,
+                  **self.options.config(), "n_ctx": int(positive.shape[0]), "negative_n_ctx": int(negative.shape[0])}
         return PromptLabel(
             ctx=positive, fingerprint=backbone.fingerprint, domain=domain, class_names=tuple(class_names),
             metadata={"learner": self.name, "path": "positive", "val_joint_accuracy": result["best_score"],

@@ -15,11 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Callable
 
+import attrs
 import torch
 
 from promptgen.toolkit import (
     accuracy, builds_stepped, check_fit_report, ConfigError, drawn_prompts, instance_logits,
-    load_labels_and_generator, loop_settings, option, per_draw, PromptAssembler, PromptgenError,
+    load_labels_and_generator, loop_arguments, option, per_draw, PromptAssembler, PromptgenError,
     save_labels_and_generator, train_epochs, Trainer, trains_in_loop,
 )
 from promptgen_dpspg.joint import split_label
@@ -54,43 +55,42 @@ class DualPath:
     presets = {"gpu": {"stage1": "joint", "stage2": "joint", "late": 20},
                "cpu": {"stage1": "separate", "stage2": "sequential", "late": 0}}
 
-    def __init__(
-        self,
+    @attrs.frozen(kw_only=True)
+    class Options:
         generator: Annotated[str, option("stage II generator of both paths (DPSPG: transformer)",
-                                         component="generator")] = "transformer",
+                                         component="generator")] = "transformer"
         learner: Annotated[str, option("stage I learner of the positive labels when stage1 is 'separate'",
-                                       component="prompt_learner")] = "spg-coop",
+                                       component="prompt_learner")] = "spg-coop"
         negative_learner: Annotated[str, option("stage I learner of the negative labels when stage1 is 'separate'",
-                                                component="prompt_learner")] = "negative-coop",
+                                                component="prompt_learner")] = "negative-coop"
         joint_learner: Annotated[str, option("stage I learner of both labels in one loop when stage1 is 'joint'",
-                                             component="prompt_learner")] = "dpspg-coop",
+                                             component="prompt_learner")] = "dpspg-coop"
         alpha: Annotated[float, option("weight of the negative path: logits = positive - alpha * negative (DPSPG: 0.2)",
-                                       minimum=0, maximum=1)] = 0.2,
+                                       minimum=0, maximum=1)] = attrs.field(default=0.2, converter=float)
         negative: Annotated[bool, option("train and subtract the negative path (False: the positive path "
-                                         "alone)")] = True,
+                                         "alone)")] = True
         stage1: Annotated[str, option("stage I: 'joint' both labels in one loop (DPSPG), 'separate' one learner each",
-                                      choices=STAGE1)] = "separate",
+                                      choices=STAGE1)] = "separate"
         stage2: Annotated[str, option("stage II: 'joint' both generators in one epoch loop (DPSPG), 'sequential' one "
-                                      "after the other", choices=STAGE2)] = "sequential",
+                                      "after the other", choices=STAGE2)] = "sequential"
         late: Annotated[int, option("first epoch (0-based) that may be selected in each epoch loop (DPSPG's LATE: 20)",
-                                    minimum=0)] = 0,
-    ):
-        self.generator_name, self.learner, self.negative_learner = generator, learner, negative_learner
-        self.joint_learner, self.stage1, self.stage2, self.late = joint_learner, stage1, stage2, late
-        self.alpha, self.negative = float(alpha), bool(negative)
+                                    minimum=0)] = 0
+
+    def __init__(self, options: Options = Options()):
+        self.options = options
         self.labels: dict[str, list] = {}
         self.generators: dict[str, object] = {}
         self.generator_options: dict[str, dict] = {}
 
     def components(self):
-        if self.stage1 == "joint":
-            return [("prompt_learner", self.joint_learner), ("generator", self.generator_name)]
-        parts = [("prompt_learner", self.learner), ("generator", self.generator_name)]
-        return parts + ([("prompt_learner", self.negative_learner)] if self.negative else [])
+        if self.options.stage1 == "joint":
+            return [("prompt_learner", self.options.joint_learner), ("generator", self.options.generator)]
+        parts = [("prompt_learner", self.options.learner), ("generator", self.options.generator)]
+        return parts + ([("prompt_learner", self.options.negative_learner)] if self.options.negative else [])
 
     @property
     def paths(self) -> tuple[str, ...]:
-        return PATHS if self.negative else PATHS[:1]
+        return PATHS if self.options.negative else PATHS[:1]
 
     # --- training ------------------------------------------------------------------------------------
 
@@ -104,15 +104,15 @@ class DualPath:
                 labels = self.labels[path]
                 arguments = {"feature_dim": run.backbone.embed_dim, "n_ctx": labels[0].n_ctx,
                              "ctx_dim": run.backbone.ctx_dim}
-                self.generators[path] = run.create("generator", self.generator_name, **arguments)
-                self.generator_options[path] = {**arguments, **run.options("generator", self.generator_name)}
-            joint = self.stage2 == "joint" and all(map(trains_in_loop, self.generators.values()))
+                self.generators[path] = run.create("generator", self.options.generator, **arguments)
+                self.generator_options[path] = {**arguments, **run.options("generator", self.options.generator)}
+            joint = self.options.stage2 == "joint" and all(map(trains_in_loop, self.generators.values()))
             report = self._fit_joint(run, train, val) if joint else self._fit_sequential(run, train, val)
         trainable = trains_in_loop(self.generators["positive"])
-        report["stage2"] = {"mode": "joint" if joint else "sequential", "requested": self.stage2,
-                            "late": self.late if trainable else None}
-        if not trainable and (self.late or self.stage2 == "joint"):
-            report["stage2"]["note"] = (f"generator {self.generator_name!r} has no trainer(): each path trained by "
+        report["stage2"] = {"mode": "joint" if joint else "sequential", "requested": self.options.stage2,
+                            "late": self.options.late if trainable else None}
+        if not trainable and (self.options.late or self.options.stage2 == "joint"):
+            report["stage2"]["note"] = (f"generator {self.options.generator!r} has no trainer(): each path trained by "
                                         f"its own fit, late not applied")
         report["stage1"] = {path: {label.domain: {k: v for k, v in label.metadata.items() if k != "history"}
                                    for label in self.labels[path]} for path in self.paths}
@@ -120,25 +120,27 @@ class DualPath:
 
     def _check_late(self, run) -> None:
         """Refuse, before any work, a ``late`` that leaves no epoch to select (rather than clamp it silently)."""
-        if not self.late or not builds_stepped(run.registry.get("generator", self.generator_name).factory):
+        late, generator = self.options.late, self.options.generator
+        if not late or not builds_stepped(run.registry.get("generator", generator).factory):
             return
-        epochs = run.options("generator", self.generator_name).get("epochs")  # the schedule block
-        if isinstance(epochs, int) and self.late >= epochs:
-            raise ConfigError(f"{run.config.method}: late={self.late} selects only epochs {self.late} and later, but "
-                              f"generator {self.generator_name!r} trains {epochs} epochs (0-{epochs - 1}); set "
-                              f"{run.config.method}.late below {epochs} or {self.generator_name}.epochs above "
-                              f"{self.late} (the DPSPG code: LATE 20 of 50 epochs)")
+        epochs = run.options("generator", generator).get("epochs")  # the schedule block
+        if isinstance(epochs, int) and late >= epochs:
+            raise ConfigError(f"{run.config.method}: late={late} selects only epochs {late} and later, but "
+                              f"generator {generator!r} trains {epochs} epochs (0-{epochs - 1}); set "
+                              f"{run.config.method}.late below {epochs} or {generator}.epochs above "
+                              f"{late} (the DPSPG code: LATE 20 of 50 epochs)")
 
     def _stage1(self, run) -> None:
-        if self.stage1 == "joint":  # one loop per domain gives both labels (promptgen_dpspg.joint: why one label)
-            pairs = [split_label(label) for label in run.prompt_labels(self.joint_learner)]
+        # joint: one loop per domain gives both labels (promptgen_dpspg.joint: why one label)
+        if self.options.stage1 == "joint":
+            pairs = [split_label(label) for label in run.prompt_labels(self.options.joint_learner)]
             self.labels["positive"] = [positive for positive, _ in pairs]
-            if self.negative:
+            if self.options.negative:
                 self.labels["negative"] = [negative for _, negative in pairs]
             return
-        self.labels["positive"] = run.prompt_labels(self.learner)
-        if self.negative:
-            self.labels["negative"] = run.prompt_labels(self.negative_learner)
+        self.labels["positive"] = run.prompt_labels(self.options.learner)
+        if self.options.negative:
+            self.labels["negative"] = run.prompt_labels(self.options.negative_learner)
 
     def _score(self, run, val) -> Callable[[], float]:
         """The val accuracy of what the method predicts with the generators as they are now (:meth:`_predict`)."""
@@ -154,7 +156,8 @@ class DualPath:
         """:meth:`_score` with the positive path trained already: its val logits computed once."""
         with torch.no_grad():
             positive = self._path_logits(run, "positive", val.features)
-        return lambda: accuracy(positive - self.alpha * self._path_logits(run, "negative", val.features), val.labels)
+        alpha = self.options.alpha
+        return lambda: accuracy(positive - alpha * self._path_logits(run, "negative", val.features), val.labels)
 
     def _fit_joint(self, run, train, val) -> dict:
         """Both paths in one epoch loop (promptgen.toolkit.generator_training.train_epochs over
@@ -162,10 +165,10 @@ class DualPath:
         joint = JointGenerators({path: self.generators[path] for path in self.paths})
         first = self.generators["positive"]
         result = train_epochs(joint, run.backbone, train, self.labels["positive"], val,
-                              name=f"{self.generator_name} (both paths)",
+                              name=f"{self.options.generator} (both paths)",
                               trainer=joint.trainer(run.backbone, train, {p: self.labels[p] for p in self.paths}),
                               score=self._score(run, val), watch_score=self._accuracy_on(run),
-                              select_from=self.late, **loop_settings(first))
+                              select_from=self.options.late, **loop_arguments(first))
         history = [{"path": "joint", **row} for row in result.pop("history")]
         return {"joint": result, "history": history}
 
@@ -175,18 +178,18 @@ class DualPath:
         report = {}
         for path in self.paths:
             generator, labels = self.generators[path], self.labels[path]
-            where = run.registry.get("generator", self.generator_name).where
-            if not trains_in_loop(generator) or (path == "positive" and not self.late) or \
+            where = run.registry.get("generator", self.options.generator).where
+            if not trains_in_loop(generator) or (path == "positive" and not self.options.late) or \
                     (path == "negative" and not len(val)):
                 fitted = generator.fit(run.backbone, train, labels, val)  # the generator's own loop, as SPG's
             else:
                 score = self._negative_score(run, val) if path == "negative" else None
                 watch = self._accuracy_on(run) if path == "negative" else None
                 suffix = " (negative)" if path == "negative" else ""
-                fitted = train_epochs(generator, run.backbone, train, labels, val, name=self.generator_name + suffix,
+                fitted = train_epochs(generator, run.backbone, train, labels, val, name=self.options.generator + suffix,
                                       trainer=generator.trainer(run.backbone, train, labels), score=score,
                                       watch_score=watch,
-                                      select_from=self.late, **loop_settings(generator))
+                                      select_from=self.options.late, **loop_arguments(generator))
             report[path] = dict(check_fit_report(fitted, where))
         history = [{"path": path, **row} for path in self.paths for row in report[path].pop("history", None) or []]
         return {**report, "history": history}
@@ -195,7 +198,7 @@ class DualPath:
 
     def _logits_of(self, run, generator, n_ctx: int, features: torch.Tensor) -> torch.Tensor:
         assembler = PromptAssembler(run.backbone, run.classes, n_ctx)
-        return instance_logits(run.backbone, assembler, generator, features, name=self.generator_name)
+        return instance_logits(run.backbone, assembler, generator, features, name=self.options.generator)
 
     def _path_logits(self, run, path: str, features: torch.Tensor) -> torch.Tensor:
         return self._logits_of(run, self.generators[path], self.labels[path][0].n_ctx, features)
@@ -203,8 +206,8 @@ class DualPath:
     def _predict(self, run, features: torch.Tensor) -> torch.Tensor:
         """positive - alpha * negative logits [N, C] (the positive path's alone without a negative one)."""
         scores = self._path_logits(run, "positive", features)
-        if self.negative:
-            scores = scores - self.alpha * self._path_logits(run, "negative", features)
+        if self.options.negative:
+            scores = scores - self.options.alpha * self._path_logits(run, "negative", features)
         return scores
 
     @torch.no_grad()
@@ -219,7 +222,7 @@ class DualPath:
         the prompt an image is read with (the negative path's is a correction subtracted from it)."""
         label = self.labels["positive"][0]
         return drawn_prompts(self.generators["positive"], run.features(split).features, label.n_ctx, label.ctx_dim,
-                             self.generator_name, draws, run.backbone.device)
+                             self.options.generator, draws, run.backbone.device)
 
     def prompt_labels(self) -> list:
         """The positive path's prompt labels: the space its generated prompts (``instance_prompts``) live in."""
@@ -229,7 +232,7 @@ class DualPath:
 
     def save(self, directory: Path) -> None:
         for path in self.paths:
-            save_labels_and_generator(directory, self.labels[path], self.generators[path], self.generator_name,
+            save_labels_and_generator(directory, self.labels[path], self.generators[path], self.options.generator,
                                       self.generator_options[path], labels_dir=f"prompt_labels_{path}",
                                       generator_dir=f"generator_{path}")
 

@@ -20,43 +20,43 @@ import torch
 import torch.nn.functional as F
 
 from promptgen.toolkit import (
-    accuracy, ConfigError, FeatureSet, fit_context, LogUniform, option, phrase_embedding, PromptLabel, Schedule,
-    searched,
+    accuracy, ConfigError, FeatureSet, fit_context, option, phrase_embedding, PromptLabel, PromptLearnerOptions,
 )
 
-# the search space of a hyperparameter search (promptgen.components.search): around the official SGD rate 2e-3
-LR = searched("lr", LogUniform(5e-4, 1e-2))
+# gpu: DPSPG's stage I (configs/trainers/DPSPG_CoOp/b32_ep70.yaml with train.py's overrides): SGD lr 2e-3, batch 32,
+# 70 epochs, weight decay 1e-4, 4 constant warm-up epochs at 1e-5. cpu: the same in 8 epochs with 1 warm-up epoch.
+# Both stage I learners (this one and dpspg-coop, promptgen_dpspg.joint) run it.
+STAGE_ONE_PRESETS = {
+    "gpu": {"epochs": 70, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 4},
+    "cpu": {"epochs": 8, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 1},
+}
 
-# The SGD schedule's own options (CoOp's, as Dassl runs it), shared with dpspg-coop (promptgen_dpspg.joint).
+
+@attrs.frozen(kw_only=True)
+class StageOneOptions(PromptLearnerOptions):
+    """DPSPG's stage I schedule, the defaults of both its learners (the gpu preset's values)."""
+
+    epochs: int = 70
+    warmup_epochs: int = 4
+    weight_decay: float = 1e-4
 
 
 class NegativeCoOp:
     """A negative prompt label: BCE against complementary labels; the true class should score lowest."""
 
     name = "negative-coop"
-    # gpu: DPSPG's stage I (configs/trainers/DPSPG_CoOp/b32_ep70.yaml with train.py's overrides): SGD lr 2e-3,
-    # batch 32, 70 epochs, weight decay 1e-4, 4 constant warm-up epochs at 1e-5.
-    presets = {
-        "gpu": {"epochs": 70, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 4},
-        "cpu": {"epochs": 8, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 1},
-    }
+    presets = STAGE_ONE_PRESETS
 
-    def __init__(self,
-                 ctx_init: Annotated[str, option("phrase the negative context starts from, one vector per word "
-                                                 "(DPSPG: 'a photo without a')")] = "a photo without a",
-                 epochs: int = 70, batch_size: int = 32, lr: Annotated[float, LR] = 2e-3, warmup_epochs: int = 4,
-                 warmup_lr: float = 1e-5,
-                 momentum: float = 0.9,
-                 weight_decay: float = 1e-4, seed: int = 0, progress: bool = True):
-        if not ctx_init:
-            raise ConfigError(f"negative-coop: ctx_init must be a phrase; got {ctx_init!r}")
-        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
-                                 weight_decay=weight_decay)
-        self.ctx_init = ctx_init
-        self.warmup_lr = warmup_lr
-        self.momentum = momentum
-        self.seed = seed
-        self.progress = progress
+    @attrs.frozen(kw_only=True)
+    class Options(StageOneOptions):
+        ctx_init: Annotated[str, option("phrase the negative context starts from, one vector per word "
+                                        "(DPSPG: 'a photo without a')")] = "a photo without a"
+
+    def __init__(self, options: Options = Options()):
+        if not options.ctx_init:
+            raise ConfigError(f"negative-coop: ctx_init must be a phrase; got {options.ctx_init!r}")
+        self.options = options
+        self.schedule = options.schedule
 
     @staticmethod
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -70,19 +70,15 @@ class NegativeCoOp:
         return accuracy(-logits, labels)
 
     def fit(self, backbone, class_names, train: FeatureSet, val: FeatureSet | None, domain: str) -> PromptLabel:
-        result = fit_context(backbone, class_names, train, val, phrase_embedding(backbone, self.ctx_init).float(),
-                             loss=self.loss, score=self.score, epochs=self.schedule.epochs,
-                             batch_size=self.schedule.batch_size, lr=self.schedule.lr,
-                             warmup_epochs=self.schedule.warmup_epochs, warmup_lr=self.warmup_lr,
-                             momentum=self.momentum, weight_decay=self.schedule.weight_decay, seed=self.seed,
-                             progress=self.progress, desc=f"{self.name} [{domain}]",
+        initial = phrase_embedding(backbone, self.options.ctx_init).float()
+        result = fit_context(backbone, class_names, train, val, initial, loss=self.loss, score=self.score,
+                             **self.options.fit_arguments(), desc=f"{self.name} [{domain}]",
                              score_name="val_argmin_accuracy")
         return PromptLabel(ctx=result["ctx"], fingerprint=backbone.fingerprint, domain=domain,
                            class_names=tuple(class_names),
                            metadata={"learner": self.name, "negative": True,
                                      "val_argmin_accuracy": result["best_score"],
                                      "best_epoch": result["best_epoch"], "selected_on": result["selected_on"],
-                                     "config": {"ctx_init": self.ctx_init, **attrs.asdict(self.schedule),
-                                                "warmup_lr": self.warmup_lr, "momentum": self.momentum,
-                                                "seed": self.seed, "n_ctx": int(result["ctx"].shape[0])},
+                                     "config": {"ctx_init": self.options.ctx_init, **self.options.config(),
+                                                "n_ctx": int(result["ctx"].shape[0])},
                                      "history": result["history"]})

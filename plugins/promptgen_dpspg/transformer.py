@@ -11,17 +11,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import attrs
 import torch
 from torch import nn
 
 from promptgen.toolkit import (
-    ConfigError, FeatureSet, fit_generator, load_module_states, LogUniform, module_states, option, Schedule,
-    searched, Trainer,
+    ConfigError, FeatureSet, fit_generator, GeneratorScheduleOptions, load_module_states, module_states, option,
+    Trainer,
 )
-
-# the search space of a hyperparameter search (promptgen.components.search): around the official AdamW rate
-LR = searched("lr", LogUniform(1e-4, 1e-2))
-WEIGHT_DECAY = searched("weight_decay", LogUniform(1e-6, 1e-2))  # DomainBed's
 
 
 class TransformerGenerator:
@@ -36,34 +33,28 @@ class TransformerGenerator:
     presets = {"gpu": {"epochs": 50, "batch_size": 32, "lr": 2e-3, "warmup_epochs": 4, "lr_schedule": "epoch"},
                "cpu": {"epochs": 6, "batch_size": 128, "lr": 2e-3, "warmup_epochs": 1}}
 
-    def __init__(self, feature_dim: int, n_ctx: int, ctx_dim: int,
-                 layers: Annotated[int, option("transformer encoder layers (DPSPG: 4)", minimum=1)] = 4,
-                 heads: Annotated[int, option("attention heads; must divide the image feature width (DPSPG: 8)",
-                                              minimum=1)] = 8,
-                 feedforward: Annotated[int, option("width of each layer's feed-forward block (PyTorch's default "
-                                                    "2048, as DPSPG)", minimum=1)] = 2048,
-                 dropout: Annotated[float, option("dropout in each encoder layer (PyTorch's default 0.1, as DPSPG)",
-                                                  minimum=0, maximum=1)] = 0.1,
-                 epochs: int = 50, batch_size: int = 32, lr: Annotated[float, LR] = 2e-3,
-                 weight_decay: Annotated[float, WEIGHT_DECAY] = 1e-4,
-                 warmup_epochs: int = 4,
-                 lr_schedule: str = "step",
-                 seed: int = 0, progress: bool = True):
-        if feature_dim % heads:
-            raise ConfigError(f"transformer: heads must divide the feature width {feature_dim}; got heads={heads}")
-        self.schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                                 warmup_epochs=warmup_epochs)
-        self.layers = layers
-        self.heads = heads
-        self.feedforward = feedforward
-        self.dropout = dropout
-        self.lr_schedule = lr_schedule
-        self.seed = seed
-        self.shape, self.progress = (n_ctx, ctx_dim), progress
+    @attrs.frozen(kw_only=True)
+    class Options(GeneratorScheduleOptions):
+        layers: Annotated[int, option("transformer encoder layers (DPSPG: 4)", minimum=1)] = 4
+        heads: Annotated[int, option("attention heads; must divide the image feature width (DPSPG: 8)",
+                                     minimum=1)] = 8
+        feedforward: Annotated[int, option("width of each layer's feed-forward block (PyTorch's default 2048, as "
+                                           "DPSPG)", minimum=1)] = 2048
+        dropout: Annotated[float, option("dropout in each encoder layer (PyTorch's default 0.1, as DPSPG)",
+                                         minimum=0, maximum=1)] = 0.1
+        epochs: int = 50
+
+    def __init__(self, feature_dim: int, n_ctx: int, ctx_dim: int, options: Options = Options()):
+        if feature_dim % options.heads:
+            raise ConfigError(f"transformer: heads must divide the feature width {feature_dim}; got "
+                              f"heads={options.heads}")
+        self.options = options
+        self.schedule = options.schedule
+        self.shape = (n_ctx, ctx_dim)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            layer = nn.TransformerEncoderLayer(feature_dim, heads, feedforward, dropout)
-            self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+            torch.manual_seed(options.seed)
+            layer = nn.TransformerEncoderLayer(feature_dim, options.heads, options.feedforward, options.dropout)
+            self.encoder = nn.TransformerEncoder(layer, options.layers, enable_nested_tensor=False)
             self.head = nn.Linear(feature_dim, n_ctx * ctx_dim)
 
     def _forward(self, features: torch.Tensor) -> torch.Tensor:

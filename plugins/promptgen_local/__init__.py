@@ -8,20 +8,30 @@ import multiprocessing
 import os
 from typing import Annotated
 
+import attrs
 from tqdm.auto import tqdm
 
 from promptgen import hookimpl
 from promptgen.toolkit import option, usable_cores
 
 
+@attrs.frozen(kw_only=True)
+class LauncherOptions:
+    """What every launcher takes (the ray launcher's too): the run value ``progress``."""
+
+    progress: bool = True
+
+
 class LocalLauncher:
     """Runs jobs one after another in this process (the default)."""
 
-    def __init__(self, progress: bool = True):
-        self.progress = progress
+    Options = LauncherOptions
+
+    def __init__(self, options: LauncherOptions = LauncherOptions()):
+        self.options = options
 
     def run(self, fn, jobs):
-        return [fn(job) for job in tqdm(jobs, desc="jobs", unit="job", disable=not self.progress)]
+        return [fn(job) for job in tqdm(jobs, desc="jobs", unit="job", disable=not self.options.progress)]
 
 
 def _limit_threads(threads: int) -> None:
@@ -40,14 +50,16 @@ class ProcessLauncher:
     each other down many times over. ``fn`` and the jobs must pickle; results come back in job order.
     """
 
-    def __init__(self,
-                 workers: Annotated[int, option("worker processes, each running one job at a time", minimum=1)] = 2,
-                 threads_per_worker: Annotated[int | None, option("torch threads of each worker; None: its share of "
-                                                                  "the usable cores, at least one", minimum=1)] = None,
-                 progress: bool = True):
-        self.workers = max(1, int(workers))
-        self.threads = threads_per_worker or max(1, usable_cores() // self.workers)
-        self.progress = progress
+    @attrs.frozen(kw_only=True)
+    class Options(LauncherOptions):
+        workers: Annotated[int, option("worker processes, each running one job at a time", minimum=1)] = 2
+        threads_per_worker: Annotated[int | None, option("torch threads of each worker; None: its share of the "
+                                                         "usable cores, at least one", minimum=1)] = None
+
+    def __init__(self, options: Options = Options()):
+        self.options = options
+        self.workers = max(1, int(options.workers))  # jobs at once (the Launcher protocol's optional member)
+        self.threads = options.threads_per_worker or max(1, usable_cores() // self.workers)
 
     def run(self, fn, jobs):
         jobs = list(jobs)
@@ -63,7 +75,7 @@ class ProcessLauncher:
                 futures = {pool.submit(fn, job): index for index, job in enumerate(jobs)}
                 results = [None] * len(jobs)
                 done = concurrent.futures.as_completed(futures)
-                for future in tqdm(done, total=len(jobs), desc="jobs", unit="job", disable=not self.progress):
+                for future in tqdm(done, total=len(jobs), desc="jobs", unit="job", disable=not self.options.progress):
                     results[futures[future]] = future.result()
         finally:
             for name, value in saved.items():

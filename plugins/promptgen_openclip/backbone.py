@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Callable, Sequence
 
+import attrs
 import torch
 import torch.nn.functional as F
 from torchvision import transforms as T
 
-from promptgen.toolkit import autocast, BackboneLoadError, option, resolve_device, resolve_precision, Tokens
+from promptgen.toolkit import autocast, BackboneLoadError, option, choose_device, choose_precision, Tokens
 from promptgen_openclip.loading import load_model
 from promptgen_openclip.prefix import encode_with_prefix
 from promptgen_openclip.prefix import supported as prefix_supported
@@ -17,6 +18,17 @@ from promptgen_openclip.prefix import supported as prefix_supported
 # The training augmentation's options (Dassl's, as SPG runs it), shared with tiny-clip-digits (promptgen_digits).
 TRAIN_CROP_SCALE = option("(min, max) share of the image area a training image's random resized crop keeps")
 TRAIN_FLIP = option("flip training images horizontally at random")
+
+
+@attrs.frozen(kw_only=True)
+class AugmentationOptions:
+    """The training augmentation (TRAIN_CROP_SCALE, TRAIN_FLIP): every open_clip backbone's options object's base;
+    tiny-clip-digits redeclares its defaults."""
+
+    train_crop_scale: Annotated[tuple[float, float], TRAIN_CROP_SCALE] = attrs.field(default=(0.08, 1.0),
+                                                                                     converter=tuple)
+    train_flip: Annotated[bool, TRAIN_FLIP] = True
+
 
 # Text-pooling types that read the feature at the EOT token.
 _EOT_POOLING = ("argmax", "eos")
@@ -32,28 +44,23 @@ class OpenClipBackbone:
     logit_scale: float
     device: torch.device
 
-    def __init__(
-        self,
-        model: str | None = None,
-        pretrained: str | None = None,
-        device: str = "auto",
-        precision: str = "auto",
-        cache_dir: str | None = None,
-        init_seed: Annotated[int, option("seed of the random weights when no pretrained weights are given")] = 0,
-        train_crop_scale: Annotated[tuple[float, float], TRAIN_CROP_SCALE] = (0.08, 1.0),
-        train_flip: Annotated[bool, TRAIN_FLIP] = True,
-    ):
+    @attrs.frozen(kw_only=True)
+    class Options(AugmentationOptions):
+        init_seed: Annotated[int, option("seed of the random weights when no pretrained weights are given")] = 0
+        cache_dir: str | None = None
+
+    def __init__(self, model: str | None = None, pretrained: str | None = None, device: str = "auto",
+                 precision: str = "auto", options: Options = Options()):
         import open_clip
 
         if not model:
             raise BackboneLoadError("the openclip backbone needs a model name: --model ViT-B-16 (or any open_clip model)")
         self.model_name = model
         self.pretrained = pretrained
-        self.train_crop_scale = tuple(train_crop_scale)
-        self.train_flip = train_flip
-        self.device = resolve_device(device)
-        self.autocast_dtype = resolve_precision(precision, self.device)
-        self.model = load_model(model, pretrained, cache_dir=cache_dir, init_seed=init_seed)
+        self.options = options
+        self.device = choose_device(device)
+        self.autocast_dtype = choose_precision(precision, self.device)
+        self.model = load_model(model, pretrained, cache_dir=options.cache_dir, init_seed=options.init_seed)
         self.model.to(self.device).eval().requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(model)
         self.text = _text_tower(self.model, model)
@@ -102,8 +109,8 @@ class OpenClipBackbone:
         normalize = T.Normalize(mean=cfg["mean"], std=cfg["std"])
         bicubic = T.InterpolationMode.BICUBIC
         if train:
-            steps = [T.RandomResizedCrop(size, scale=self.train_crop_scale, interpolation=bicubic)]
-            steps += [T.RandomHorizontalFlip()] if self.train_flip else []
+            steps = [T.RandomResizedCrop(size, scale=self.options.train_crop_scale, interpolation=bicubic)]
+            steps += [T.RandomHorizontalFlip()] if self.options.train_flip else []
         else:
             steps = [T.Resize(crop, interpolation=bicubic), T.CenterCrop(size)]
         return T.Compose([_to_rgb, *steps, T.ToTensor(), normalize])

@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import attrs
 from tqdm.auto import tqdm
 
 from promptgen import hookimpl
 from promptgen.toolkit import option, PluginError
+from promptgen_local import LauncherOptions  # progress, every launcher's
 
 
 class RayLauncher:
@@ -25,25 +27,19 @@ class RayLauncher:
     so that a task can unpickle it on a node that lacks it).
     """
 
-    def __init__(self,
-                 address: Annotated[str | None, option("a running Ray cluster ('ray://head:10001' or 'auto'); None: "
-                                                       "start a local instance")] = None,
-                 num_cpus: Annotated[int | None, option("CPUs of the local instance (None: all); unused with an "
-                                                        "address", minimum=1)] = None,
-                 cpus_per_job: Annotated[float, option("CPUs Ray reserves for each job (fractions allowed)",
-                                                       minimum=0)] = 1,
-                 gpus_per_job: Annotated[float, option("GPUs Ray reserves for each job (fractions allowed)",
-                                                       minimum=0)] = 0,
-                 py_modules: Annotated[list[str] | None, option("module directories shipped with the tasks to a "
-                                                                "cluster; None: the package of the function "
-                                                                "run")] = None,
-                 progress: bool = True):
-        self.address = address
-        self.num_cpus = num_cpus
-        self.cpus_per_job = cpus_per_job
-        self.gpus_per_job = gpus_per_job
-        self.py_modules = py_modules
-        self.progress = progress
+    @attrs.frozen(kw_only=True)
+    class Options(LauncherOptions):
+        address: Annotated[str | None, option("a running Ray cluster ('ray://head:10001' or 'auto'); None: start a "
+                                              "local instance")] = None
+        num_cpus: Annotated[int | None, option("CPUs of the local instance (None: all); unused with an address",
+                                               minimum=1)] = None
+        cpus_per_job: Annotated[float, option("CPUs Ray reserves for each job (fractions allowed)", minimum=0)] = 1
+        gpus_per_job: Annotated[float, option("GPUs Ray reserves for each job (fractions allowed)", minimum=0)] = 0
+        py_modules: Annotated[list[str] | None, option("module directories shipped with the tasks to a cluster; "
+                                                       "None: the package of the function run")] = None
+
+    def __init__(self, options: Options = Options()):
+        self.options = options
 
     def run(self, fn, jobs):
         try:
@@ -53,15 +49,16 @@ class RayLauncher:
         jobs = list(jobs)
         started = not ray.is_initialized()
         if started:
-            if self.address:
-                ray.init(address=self.address, runtime_env={"py_modules": self._modules(fn)}, log_to_driver=False)
+            if self.options.address:
+                ray.init(address=self.options.address, runtime_env={"py_modules": self._modules(fn)},
+                         log_to_driver=False)
             else:
-                ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
+                ray.init(num_cpus=self.options.num_cpus, include_dashboard=False, log_to_driver=False)
         try:
-            task = ray.remote(num_cpus=self.cpus_per_job, num_gpus=self.gpus_per_job)(_call)
+            task = ray.remote(num_cpus=self.options.cpus_per_job, num_gpus=self.options.gpus_per_job)(_call)
             pending = {task.remote(fn, job): index for index, job in enumerate(jobs)}
             results = [None] * len(jobs)
-            with tqdm(total=len(jobs), desc="jobs", unit="job", disable=not self.progress) as bar:
+            with tqdm(total=len(jobs), desc="jobs", unit="job", disable=not self.options.progress) as bar:
                 while pending:
                     ready, _ = ray.wait(list(pending), num_returns=1)
                     results[pending.pop(ready[0])] = ray.get(ready[0])
@@ -72,8 +69,8 @@ class RayLauncher:
                 ray.shutdown()
 
     def _modules(self, fn) -> list[str]:
-        if self.py_modules is not None:
-            return self.py_modules
+        if self.options.py_modules is not None:
+            return self.options.py_modules
         top = type(fn).__module__.split(".")[0]  # e.g. benchmarks, for the harness's job wrapper
         origin = getattr(sys.modules.get(top), "__file__", None)
         return [str(Path(origin).parent)] if origin and Path(origin).name == "__init__.py" else []

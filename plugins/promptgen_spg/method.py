@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import attrs
 import torch
 
 from promptgen.toolkit import (
@@ -27,21 +28,25 @@ class SPG:
 
     inputs = "features"  # its table rank is set where it is registered (promptgen_spg)
 
-    def __init__(self, generator: Annotated[str, option("the stage II generator (SPG: cgan)", component="generator")],
-                 learner: Annotated[str, option("the stage I prompt learner of the per-domain prompt labels",
-                                                component="prompt_learner")] = "spg-coop"):
-        self.generator_name = generator
-        self.learner = learner
+    @attrs.frozen(kw_only=True)
+    class Options:
+        generator: Annotated[str, option("the stage II generator (SPG: cgan)", component="generator")]
+        learner: Annotated[str, option("the stage I prompt learner of the per-domain prompt labels",
+                                       component="prompt_learner")] = "spg-coop"
+
+    def __init__(self, options: Options):
+        self.options = options
+        self.generator_name = options.generator  # the generator a loaded run was saved with, after load
         self.labels = []
         self.generator = None
         self.generator_options: dict = {}
 
     def components(self):
-        return (("prompt_learner", self.learner), ("generator", self.generator_name))
+        return (("prompt_learner", self.options.learner), ("generator", self.generator_name))
 
     def fit(self, run) -> dict:
         with run.timed("stage1"):
-            self.labels = run.prompt_labels(self.learner)
+            self.labels = run.prompt_labels(self.options.learner)
         arguments = {"feature_dim": run.backbone.embed_dim, "n_ctx": self.labels[0].n_ctx,
                      "ctx_dim": run.backbone.ctx_dim}
         self.generator = run.create("generator", self.generator_name, **arguments)

@@ -35,13 +35,13 @@ class LazyFactory:
             raise PluginError(f"lazy factory {target!r}: expected 'package.module:Attribute'")
         self.target, self.keywords = target, keywords
 
-    def resolve(self) -> Any:
+    def load(self) -> Any:
         """The factory itself: the imported attribute, as a functools.partial when keywords are fixed."""
         found = _import(self.target)
         return functools.partial(found, **self.keywords) if self.keywords else found
 
     def __call__(self, *args: Any, **options: Any) -> Any:
-        return self.resolve()(*args, **options)
+        return self.load()(*args, **options)
 
     def __getattr__(self, name: str) -> Any:
         # Only for what the instance lacks (presets, rank, classes, unsupported...): the class answers.
@@ -68,9 +68,9 @@ def lazy(target: str, **keywords: Any) -> LazyFactory:
     return LazyFactory(target, **keywords)
 
 
-def resolve(factory: Any) -> Any:
+def load_factory(factory: Any) -> Any:
     """``factory`` itself, or what a lazy one stands for."""
-    return factory.resolve() if isinstance(factory, LazyFactory) else factory
+    return factory.load() if isinstance(factory, LazyFactory) else factory
 
 
 def unwrap(factory: Any, *, load: bool = True) -> tuple[Any, dict]:
@@ -81,7 +81,7 @@ def unwrap(factory: Any, *, load: bool = True) -> tuple[Any, dict]:
     if isinstance(factory, LazyFactory):
         if not load and factory.target.partition(":")[0] not in sys.modules:
             return factory, dict(factory.keywords)
-        factory = factory.resolve()
+        factory = factory.load()
     while isinstance(factory, functools.partial):
         fixed = {**factory.keywords, **fixed}
         factory = factory.func
@@ -93,7 +93,7 @@ def factory_attribute(factory: Any, attribute: str, default: Any = None) -> Any:
     partial's own first, else the class's behind it; ``default`` when none has it."""
     if isinstance(factory, LazyFactory) and attribute in vars(factory):
         return vars(factory)[attribute]
-    seen = resolve(factory)
+    seen = load_factory(factory)
     while True:
         if attribute in getattr(seen, "__dict__", {}) or (isinstance(seen, type) and hasattr(seen, attribute)):
             return getattr(seen, attribute)

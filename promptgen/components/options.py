@@ -15,6 +15,23 @@ once, here (:data:`SHARED`), for every component that takes them. ``promptgen pl
 lists them all; a bad value fails before any work with one line naming the component and the option.
 A factory's ``**kwargs`` declares nothing: only named options can be set.
 
+**An options object** (llm's ``class Options(llm.Options)``, DomainBed's hparams): a component class may
+instead declare its options as the fields of a frozen attrs class, its ``Options`` attribute, and take
+them whole as one ``options`` parameter beside its hook specification's arguments::
+
+    class MyGenerator:
+        @attrs.frozen(kw_only=True)
+        class Options(GeneratorScheduleOptions):    # epochs, batch_size, lr, ..., seed, progress inherited
+            hidden: Annotated[int, option("hidden width", minimum=1)] = 256
+            epochs: int = 20                        # redeclared: only a default that differs
+
+        def __init__(self, feature_dim, n_ctx, ctx_dim, options: Options): ...
+
+The fields are read exactly as a signature's keywords are (types, ``Annotated`` declarations, the shared
+ones of :data:`SHARED`), the fields the component adds listed first; :func:`call_factory` makes the object from the
+resolved values and passes it as ``options``. A function factory does the same with an ``options``
+parameter annotated with its attrs class.
+
 Run values (promptgen.components.run_values) reach a component that declares an option of their name:
 ``seed`` (the run's seed), ``progress`` (progress bars on or off), ``cache_dir`` (where generated data
 goes) and ``device``. They are not options a user sets per component (a dataset's ``seed`` is its
@@ -31,20 +48,12 @@ from typing import Any, Callable, Mapping
 
 import attrs
 
-from promptgen.components.lazy import unwrap
+from promptgen.components.kinds import HOOKSPEC_ARGUMENTS  # what a kind's hook passes a factory: never options
+from promptgen.components.lazy import factory_attribute, unwrap
 from promptgen.errors import ConfigError, suggestion
 
 RUN_VALUE_NAMES = ("seed", "progress", "cache_dir", "device")  # promptgen.components.run_values.RunValues' fields
 
-# What each kind's hook specification passes to the factory (promptgen/components/hookspecs.py): never options.
-HOOKSPEC_ARGUMENTS: dict[str, tuple[str, ...]] = {
-    "backbone": ("model", "pretrained", "device", "precision"),
-    "prompt_learner": (),
-    "generator": ("feature_dim", "n_ctx", "ctx_dim"),
-    "dataset": ("root",),
-    "launcher": (),
-    "method": (),
-}
 _MISSING = inspect.Parameter.empty
 
 
@@ -91,6 +100,7 @@ SHARED: dict[str, OptionInfo] = {
     "progress": option("show progress bars (a run value)"),
     "cache_dir": option("where generated data and caches go (a run value)"),
     "device": option("the run's device (a run value)"),
+    "sample_seed": option("seed of the noise drawn when sampling prompts (the same every call)"),
 }
 
 
@@ -239,8 +249,72 @@ def _target(factory: Callable) -> tuple[Callable, dict]:
     return (factory.__init__ if isinstance(factory, type) else factory), fixed
 
 
+def options_class(factory: Callable) -> type | None:
+    """The attrs class whose object ``factory`` takes whole as its ``options`` parameter (a class's ``Options``
+    attribute, else the parameter's annotation); None for a factory that declares its options as keywords."""
+    target, _ = _target(factory)
+    try:
+        parameter = inspect.signature(target).parameters.get("options")
+    except (TypeError, ValueError):
+        return None
+    if parameter is None or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+        return None
+    declared = factory_attribute(factory, "Options")
+    if not attrs.has(declared):
+        try:
+            declared = typing.get_type_hints(target).get("options")
+        except Exception:  # an annotation that cannot be resolved
+            return None
+    return declared if isinstance(declared, type) and attrs.has(declared) else None
+
+
+def call_factory(factory: Callable, arguments: Mapping[str, Any]) -> Any:
+    """Call ``factory`` with ``arguments`` (its options, run values and hook-specification arguments): as keywords,
+    or, for a factory that takes an options object, the options gathered into one and the rest as keywords."""
+    cls = options_class(factory)
+    if cls is None:
+        return factory(**arguments)
+    target, fixed = unwrap(factory)
+    fields = {field.name for field in attrs.fields(cls)}
+    given = {**fixed, **arguments}
+    values = {name: value for name, value in given.items() if name in fields}
+    return target(**{name: value for name, value in given.items() if name not in fields}, options=cls(**values))
+
+
+def _object_options(cls: type, fixed: Mapping[str, Any]) -> dict[str, Option]:
+    """The options an options object's fields declare: the class's own fields first, then those it inherits."""
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except Exception:  # an annotation that cannot be resolved: fall back to the defaults' types
+        hints = {}
+    fields = attrs.fields_dict(cls)
+    options = {}
+    for field in (fields[name] for name in _field_order(cls)):
+        default = field.default
+        if isinstance(default, attrs.Factory):
+            default = default.factory()
+        default = fixed.get(field.name, _MISSING if default is attrs.NOTHING else default)
+        annotation = hints.get(field.name, _MISSING)
+        options[field.name] = Option(field.name, default, _types_of(annotation, default), _annotation_text(annotation),
+                                     _info(field.name, annotation))
+    return options
+
+
+def _field_order(cls: type) -> list[str]:
+    """The fields a class adds to its attrs base, then the base's in the base's order, the run values last: a
+    component's own options first, and the shared block in one order for every component (a redeclared default
+    keeps its place)."""
+    base = next((klass for klass in cls.__mro__[1:] if attrs.has(klass)), None)
+    inherited = _field_order(base) if base is not None else []
+    order = [field.name for field in attrs.fields(cls) if field.name not in inherited] + inherited
+    return sorted(order, key=lambda name: name in RUN_VALUE_NAMES)  # the run values last
+
+
 def declared_options(factory: Callable, kind: str) -> dict[str, Option]:
     """Every option ``factory`` declares, by name (hook-spec arguments and ``self`` left out)."""
+    cls = options_class(factory)
+    if cls is not None:
+        return _object_options(cls, unwrap(factory)[1])
     target, fixed = _target(factory)
     try:
         signature = inspect.signature(target)

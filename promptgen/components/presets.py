@@ -40,7 +40,7 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def resolve_preset(name: str, device_type: str) -> str:
+def preset_for_device(name: str, device_type: str) -> str:
     """'auto' -> 'gpu' on CUDA, else 'cpu'; a named preset is itself."""
     if name == "auto":
         return "gpu" if device_type == "cuda" else "cpu"

@@ -18,8 +18,6 @@ import functools
 import importlib.metadata
 import importlib.util
 import os
-import sys
-import traceback
 from typing import Any, Callable, Iterable, Iterator
 
 import attrs
@@ -36,19 +34,9 @@ from promptgen.errors import (
     suggestion,
 )
 from promptgen.components.lazy import LazyFactory, unwrap
-from promptgen.components.options import Option, check_values, declared_options
-from promptgen.components.protocols import PROTOCOLS, missing_members
-
-# kind -> name of the hook that registers components of that kind, in the order they are called
-HOOKS: dict[str, str] = {
-    "backbone": "register_backbones",
-    "prompt_learner": "register_prompt_learners",
-    "generator": "register_generators",
-    "dataset": "register_datasets",
-    "launcher": "register_launchers",
-    "method": "register_methods",
-}
-KINDS = tuple(HOOKS)
+from promptgen.components.options import Option, call_factory, check_values, declared_options
+from promptgen.components.kinds import HOOKS, KINDS, PROTOCOLS  # the one table of kinds, in registration order
+from promptgen.components.protocols import missing_members
 
 
 @attrs.frozen
@@ -129,7 +117,7 @@ class Registry:
         declared = component.options  # each value its declaration accepts (type, range, choices), or one line
         options.update(check_values(declared, {key: value for key, value in options.items() if key in declared},
                                     component.where, self))
-        built = component.factory(**options)
+        built = call_factory(component.factory, options)
         if not isinstance(component.factory, type):  # classes were checked at registration
             problems = missing_members(built, PROTOCOLS[kind])
             if problems:
@@ -307,62 +295,3 @@ def default_registry() -> Registry:
 def create(kind: str, name: str, **options: Any) -> Any:
     """Shortcut: build a component from the installed plugins."""
     return default_registry().create(kind, name, **options)
-
-
-def plugin_at_fault(error: BaseException) -> str | None:
-    """How a message names the plugin whose code raised ``error`` (an error promptgen did not expect):
-    "plugin 'x' (distribution x-dist 1.0; dataset 'y') at file.py:12"; None when promptgen's own code raised it.
-
-    The innermost frame of the traceback that is promptgen's or an installed plugin's decides; library frames
-    (torch, numpy, ...) are passed over. Nothing is imported for it: the plugins are those the command loaded.
-    """
-    try:
-        registry = default_registry()
-    except Exception:  # naming a culprit must never hide the error itself
-        return None
-    modules = {}  # a plugin's module -> the plugin's name
-    for name, plugin in registry.plugin_manager.list_name_plugin():
-        module = plugin.__name__ if isinstance(plugin, type(sys)) else type(plugin).__module__
-        modules[module] = name
-    frames = list(traceback.walk_tb(error.__traceback__))[::-1]  # innermost first
-    for index, (frame, line) in enumerate(frames):
-        module = frame.f_globals.get("__name__", "")
-        if module.split(".")[0] in ("promptgen", "benchmarks"):
-            return None  # promptgen's own code raised it (called by a plugin or not)
-        owner = _owner(module, modules)
-        if owner is not None:
-            break
-    else:
-        return None
-    distribution, version = registry.distributions.get(owner, ("", ""))
-    facts = [f"distribution {distribution} {version}".rstrip()] if distribution else []
-    component = _component_raising(registry, owner, [outer for outer, _ in frames[index:]])
-    if component is not None:
-        facts.append(f"{component.kind.replace('_', ' ')} {component.name!r}")
-    where = f"{os.path.basename(frame.f_code.co_filename)}:{line}"
-    return f"plugin {owner!r}" + (f" ({'; '.join(facts)})" if facts else "") + f" at {where}"
-
-
-def _owner(module: str, modules: dict[str, str]) -> str | None:
-    """The plugin whose module is ``module`` or a package holding it (the longest such), else a plugin of the same
-    top-level package (a plugin registered as ``acme.plugin`` owns ``acme.datasets`` too), else None."""
-    inside = [m for m in modules if module == m or module.startswith(m + ".")]
-    if inside:
-        return modules[max(inside, key=len)]
-    top = module.split(".")[0]
-    return next((plugin for m, plugin in sorted(modules.items()) if m.split(".")[0] == top), None)
-
-
-def _component_raising(registry: Registry, plugin: str, frames: list) -> Component | None:
-    """The component of ``plugin`` whose method raised: the class of a ``self`` in the frames, innermost first."""
-    classes = {}
-    for component in registry:
-        if component.plugin == plugin:
-            factory, _ = unwrap(component.factory, load=False)  # only if imported already: naming imports nothing
-            if isinstance(factory, type):
-                classes.setdefault(factory, component)
-    for frame in frames:
-        owner = frame.f_locals.get("self")
-        if owner is not None and type(owner) in classes:
-            return classes[type(owner)]
-    return None

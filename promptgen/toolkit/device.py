@@ -9,7 +9,7 @@ import torch
 from promptgen.errors import ConfigError
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
+def choose_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' -> cuda if available, else mps, else cpu. An unavailable explicit device is an error."""
     if isinstance(device, torch.device):
         return device
@@ -28,7 +28,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+def choose_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for a precision name, or None for plain fp32.
 
     'auto' is bf16 on CUDA (frozen encoders lose nothing measurable) and fp32 elsewhere:

@@ -20,9 +20,9 @@ from promptgen.components.protocols import SteppedGenerator, protocol_members
 from promptgen.toolkit.evaluate import instance_accuracy
 from promptgen.toolkit.prompts import PromptAssembler
 from promptgen.toolkit.epochs import Epochs
-from promptgen.toolkit.schedules import dassl_lr, warmup_cosine
-from promptgen.toolkit.selection import BestEpoch, report_epoch
-from promptgen.toolkit.values import FeatureSet, PromptLabel
+from promptgen.toolkit.lr_schedules import dassl_lr, warmup_cosine
+from promptgen.toolkit.best_epoch import BestEpoch, report_epoch
+from promptgen.values import FeatureSet, PromptLabel
 
 
 def condition(features: torch.Tensor) -> torch.Tensor:
@@ -94,7 +94,7 @@ class Trainer:
     min_batch: int = 2  # BatchNorm needs two samples
 
 
-SCHEDULES = SHARED["lr_schedule"].choices  # epoch: Dassl's, as the official code; step: promptgen's per-step cosine
+LR_SCHEDULES = SHARED["lr_schedule"].choices  # epoch: Dassl's, as the official code; step: promptgen's per-step cosine
 
 
 def train_epochs(
@@ -114,27 +114,27 @@ def train_epochs(
     progress: bool,
     score: Callable[[], float] | None = None,
     watch_score: Callable[[FeatureSet], float] | None = None,
-    schedule: str = "step",
+    lr_schedule: str = "step",
     warmup_lr: float = 1e-5,
     select_from: int = 0,
 ) -> dict:
     """Step through the epochs (promptgen.toolkit.epochs: one view of every image per epoch), score on ``val`` after
     each, keep the best epoch.
 
-    schedule: "epoch" is the official one (promptgen.toolkit.schedules.dassl_lr: set once per epoch, a linear
+    lr_schedule: "epoch" is the official one (promptgen.toolkit.lr_schedules.dassl_lr: set once per epoch, a linear
     warm-up from ``warmup_lr``, cosine with T_max = ``epochs`` after it); "step" is promptgen's earlier
     per-step linear warm-up and cosine to zero. score: how an epoch is judged (higher is better), by
     default the accuracy of the generator's own prompts on ``val``; a method that uses the generated
     prompts otherwise (a negative path subtracted from a positive one) passes its own, and ``watch_score``, the
-    same judgement of any FeatureSet, for the splits a sweep's model selection watches (promptgen.toolkit.selection:
+    same judgement of any FeatureSet, for the splits a sweep's model selection watches (promptgen.toolkit.best_epoch:
     every epoch is reported to an open watch; the default scores the generator's own prompts). Only epochs from
-    ``select_from`` on are candidates (DPSPG's LATE); promptgen.toolkit.selection's rule keeps the epoch.
+    ``select_from`` on are candidates (DPSPG's LATE); promptgen.toolkit.best_epoch's rule keeps the epoch.
     Returns {"best_epoch", "best_score", "history"} (history rows ``{"epoch", "val_accuracy", <the
     step's losses>}``: the Generator protocol's report, so a generator's ``fit`` can return it as it is);
     the generator is left in its best state.
     """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"{name}: schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"{name}: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
     if not 0 <= select_from < epochs:
         raise ValueError(f"{name}: select_from={select_from} must be in [0, epochs={epochs})")
     step, optimizers, modules, min_batch = trainer.step, trainer.optimizers, trainer.modules, trainer.min_batch
@@ -156,7 +156,7 @@ def train_epochs(
             bar.update(1)
             if len(index) < min_batch:
                 continue  # BatchNorm needs two samples
-            rate = dassl_lr(epoch, epochs, warmup_epochs, lr, "linear", warmup_lr) if schedule == "epoch" else \
+            rate = dassl_lr(epoch, epochs, warmup_epochs, lr, "linear", warmup_lr) if lr_schedule == "epoch" else \
                 warmup_cosine(epoch * steps + index_of_step, total, warmup, lr)
             for optimizer in optimizers:
                 for group in optimizer.param_groups:
@@ -179,26 +179,39 @@ def train_epochs(
 
 def fit_generator(generator, backbone, train: FeatureSet, prompt_labels: Sequence[PromptLabel], val: FeatureSet | None,
                   *, name: str) -> dict:
-    """:func:`train_epochs` with the generator's own ``trainer(...)`` and :func:`loop_settings`."""
+    """:func:`train_epochs` with the generator's own ``trainer(...)`` and :func:`loop_arguments`."""
     return train_epochs(generator, backbone, train, prompt_labels, val, name=name,
-                        trainer=generator.trainer(backbone, train, prompt_labels), **loop_settings(generator))
+                        trainer=generator.trainer(backbone, train, prompt_labels), **loop_arguments(generator))
 
 
-def loop_settings(generator) -> dict:
+def loop_arguments(generator) -> dict:
     """The keywords of :func:`train_epochs` a generator that trains in this loop gives (the SteppedGenerator
-    protocol, promptgen.components.protocols): its schedule block, ``seed``, ``lr_schedule`` and ``progress``."""
+    protocol, promptgen.components.protocols): its schedule block, ``seed``, ``lr_schedule`` and ``progress``, from
+    its options object (a GeneratorScheduleOptions) when it has one, else from its own attributes."""
+    source = _loop_source(generator)
     schedule = generator.schedule
     return {"epochs": schedule.epochs, "batch_size": schedule.batch_size, "lr": schedule.lr,
-            "warmup_epochs": schedule.warmup_epochs, "seed": generator.seed, "schedule": generator.lr_schedule,
-            "progress": generator.progress}
+            "warmup_epochs": schedule.warmup_epochs, "seed": source.seed, "lr_schedule": source.lr_schedule,
+            "progress": source.progress}
+
+
+def _loop_source(generator):
+    """Where a generator keeps ``seed``, ``lr_schedule`` and ``progress``: its options object, or itself (a
+    generator that declares keyword options)."""
+    options = getattr(generator, "options", None)
+    return options if all(hasattr(options, name) for name in LOOP_VALUES) else generator
+
+
+LOOP_VALUES = ("seed", "lr_schedule", "progress")
 
 
 def trains_in_loop(generator) -> bool:
     """Whether ``generator`` (a built one) is a SteppedGenerator: one that this loop can train. A factory is
     asked with ``trains_in_loop(factory_class(...))`` or, before building, :func:`builds_stepped`."""
     methods, attributes = protocol_members(SteppedGenerator)
+    source = _loop_source(generator)
     return all(callable(getattr(generator, name, None)) for name in methods) and \
-        all(hasattr(generator, name) for name in attributes)
+        all(hasattr(source if name in LOOP_VALUES else generator, name) for name in attributes)
 
 
 def builds_stepped(factory) -> bool:

@@ -2,8 +2,8 @@
 
 CoOp's schedule (the official config SPG's stage I and its baselines use): SGD with momentum, a
 constant warm-up at ``warmup_lr`` for ``warmup_epochs``, then Dassl's per-epoch cosine
-(promptgen.toolkit.schedules.dassl_lr). After each epoch the prompts are scored (on the source val split)
-and the best epoch is kept by the one rule every loop shares (promptgen.toolkit.selection: of two equal
+(promptgen.toolkit.lr_schedules.dassl_lr). After each epoch the prompts are scored (on the source val split)
+and the best epoch is kept by the one rule every loop shares (promptgen.toolkit.best_epoch: of two equal
 scores the earlier, as the official code). The caller supplies the batches, the loss of one batch and the
 score; the per-epoch history (train loss, score, learning rate) and a progress bar by step are here
 once. :func:`fit_context` is the loop for one shared context on cached features (CoOp-style prompt
@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 from promptgen.toolkit.evaluate import prompt_logits
 from promptgen.toolkit.prompts import PromptAssembler
 from promptgen.toolkit.epochs import Epochs
-from promptgen.toolkit.selection import BestEpoch, report_epoch
-from promptgen.toolkit.schedules import dassl_lr
-from promptgen.toolkit.values import FeatureSet
+from promptgen.toolkit.best_epoch import BestEpoch, report_epoch
+from promptgen.toolkit.lr_schedules import dassl_lr
+from promptgen.values import FeatureSet
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits [B, C], labels [B]) -> scalar
 Score = Callable[[torch.Tensor, torch.Tensor], float]  # (logits [N, C], labels [N]) -> higher is better
@@ -39,7 +39,7 @@ def train_prompts(module: torch.nn.Module, *, batches: Callable[[], Iterable[Any
     batches() gives one epoch's batches (``steps`` of them); loss(batch) their loss; score() the
     epoch's score. Returns {"best_epoch", "best_score", "history", "steps"} (steps: optimizer steps taken).
     score_features(FeatureSet) or score_split(split name): the same judgement of any split, for a sweep's model
-    selection (each epoch is reported to an open watch: promptgen.toolkit.selection); a loop given neither is
+    selection (each epoch is reported to an open watch: promptgen.toolkit.best_epoch); a loop given neither is
     not watched.
     """
     optimizer = torch.optim.SGD(module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
