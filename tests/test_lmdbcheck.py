@@ -193,3 +193,31 @@ def test_the_check_never_fails_on_any_damage_only_names_it(sound, tmp_path, wher
     path = damaged_copy(sound, tmp_path, {int(where * len(sound)): garbage})
     found = lmdbcheck.problem(path)
     assert found is None or isinstance(found, str) and found
+
+
+def test_salvage_ends_on_a_branch_that_points_back_to_the_root(sound, tmp_path):
+    """A loop in the tree: salvage reads each page once (it ran forever before), keeping what the rest reaches."""
+    import threading
+
+    changes, _ = _damage("loop", *layout(sound, tmp_path))
+    path, found = damaged_copy(sound, tmp_path, changes), []
+    worker = threading.Thread(target=lambda: found.extend(lmdbcheck.salvage(path)), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "salvage did not end on a looping tree"
+    salvaged = dict(found)
+    assert salvaged and len(salvaged) < len(ENTRIES)  # the looped child's subtree is lost, the rest kept
+    assert all(ENTRIES[key] == value for key, value in salvaged.items())
+
+
+def test_salvaging_a_cache_with_no_readable_meta_page_is_one_clear_error_and_keeps_the_file(tmp_path):
+    from promptgen.errors import CacheError
+    from promptgen.storage.cache_maintenance import salvage_files
+
+    folder = tmp_path / "features.lmdb"
+    folder.mkdir()
+    garbage = bytes(range(256)) * 64  # 16 KiB that is no LMDB file
+    (folder / "data.mdb").write_bytes(garbage)
+    with pytest.raises(CacheError, match=r"features.lmdb: nothing in it can be salvaged .*cache clear --all"):
+        salvage_files(tmp_path)
+    assert (folder / "data.mdb").read_bytes() == garbage  # nothing lost: the file stays for whoever looks at it

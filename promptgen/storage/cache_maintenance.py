@@ -145,7 +145,11 @@ def salvage_files(root: str | Path | None = None) -> dict:
     into a fresh file, which takes the damaged one's place. Returns {"kept", "dropped"}."""
     path = (cache_root(root) / "features.lmdb").absolute()
     emptied = (path / "data.mdb").is_file() and (path / "data.mdb").stat().st_size == 0
-    entries = [] if emptied else list(lmdbcheck.salvage(path / "data.mdb"))
+    try:
+        entries = [] if emptied else list(lmdbcheck.salvage(path / "data.mdb"))
+    except lmdbcheck.Damaged as error:  # no meta page to start from: nothing is reachable, and the file is kept
+        raise CacheError(f"{path}: nothing in it can be salvaged ({error}); `promptgen cache clear --all` starts "
+                         f"afresh") from None
     dims = {key[len(META_TAG):].decode(errors="replace"): embed_dim(value) for key, value in entries
             if key.startswith(META_TAG) and embed_dim(value) is not None}
     fresh_dir = path.with_name(path.name + ".rebuild")

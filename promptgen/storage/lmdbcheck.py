@@ -169,8 +169,12 @@ def salvage(path: Path) -> Iterator[tuple[bytes, bytes]]:
     """Every (key, value) of the main database that can be reached through sound pages (damaged subtrees skipped)."""
     pages = Pages(path)
     stack = [pages.roots[1]] if pages.roots[1] != NO_PAGE else []
+    seen = set()  # a damaged branch may point back up the tree: each page is read once, so salvage ends
     while stack:
         number = stack.pop()
+        if number in seen:
+            continue
+        seen.add(number)
         try:
             page = pages.page(number)
             flags = HEADER.unpack_from(page)[2]
