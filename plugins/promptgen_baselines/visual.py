@@ -118,7 +118,8 @@ class ImagePromptMethod:
         # training: each image once per epoch, freshly augmented, the last partial batch dropped (Dassl's loader,
         # data_manager.py:38-44; promptgen.toolkit.epochs does the same on cached features)
         return torch.utils.data.DataLoader(images, batch_size=batch, shuffle=shuffle is not None, generator=shuffle,
-                                           num_workers=self.options.num_workers, drop_last=train and len(images) >= batch)
+                                           num_workers=self.options.num_workers,
+                                           drop_last=train and len(images) >= batch)
 
     def fit(self, run) -> dict:
         backbone = run.backbone

@@ -24,12 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from promptgen.toolkit import (
-    ConfigError, FeatureSet, fit_generator, GENERATOR_PRESETS, GeneratorScheduleOptions, load_module_states, module_states, option,
+    ConfigError, FeatureSet, fit_generator, GENERATOR_PRESETS, GeneratorScheduleOptions, load_module_states,
+    module_states, option,
     Trainer,
 )
 from promptgen_cgan.networks import CONDITIONS, INITS, PromptDiscriminator, PromptGenerator
 
-UPDATES = ("d-first", "g-first")  # d-first: the official order; g-first: promptgen's earlier one
+UPDATES = ("d-first", "g-first")  # d-first: the official order; g-first: promptgen's own (the cpu preset's)
 
 # The per-parameter gradient-norm limits the released scripts apply on every dataset: train.py's argparse defaults
 # (train.py:274-279), which overwrite the YAML's PACS values (spg.yaml:52-58) because the scripts pass no flags.
@@ -74,7 +75,7 @@ class CGANGenerator:
     # YAML's 2e-4 is a comment) with default betas (spg_cgan.py:135-136), 70 epochs, batch 32, the argparse clip
     # limits by parameter name, the L2-normalised feature as the condition, D updated first, Kaiming a=0 init,
     # Dassl's per-epoch schedule (linear warm-up from 1e-5 over 4 epochs, spg.yaml:21-25; cosine after it).
-    # cpu: batch 128 (4x fewer steps for small MLPs on 2 cores), lr 2e-4, and promptgen's earlier choices
+    # cpu: batch 128 (4x fewer steps for small MLPs on 2 cores), lr 2e-4, and promptgen's own choices
     # (rescaled condition, betas (0.5, 0.999), G first, its init, per-step cosine), no clipping: docs/parity.md.
     presets = {
         "gpu": {"epochs": 70, "batch_size": 32, "lr": 2e-3, "grad_clip": "official", "condition": "normalised",
@@ -84,7 +85,8 @@ class CGANGenerator:
 
     @attrs.frozen(kw_only=True)
     class Options(GeneratorScheduleOptions):
-        noise_dim: Annotated[int, option("width of the noise drawn per image (the official code: 100)", minimum=1)] = 100
+        noise_dim: Annotated[int, option("width of the noise drawn per image (the official code: 100)",
+                                         minimum=1)] = 100
         grad_clip: Annotated[dict | str | None, option(
             "per-parameter gradient-norm limits: 'official' (the released scripts'), a dict of some of them, or None "
             "(no clipping)")] = attrs.field(default=None, converter=_clip_limits)
@@ -119,7 +121,8 @@ class CGANGenerator:
     def sample(self, features: torch.Tensor) -> torch.Tensor:
         """features [N, feature_dim] -> prompts [N, n_ctx, ctx_dim]; noise seeded per call, so repeatable."""
         device = next(self.generator.parameters()).device
-        noise = torch.randn(len(features), self.options.noise_dim, generator=torch.Generator().manual_seed(self.options.sample_seed))
+        seeded = torch.Generator().manual_seed(self.options.sample_seed)
+        noise = torch.randn(len(features), self.options.noise_dim, generator=seeded)
         self.generator.eval()
         return self.generator(noise.to(device), features.to(device, torch.float32))
 

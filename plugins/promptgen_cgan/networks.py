@@ -14,7 +14,7 @@ INITS = ("kaiming", "gan")
 
 def initialise(net: nn.Module, how: str) -> None:
     """"kaiming": the official code's init of both networks (spg_cgan.py:53-56,91-94): kaiming_uniform_ with a = 0
-    (fan_in, leaky_relu gain) on every Linear, biases left at PyTorch's default. "gan": promptgen's earlier one,
+    (fan_in, leaky_relu gain) on every Linear, biases left at PyTorch's default. "gan": promptgen's own (cpu preset),
     a = 0.2 and zero biases on the generator, PyTorch's default on the discriminator."""
     for module in net.modules():
         if isinstance(module, nn.Linear):

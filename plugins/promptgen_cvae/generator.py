@@ -70,7 +70,8 @@ class CVAEGenerator:
         if self.options.sample_mode == "mean":
             z = torch.zeros(len(features), self.options.latent_dim)
         else:
-            z = torch.randn(len(features), self.options.latent_dim, generator=torch.Generator().manual_seed(self.options.sample_seed))
+            seeded = torch.Generator().manual_seed(self.options.sample_seed)
+            z = torch.randn(len(features), self.options.latent_dim, generator=seeded)
         self.decoder.eval()
         flat = self.decoder(torch.cat([z.to(device), condition(features.to(device, torch.float32))], dim=1))
         return self.scaler.denormalize(flat, self.shape)

@@ -122,7 +122,8 @@ class DiffusionGenerator:
         device = self.scaler.center.device
         features = features.to(device, torch.float32)
         alpha_bar = self.alpha_bar.to(device)
-        x = torch.randn(len(features), self.size, generator=torch.Generator().manual_seed(self.options.sample_seed)).to(device)
+        seeded = torch.Generator().manual_seed(self.options.sample_seed)
+        x = torch.randn(len(features), self.size, generator=seeded).to(device)
         times = torch.linspace(len(alpha_bar) - 1, 0, self.options.sample_steps).round().long().tolist()
         self.denoiser.eval()
         for i, t in enumerate(times):

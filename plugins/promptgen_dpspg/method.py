@@ -49,7 +49,7 @@ class DualPath:
     rank = 90
     # gpu: the DPSPG code's procedure (docs/parity.md, row 9): stage I joint, stage II joint, LATE = 20
     # (pnspg_transformer.yaml:47; train.py:87-88 keeps it: --late_epoch defaults to 0, which is falsy).
-    # cpu: promptgen's earlier procedure, kept for digits runs on 2 cores: its transformer trains 6 epochs,
+    # cpu: promptgen's own procedure, for digits runs on 2 cores: its transformer trains 6 epochs,
     # fewer than LATE = 20, and the digits tables of docs/methods.md were measured with separate labels and
     # sequential generators, so cpu runs stay comparable with them.
     presets = {"gpu": {"stage1": "joint", "stage2": "joint", "late": 20},

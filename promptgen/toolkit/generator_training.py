@@ -122,7 +122,7 @@ def train_epochs(
     each, keep the best epoch.
 
     lr_schedule: "epoch" is the official one (promptgen.toolkit.lr_schedules.dassl_lr: set once per epoch, a linear
-    warm-up from ``warmup_lr``, cosine with T_max = ``epochs`` after it); "step" is promptgen's earlier
+    warm-up from ``warmup_lr``, cosine with T_max = ``epochs`` after it); "step" is promptgen's own
     per-step linear warm-up and cosine to zero. score: how an epoch is judged (higher is better), by
     default the accuracy of the generator's own prompts on ``val``; a method that uses the generated
     prompts otherwise (a negative path subtracted from a positive one) passes its own, and ``watch_score``, the
