@@ -247,33 +247,3 @@ def test_the_epoch_is_set_from_the_cli_and_a_suite_and_recorded(tmp_path, capsys
     import json
 
     assert json.loads((out / "metrics.json").read_text())["epoch"] == "images"
-
-
-@pytest.mark.slow
-def test_a_third_party_learner_takes_another_sections_settings_through_settings_from(install_plugin, tmp_path,
-                                                                                     capsys):
-    """The extension point spg-coop uses, from a plugin installed through a real entry point: its factory's
-    ``settings_from`` sections apply first, its own section last, in a dry run and a run."""
-    install_plugin("pg_quiet_coop", """
-        from promptgen import hookimpl
-        from promptgen_coop.learner import CoOpPrompt
-
-        class QuietCoOp(CoOpPrompt):
-            name = "quiet-coop"
-            settings_from = ("coop",)
-
-        @hookimpl
-        def register_prompt_learners(register):
-            register("quiet-coop", QuietCoOp)
-    """)
-    from promptgen import cli
-
-    out = tmp_path / "run"
-    assert cli.main(["train", "--target", "photo", "--method", "spg-cgan", "--set", "spg-cgan.learner=quiet-coop",
-                     "--set", "coop.epochs=2", "--set", "coop.lr=0.5", "--set", "quiet-coop.lr=0.01",
-                     "--set", "coop.warmup_epochs=0", "--set", "cgan.epochs=1", "--set", "cgan.warmup_epochs=0",
-                     "--set", "digits-dg.per_class=5", "--views", "1", "--quiet", "--out", str(out)]) == 0
-    import json
-
-    options = json.loads((out / "config.json").read_text())["options"]["prompt_learner/quiet-coop"]
-    assert (options["epochs"], options["lr"], options["warmup_epochs"]) == (2, 0.01, 0)

@@ -1,6 +1,6 @@
 """promptgen.errors (the error types, a leaf: it imports nothing from promptgen) and how a command shows any error:
 one line and an exit code (promptgen.cli.failures.describe), naming the plugin to blame for a bug in a plugin
-(promptgen.cli.blame). The commands' end-to-end messages are in test_clear_messages.py and test_bad_inputs.py."""
+(promptgen.cli.blame). The commands' end-to-end messages are in test_failure_modes.py."""
 
 from __future__ import annotations
 

@@ -8,7 +8,6 @@ import base64
 import contextlib
 import io
 import json
-import logging
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,6 @@ import pytest
 from benchmarks import run
 from benchmarks.records import RecordStore
 from benchmarks.report import write_report
-from promptgen.runs import curves
 from promptgen.runs import rundir
 from promptgen.runs.curves import curve_sets, plot_curves, write_tensorboard
 from promptgen.errors import PromptgenError
@@ -75,22 +73,6 @@ def test_plot_curves_returns_none_without_history_and_writes_a_png_otherwise(tmp
     pixels = matplotlib.image.imread(path)
     assert pixels.shape[0] > 500 and pixels.shape[1] > 800  # five curve sets: one row each, three panels
     assert plot_curves(trained, tmp_path / "elsewhere.png") == tmp_path / "elsewhere.png"
-
-
-def test_write_metrics_plots_the_curves_and_a_failing_plot_only_warns(tmp_path, monkeypatch, caplog):
-    history = [{"epoch": 0, "train_loss": 1.0, "val_accuracy": 0.5}, {"epoch": 1, "train_loss": 0.5}]
-    rundir.write_metrics(tmp_path, {"fit": {}}, history)
-    assert (tmp_path / "curves.png").read_bytes()[:8] == PNG_SIGNATURE
-
-    def broken(run_dir):
-        raise RuntimeError("no fonts")
-
-    monkeypatch.setattr(curves, "plot_curves", broken)
-    (tmp_path / "other").mkdir()
-    with caplog.at_level(logging.WARNING, logger="promptgen.runs.rundir"):
-        rundir.write_metrics(tmp_path / "other", {"fit": {}}, history)
-    assert (tmp_path / "other" / "metrics.json").is_file() and (tmp_path / "other" / "history.json").is_file()
-    assert "could not plot the training curves: no fonts" in caplog.text
 
 
 def test_write_tensorboard_writes_the_same_series(tmp_path):
