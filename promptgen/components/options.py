@@ -283,21 +283,31 @@ def call_factory(factory: Callable, arguments: Mapping[str, Any]) -> Any:
 
 def _object_options(cls: type, fixed: Mapping[str, Any]) -> dict[str, Option]:
     """The options an options object's fields declare: the class's own fields first, then those it inherits."""
-    try:
-        hints = typing.get_type_hints(cls, include_extras=True)
-    except Exception:  # an annotation that cannot be resolved: fall back to the defaults' types
-        hints = {}
+    hints = _hints(cls)
     fields = attrs.fields_dict(cls)
     options = {}
     for field in (fields[name] for name in _field_order(cls)):
         default = field.default
         if isinstance(default, attrs.Factory):
             default = default.factory()
-        default = fixed.get(field.name, _MISSING if default is attrs.NOTHING else default)
-        annotation = hints.get(field.name, _MISSING)
-        options[field.name] = Option(field.name, default, _types_of(annotation, default), _annotation_text(annotation),
-                                     _info(field.name, annotation))
+        options[field.name] = _option(field.name, fixed.get(field.name, _MISSING if default is attrs.NOTHING
+                                                            else default), hints)
     return options
+
+
+def _hints(declarer: Any) -> dict[str, Any]:
+    """The annotations of a signature or a class, ``Annotated`` kept; none where one cannot be resolved (the
+    defaults' types are used then)."""
+    try:
+        return typing.get_type_hints(declarer, include_extras=True)
+    except Exception:
+        return {}
+
+
+def _option(name: str, default: Any, hints: Mapping[str, Any]) -> Option:
+    """One option as a keyword parameter or an options object's field declares it."""
+    annotation = hints.get(name, _MISSING)
+    return Option(name, default, _types_of(annotation, default), _annotation_text(annotation), _info(name, annotation))
 
 
 def _field_order(cls: type) -> list[str]:
@@ -320,21 +330,12 @@ def declared_options(factory: Callable, kind: str) -> dict[str, Option]:
         signature = inspect.signature(target)
     except (TypeError, ValueError):
         return {}
-    try:
-        hints = typing.get_type_hints(target, include_extras=True)
-    except Exception:  # an annotation that cannot be resolved: fall back to the defaults' types
-        hints = {}
+    hints = _hints(target)
     skip = set(HOOKSPEC_ARGUMENTS[kind]) | {"self"}
-    options = {}
-    for name, parameter in signature.parameters.items():
-        if name in skip or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD,
-                                              parameter.POSITIONAL_ONLY):
-            continue
-        default = fixed.get(name, parameter.default)
-        annotation = hints.get(name, _MISSING)
-        options[name] = Option(name, default, _types_of(annotation, default), _annotation_text(annotation),
-                               _info(name, annotation))
-    return options
+    return {name: _option(name, fixed.get(name, parameter.default), hints)
+            for name, parameter in signature.parameters.items()
+            if name not in skip and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD,
+                                                           parameter.POSITIONAL_ONLY)}
 
 
 def _annotation_text(annotation: Any) -> str:

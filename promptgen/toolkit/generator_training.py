@@ -195,14 +195,14 @@ def loop_arguments(generator) -> dict:
             "progress": source.progress}
 
 
+LOOP_VALUES = ("seed", "lr_schedule", "progress")  # what a generator keeps on its options object, if it has one
+
+
 def _loop_source(generator):
     """Where a generator keeps ``seed``, ``lr_schedule`` and ``progress``: its options object, or itself (a
     generator that declares keyword options)."""
     options = getattr(generator, "options", None)
     return options if all(hasattr(options, name) for name in LOOP_VALUES) else generator
-
-
-LOOP_VALUES = ("seed", "lr_schedule", "progress")
 
 
 def trains_in_loop(generator) -> bool:
