@@ -406,6 +406,16 @@ def test_every_plugin_facing_name_is_importable_from_promptgen_toolkit():
         assert f"`{name}`" in documented, f"{name} is exported but docs/plugins.md does not list it"
     with pytest.raises(AttributeError, match="plugin-facing names"):
         toolkit.no_such_name  # noqa: B018
+    # a name the toolkit gave before says where it went, in one line (a plugin written for an older promptgen)
+    for old, new_home in (("resolve", "renamed load_factory"), ("loop_settings", "renamed loop_arguments"),
+                          ("SCHEDULES", "renamed LR_SCHEDULES"), ("resolve_device", "renamed choose_device"),
+                          ("FeatureCache", "import it from promptgen.storage.cache"),
+                          ("BackboneConfig", "import it from promptgen.runs.config")):
+        with pytest.raises(AttributeError, match=rf"^promptgen\.toolkit\.{old}: .*{new_home}"):
+            getattr(toolkit, old)
+    from promptgen.storage.cache import FeatureCache  # noqa: F401  (the homes named are real)
+    from promptgen.runs.config import BackboneConfig  # noqa: F401
+    assert {"load_factory", "loop_arguments", "LR_SCHEDULES", "choose_device"} <= set(toolkit.__all__)
     code = "import sys, promptgen.toolkit; from promptgen.toolkit import option; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "False"
