@@ -17,7 +17,8 @@ from pathlib import Path
 
 import attrs
 
-from benchmarks import compare, dry_run, method_costs, perf, protocols, report_text, scale, stability, suites, sweep
+from benchmarks import compare, dry_run, method_costs, perf, protocols, remote, report_text, scale, stability, suites, \
+    sweep
 from benchmarks.command_line import Request
 from benchmarks.out_dir import check_out, make_out, sweep_lock
 from benchmarks.records import RecordStore, partial_line, run_jobs, warn_about_strangers
@@ -185,7 +186,12 @@ def run_accuracy(request: Request, suite: suites.Suite, out: Path, hold) -> tupl
         # Within-job progress bars only when jobs run one at a time in this process.
         runner = sweep.JobRunner(out, request.cache_dir, device=rank_device(suite), log=request.log,
                                  progress=not request.quiet and request.launcher == defaults.LAUNCHER)
-        run_jobs(pending, runner, store, force=True, launcher=jobs_launcher)
+        elsewhere = None
+        if pending and not getattr(jobs_launcher, "shares_disk", True):  # features travel, run directories return
+            pack, cost = remote.features_home(pending, jobs_launcher, request.cache_dir, progress=not request.quiet)
+            write_json(out / "features.json", cost)
+            elsewhere = remote.Elsewhere(out.absolute(), pack)
+        run_jobs(pending, runner, store, force=True, launcher=jobs_launcher, elsewhere=elsewhere)
     records = store.records(jobs)
     if request.report and not records and store.records():
         raise ConfigError(f"--report: none of the {len(store.records())} records under {store.directory} is a job of "

@@ -24,6 +24,7 @@ from promptgen.components.lazy import factory_attribute
 from promptgen.runs.engine import build_dataset, check
 from promptgen.errors import ConfigError, PromptgenError, suggestion
 from promptgen.components.presets import preset_for_device
+from promptgen.components.resolve import check_overrides
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +120,23 @@ def expand(suite: Suite, registry, methods: Sequence[str] | None = None, skipped
     else:
         _check_targets(suite, domains)
         splits = (leave_one_out if suite.protocol == "multi-source" else single_source)(domains, suite.targets)
+    # A launcher's settings (--set ray.address=...) say where jobs run, not what they compute: they stay out of the
+    # jobs' configs, so that a sweep resumed on another cluster or with other workers finds its records.
+    launchers = {name for name in example.overrides if registry.has("launcher", name)}
+    try:  # checked here, as the sections the jobs keep are (check, below)
+        check_overrides(registry, {name: example.overrides[name] for name in launchers})
+    except PromptgenError as error:
+        raise ConfigError(f"{where}: {error}") from None
     jobs = []
     for method in methods:
         deterministic = method_attribute(registry, method, "deterministic", False)
         for sources, targets in splits:
             for seed in suite.seeds[:1] if deterministic else suite.seeds:
-                jobs.append(Job(suite.protocol, suite.run_config(targets=targets, sources=sources, method=method,
-                                                                 seed=seed)))
+                config = suite.run_config(targets=targets, sources=sources, method=method, seed=seed)
+                if launchers:
+                    config = attrs.evolve(config, overrides={name: values for name, values in config.overrides.items()
+                                                             if name not in launchers})
+                jobs.append(Job(suite.protocol, config))
     jobs.sort(key=lambda job: (splits.index((job.config.sources, job.config.targets)), methods.index(job.method)))
     for job in {job.method: job for job in jobs}.values():  # one job per method: the others differ in domains
         try:

@@ -192,30 +192,55 @@ def estimate(pending: Sequence[Job], records: Sequence[dict]) -> tuple[dict[str,
 
 @attrs.frozen
 class Attempt:
-    """Run one job and write its record: ok with ``fn``'s result, or failed with the error.
+    """Run one job: its record, ok with ``fn``'s result or failed with the error (it never raises). Runs wherever
+    the launcher runs the job; the record is written by :func:`run_jobs`, in the sweep's own process.
 
     A class rather than a closure so that process pools and Ray can pickle it.
     """
 
     fn: Callable[[Job], dict]
-    store: RecordStore
 
     def __call__(self, job: Job) -> dict:
         try:
-            record = {"status": "ok", **self.fn(job)}
+            return {"status": "ok", **self.fn(job)}
         except Exception as error:  # one job's failure must not end the sweep; it is recorded instead
-            record = {"status": "failed", "error": f"{type(error).__name__}: {error}",
-                      "traceback": traceback.format_exc()}
-        self.store.write(job, record)
-        return record
+            return failed(error, traceback.format_exc())
+
+
+def failed(error: BaseException, trace: str | None = None) -> dict:
+    """The record of a job that failed with ``error``: where the job ran (``trace``), or where its launcher could
+    not run it (its worker or node died)."""
+    return {"status": "failed", "error": f"{type(error).__name__}: {error}",
+            "traceback": trace or "".join(traceback.format_exception(error))}
 
 
 def run_jobs(jobs: Iterable[Job], fn: Callable[[Job], dict], store: RecordStore, *, force: bool = False,
-             launcher=None) -> list[dict]:
-    """Run every job not already done (all with ``force``); a failing job records its error and the rest go on."""
+             launcher=None, elsewhere=None) -> list[dict]:
+    """Run every job not already done (all with ``force``); a failing job records its error and the rest go on.
+
+    Every record is written here, in this process, as its job's result arrives (the launcher's ``done``), so a sweep
+    stopped halfway keeps what finished and no job needs this process's disk. ``elsewhere``: the launcher's
+    workers share no disk with this process (benchmarks.remote.Elsewhere): each job runs as its ``attempt``, and
+    its run directory comes back in its record and is written under --out here.
+    """
     pending = [job for job in jobs if force or not store.done(job)]
-    attempt = Attempt(fn, store)
-    return launcher.run(attempt, pending) if launcher is not None else [attempt(job) for job in pending]
+    attempt = Attempt(fn) if elsewhere is None else elsewhere.attempt(fn)
+    records: list[dict] = [{}] * len(pending)
+
+    def done(index: int, result) -> None:
+        job = pending[index]
+        record = failed(result) if isinstance(result, BaseException) else result
+        if elsewhere is not None:
+            record = elsewhere.bring_home(job, record)
+        store.write(job, record)
+        records[index] = record
+
+    if launcher is None:
+        for index, job in enumerate(pending):
+            done(index, attempt(job))
+    else:
+        launcher.run(attempt, pending, done=done)
+    return records
 
 
 LISTED = 3  # record files named in a one-line message; the rest are counted

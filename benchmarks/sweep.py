@@ -4,6 +4,8 @@ launcher), and the table, CSV and plot derived from the records.
 Output directory (``--out``, default results/<suite>/):
   records/<job id>.json   one per job: status, accuracy per target, val accuracy, stage times, versions
   runs/<job id>/          the engine's run directory (prompt labels, generator, metrics, curves.png)
+  features.json           a launcher whose workers share no disk (benchmarks.remote): the features planned,
+                          extracted on the workers and packed for them, and the seconds it took
   table.md, table.csv     rows = methods, columns = domains + avg, mean over seeds with a 95% interval over
                           seeds and test images, and a paired test against each column's best (benchmarks.tables)
   table.png               bars per domain, error bars = those intervals

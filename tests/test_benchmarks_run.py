@@ -461,9 +461,11 @@ def test_the_ray_launcher_ships_the_package_of_the_job_wherever_it_was_imported_
     from benchmarks.records import Attempt
     from promptgen_ray import RayLauncher
 
-    attempt = Attempt(sweep.JobRunner(tmp_path), RecordStore(tmp_path))
-    assert RayLauncher()._modules(attempt) == [str(Path(benchmarks.__file__).parent)]
-    assert RayLauncher(RayLauncher.Options(py_modules=["elsewhere"]))._modules(attempt) == ["elsewhere"]
+    from benchmarks.remote import NodeJob
+
+    for job_function in (Attempt(sweep.JobRunner(tmp_path)), NodeJob(sweep.JobRunner(tmp_path), None)):
+        assert RayLauncher()._modules(job_function) == [str(Path(benchmarks.__file__).parent)]
+    assert RayLauncher(RayLauncher.Options(py_modules=["elsewhere"]))._modules(job_function) == ["elsewhere"]
 
 
 @pytest.mark.slow

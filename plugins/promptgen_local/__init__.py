@@ -30,8 +30,13 @@ class LocalLauncher:
     def __init__(self, options: LauncherOptions = LauncherOptions()):
         self.options = options
 
-    def run(self, fn, jobs):
-        return [fn(job) for job in tqdm(jobs, desc="jobs", unit="job", disable=not self.options.progress)]
+    def run(self, fn, jobs, done=None):
+        results = []
+        for index, job in enumerate(tqdm(jobs, desc="jobs", unit="job", disable=not self.options.progress)):
+            results.append(fn(job))
+            if done is not None:
+                done(index, results[-1])
+        return results
 
 
 def _limit_threads(threads: int) -> None:
@@ -61,7 +66,7 @@ class ProcessLauncher:
         self.workers = max(1, int(options.workers))  # jobs at once (the Launcher protocol's optional member)
         self.threads = options.threads_per_worker or max(1, usable_cores() // self.workers)
 
-    def run(self, fn, jobs):
+    def run(self, fn, jobs, done=None):
         jobs = list(jobs)
         if not jobs:
             return []
@@ -74,9 +79,18 @@ class ProcessLauncher:
                                                         initargs=(self.threads,)) as pool:
                 futures = {pool.submit(fn, job): index for index, job in enumerate(jobs)}
                 results = [None] * len(jobs)
-                done = concurrent.futures.as_completed(futures)
-                for future in tqdm(done, total=len(jobs), desc="jobs", unit="job", disable=not self.options.progress):
-                    results[futures[future]] = future.result()
+                finished = concurrent.futures.as_completed(futures)
+                for future in tqdm(finished, total=len(jobs), desc="jobs", unit="job",
+                                   disable=not self.options.progress):
+                    index = futures[future]
+                    if done is None:
+                        results[index] = future.result()
+                        continue
+                    try:
+                        results[index] = future.result()
+                    except Exception as error:  # its worker died (BrokenProcessPool): the job could not run
+                        results[index] = error
+                    done(index, results[index])
         finally:
             for name, value in saved.items():
                 if value is None:

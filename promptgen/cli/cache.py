@@ -110,7 +110,7 @@ def cmd_cache_extract(args: argparse.Namespace) -> int:
 
     from promptgen.toolkit.device import choose_device
     from promptgen.errors import ConfigError
-    from promptgen.runs.extraction import ExtractJob, extract, merge
+    from promptgen.runs.extraction import ExtractJob, extract, extract_elsewhere, merge
     from promptgen.components.presets import preset_for_device, run_preset
     from promptgen.components.registry import default_registry
     from promptgen.components.resolve import build_launcher
@@ -142,8 +142,11 @@ def cmd_cache_extract(args: argparse.Namespace) -> int:
     launcher = build_launcher(registry, args.launcher, {"workers": args.launcher_workers, "address": args.ray_address},
                               progress=not args.quiet)
     jobs = [attrs.evolve(job, shard=i, progress=False) for i in range(shards)]
-    results = launcher.run(extract, jobs)
-    merged = merge(args.cache_dir)
+    if getattr(launcher, "shares_disk", True):  # each shard writes its own LMDB here; merged once all are done
+        results = launcher.run(extract, jobs)
+        merged = merge(args.cache_dir)
+    else:  # each shard extracts in its node's cache and its entries come back here
+        results, merged = extract_elsewhere(jobs, launcher, args.cache_dir)
     print(f"{args.dataset}: {sum(r['features'] for r in results)} features in {shards} shards ({args.launcher}); "
           f"merged {merged['copied']} entries into the cache" + (f", {merged['damaged']} damaged left out"
                                                                  if merged["damaged"] else ""))

@@ -166,11 +166,21 @@ class Method(Protocol):
 
 
 class Launcher(Protocol):
-    """Runs independent jobs (benchmark runs) somewhere: in-process, a process pool, a cluster. An optional
-    ``workers`` attribute says how many jobs run at once (a search's dry run divides its time estimate by it)."""
+    """Runs independent jobs (benchmark runs, extraction shards) somewhere: in-process, a process pool, a cluster.
 
-    def run(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list:
-        """Return [fn(job) for job in jobs], in order, however the work is spread."""
+    Optional attributes: ``workers``, how many jobs run at once (a search's dry run divides its time estimate by
+    it; a sweep whose workers share no disk cuts its feature extraction into that many shards); ``shares_disk``
+    (True when absent), whether the jobs see this process's files at the same paths. False: a sweep sends each job
+    what it reads (the features) and the job returns what it makes (its run directory), which this process
+    writes (benchmarks.remote, docs/distributed.md)."""
+
+    def run(self, fn: Callable[[Any], Any], jobs: Sequence[Any], done: Callable[[int, Any], None] | None = None
+            ) -> list:
+        """Return [fn(job) for job in jobs], in order, however the work is spread. ``fn`` is one object for every
+        job (a launcher may send it to each machine once). ``done(index, result)``, when given, is called in this
+        process as each job's result arrives, in any order: where a sweep writes its records. A job the launcher
+        could not run (its worker or node died, retries spent) gives ``done(index, error)`` and holds the
+        exception in the list; without ``done``, the launcher raises it."""
 
 
 HISTORY_DOC = "docs/plugins.md, 'Per-epoch history'"

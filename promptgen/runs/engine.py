@@ -230,7 +230,9 @@ def run(config: RunConfig, out_dir: str | Path, *, registry: Registry | None = N
             off_labels = distance_to_labels(method, context)
             metrics = rundir.metrics(config, checked, context, scores, report, quality, versions={
                 "promptgen": __version__, "torch": torch.__version__, "python": platform.python_version()})
-            metrics["cache"] = {"recomputed_damaged_entries": context.cache.recomputed}
+            # encoded: the image features this run computed (0 where the cache held every one it read)
+            metrics["cache"] = {"recomputed_damaged_entries": context.cache.recomputed,
+                                "encoded": context.cache.encoded}
             metrics["test_predictions"] = predictions
             if off_labels is not None:
                 metrics["prompt_distance"] = off_labels

@@ -13,6 +13,7 @@ at most one batch: running its shard again computes only the entries it lacks.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import zlib
 from pathlib import Path
@@ -21,13 +22,15 @@ import attrs
 
 from promptgen.components.resolve import Settings, build
 from promptgen.components.run_values import RunValues
-from promptgen.storage.cache import FeatureCache
+from promptgen.storage import feature_pack
+from promptgen.storage.cache import FeatureCache, feature_keys
 from promptgen.storage.feature_format import image_fingerprint
 from promptgen.runs.config import BackboneConfig
-from promptgen.errors import ConfigError
+from promptgen.errors import CacheError, ConfigError
 from promptgen.paths import cache_root
 
 SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -79,26 +82,88 @@ def _parts(dataset, job: ExtractJob):
             yield train, job.views if train else 1, samples
 
 
-def extract(job: ExtractJob, registry=None) -> dict:
-    """Compute (or find) this shard's features; return {"root", "features", "samples"} (features and samples as
-    the splits ask for them: a sample in two splits, e.g. a domain's val and test, counts twice)."""
-    from promptgen.components.registry import default_registry
-
-    registry = registry or default_registry()
+def _built(job: ExtractJob, registry):
+    """The job's backbone and dataset, as a run builds them (promptgen.runs.engine.build_dataset): the same
+    samples, split and all."""
     backbone_config = BackboneConfig(**job.backbone)
     settings = Settings(job.preset, job.dataset, job.overrides, backbone_config.options)
     backbone = backbone_config.build(registry, settings)
-    # the dataset as a run builds it (promptgen.runs.engine.build_dataset): the same samples, split and all
     dataset = build(registry, "dataset", job.dataset, settings,
                     RunValues(progress=job.progress, cache_dir=job.cache_dir), root=job.data_root)
-    root = shard_root(job, image_fingerprint(backbone)) if job.shards > 1 else cache_root(job.cache_dir)
+    return backbone, dataset
+
+
+def extract(job: ExtractJob, registry=None, *, pack: bool = False) -> dict:
+    """Compute (or find) this shard's features; return {"root", "features", "samples", "encoded", "shard",
+    "shards"} (features and samples as the splits ask for them: a sample in two splits, e.g. a domain's val and
+    test, counts twice; encoded: the features computed here, the rest were in the cache).
+
+    pack: for a node that shares no disk with whoever asked: the shard goes into this node's cache (not a shard
+    directory: the node's own disk has one writer at a time) and its entries come back as "pack"
+    (promptgen.storage.feature_pack), to be stored where they are wanted."""
+    from promptgen.components.registry import default_registry
+
+    registry = registry or default_registry()
+    backbone, dataset = _built(job, registry)
+    root = shard_root(job, image_fingerprint(backbone)) if job.shards > 1 and not pack else cache_root(job.cache_dir)
     features = samples = 0
+    keys = []
     with FeatureCache(root) as cache:
         for train, views, part in _parts(dataset, job):
             cache.get(backbone, dataset, job.dataset, part, train=train, views=views, batch_size=job.batch_size,
                       num_workers=job.num_workers, progress=job.progress)
             features, samples = features + views * len(part), samples + len(part)
-    return {"root": str(root), "features": features, "samples": samples, "shard": job.shard, "shards": job.shards}
+            if pack:
+                keys += feature_keys(backbone, job.dataset, part, train=train, views=views)
+        result = {"root": str(root), "features": features, "samples": samples, "encoded": cache.encoded,
+                  "shard": job.shard, "shards": job.shards}
+        if pack:
+            result["pack"] = feature_pack.pack(cache, keys)
+    return result
+
+
+def planned_keys(job: ExtractJob, registry=None) -> list[bytes]:
+    """The cache keys of every feature this shard extracts (what a run of its dataset can ask for)."""
+    from promptgen.components.registry import default_registry
+
+    backbone, dataset = _built(job, registry or default_registry())
+    return [key for train, views, part in _parts(dataset, job)
+            for key in feature_keys(backbone, job.dataset, part, train=train, views=views)]
+
+
+@attrs.frozen
+class PackedShard:
+    """``extract(job, pack=True)``: a shard run on a node that shares no disk with whoever asked for it (picklable:
+    it travels to the node)."""
+
+    def __call__(self, job: ExtractJob) -> dict:
+        return extract(job, pack=True)
+
+
+def extract_elsewhere(jobs: list[ExtractJob], launcher, cache_dir: str | None = None) -> tuple[list[dict], dict]:
+    """Run extraction shards on a launcher whose workers share no disk with this process: each in its node's own
+    cache, its entries brought back and stored in the cache here (each checked), as each shard finishes. A shard
+    the launcher could not run stops the extraction, naming it (the shards stored so far stay).
+
+    Returns (each shard's result, without its pack; {"copied", "present", "damaged"} summed over the shards)."""
+    work = [attrs.evolve(job, cache_dir=None) for job in jobs]  # None: the node's own cache
+    results: list[dict] = [{}] * len(work)
+    totals = {"copied": 0, "present": 0, "damaged": 0}
+    with FeatureCache(cache_dir) as cache:
+        def done(index: int, result) -> None:
+            job = work[index]
+            name = f"extraction shard {job.shard}/{job.shards} of {job.dataset}"
+            if isinstance(result, BaseException):
+                raise CacheError(f"{name} could not run: {type(result).__name__}: {result}")
+            stored = feature_pack.store(result.pop("pack"), cache, name)
+            for key in totals:
+                totals[key] += stored[key]
+            results[index] = result
+            if stored["damaged"]:
+                log.warning("%s: %d damaged entries left out (a run computes them again)", name, stored["damaged"])
+
+        launcher.run(PackedShard(), work, done=done)
+    return results, totals
 
 
 def shard_dirs(cache_dir: str | None = None) -> list[Path]:

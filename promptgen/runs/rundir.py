@@ -18,9 +18,11 @@ against its manifest before it is read. Every JSON file is written atomically an
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import shutil
+import tarfile
 import tempfile
 import uuid
 from pathlib import Path
@@ -96,6 +98,11 @@ def finish(work: Path, out: Path) -> None:
     out = Path(out).absolute()
     write_json(work / MANIFEST, {"run_id": uuid.uuid4().hex, "files": _inventory(work)})
     _CREATED.pop(work, None)
+    _put_in_place(work, out)
+
+
+def _put_in_place(work: Path, out: Path) -> None:
+    """Move the whole directory ``work`` to ``out``, replacing what is there (a previous run) whole."""
     if out.exists():
         replaced = out.parent / f".{out.name}.replaced-{os.getpid()}"
         os.replace(out, replaced)
@@ -103,6 +110,36 @@ def finish(work: Path, out: Path) -> None:
         shutil.rmtree(replaced, ignore_errors=True)
     else:
         os.replace(work, out)
+
+
+def archive(run_dir: Path) -> bytes:
+    """A whole run directory as one gzip'd tar (paths relative to it): what travels back from a machine that does
+    not share the disk of whoever wants the run (benchmarks.remote)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:  # weights barely compress; JSON does
+        for path in sorted(Path(run_dir).rglob("*")):
+            tar.add(path, arcname=path.relative_to(run_dir).as_posix(), recursive=False)
+    return buffer.getvalue()
+
+
+def unarchive(data: bytes, out: Path, where: str = "a run archive") -> None:
+    """Write the run that :func:`archive` packed as ``out`` (replacing a run there whole), once it is unpacked
+    beside it and verified against its manifest: ``out`` holds a whole run or what it held before. Only regular
+    files and folders under ``out`` are accepted (tarfile's "data" filter); ``where`` names the archive's origin."""
+    out = Path(out).absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.incoming-", dir=out.parent))
+    try:
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+                tar.extractall(work, filter="data")
+        except (tarfile.TarError, OSError, EOFError) as error:
+            raise RunDirectoryError(f"{where} cannot be unpacked ({type(error).__name__}: {error})") from None
+        verify(work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _put_in_place(work, out)
 
 
 def discard(work: Path) -> None:

@@ -42,6 +42,7 @@ class FeatureCache:
         self.path, self.env, self.readonly = lmdb_env.acquire(cache_root(root) / "features.lmdb", map_size)
         self.recomputed = 0  # damaged entries found by reads and computed again
         self.unstored = 0  # features computed but not stored (a read-only cache)
+        self.encoded = 0  # features this object computed with the image encoder (the rest were read)
 
     def close(self) -> None:
         if self.env is not None:
@@ -82,23 +83,16 @@ class FeatureCache:
         """
         if views < 1 or (not train and views != 1):
             raise ConfigError(f"FeatureCache.get: views must be >= 1, and 1 for the eval transform; got {views}")
-        fingerprint, transform = image_fingerprint(backbone), transform_id(backbone, train)
-        for what, name in (("backbone fingerprint", fingerprint), ("dataset name", dataset_name)):
-            if "|" in name:
-                raise CacheError(f"feature cache: the {what} {name!r} contains '|', which separates key fields")
         domain_ids = _domain_ids(dataset, samples)
         pairs = [(view, sample) for view in range(views) for sample in samples]
-        for sample in samples:
-            if "|" in sample.version:
-                raise CacheError(f"feature cache: {dataset_name} sample {sample.key!r} has a version with '|' "
-                                 f"({sample.version!r}), which separates key fields")
-        keys = [feature_key(fingerprint, transform, view, dataset_name, s.key, s.version) for view, s in pairs]
+        keys = feature_keys(backbone, dataset_name, samples, train=train, views=views)
+        fingerprint = image_fingerprint(backbone)
         features = np.empty((len(keys), backbone.embed_dim), np.float32)
         missing = self._read(keys, features, fingerprint)
         if missing:
             todo = [pairs[row] for row in missing]
             images = SampleImages(dataset, [s for _, s in todo], backbone.image_transform(train), [v for v, _ in todo])
-            desc = f"caching {dataset_name} features ({transform}, {len(missing)} new)"
+            desc = f"caching {dataset_name} features ({transform_id(backbone, train)}, {len(missing)} new)"
             self._encode(backbone, images, [keys[row] for row in missing], missing, features,
                          batch_size=batch_size, num_workers=num_workers, progress=progress, desc=desc)
         labels = torch.tensor([s.label for s in samples], dtype=torch.long).repeat(views)
@@ -167,6 +161,7 @@ class FeatureCache:
             else:
                 self._write(put)
             out[rows[start:stop]] = batch  # the stored float16 values: a later cache hit returns exactly these
+            self.encoded += len(batch)
             start = stop
         if self.readonly and self.unstored:
             log.warning("feature cache %s is read-only: %d features computed for this run were not stored",
@@ -213,6 +208,21 @@ class FeatureCache:
     def _write(self, fill: Callable[[lmdb.Transaction], object]):
         """Run ``fill`` in one write transaction and commit (the map grows when full); its result."""
         return lmdb_env.write(self.env, self.path, fill)
+
+
+def feature_keys(backbone: Backbone, dataset_name: str, samples: Sequence[Sample], *, train: bool = False,
+                 views: int = 1) -> list[bytes]:
+    """The cache keys of every (view, sample), view-major: what :meth:`FeatureCache.get` reads or computes."""
+    fingerprint, transform = image_fingerprint(backbone), transform_id(backbone, train)
+    for what, name in (("backbone fingerprint", fingerprint), ("dataset name", dataset_name)):
+        if "|" in name:
+            raise CacheError(f"feature cache: the {what} {name!r} contains '|', which separates key fields")
+    for sample in samples:
+        if "|" in sample.version:
+            raise CacheError(f"feature cache: {dataset_name} sample {sample.key!r} has a version with '|' "
+                             f"({sample.version!r}), which separates key fields")
+    return [feature_key(fingerprint, transform, view, dataset_name, s.key, s.version)
+            for view in range(views) for s in samples]
 
 
 def _domain_ids(dataset: Dataset, samples: Sequence[Sample]) -> list[int]:
