@@ -137,8 +137,13 @@ def test_a_sweep_on_two_nodes_without_a_shared_disk_comes_home_whole(tmp_path, m
             assert 0 < record["shipped"]["run_bytes"] < 2**20
         for _, home in nodes.values():  # nothing of the sweep's landed in a node's working directory
             assert not any((home / "work").iterdir())
-        # the table equals the local launcher's: same seeds, identical accuracies
+        # the table equals the local launcher's: same seeds, identical accuracies, and the very same trained
+        # prompts (features extracted in shards on the nodes are the local extraction's, bit for bit)
         assert _accuracies(out) == _accuracies(driver / "local")
+        for record in records:
+            job = record["job"]["id"]
+            assert (out / "runs" / job / "prompt_label.safetensors").read_bytes() == \
+                (driver / "local" / "runs" / job / "prompt_label.safetensors").read_bytes()
         # each feature extracted once on the cluster: the shards computed every planned feature, the jobs none
         features = json.loads((out / "features.json").read_text())
         assert features["extracted"] == features["planned"] > 0 and features["shards"] == 2
@@ -161,6 +166,13 @@ def test_a_sweep_on_two_nodes_without_a_shared_disk_comes_home_whole(tmp_path, m
                          "--ray-address", cluster.address, "--quiet"]) == 0
         assert set(_keys(driver / "extracted")) == set(_keys(cache))
 
+        # the guard holds through the harness too: jobs told the nodes share the driver's disk fail on it
+        assert run.main(["--suite", str(suite), "--out", str(driver / "shared"), "--cache-dir", str(cache),
+                         "--launcher", "ray", "--set", f"ray.address={cluster.address}", "--set",
+                         "ray.shared_disk=true", "--methods", "zero-shot", "--targets", "photo", "--quiet"]) == 1
+        (refused,) = RecordStore(driver / "shared").records()
+        assert refused["status"] == "failed" and "has no disk of the driver's" in refused["error"]
+
         # a job whose worker dies, with no retries left, is the launcher's error for the driver to record
         seen = {}
         launcher = RayLauncher(RayLauncher.Options(address=cluster.address, max_retries=0, progress=False))
@@ -172,3 +184,40 @@ def test_a_sweep_on_two_nodes_without_a_shared_disk_comes_home_whole(tmp_path, m
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_the_shipping_benchmark_measures_each_step_and_projects_domainnet(tmp_path, capsys):
+    from benchmarks import shipping
+
+    assert shipping.main(["--features", "3000", "--width", "64", "--nodes", "4", "--quiet",
+                          "--out", str(tmp_path / "shipping.json")]) == 0
+    numbers = json.loads((tmp_path / "shipping.json").read_text())
+    measured, projection = numbers["measured"], numbers["projection"]
+    assert measured["stored"] == measured["later_present"] == measured["features"] == 3000
+    assert measured["pack_mb"] > 3000 * 64 * 2 / 2**20  # the floats and the keys
+    for step in ("pack_s", "put_s", "store_s", "later_job_s"):
+        assert measured[step] >= 0
+    assert projection["nodes"] == 4 and projection["ship_s"] > 0 and projection["extract_per_node_h"] > 0
+    assert "DomainNet" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_one_machine_cluster_in_the_docs_runs_as_written(tmp_path):
+    """docs/distributed.md's block: Ray's own `ray start` for a head and a worker node, the sweep with
+    --ray-address auto, `ray stop`."""
+    import re
+    import subprocess
+    import sys
+
+    doc = (Path(__file__).parents[1] / "docs" / "distributed.md").read_text()
+    block = re.search(r"Try it on one machine first.*?```bash\n(.*?)```", doc, re.S).group(1)
+    env = {**os.environ, "PROMPTGEN_CACHE_DIR": str(tmp_path / "driver-cache"),
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    done = subprocess.run(["bash", "-ec", block], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    records = RecordStore(tmp_path / "cluster-demo").records()
+    assert {r["job"]["method"] for r in records} == {"coop", "zero-shot"}
+    assert {r["status"] for r in records} == {"ok"}
+    assert {r["node"]["cache"] for r in records} == {str(tmp_path / "node-cache")}
+    assert (tmp_path / "cluster-demo" / "table.md").is_file()

@@ -8,7 +8,9 @@ whose key hashes to I (mod N) and writes its **own** LMDB
 (``<cache>/shards/<dataset>-<fingerprint>-of-<N>/<I>/``): one writer per database, which is what
 LMDB on network storage needs. ``merge`` then folds the shards into the main cache, each entry
 checked (checksum, width, finite) on the way. A shard commits every batch, so a killed worker loses
-at most one batch: running its shard again computes only the entries it lacks.
+at most one batch: running its shard again computes only the entries it lacks. On workers that share no
+disk with the caller (``extract_elsewhere``), each shard extracts into its node's own cache and its
+entries come back in a pack, stored in the caller's cache as they arrive (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -98,9 +100,9 @@ def extract(job: ExtractJob, registry=None, *, pack: bool = False) -> dict:
     "shards"} (features and samples as the splits ask for them: a sample in two splits, e.g. a domain's val and
     test, counts twice; encoded: the features computed here, the rest were in the cache).
 
-    pack: for a node that shares no disk with whoever asked: the shard goes into this node's cache (not a shard
-    directory: the node's own disk has one writer at a time) and its entries come back as "pack"
-    (promptgen.storage.feature_pack), to be stored where they are wanted."""
+    pack: for a node that shares no disk with whoever asked: the shard goes into this node's own cache (no shard
+    directory: LMDB takes turns between the writers of a local disk, which it cannot do on network storage) and
+    its entries come back as "pack" (promptgen.storage.feature_pack), to be stored where they are wanted."""
     from promptgen.components.registry import default_registry
 
     registry = registry or default_registry()
