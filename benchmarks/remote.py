@@ -16,7 +16,6 @@ launcher on a cluster of nodes with their own disks). What travels, and which wa
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import tempfile
 import time
@@ -34,8 +33,6 @@ from promptgen.storage import feature_pack
 from promptgen.storage.cache import FeatureCache
 from promptgen.storage.feature_pack import FeaturePack
 from promptgen.toolkit.device import choose_device
-
-log = logging.getLogger(__name__)
 
 ARCHIVE = "run_archive"  # the record's field that carries the run directory home (removed before it is written)
 

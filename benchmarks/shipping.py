@@ -30,6 +30,7 @@ DOMAINNET_IMAGES = 586_575
 # features a DomainNet run reads: every image once with the eval transform, plus the train views of its train
 # split (about 70 % of the images; one view under the cpu preset, which docs/spg.md's table uses)
 DOMAINNET_FEATURES = DOMAINNET_IMAGES + int(0.7 * DOMAINNET_IMAGES)
+FINGERPRINT = "backbone-ViT-B-16-0123456789abcdef"  # as long as an open_clip backbone's
 
 
 def synthetic_cache(root: Path, features: int, width: int) -> list[bytes]:
@@ -38,7 +39,7 @@ def synthetic_cache(root: Path, features: int, width: int) -> list[bytes]:
     from promptgen.storage.feature_format import META_TAG, encode_entry, feature_key
 
     rng = np.random.default_rng(0)
-    keys = [feature_key("openclip-ViT-B-16-0123456789abcdef", "eval-0a1b2c3d", 0, "domainnet", f"{i:016x}",
+    keys = [feature_key(FINGERPRINT, "eval-0a1b2c3d", 0, "synthetic", f"{i:016x}",
                         f"sketch/class_{i % 345:03d}/sketch_{i:06d}.jpg") for i in range(features)]
     with FeatureCache(root) as cache:
         for start in range(0, features, 8192):
@@ -46,7 +47,7 @@ def synthetic_cache(root: Path, features: int, width: int) -> list[bytes]:
             values = rng.standard_normal((len(chunk), width)).astype(np.float16)
 
             def put(txn, chunk=chunk, values=values):
-                txn.put(META_TAG + b"openclip-ViT-B-16-0123456789abcdef", json.dumps({"embed_dim": width}).encode())
+                txn.put(META_TAG + FINGERPRINT.encode(), json.dumps({"embed_dim": width}).encode())
                 for key, value in zip(chunk, values):
                     txn.put(key, encode_entry(int(value[0] > 0), "sketch", value))
 

@@ -56,6 +56,31 @@ def _cluster(tmp_path, monkeypatch, driver: Path) -> tuple[Cluster, dict]:
     return cluster, nodes
 
 
+def test_the_guard_refuses_the_drivers_directory_and_nothing_else(tmp_path):
+    """What each worker node of the cluster test runs with: a process that imports it can neither write nor read
+    under $PROMPTGEN_TEST_DRIVER_DIR, and can beside it."""
+    import subprocess
+    import sys
+
+    driver, beside = tmp_path / "driver", tmp_path / "driver-not"
+    driver.mkdir()
+    (driver / "cache").mkdir()
+    probe = ("import os, sys\n"
+             "for path in sys.argv[1:]:\n"
+             "    try:\n"
+             "        open(os.path.join(path, 'x'), 'w').close(); os.listdir(path); print('ok')\n"
+             "    except PermissionError as error:\n"
+             "        print(error)\n")
+    env = {**os.environ, "PYTHONPATH": str(GUARD), "PROMPTGEN_TEST_DRIVER_DIR": str(driver),
+           "PROMPTGEN_TEST_NODE": "z"}
+    beside.mkdir()
+    done = subprocess.run([sys.executable, "-c", probe, str(driver / "cache"), str(beside)], env=env,
+                          capture_output=True, text=True, check=True)
+    refused, allowed = done.stdout.splitlines()
+    assert refused.startswith("node z has no disk of the driver's: open ") and allowed == "ok"
+    assert not (driver / "cache" / "x").exists()
+
+
 @ray.remote(num_cpus=1)
 def _write(path: str) -> str:
     try:
