@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import attrs
 
-from benchmarks.records import Attempt, Job
+from benchmarks.records import Attempt, Job, failed
 from promptgen.components.presets import preset_for_device, run_preset
 from promptgen.paths import cache_root
 from promptgen.runs import rundir
@@ -96,7 +96,7 @@ class Elsewhere:
         try:
             rundir.unarchive(archive, run_dir, f"the run directory of job {job.id} from {record.get('node')}")
         except Exception as error:  # the job's work is lost, not the sweep: its record says so and a rerun retries
-            return {"status": "failed", "error": f"{type(error).__name__}: {error}", "node": record.get("node")}
+            return {**failed(error), "node": record.get("node")}
         return {**record, "run_dir": str(run_dir)}
 
 
@@ -128,14 +128,14 @@ def features_home(jobs: Sequence[Job], launcher, cache_dir: str | None, progress
                for extraction in (attrs.evolve(e, cache_dir=cache_dir) for e in extraction_jobs(jobs))]
     every = list(dict.fromkeys(key for _, keys in planned for key in keys))
     with FeatureCache(cache_dir) as cache:
-        lacking = [extraction for extraction, keys in planned if feature_pack.missing(cache, keys)]
-        absent = len(feature_pack.missing(cache, every))
+        absent = set(feature_pack.missing(cache, every))
+    lacking = [extraction for extraction, keys in planned if not absent.isdisjoint(keys)]
     shards = max(1, int(getattr(launcher, "workers", 1))) if lacking else 0
     work = [attrs.evolve(extraction, shard=index, shards=shards) for extraction in lacking for index in range(shards)]
     results = []
     if work:
         if progress:
-            print(f"features: {absent} of {len(every)} not in this machine's cache; extracting them on the workers "
+            print(f"features: {len(absent)} of {len(every)} not in this machine's cache; extracting them on the workers "
                   f"in {len(work)} shards", flush=True)
         results, _ = extract_elsewhere(work, launcher, cache_dir)
     with FeatureCache(cache_dir) as cache:

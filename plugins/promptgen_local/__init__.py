@@ -83,14 +83,14 @@ class ProcessLauncher:
                 for future in tqdm(finished, total=len(jobs), desc="jobs", unit="job",
                                    disable=not self.options.progress):
                     index = futures[future]
-                    if done is None:
-                        results[index] = future.result()
-                        continue
                     try:
                         results[index] = future.result()
                     except Exception as error:  # its worker died (BrokenProcessPool): the job could not run
+                        if done is None:
+                            raise
                         results[index] = error
-                    done(index, results[index])
+                    if done is not None:
+                        done(index, results[index])
         finally:
             for name, value in saved.items():
                 if value is None:

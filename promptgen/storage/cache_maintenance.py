@@ -102,13 +102,14 @@ def merge(cache: OpenCache, shard: OpenCache, batch: int = 4096) -> dict:
                 continue
             pending.append((key, bytes(value)))  # out of the read transaction's memory
             if len(pending) == batch:
-                copied += _put_all(cache, pending)
+                copied += put_all(cache, pending)
                 pending = []
-        copied += _put_all(cache, pending)
+        copied += put_all(cache, pending)
     return {"copied": copied, "damaged": len(bad)}
 
 
-def _put_all(cache: OpenCache, entries: list[tuple[bytes, bytes]]) -> int:
+def put_all(cache: OpenCache, entries: list[tuple[bytes, bytes]]) -> int:
+    """Write ``entries`` in one transaction; how many of them are features (merge, feature_pack.store)."""
     write(cache.env, cache.path, lambda txn: [txn.put(key, value) for key, value in entries])
     return sum(key.startswith(FEATURE_TAG) for key, _ in entries)
 

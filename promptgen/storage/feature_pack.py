@@ -20,7 +20,8 @@ import numpy as np
 
 from promptgen.errors import CacheError
 from promptgen.storage.feature_format import META_TAG, embed_dim, entry_problems, parse_feature_key
-from promptgen.storage.lmdb_env import begin_read, write
+from promptgen.storage.cache_maintenance import put_all
+from promptgen.storage.lmdb_env import begin_read
 
 _SIZES = struct.Struct("<II")
 BATCH = 4096  # entries per write transaction when a pack is stored
@@ -99,12 +100,10 @@ def store(pack: FeaturePack, cache, where: str = "a feature pack") -> dict:
     dims = {key[len(META_TAG):].decode(errors="replace"): embed_dim(value)
             for key, value in entries if key.startswith(META_TAG)}
     dims = {fingerprint: dim for fingerprint, dim in dims.items() if dim is not None}
-    copied = present = damaged = 0
     with begin_read(cache.env) as txn:
         fresh = [(key, value) for key, value in entries if txn.get(key) is None]
-    present = sum(not key.startswith(META_TAG) for key, _ in entries) - sum(
-        not key.startswith(META_TAG) for key, _ in fresh)
-    pending = []
+    features = sum(not key.startswith(META_TAG) for key, _ in entries)
+    pending, damaged = [], 0
     for key, value in fresh:
         if key.startswith(META_TAG):
             if embed_dim(value) is not None:
@@ -113,8 +112,5 @@ def store(pack: FeaturePack, cache, where: str = "a feature pack") -> dict:
             damaged += 1
         else:
             pending.append((key, bytes(value)))
-            copied += 1
-    for start in range(0, len(pending), BATCH):
-        chunk = pending[start:start + BATCH]
-        write(cache.env, cache.path, lambda txn, chunk=chunk: [txn.put(key, value) for key, value in chunk])
-    return {"copied": copied, "present": present, "damaged": damaged}
+    copied = sum(put_all(cache, pending[start:start + BATCH]) for start in range(0, len(pending), BATCH))
+    return {"copied": copied, "present": features - (copied + damaged), "damaged": damaged}
