@@ -203,3 +203,25 @@ def test_a_launchers_settings_leave_the_job_ids_as_they_were():
     assert [job.id for job in moved] == [job.id for job in plain] and moved[0].config.overrides == {}
     changed = protocols.expand(suites.with_changes(suite, template={"overrides": {"zero-shot": {}}}), registry)
     assert changed[0].config.overrides == {"zero-shot": {}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["cpu", "gpu"])
+def test_the_features_planned_for_the_nodes_are_every_one_a_run_reads(tmp_path, preset):
+    """benchmarks.remote plans the pack from the jobs' configs: under either preset's values (the gpu preset's 8
+    views too, on the CPU) a run reads no feature outside it, and the plan holds the preset's views."""
+    from benchmarks.remote import extraction_jobs
+    from promptgen.runs.engine import run
+    from promptgen.runs.extraction import planned_keys
+    from promptgen.storage.feature_format import parse_feature_key
+
+    config = RunConfig(targets=("photo",), method="coop", preset=preset, backbone={"device": "cpu"},
+                       cache_dir=str(tmp_path / "cache"), overrides={"digits-dg": {"per_class": 10},
+                                                                    "coop": {"epochs": 1, "warmup_epochs": 0}})
+    (extraction,) = extraction_jobs([Job("multi-source", config)])
+    planned = set(planned_keys(attrs.evolve(extraction, cache_dir=config.cache_dir)))
+    assert extraction.views == {"cpu": 4, "gpu": 8}[preset]
+    run(config, tmp_path / "run", progress=False)
+    read = set(_entries(tmp_path / "cache")) - {key for key in _entries(tmp_path / "cache") if key.startswith(META_TAG)}
+    assert read and read <= planned
+    assert max(parse_feature_key(key)[2] for key in read) == extraction.views - 1  # every train view was read
